@@ -1,0 +1,44 @@
+#!/usr/bin/env node
+/**
+ * `pg-once <command>`: the operator's entry point. Each command lives in src/cli/<name>-command.ts
+ * and gets the arguments after its name; this file only dispatches and turns errors into exit
+ * codes (1 for a failure, 2 for bad usage).
+ */
+import { InvalidOptionsError, OnceError } from './errors.ts';
+import type { Command } from './cli/command.ts';
+import { migrateCommand } from './cli/migrate-command.ts';
+
+const commands: Record<string, Command> = {
+  migrate: migrateCommand,
+};
+
+function usage(): string {
+  const lines = Object.entries(commands).map(([name, command]) => `  ${name.padEnd(10)} ${command.summary}`);
+  return ['Usage: pg-once <command> [options]', '', 'Commands:', ...lines, '', 'Run `pg-once <command> --help` for its options.'].join('\n');
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h') {
+    console.log(usage());
+    return name === undefined ? 2 : 0;
+  }
+  const command = commands[name];
+  if (!command) {
+    console.error(`pg-once: unknown command "${name}"\n\n${usage()}`);
+    return 2;
+  }
+  try {
+    await command.run(rest);
+    return 0;
+  } catch (error) {
+    if (error instanceof OnceError) {
+      console.error(`pg-once ${name}: ${error.message} [${error.code}]`);
+      return error instanceof InvalidOptionsError ? 2 : 1;
+    }
+    console.error(`pg-once ${name}:`, error);
+    return 1;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,6 @@
+/** One `pg-once <name>` command: a one-line summary for the usage text, and its runner. */
+export interface Command {
+  summary: string;
+  /** Receives the arguments after the command's name; throws to fail (see src/cli.ts). */
+  run(args: string[]): Promise<void>;
+}

@@ -1,0 +1,81 @@
+/**
+ * A database of this test file's own, cloned from the migrated template, plus login roles to
+ * reach it as the application (`once_app`) or the relay (`once_relay`). Those roles are neither
+ * superuser nor BYPASSRLS: superusers bypass row-level security, so isolation tests through them
+ * would prove nothing. Everything is dropped by `drop()`.
+ */
+import { randomBytes } from 'node:crypto';
+import { Kysely, PostgresDialect } from 'kysely';
+import pg from 'pg';
+import { inject } from 'vitest';
+import { databaseUrlFor, quoteIdentifier } from './database-url.ts';
+
+export interface TestDatabase {
+  name: string;
+  /** Superuser connection string to this database (bypasses RLS: setup and inspection only). */
+  adminUrl: string;
+  /** A superuser pool on this database, for setup and for checking what is really stored. */
+  admin: pg.Pool;
+  /** Creates a LOGIN role (NOSUPERUSER NOBYPASSRLS) granted `group`; returns its connection string. */
+  createLoginRole(group: 'once_app' | 'once_relay'): Promise<string>;
+  /** A Kysely instance on a pool, closed by `drop()`. */
+  kysely<DB = any>(url: string, poolOptions?: pg.PoolConfig): Kysely<DB>;
+  drop(): Promise<void>;
+}
+
+export interface TestDatabaseOptions {
+  /** An empty database (not cloned from the migrated template), for migration tests. */
+  empty?: boolean;
+}
+
+export async function createTestDatabase(options: TestDatabaseOptions = {}): Promise<TestDatabase> {
+  const serverUrl = inject('adminUrl');
+  const template = options.empty ? 'template0' : inject('templateDatabase');
+  const name = `once_test_${randomBytes(6).toString('hex')}`;
+  const server = new pg.Client({ connectionString: serverUrl });
+  await server.connect();
+  try {
+    await server.query(`CREATE DATABASE ${quoteIdentifier(name)} TEMPLATE ${quoteIdentifier(template)}`);
+  } finally {
+    await server.end();
+  }
+
+  const adminUrl = databaseUrlFor(serverUrl, name);
+  const admin = new pg.Pool({ connectionString: adminUrl, max: 4 });
+  const roles: string[] = [];
+  const instances: Kysely<unknown>[] = [];
+
+  return {
+    name,
+    adminUrl,
+    admin,
+    async createLoginRole(group) {
+      const user = `${name}_${group === 'once_app' ? 'app' : 'relay'}${roles.length}`;
+      const password = randomBytes(12).toString('hex');
+      await admin.query(
+        `CREATE ROLE ${quoteIdentifier(user)} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE PASSWORD '${password}'`,
+      );
+      roles.push(user);
+      await admin.query(`GRANT ${group} TO ${quoteIdentifier(user)}`);
+      return databaseUrlFor(serverUrl, name, { user, password });
+    },
+    kysely<DB>(url: string, poolOptions: pg.PoolConfig = {}) {
+      const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url, max: 10, ...poolOptions }) }) });
+      instances.push(db as Kysely<unknown>);
+      return db;
+    },
+    async drop() {
+      await Promise.all(instances.map((db) => db.destroy()));
+      await admin.end();
+      const server = new pg.Client({ connectionString: serverUrl });
+      await server.connect();
+      try {
+        await server.query(`DROP DATABASE IF EXISTS ${quoteIdentifier(name)} WITH (FORCE)`);
+        // Roles are cluster-wide: drop them too, or a shared DATABASE_URL server collects them.
+        for (const role of roles) await server.query(`DROP ROLE IF EXISTS ${quoteIdentifier(role)}`);
+      } finally {
+        await server.end();
+      }
+    },
+  };
+}
