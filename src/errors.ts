@@ -12,7 +12,16 @@ export type OnceErrorCode =
   | 'RLS_BYPASS'
   | 'MIGRATION_CHECKSUM_MISMATCH'
   | 'MIGRATION_DATABASE_AHEAD'
-  | 'MIGRATION_FAILED';
+  | 'MIGRATION_FAILED'
+  | 'NOT_IN_TRANSACTION'
+  | 'INVALID_KEY'
+  | 'INVALID_REQUEST'
+  | 'IDEMPOTENCY_KEY_REUSED'
+  | 'IDEMPOTENCY_IN_PROGRESS'
+  | 'RESULT_NOT_SERIALIZABLE'
+  | 'RESULT_TOO_LARGE'
+  | 'CALL_ABORTED'
+  | 'TRANSACTION_CONFLICT';
 
 /** One problem found while validating options or input; a flattened zod issue. */
 export interface OnceIssue {
@@ -93,6 +102,108 @@ export class RlsBypassError extends OnceError {
   }
 }
 
+/** `runIdempotent`/`enqueue` were given something that is not a Kysely `Transaction`. */
+export class NotInTransactionError extends OnceError {
+  readonly code = 'NOT_IN_TRANSACTION';
+  readonly retryable = false;
+  readonly httpStatus = 500;
+}
+
+/** An idempotency key that is empty, longer than 255 characters or contains control characters. */
+export class InvalidKeyError extends OnceError {
+  readonly code = 'INVALID_KEY';
+  readonly retryable = false;
+  readonly httpStatus = 400;
+}
+
+/** A request (tool arguments) or event payload that is not JSON: BigInt, cycles, functions... */
+export class InvalidRequestError extends OnceError {
+  readonly code = 'INVALID_REQUEST';
+  readonly retryable = false;
+  readonly httpStatus = 400;
+}
+
+/**
+ * The key was used before with a different request (its fingerprint differs). Nothing ran. As in
+ * Stripe's API: a client bug, answered with 422.
+ */
+export class IdempotencyKeyReusedError extends OnceError {
+  readonly code = 'IDEMPOTENCY_KEY_REUSED';
+  readonly retryable = false;
+  readonly httpStatus = 422;
+  readonly key: string;
+
+  constructor(key: string, options?: OnceErrorOptions) {
+    super(
+      `pg-once: idempotency key "${key}" was already used with a different request; ` +
+        'use a new key for a different request.',
+      options,
+    );
+    this.key = key;
+  }
+}
+
+/**
+ * A concurrent call with the same key is still running and did not finish within `waitMs`.
+ * Retry after `retryAfterMs`: the retry will replay its result (or run, if it failed).
+ */
+export class IdempotencyInProgressError extends OnceError {
+  readonly code = 'IDEMPOTENCY_IN_PROGRESS';
+  readonly retryable = true;
+  readonly httpStatus = 409;
+  readonly key: string;
+  /** A hint for when to retry, in milliseconds (also what a `Retry-After` header should say). */
+  readonly retryAfterMs: number;
+
+  constructor(key: string, retryAfterMs: number, options?: OnceErrorOptions) {
+    super(`pg-once: a call with idempotency key "${key}" is already in progress; retry in ${retryAfterMs} ms.`, options);
+    this.key = key;
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
+/** A handler result (or event payload) that JSON cannot represent faithfully. Nothing committed. */
+export class ResultNotSerializableError extends OnceError {
+  readonly code = 'RESULT_NOT_SERIALIZABLE';
+  readonly retryable = false;
+  readonly httpStatus = 500;
+}
+
+/** A handler result larger than `maxResultBytes`. Nothing committed. */
+export class ResultTooLargeError extends OnceError {
+  readonly code = 'RESULT_TOO_LARGE';
+  readonly retryable = false;
+  readonly httpStatus = 500;
+  readonly bytes: number;
+  readonly maxBytes: number;
+
+  constructor(bytes: number, maxBytes: number) {
+    super(`pg-once: the result is ${bytes} bytes as JSON, over the limit of ${maxBytes} (maxResultBytes).`);
+    this.bytes = bytes;
+    this.maxBytes = maxBytes;
+  }
+}
+
+/**
+ * The transaction was aborted on purpose because an idempotent call in it failed (SQLSTATE ONC03):
+ * seen by code that catches the handler's error and keeps using the transaction.
+ */
+export class CallAbortedError extends OnceError {
+  readonly code = 'CALL_ABORTED';
+  readonly retryable = false;
+  readonly httpStatus = 500;
+}
+
+/**
+ * Postgres aborted the transaction to keep it consistent (serialization failure, deadlock, or a
+ * claim that lost too many races). Retrying the whole transaction is safe.
+ */
+export class TransactionConflictError extends OnceError {
+  readonly code = 'TRANSACTION_CONFLICT';
+  readonly retryable = true;
+  readonly httpStatus = 409;
+}
+
 /** Base of the migration failures; `code` tells which. */
 export abstract class MigrationError extends OnceError {
   readonly retryable = false;
@@ -134,6 +245,10 @@ export class MigrationFailedError extends MigrationError {
 
 /** SQLSTATEs raised by pg-once's own SQL (see sql/). One place maps them to classes. */
 export const SQLSTATE_TENANT_MISSING = 'ONC01';
+export const SQLSTATE_CLAIM_CONTENDED = 'ONC02';
+export const SQLSTATE_CALL_ABORTED = 'ONC03';
+/** Postgres' own codes that mean "retry the transaction". */
+const RETRYABLE_SQLSTATES = new Set(['40001', '40P01', SQLSTATE_CLAIM_CONTENDED]);
 
 /**
  * Translates a driver error raised by pg-once's SQL into its typed error; anything else is returned
@@ -146,6 +261,12 @@ export function translateDatabaseError(error: unknown): unknown {
       'pg-once: no tenant is set for this transaction; run the work inside withTenant(db, tenantId, fn).',
       { cause: error },
     );
+  }
+  if (sqlstate === SQLSTATE_CALL_ABORTED) {
+    return new CallAbortedError((error as Error).message, { cause: error });
+  }
+  if (typeof sqlstate === 'string' && RETRYABLE_SQLSTATES.has(sqlstate)) {
+    return new TransactionConflictError(`pg-once: ${(error as Error).message}; retry the transaction.`, { cause: error });
   }
   return error;
 }

@@ -1,18 +1,40 @@
 // The public API of pg-once, listed by name: nothing is exported by accident.
+export { withTenant, MAX_TENANT_ID_LENGTH } from './tenant.ts';
+export { runIdempotent } from './idempotency/run-idempotent.ts';
+export type { IdempotentOutcome } from './idempotency/run-idempotent.ts';
+export type { Jsonify } from './idempotency/jsonify.ts';
+export { isRecordedFailure } from './idempotency/recorded-failure.ts';
+export { StoredCallError } from './idempotency/stored-error.ts';
+export type { DedupeAuditEvent } from './idempotency/audit-event.ts';
+export { enqueue, MAX_PAYLOAD_BYTES } from './outbox/enqueue.ts';
+export type { EnqueuedEvent } from './outbox/enqueue.ts';
+export { keys, canonicalJson, fingerprint, modelKeyProblem, MAX_KEY_LENGTH } from './keys.ts';
+export type { ModelKeyOptions, OrchestratorKeyParts } from './keys.ts';
+export { configure } from './settings.ts';
+export type { Settings } from './settings.ts';
 export { migrate } from './migrate.ts';
 export type { AppliedMigration, DatabaseTarget, MigrateResult } from './migrate.ts';
-export type { MigrateOptions } from './options.ts';
+export type { MigrateOptions, OutboxEvent, RunIdempotentOptions, WithTenantOptions } from './options.ts';
 export {
+  CallAbortedError,
+  IdempotencyInProgressError,
+  IdempotencyKeyReusedError,
+  InvalidKeyError,
   InvalidOptionsError,
+  InvalidRequestError,
   InvalidTenantError,
   MigrationChecksumError,
   MigrationDatabaseAheadError,
   MigrationError,
   MigrationFailedError,
+  NotInTransactionError,
   OnceError,
+  ResultNotSerializableError,
+  ResultTooLargeError,
   RlsBypassError,
   SQLSTATE_TENANT_MISSING,
   TenantMissingError,
+  TransactionConflictError,
   translateDatabaseError,
 } from './errors.ts';
 export type { OnceErrorCode, OnceErrorOptions, OnceIssue } from './errors.ts';

@@ -5,6 +5,8 @@
  */
 import { z } from 'zod';
 import { InvalidOptionsError } from './errors.ts';
+import type { DedupeAuditEvent } from './idempotency/audit-event.ts';
+import { parseDuration } from './internal/duration.ts';
 
 /** A callback, validated only as "is a function" (zod 4 has no function schema). */
 function callback<F extends (...args: never[]) => unknown>() {
@@ -24,6 +26,92 @@ export const migrateOptionsSchema = z
   .strict();
 export type MigrateOptions = z.input<typeof migrateOptionsSchema>;
 export type ResolvedMigrateOptions = z.output<typeof migrateOptionsSchema>;
+
+const DAY_MILLISECONDS = 24 * 60 * 60 * 1_000;
+const MAX_TTL_MILLISECONDS = 10 * 365 * DAY_MILLISECONDS;
+/** 1 MiB. */
+const DEFAULT_MAX_RESULT_BYTES = 1_048_576;
+
+/** A duration in milliseconds, or a string such as '24h', '15m', '7d', '1h30m'. */
+const duration = z
+  .union([z.number(), z.string()])
+  .transform((value, context) => {
+    const milliseconds = parseDuration(value);
+    if (milliseconds === undefined || milliseconds <= 0 || milliseconds > MAX_TTL_MILLISECONDS) {
+      context.addIssue({
+        code: 'custom',
+        message: `expected a positive duration up to 10 years: milliseconds, or text like '24h', '15m', '7d' (got ${JSON.stringify(value)})`,
+      });
+      return z.NEVER;
+    }
+    return milliseconds;
+  });
+
+export const withTenantOptionsSchema = z
+  .object({
+    /**
+     * Run even if the connection's role bypasses row-level security (superuser or BYPASSRLS), in
+     * which case tenants are NOT isolated by the database. (Default: false, or `configure()`'s)
+     */
+    allowRlsBypass: z.boolean().optional(),
+  })
+  .strict();
+export type WithTenantOptions = z.input<typeof withTenantOptionsSchema>;
+
+export const runIdempotentOptionsSchema = z
+  .object({
+    /**
+     * The tool's arguments. Fingerprinted (sha256 of RFC 8785 canonical JSON, so key order never
+     * matters); the same key with a different request throws IdempotencyKeyReusedError.
+     * (Default: none, and then any later call with a request counts as different)
+     */
+    request: z.unknown().optional(),
+    /** How long the result is kept and replayed: milliseconds or e.g. '24h'. (Default: '24h') */
+    ttl: duration.default(DAY_MILLISECONDS),
+    /** Part of the key space: a new version never replays an old version's result. (Default: '') */
+    version: z.string().max(64).default(''),
+    /** The tool's name, stored for audit and metrics. (Default: none) */
+    tool: z.string().min(1).max(128).optional(),
+    /**
+     * How long a concurrent duplicate waits for the first call to finish, in milliseconds, before
+     * IdempotencyInProgressError. (Default: 10 000)
+     */
+    waitMs: z.number().int().min(0).max(600_000).default(10_000),
+    /**
+     * Which errors of `fn` are permanent results: stored as a `failed` record and re-thrown on
+     * every replay. (Default: none are; the call rolls back and a retry executes afresh)
+     */
+    storeError: z.custom<(error: unknown) => boolean>((value) => typeof value === 'function').optional(),
+    /** Largest result accepted, in bytes of JSON. (Default: 1 048 576, i.e. 1 MiB) */
+    maxResultBytes: z.number().int().positive().default(DEFAULT_MAX_RESULT_BYTES),
+    /** Called for every dedupe audit event of this call. (Default: `configure()`'s logger) */
+    logger: z.custom<(event: DedupeAuditEvent) => void>((value) => typeof value === 'function').optional(),
+  })
+  .strict();
+export type RunIdempotentOptions = z.input<typeof runIdempotentOptionsSchema>;
+export type ResolvedRunIdempotentOptions = z.output<typeof runIdempotentOptionsSchema>;
+
+export const outboxEventSchema = z
+  .object({
+    /** Where the relay routes the event, e.g. 'orders.created'. */
+    topic: z.string().min(1).max(255).regex(/^[^\p{Cc}]+$/u, 'must not contain control characters'),
+    /** The event body (any JSON value). */
+    payload: z.unknown(),
+    /**
+     * Events sharing an ordering key are delivered in commit order; events without one flow in
+     * parallel. (Default: none)
+     */
+    orderingKey: z.string().min(1).max(255).optional(),
+    /** Extra headers passed to the sink. (Default: {}) */
+    headers: z.record(z.string(), z.string()).default({}),
+    /**
+     * The id receivers dedupe on. (Default: inside runIdempotent, derived from tenant, key,
+     * version and the event's position in the call; elsewhere a random UUID)
+     */
+    dedupeId: z.string().min(1).max(255).optional(),
+  })
+  .strict();
+export type OutboxEvent = z.input<typeof outboxEventSchema>;
 
 /** Parses `input` with `schema`, or throws InvalidOptionsError naming `what` was being parsed. */
 export function parseOptions<S extends z.ZodType>(schema: S, input: unknown, what: string): z.output<S> {

@@ -12,7 +12,7 @@ import {
 import { createTestDatabase, type TestDatabase } from './support/test-database.ts';
 
 const run = promisify(execFile);
-const SHIPPED = ['0001_schema_rls_roles'];
+const SHIPPED = ['0001_schema_rls_roles', '0002_claim_function'];
 
 let database: TestDatabase | undefined;
 afterEach(async () => {

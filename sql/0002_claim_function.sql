@@ -1,0 +1,144 @@
+-- The claim of runIdempotent, as one function so that a call costs ONE round trip whatever it
+-- finds: a fresh claim, a replay, a key reused with another request, an expired record to take
+-- over, or a concurrent duplicate to wait for.
+--
+-- Why a function and not a single INSERT ... ON CONFLICT: after waiting for a concurrent claim,
+-- the row it committed is invisible to the waiting statement's snapshot, so the outcome must be
+-- read by a NEW statement. In READ COMMITTED every statement of a VOLATILE plpgsql function takes
+-- a fresh snapshot, which is what the loop below relies on. (Under REPEATABLE READ the INSERT
+-- raises a serialization failure instead, which pg-once reports as retryable.)
+--
+-- Waiting: a duplicate INSERT blocks on the unique index until the first transaction ends; the
+-- wait is bounded by lock_timeout, set to p_wait_ms for the duration of the call and restored
+-- before returning. Past it the statement fails with SQLSTATE 55P03, which the caller maps to
+-- IdempotencyInProgressError. No subtransaction (EXCEPTION block) is used: it would cost every
+-- call, and a timed-out duplicate's transaction has nothing worth keeping.
+--
+-- SECURITY INVOKER (the default): row-level security applies inside, as the caller's role.
+CREATE OR REPLACE FUNCTION once.claim(
+  p_key         text,
+  p_version     text,
+  p_tool        text,
+  p_fingerprint bytea,
+  p_ttl_ms      double precision,
+  p_wait_ms     integer
+) RETURNS TABLE (
+  outcome      text,         -- claimed | replay | key_reused | in_progress
+  tenant_id    text,
+  status       text,
+  result       jsonb,
+  error        jsonb,
+  waited       boolean,
+  locked_until timestamptz
+)
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_tenant       text := once.current_tenant();  -- raises ONC01 before anything is written
+  v_row          once.idempotency_keys%ROWTYPE;
+  v_waited       boolean := false;
+  v_claimed      boolean := false;
+  v_lock_timeout text := current_setting('lock_timeout');
+  v_started      timestamptz := clock_timestamp();
+  v_expires_at   timestamptz := now() + p_ttl_ms * interval '1 millisecond';
+BEGIN
+  PERFORM set_config('lock_timeout', greatest(p_wait_ms, 1) || 'ms', true);
+  FOR attempt IN 1..16 LOOP
+    SELECT * INTO v_row FROM once.idempotency_keys k
+     WHERE k.tenant_id = v_tenant AND k.key = p_key AND k.version = p_version;
+
+    IF NOT FOUND THEN
+      INSERT INTO once.idempotency_keys AS k (tenant_id, key, version, tool, fingerprint, status, expires_at)
+      VALUES (v_tenant, p_key, p_version, p_tool, p_fingerprint, 'in_progress', v_expires_at)
+      ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO NOTHING;
+      IF FOUND THEN
+        v_claimed := true;
+        EXIT;
+      END IF;
+      -- A concurrent claim of the same key existed; the INSERT waited for it to end. Look again.
+      v_waited := true;
+      CONTINUE;
+    END IF;
+
+    IF v_row.expires_at <= now()
+       OR (v_row.status = 'in_progress' AND v_row.locked_until IS NOT NULL AND v_row.locked_until <= clock_timestamp()) THEN
+      -- Expired record, or an abandoned lease (two-phase mode): take it over. The WHERE repeats
+      -- the condition so that, of two callers taking over at once, the second (re-checking the row
+      -- after waiting for the first) updates nothing and loops to read the first one's outcome.
+      UPDATE once.idempotency_keys k
+         SET tool = p_tool, fingerprint = p_fingerprint, status = 'in_progress', result = NULL,
+             error = NULL, locked_until = NULL, created_at = now(), completed_at = NULL,
+             expires_at = v_expires_at
+       WHERE k.tenant_id = v_tenant AND k.key = p_key AND k.version = p_version
+         AND (k.expires_at <= now()
+              OR (k.status = 'in_progress' AND k.locked_until IS NOT NULL AND k.locked_until <= clock_timestamp()));
+      IF FOUND THEN
+        v_claimed := true;
+        EXIT;
+      END IF;
+      v_waited := true;
+      CONTINUE;
+    END IF;
+
+    IF v_row.status = 'in_progress' THEN
+      -- A committed claim with a live lease (two-phase mode): the caller decides how to wait.
+      PERFORM set_config('lock_timeout', v_lock_timeout, true);
+      RETURN QUERY SELECT 'in_progress'::text, v_tenant, v_row.status, NULL::jsonb, NULL::jsonb, v_waited, v_row.locked_until;
+      RETURN;
+    END IF;
+
+    -- A live completed or failed record.
+    PERFORM set_config('lock_timeout', v_lock_timeout, true);
+    IF v_row.fingerprint IS DISTINCT FROM p_fingerprint THEN
+      INSERT INTO once.dedupe_audit (tenant_id, key, tool, kind, detail)
+      VALUES (v_tenant, p_key, coalesce(p_tool, v_row.tool), 'key_reused',
+              jsonb_build_object('version', p_version,
+                                 'stored_fingerprint', encode(v_row.fingerprint, 'hex'),
+                                 'request_fingerprint', encode(p_fingerprint, 'hex')));
+      RETURN QUERY SELECT 'key_reused'::text, v_tenant, v_row.status, NULL::jsonb, NULL::jsonb, v_waited, NULL::timestamptz;
+      RETURN;
+    END IF;
+    INSERT INTO once.dedupe_audit (tenant_id, key, tool, kind, detail)
+    VALUES (v_tenant, p_key, coalesce(p_tool, v_row.tool), CASE WHEN v_waited THEN 'waited' ELSE 'replay' END,
+            jsonb_build_object('version', p_version, 'status', v_row.status, 'outcome', 'replayed',
+                               'waited_ms', round(extract(epoch FROM clock_timestamp() - v_started) * 1000)));
+    RETURN QUERY SELECT 'replay'::text, v_tenant, v_row.status, v_row.result, v_row.error, v_waited, NULL::timestamptz;
+    RETURN;
+  END LOOP;
+
+  IF NOT v_claimed THEN
+    -- 16 rounds of losing races: only a pathological storm of takeovers and deletions gets here.
+    RAISE EXCEPTION 'pg-once: could not claim key % after repeated concurrent changes', p_key
+      USING ERRCODE = 'ONC02';
+  END IF;
+
+  PERFORM set_config('lock_timeout', v_lock_timeout, true);
+  IF v_waited THEN
+    -- Waited for a concurrent duplicate that rolled back (or whose record expired): this call
+    -- executes, and the wait is still worth an audit row.
+    INSERT INTO once.dedupe_audit (tenant_id, key, tool, kind, detail)
+    VALUES (v_tenant, p_key, p_tool, 'waited',
+            jsonb_build_object('version', p_version, 'outcome', 'executed',
+                               'waited_ms', round(extract(epoch FROM clock_timestamp() - v_started) * 1000)));
+  END IF;
+  RETURN QUERY SELECT 'claimed'::text, v_tenant, 'in_progress'::text, NULL::jsonb, NULL::jsonb, v_waited, NULL::timestamptz;
+END
+$$;
+
+-- Called by runIdempotent when the handler failed with an error that is not stored: it aborts
+-- the transaction, so that even a caller who catches the error and commits cannot persist the
+-- claim or the handler's partial writes (COMMIT of an aborted transaction is a ROLLBACK). Inside
+-- a caller's savepoint, ROLLBACK TO SAVEPOINT still recovers, as it should.
+CREATE OR REPLACE FUNCTION once.abort_call(p_reason text) RETURNS void
+  LANGUAGE plpgsql
+AS $$
+BEGIN
+  RAISE EXCEPTION 'pg-once: the idempotent call failed, so its transaction cannot commit: %', p_reason
+    USING ERRCODE = 'ONC03';
+END
+$$;
+
+REVOKE ALL ON FUNCTION once.claim(text, text, text, bytea, double precision, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION once.abort_call(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION once.claim(text, text, text, bytea, double precision, integer) TO once_app;
+GRANT EXECUTE ON FUNCTION once.abort_call(text) TO once_app;

@@ -1,0 +1,18 @@
+/**
+ * The idempotent call a piece of code runs in, so that `enqueue` inside `fn` can derive dedupe
+ * ids from the call (tenant, key, version, position) without the caller threading them through.
+ * AsyncLocalStorage rather than a map keyed by transaction: two calls may share one transaction.
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import type { Transaction } from 'kysely';
+
+export interface CallContext {
+  tx: Transaction<any>;
+  tenantId: string;
+  key: string;
+  version: string;
+  /** Events enqueued so far by this call; the next event's position. */
+  position: number;
+}
+
+export const callContext = new AsyncLocalStorage<CallContext>();

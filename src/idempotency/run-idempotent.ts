@@ -1,0 +1,177 @@
+/**
+ * runIdempotent(tx, key, fn, opts): `fn(tx)` runs at most once per (tenant, key, version) while
+ * the record lives; its writes commit atomically with the claim and the stored result.
+ *
+ * Round trips of a fresh call: the claim, fn's own statements, the UPDATE storing the result.
+ * A replay: the claim alone (it returns the stored result and writes the audit row itself).
+ */
+import { sql, type Transaction } from 'kysely';
+import {
+  IdempotencyInProgressError,
+  IdempotencyKeyReusedError,
+  NotInTransactionError,
+  ResultNotSerializableError,
+  ResultTooLargeError,
+} from '../errors.ts';
+import { isTransaction } from '../internal/is-transaction.ts';
+import { JsonTextError, toJsonText } from '../internal/json-text.ts';
+import { assertValidKey, fingerprint } from '../keys.ts';
+import {
+  parseOptions,
+  type ResolvedRunIdempotentOptions,
+  type RunIdempotentOptions,
+  runIdempotentOptionsSchema,
+} from '../options.ts';
+import { settings } from '../settings.ts';
+import { type DedupeAuditEvent, emitAuditEvent } from './audit-event.ts';
+import { callContext } from './call-context.ts';
+import { claim, type ClaimRow, retryAfterMs } from './claim.ts';
+import type { Jsonify } from './jsonify.ts';
+import { markRecordedFailure } from './recorded-failure.ts';
+import { abortCall, type RecordId, storeFailure, storeResult } from './store-outcome.ts';
+import { describeError, StoredCallError } from './stored-error.ts';
+
+export interface IdempotentOutcome<T> {
+  /** What fn returned, as JSON round-trips it: identical on the first call and every replay. */
+  value: Jsonify<T>;
+  /** 'executed': fn ran in this call. 'replayed': the stored result was returned; fn did not run. */
+  outcome: 'executed' | 'replayed';
+  /** True when this call waited for a concurrent call with the same key. */
+  waited: boolean;
+}
+
+/** Parsed once: most calls pass no options, and parsing is then pure overhead. */
+const DEFAULT_OPTIONS = parseOptions(runIdempotentOptionsSchema, {}, 'runIdempotent options');
+let savepointCounter = 0;
+
+async function runIdempotentDetailed<T>(
+  tx: Transaction<any>,
+  key: string,
+  fn: (tx: Transaction<any>) => Promise<T>,
+  options?: RunIdempotentOptions,
+): Promise<IdempotentOutcome<T>> {
+  if (!isTransaction(tx)) {
+    throw new NotInTransactionError(
+      'pg-once: runIdempotent needs a transaction with a tenant set: withTenant(db, tenantId, tx => runIdempotent(tx, key, fn)).',
+    );
+  }
+  assertValidKey(key);
+  const opts = options === undefined ? DEFAULT_OPTIONS : parseOptions(runIdempotentOptionsSchema, options, 'runIdempotent options');
+  const request = {
+    key,
+    version: opts.version,
+    tool: opts.tool,
+    fingerprint: opts.request === undefined ? null : fingerprint(opts.request),
+    ttlMs: opts.ttl,
+    waitMs: opts.waitMs,
+  };
+  const logger = opts.logger ?? settings().logger;
+
+  const found = await claimWithinWait(tx, request);
+  const audit = (kind: DedupeAuditEvent['kind'], detail: Record<string, unknown>) =>
+    emitAuditEvent(logger, { tenantId: found.tenant_id, key, tool: opts.tool, kind, at: new Date(), detail: { version: opts.version, ...detail } });
+
+  switch (found.outcome) {
+    case 'key_reused':
+      audit('key_reused', {});
+      throw markRecordedFailure(new IdempotencyKeyReusedError(key));
+    case 'replay':
+      audit(found.waited ? 'waited' : 'replay', { outcome: 'replayed', status: found.status });
+      if (found.status === 'failed') throw markRecordedFailure(new StoredCallError(found.error ?? { name: 'Error', message: 'failed' }));
+      return { value: (found.result ?? undefined) as Jsonify<T>, outcome: 'replayed', waited: found.waited };
+    default:
+      if (found.waited) audit('waited', { outcome: 'executed' });
+      return execute(tx, { tenantId: found.tenant_id, key, version: opts.version }, fn, opts, found.waited);
+  }
+}
+
+/**
+ * The claim, plus the one case the database cannot wait for by itself: a committed in-progress
+ * claim with a live lease (the two-phase mode), which is polled with backoff until `waitMs`.
+ */
+async function claimWithinWait(tx: Transaction<any>, request: Parameters<typeof claim>[1]): Promise<ClaimRow> {
+  const deadline = Date.now() + request.waitMs;
+  let pause = 25;
+  for (;;) {
+    const found = await claim(tx, { ...request, waitMs: Math.max(1, deadline - Date.now()) });
+    if (found.outcome !== 'in_progress') return found;
+    const remaining = deadline - Date.now();
+    if (remaining <= 0) {
+      const leaseLeft = found.locked_until ? found.locked_until.getTime() - Date.now() : request.waitMs;
+      throw new IdempotencyInProgressError(request.key, retryAfterMs(Math.max(leaseLeft, 0)));
+    }
+    await new Promise((resolve) => setTimeout(resolve, Math.min(pause, remaining)));
+    pause = Math.min(pause * 2, 500);
+  }
+}
+
+async function execute<T>(
+  tx: Transaction<any>,
+  record: RecordId,
+  fn: (tx: Transaction<any>) => Promise<T>,
+  opts: ResolvedRunIdempotentOptions,
+  waited: boolean,
+): Promise<IdempotentOutcome<T>> {
+  // Only a stored failure needs fn's partial writes undone while keeping the claim, and only that
+  // pays for a savepoint.
+  const savepoint = opts.storeError ? `once_call_${++savepointCounter}` : undefined;
+  if (savepoint) await sql`SAVEPOINT ${sql.id(savepoint)}`.execute(tx);
+
+  let value: T;
+  try {
+    value = await callContext.run({ tx, ...record, position: 0 }, () => fn(tx));
+  } catch (error) {
+    if (savepoint && wantsStored(opts.storeError!, error)) {
+      await sql`ROLLBACK TO SAVEPOINT ${sql.id(savepoint)}`.execute(tx);
+      await storeFailure(tx, record, JSON.stringify(describeError(error)));
+      throw markRecordedFailure(error);
+    }
+    await abortCall(tx, error);
+    throw error;
+  }
+
+  let text: string | undefined;
+  try {
+    text = toJsonText(value);
+  } catch (error) {
+    await abortCall(tx, error);
+    if (error instanceof JsonTextError) {
+      throw new ResultNotSerializableError(`pg-once: the result of key "${record.key}" is not JSON: ${error.message}.`, { cause: error });
+    }
+    throw error;
+  }
+  const bytes = text === undefined ? 0 : Buffer.byteLength(text);
+  if (bytes > opts.maxResultBytes) {
+    const error = new ResultTooLargeError(bytes, opts.maxResultBytes);
+    await abortCall(tx, error);
+    throw error;
+  }
+  await storeResult(tx, record, text);
+  return { value: (text === undefined ? undefined : JSON.parse(text)) as Jsonify<T>, outcome: 'executed', waited };
+}
+
+/** A throwing storeError predicate must not turn one failure into another: treat it as "no". */
+function wantsStored(predicate: (error: unknown) => boolean, error: unknown): boolean {
+  try {
+    return predicate(error) === true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Runs `fn(tx)` at most once per (tenant, key, version) while the record lives, and returns its
+ * result as JSON round-trips it; replays return the stored result without running `fn`.
+ * `runIdempotent.detailed` also says whether the call executed or replayed.
+ */
+export const runIdempotent = Object.assign(
+  async function runIdempotent<T>(
+    tx: Transaction<any>,
+    key: string,
+    fn: (tx: Transaction<any>) => Promise<T>,
+    options?: RunIdempotentOptions,
+  ): Promise<Jsonify<T>> {
+    return (await runIdempotentDetailed(tx, key, fn, options)).value;
+  },
+  { detailed: runIdempotentDetailed },
+);

@@ -1,0 +1,63 @@
+/**
+ * enqueue: writes an outbox event in the caller's transaction, so the event exists if and only if
+ * the business writes commit. Delivery (the relay) reads it from there.
+ */
+import { randomUUID } from 'node:crypto';
+import { sql, type Transaction } from 'kysely';
+import { InvalidOptionsError, NotInTransactionError, translateDatabaseError } from '../errors.ts';
+import { callContext } from '../idempotency/call-context.ts';
+import { isTransaction } from '../internal/is-transaction.ts';
+import { JsonTextError, toJsonText } from '../internal/json-text.ts';
+import { type OutboxEvent, outboxEventSchema, parseOptions } from '../options.ts';
+import { deriveDedupeId } from './dedupe-id.ts';
+
+/** Largest payload accepted, in bytes of JSON (1 MiB): the outbox is not a blob store. */
+export const MAX_PAYLOAD_BYTES = 1_048_576;
+
+export interface EnqueuedEvent {
+  /** The outbox row's id (a bigint, as a string). */
+  id: string;
+  /** What receivers dedupe on; the same on every delivery attempt. */
+  dedupeId: string;
+}
+
+export async function enqueue(tx: Transaction<any>, event: OutboxEvent): Promise<EnqueuedEvent> {
+  if (!isTransaction(tx)) {
+    throw new NotInTransactionError('pg-once: enqueue must run in a transaction (use withTenant), so the event commits with your writes.');
+  }
+  const parsed = parseOptions(outboxEventSchema, event, 'outbox event');
+  const payload = payloadText(parsed.payload);
+  const call = callContext.getStore();
+  // Taken synchronously, before any await, so positions follow the order of enqueue calls.
+  const dedupeId =
+    parsed.dedupeId ??
+    (call !== undefined && call.tx === tx ? deriveDedupeId(call.tenantId, call.key, call.version, call.position++) : randomUUID());
+  try {
+    const { rows } = await sql<{ id: string }>`
+      INSERT INTO once.outbox_events (dedupe_id, topic, ordering_key, payload, headers)
+      VALUES (${dedupeId}, ${parsed.topic}, ${parsed.orderingKey ?? null}, ${payload}::jsonb, ${JSON.stringify(parsed.headers)}::jsonb)
+      RETURNING id`.execute(tx);
+    return { id: String(rows[0]!.id), dedupeId };
+  } catch (error) {
+    throw translateDatabaseError(error);
+  }
+}
+
+function payloadText(payload: unknown): string {
+  let text: string | undefined;
+  try {
+    text = toJsonText(payload);
+  } catch (error) {
+    if (!(error instanceof JsonTextError)) throw error;
+    throw new InvalidOptionsError('outbox event', [{ path: ['payload'], message: error.message, code: 'not_json' }], { cause: error });
+  }
+  if (text === undefined) {
+    throw new InvalidOptionsError('outbox event', [{ path: ['payload'], message: 'a payload is required (use null for none)', code: 'invalid_type' }]);
+  }
+  if (Buffer.byteLength(text) > MAX_PAYLOAD_BYTES) {
+    throw new InvalidOptionsError('outbox event', [
+      { path: ['payload'], message: `the payload is over ${MAX_PAYLOAD_BYTES} bytes as JSON`, code: 'too_big' },
+    ]);
+  }
+  return text;
+}

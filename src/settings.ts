@@ -1,0 +1,30 @@
+/**
+ * Process-wide defaults, set once at start-up with `configure()`. Per-call options win over them.
+ */
+import { z } from 'zod';
+import { parseOptions } from './options.ts';
+import type { DedupeAuditEvent } from './idempotency/audit-event.ts';
+
+export const settingsSchema = z
+  .object({
+    /**
+     * Let withTenant run on a role that bypasses row-level security (superuser or BYPASSRLS).
+     * Tenants are then NOT isolated by the database. (Default: false)
+     */
+    allowRlsBypass: z.boolean().optional(),
+    /** Called for every dedupe audit event (replay, wait, key reuse, model-key rejection). */
+    logger: z.custom<(event: DedupeAuditEvent) => void>((value) => typeof value === 'function').optional(),
+  })
+  .strict();
+export type Settings = z.input<typeof settingsSchema>;
+
+let current: z.output<typeof settingsSchema> = {};
+
+/** Sets process-wide defaults; keys left out keep their current value. */
+export function configure(settings: Settings): void {
+  current = { ...current, ...parseOptions(settingsSchema, settings, 'configure() settings') };
+}
+
+export function settings(): Readonly<z.output<typeof settingsSchema>> {
+  return current;
+}

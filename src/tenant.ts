@@ -1,0 +1,85 @@
+/**
+ * withTenant: the transaction every pg-once call runs in. READ COMMITTED (the claim's wait-then-
+ * read relies on each statement seeing newly committed rows), with `once.tenant_id` set for this
+ * transaction only (`set_config(..., true)`), so a pooled connection never carries one tenant's
+ * id into another's work.
+ */
+import type { Kysely, Transaction } from 'kysely';
+import { sql } from 'kysely';
+import { InvalidTenantError, RlsBypassError, translateDatabaseError } from './errors.ts';
+import { isRecordedFailure } from './idempotency/recorded-failure.ts';
+import { parseOptions, type WithTenantOptions, withTenantOptionsSchema } from './options.ts';
+import { settings } from './settings.ts';
+
+/** Longest tenant id accepted, in characters. */
+export const MAX_TENANT_ID_LENGTH = 128;
+const CONTROL_CHARACTERS = /\p{Cc}/u;
+
+export function assertValidTenantId(tenantId: unknown): asserts tenantId is string {
+  if (typeof tenantId !== 'string' || tenantId.length === 0 || tenantId.length > MAX_TENANT_ID_LENGTH) {
+    throw new InvalidTenantError(
+      `pg-once: a tenant id must be a non-empty string of at most ${MAX_TENANT_ID_LENGTH} characters` +
+        (typeof tenantId === 'string' ? ` (got ${tenantId.length} characters).` : ` (got ${typeof tenantId}).`),
+    );
+  }
+  if (CONTROL_CHARACTERS.test(tenantId)) throw new InvalidTenantError('pg-once: a tenant id must not contain control characters.');
+}
+
+/**
+ * Whether each Kysely instance's role bypasses RLS, learned on its first withTenant. Keyed by
+ * instance, since an instance is one pool and one role. The check rides on the set_config
+ * statement, so it costs no round trip of its own.
+ */
+const bypassByInstance = new WeakMap<Kysely<any>, { role: string; bypass: boolean }>();
+
+export async function withTenant<DB, T>(
+  db: Kysely<DB>,
+  tenantId: string,
+  fn: (tx: Transaction<DB>) => Promise<T>,
+  options?: WithTenantOptions,
+): Promise<T> {
+  assertValidTenantId(tenantId);
+  const allowRlsBypass =
+    (options === undefined ? undefined : parseOptions(withTenantOptionsSchema, options, 'withTenant options').allowRlsBypass) ??
+    settings().allowRlsBypass ??
+    false;
+
+  const known = bypassByInstance.get(db);
+  if (known?.bypass && !allowRlsBypass) throw new RlsBypassError(known.role);
+
+  // A recorded failure (see recorded-failure.ts) must commit before it propagates; Kysely rolls
+  // back when the callback throws, so it is carried out of the callback instead.
+  let recorded: { error: unknown } | undefined;
+  try {
+    const result = await db
+      .transaction()
+      .setIsolationLevel('read committed')
+      .execute(async (tx) => {
+        await setTenant(db, tx, tenantId, allowRlsBypass);
+        try {
+          return await fn(tx);
+        } catch (error) {
+          if (!isRecordedFailure(error)) throw error;
+          recorded = { error };
+          return undefined as T;
+        }
+      });
+    if (recorded) throw recorded.error;
+    return result;
+  } catch (error) {
+    throw translateDatabaseError(error);
+  }
+}
+
+async function setTenant(db: Kysely<any>, tx: Transaction<any>, tenantId: string, allowRlsBypass: boolean): Promise<void> {
+  if (bypassByInstance.has(db)) {
+    await sql`SELECT set_config('once.tenant_id', ${tenantId}, true)`.execute(tx);
+    return;
+  }
+  const { rows } = await sql<{ role: string; bypass: boolean }>`
+    SELECT set_config('once.tenant_id', ${tenantId}, true) AS tenant, current_user AS role,
+           (SELECT r.rolsuper OR r.rolbypassrls FROM pg_roles r WHERE r.rolname = current_user) AS bypass`.execute(tx);
+  const row = { role: rows[0]?.role ?? 'unknown', bypass: rows[0]?.bypass === true };
+  bypassByInstance.set(db, row);
+  if (row.bypass && !allowRlsBypass) throw new RlsBypassError(row.role);
+}
