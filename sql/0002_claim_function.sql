@@ -26,7 +26,9 @@ CREATE OR REPLACE FUNCTION once.claim(
   outcome      text,         -- claimed | replay | key_reused | in_progress
   tenant_id    text,
   status       text,
-  result       jsonb,
+  -- The stored result as JSON text: SQL NULL when fn returned undefined, 'null' when it returned
+  -- null (as jsonb, the driver would read both as null).
+  result       text,
   error        jsonb,
   waited       boolean,
   locked_until timestamptz
@@ -41,6 +43,7 @@ DECLARE
   v_lock_timeout text := current_setting('lock_timeout');
   v_started      timestamptz := clock_timestamp();
   v_expires_at   timestamptz := now() + p_ttl_ms * interval '1 millisecond';
+  v_insert_start timestamptz;
 BEGIN
   PERFORM set_config('lock_timeout', greatest(p_wait_ms, 1) || 'ms', true);
   FOR attempt IN 1..16 LOOP
@@ -48,10 +51,14 @@ BEGIN
      WHERE k.tenant_id = v_tenant AND k.key = p_key AND k.version = p_version;
 
     IF NOT FOUND THEN
+      v_insert_start := clock_timestamp();
       INSERT INTO once.idempotency_keys AS k (tenant_id, key, version, tool, fingerprint, status, expires_at)
       VALUES (v_tenant, p_key, p_version, p_tool, p_fingerprint, 'in_progress', v_expires_at)
       ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO NOTHING;
       IF FOUND THEN
+        -- The INSERT may have waited for a concurrent claim that then rolled back: nothing in the
+        -- outcome says so, only the time it took. 5 ms is far above an uncontended insert.
+        v_waited := v_waited OR clock_timestamp() - v_insert_start > interval '5 milliseconds';
         v_claimed := true;
         EXIT;
       END IF;
@@ -83,7 +90,7 @@ BEGIN
     IF v_row.status = 'in_progress' THEN
       -- A committed claim with a live lease (two-phase mode): the caller decides how to wait.
       PERFORM set_config('lock_timeout', v_lock_timeout, true);
-      RETURN QUERY SELECT 'in_progress'::text, v_tenant, v_row.status, NULL::jsonb, NULL::jsonb, v_waited, v_row.locked_until;
+      RETURN QUERY SELECT 'in_progress'::text, v_tenant, v_row.status, NULL::text, NULL::jsonb, v_waited, v_row.locked_until;
       RETURN;
     END IF;
 
@@ -95,14 +102,14 @@ BEGIN
               jsonb_build_object('version', p_version,
                                  'stored_fingerprint', encode(v_row.fingerprint, 'hex'),
                                  'request_fingerprint', encode(p_fingerprint, 'hex')));
-      RETURN QUERY SELECT 'key_reused'::text, v_tenant, v_row.status, NULL::jsonb, NULL::jsonb, v_waited, NULL::timestamptz;
+      RETURN QUERY SELECT 'key_reused'::text, v_tenant, v_row.status, NULL::text, NULL::jsonb, v_waited, NULL::timestamptz;
       RETURN;
     END IF;
     INSERT INTO once.dedupe_audit (tenant_id, key, tool, kind, detail)
     VALUES (v_tenant, p_key, coalesce(p_tool, v_row.tool), CASE WHEN v_waited THEN 'waited' ELSE 'replay' END,
             jsonb_build_object('version', p_version, 'status', v_row.status, 'outcome', 'replayed',
                                'waited_ms', round(extract(epoch FROM clock_timestamp() - v_started) * 1000)));
-    RETURN QUERY SELECT 'replay'::text, v_tenant, v_row.status, v_row.result, v_row.error, v_waited, NULL::timestamptz;
+    RETURN QUERY SELECT 'replay'::text, v_tenant, v_row.status, v_row.result::text, v_row.error, v_waited, NULL::timestamptz;
     RETURN;
   END LOOP;
 
@@ -121,7 +128,7 @@ BEGIN
             jsonb_build_object('version', p_version, 'outcome', 'executed',
                                'waited_ms', round(extract(epoch FROM clock_timestamp() - v_started) * 1000)));
   END IF;
-  RETURN QUERY SELECT 'claimed'::text, v_tenant, 'in_progress'::text, NULL::jsonb, NULL::jsonb, v_waited, NULL::timestamptz;
+  RETURN QUERY SELECT 'claimed'::text, v_tenant, 'in_progress'::text, NULL::text, NULL::jsonb, v_waited, NULL::timestamptz;
 END
 $$;
 

@@ -20,7 +20,8 @@ export interface ClaimRow {
   outcome: 'claimed' | 'replay' | 'key_reused' | 'in_progress';
   tenant_id: string;
   status: 'in_progress' | 'completed' | 'failed';
-  result: unknown;
+  /** JSON text of the stored result; null when fn returned undefined. */
+  result: string | null;
   error: StoredError | null;
   waited: boolean;
   locked_until: Date | null;

@@ -78,7 +78,7 @@ async function runIdempotentDetailed<T>(
     case 'replay':
       audit(found.waited ? 'waited' : 'replay', { outcome: 'replayed', status: found.status });
       if (found.status === 'failed') throw markRecordedFailure(new StoredCallError(found.error ?? { name: 'Error', message: 'failed' }));
-      return { value: (found.result ?? undefined) as Jsonify<T>, outcome: 'replayed', waited: found.waited };
+      return { value: (found.result === null ? undefined : JSON.parse(found.result)) as Jsonify<T>, outcome: 'replayed', waited: found.waited };
     default:
       if (found.waited) audit('waited', { outcome: 'executed' });
       return execute(tx, { tenantId: found.tenant_id, key, version: opts.version }, fn, opts, found.waited);
