@@ -1,0 +1,59 @@
+/**
+ * `npm run bench [-- core] [--seconds N]`: runs the benchmarks on a real Postgres (DATABASE_URL,
+ * else an embedded one started here), prints tables with ratios against baselines measured in the
+ * same run, and saves everything as JSON in bench/results/.
+ */
+import { writeFile } from 'node:fs/promises';
+import { cpus, totalmem } from 'node:os';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { startPostgres } from '../support/throwaway-postgres.ts';
+import { runCoreBench } from './core.ts';
+import { createBenchDatabase } from './setup.ts';
+
+const { values, positionals } = parseArgs({
+  options: { seconds: { type: 'string', default: process.env.BENCH_SECONDS ?? '3' }, 'database-url': { type: 'string' } },
+  allowPositionals: true,
+});
+const seconds = Number(values.seconds);
+const suites = positionals.length > 0 ? positionals : ['core'];
+
+const server = await startPostgres({ databaseUrl: values['database-url'] ?? process.env.DATABASE_URL });
+const probe = new pg.Client({ connectionString: server.connectionString });
+await probe.connect();
+const { rows } = await probe.query<{ server_version: string; settings: string }>(
+  `SELECT current_setting('server_version') AS server_version,
+          string_agg(name || '=' || setting, ' ' ORDER BY name) AS settings
+     FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'max_connections', 'shared_buffers')`,
+);
+await probe.end();
+const environment = {
+  date: new Date().toISOString(),
+  node: process.version,
+  cpus: cpus().length,
+  cpuModel: cpus()[0]?.model,
+  memoryGiB: Math.round(totalmem() / 2 ** 30),
+  postgres: rows[0]?.server_version,
+  postgresSettings: rows[0]?.settings,
+  server: server.kind,
+  secondsPerMeasurement: seconds,
+};
+console.log(`pg-once bench: Node ${environment.node}, ${environment.cpus} CPUs, Postgres ${environment.postgres} (${server.kind}; ${environment.postgresSettings})`);
+
+try {
+  for (const suite of suites) {
+    if (suite !== 'core') throw new Error(`unknown bench suite "${suite}" (known: core)`);
+    const database = await createBenchDatabase(server.connectionString);
+    try {
+      console.log('\n== core');
+      const result = await runCoreBench(database, seconds);
+      const file = new URL(`./results/${suite}.json`, import.meta.url);
+      await writeFile(file, `${JSON.stringify({ environment, ...result }, null, 2)}\n`);
+      console.log(`\nSaved ${file.pathname}`);
+    } finally {
+      await database.drop();
+    }
+  }
+} finally {
+  await server.stop();
+}
