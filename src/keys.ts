@@ -13,11 +13,11 @@ import { sql } from 'kysely';
 import { InvalidKeyError, InvalidRequestError, translateDatabaseError } from './errors.ts';
 import { emitAuditEvent, type DedupeAuditEvent } from './idempotency/audit-event.ts';
 import { JsonTextError, toJsonText } from './internal/json-text.ts';
+import { textProblem } from './internal/safe-text.ts';
 import { settings } from './settings.ts';
 
 /** Longest key accepted, in characters. */
 export const MAX_KEY_LENGTH = 255;
-const CONTROL_CHARACTERS = /\p{Cc}/u;
 
 /** Throws InvalidKeyError unless `key` is a string of 1..255 characters without control characters. */
 export function assertValidKey(key: unknown): asserts key is string {
@@ -26,7 +26,8 @@ export function assertValidKey(key: unknown): asserts key is string {
   if (key.length > MAX_KEY_LENGTH) {
     throw new InvalidKeyError(`pg-once: an idempotency key must be at most ${MAX_KEY_LENGTH} characters (got ${key.length}).`);
   }
-  if (CONTROL_CHARACTERS.test(key)) throw new InvalidKeyError('pg-once: an idempotency key must not contain control characters.');
+  const problem = textProblem(key);
+  if (problem) throw new InvalidKeyError(`pg-once: an idempotency key ${problem}.`);
 }
 
 /**
@@ -59,13 +60,23 @@ function sha256Hex(text: string): string {
 }
 
 function assertPart(name: string, value: unknown, maxLength: number): string {
-  const text = typeof value === 'number' && Number.isInteger(value) ? String(value) : value;
-  if (typeof text !== 'string' || text.length === 0 || text.length > maxLength || CONTROL_CHARACTERS.test(text)) {
+  const text = typeof value === 'number' && Number.isSafeInteger(value) ? String(value) : value;
+  if (typeof text !== 'string' || text.length === 0 || text.length > maxLength || textProblem(text) !== undefined) {
     throw new InvalidKeyError(
-      `pg-once: ${name} must be a non-empty string (or integer) of at most ${maxLength} characters without control characters.`,
+      `pg-once: ${name} must be a non-empty string (or integer) of at most ${maxLength} characters, ` +
+        'well-formed and without control characters.',
     );
   }
   return text;
+}
+
+/**
+ * Percent-encodes ':' (and '%' itself) in the parts after the run id, so the parts of a key can
+ * always be told apart: without it, runId 'a:1' + step 2 and runId 'a' + step '1:2' would give the
+ * same key. Tool names like 'github:create_issue' stay allowed.
+ */
+function encodePart(text: string): string {
+  return text.replaceAll('%', '%25').replaceAll(':', '%3A');
 }
 
 export interface OrchestratorKeyParts {
@@ -121,14 +132,18 @@ export function modelKeyProblem(candidate: unknown): string | undefined {
 export const keys = {
   /**
    * A key from the orchestrator's context, e.g. `run_abc:4:charge_card:9f3d0c1e2b4a5d6f`: stable
-   * across retries and resumes of the same step. With `version`: `...:v<version>`.
+   * across retries and resumes of the same step. With `version`: `...:v<version>`. Limits: runId
+   * 100 characters, step 32, tool 64, version 16; ':' and '%' in step, tool and version are
+   * percent-encoded so that parts never run into each other.
    */
   orchestrator(parts: OrchestratorKeyParts): string {
-    const runId = assertPart('runId', parts.runId, 128);
-    const step = assertPart('step', parts.step, 32);
-    const tool = assertPart('tool', parts.tool, 64);
+    // The part limits add up to 233 characters with separators; only parts full of ':' or '%'
+    // (encoded as three characters each) can pass 255, which assertValidKey below reports.
+    const runId = assertPart('runId', parts.runId, 100);
+    const step = encodePart(assertPart('step', parts.step, 32));
+    const tool = encodePart(assertPart('tool', parts.tool, 64));
     const hash = sha256Hex(canonicalJson(parts.args)).slice(0, SHORT_HASH_CHARACTERS);
-    const version = parts.version === undefined ? '' : `:v${assertPart('version', parts.version, 16)}`;
+    const version = parts.version === undefined ? '' : `:v${encodePart(assertPart('version', parts.version, 16))}`;
     const key = `${runId}:${step}:${tool}:${hash}${version}`;
     assertValidKey(key);
     return key;
@@ -139,7 +154,7 @@ export const keys = {
    * arguments always gets the same key, whoever sends it and however often.
    */
   content(tool: string, args: unknown): string {
-    const name = assertPart('tool', tool, 64);
+    const name = encodePart(assertPart('tool', tool, 64));
     return `${name}:${sha256Hex(canonicalJson(args)).slice(0, CONTENT_HASH_CHARACTERS)}`;
   },
 

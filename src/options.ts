@@ -4,9 +4,10 @@
  * inside. Bad options throw {@link InvalidOptionsError} with every zod issue attached.
  */
 import { z } from 'zod';
-import { InvalidOptionsError } from './errors.ts';
+import { InvalidOptionsError, type OnceIssue } from './errors.ts';
 import type { DedupeAuditEvent } from './idempotency/audit-event.ts';
 import { parseDuration } from './internal/duration.ts';
+import { textProblem } from './internal/safe-text.ts';
 
 /** A callback, validated only as "is a function" (zod 4 has no function schema). */
 function callback<F extends (...args: never[]) => unknown>() {
@@ -91,24 +92,35 @@ export const runIdempotentOptionsSchema = z
 export type RunIdempotentOptions = z.input<typeof runIdempotentOptionsSchema>;
 export type ResolvedRunIdempotentOptions = z.output<typeof runIdempotentOptionsSchema>;
 
+/** A string stored as an identifier: see internal/safe-text.ts for what is refused and why. */
+const safeText = (max: number) =>
+  z
+    .string()
+    .min(1)
+    .max(max)
+    .superRefine((text, context) => {
+      const problem = textProblem(text);
+      if (problem) context.addIssue({ code: 'custom', message: problem });
+    });
+
 export const outboxEventSchema = z
   .object({
     /** Where the relay routes the event, e.g. 'orders.created'. */
-    topic: z.string().min(1).max(255).regex(/^[^\p{Cc}]+$/u, 'must not contain control characters'),
+    topic: safeText(255),
     /** The event body (any JSON value). */
     payload: z.unknown(),
     /**
      * Events sharing an ordering key are delivered in commit order; events without one flow in
      * parallel. (Default: none)
      */
-    orderingKey: z.string().min(1).max(255).optional(),
-    /** Extra headers passed to the sink. (Default: {}) */
-    headers: z.record(z.string(), z.string()).default({}),
+    orderingKey: safeText(255).optional(),
+    /** Extra headers passed to the sink: names 1..128 characters, values up to 4 096. (Default: {}) */
+    headers: z.record(safeText(128), safeText(4_096).or(z.literal(''))).default({}),
     /**
      * The id receivers dedupe on. (Default: inside runIdempotent, derived from tenant, key,
      * version and the event's position in the call; elsewhere a random UUID)
      */
-    dedupeId: z.string().min(1).max(255).optional(),
+    dedupeId: safeText(255).optional(),
   })
   .strict();
 export type OutboxEvent = z.input<typeof outboxEventSchema>;
@@ -119,7 +131,13 @@ export function parseOptions<S extends z.ZodType>(schema: S, input: unknown, wha
   if (parsed.success) return parsed.data;
   throw new InvalidOptionsError(
     what,
-    parsed.error.issues.map((issue) => ({ path: issue.path, message: issue.message, code: issue.code })),
+    parsed.error.issues.flatMap((issue): OnceIssue[] =>
+      // One issue per unknown key, with the key in its path, so callers can find the field
+      // without reading messages.
+      issue.code === 'unrecognized_keys'
+        ? issue.keys.map((key) => ({ path: [...issue.path, key], message: `unknown option "${key}"`, code: issue.code }))
+        : [{ path: issue.path, message: issue.message, code: issue.code }],
+    ),
     { cause: parsed.error },
   );
 }

@@ -8,12 +8,12 @@ import type { Kysely, Transaction } from 'kysely';
 import { sql } from 'kysely';
 import { InvalidTenantError, RlsBypassError, translateDatabaseError } from './errors.ts';
 import { isRecordedFailure } from './idempotency/recorded-failure.ts';
+import { textProblem } from './internal/safe-text.ts';
 import { parseOptions, type WithTenantOptions, withTenantOptionsSchema } from './options.ts';
 import { settings } from './settings.ts';
 
 /** Longest tenant id accepted, in characters. */
 export const MAX_TENANT_ID_LENGTH = 128;
-const CONTROL_CHARACTERS = /\p{Cc}/u;
 
 export function assertValidTenantId(tenantId: unknown): asserts tenantId is string {
   if (typeof tenantId !== 'string' || tenantId.length === 0 || tenantId.length > MAX_TENANT_ID_LENGTH) {
@@ -22,7 +22,8 @@ export function assertValidTenantId(tenantId: unknown): asserts tenantId is stri
         (typeof tenantId === 'string' ? ` (got ${tenantId.length} characters).` : ` (got ${typeof tenantId}).`),
     );
   }
-  if (CONTROL_CHARACTERS.test(tenantId)) throw new InvalidTenantError('pg-once: a tenant id must not contain control characters.');
+  const problem = textProblem(tenantId);
+  if (problem) throw new InvalidTenantError(`pg-once: a tenant id ${problem}.`);
 }
 
 /**

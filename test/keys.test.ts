@@ -196,10 +196,13 @@ describe('canonicalJson and fingerprint', () => {
   });
 });
 
+/** The encoding keys.orchestrator applies to step, tool and version, so parts never run together. */
+const enc = (part: string | number) => String(part).replaceAll('%', '%25').replaceAll(':', '%3A');
+
 describe('keys.orchestrator', () => {
   const parts = fc.record(
     {
-      runId: part(128),
+      runId: part(100),
       step: fc.oneof(part(32), fc.integer(), fc.maxSafeInteger()),
       tool: part(64),
       args: jsonValues,
@@ -218,8 +221,8 @@ describe('keys.orchestrator', () => {
   it('follows the format for any valid parts, and gives the same key every time (property)', () => {
     fc.assert(
       fc.property(parts, (p) => {
-        const prefix = `${p.runId}:${p.step}:${p.tool}:`;
-        const suffix = p.version === undefined ? '' : `:v${p.version}`;
+        const prefix = `${p.runId}:${enc(p.step)}:${enc(p.tool)}:`;
+        const suffix = p.version === undefined ? '' : `:v${enc(p.version)}`;
         fc.pre(prefix.length + 16 + suffix.length <= MAX_KEY_LENGTH);
         const key = keys.orchestrator(p);
         expect(keys.orchestrator({ ...p })).toBe(key);
@@ -235,13 +238,14 @@ describe('keys.orchestrator', () => {
   it('returns only valid keys: at most 255 characters, no control characters (property)', () => {
     fc.assert(
       fc.property(parts, (p) => {
-        const length = `${p.runId}:${p.step}:${p.tool}:`.length + 16 + (p.version === undefined ? 0 : 2 + p.version.length);
+        const length =
+          `${p.runId}:${enc(p.step)}:${enc(p.tool)}:`.length + 16 + (p.version === undefined ? 0 : 2 + enc(p.version).length);
         let key: string;
         try {
           key = keys.orchestrator(p);
         } catch (error) {
-          // Each part within its own limit can still add up to more than 255 (128 + 32 + 64 + 16
-          // + 16 + separators = 261): then, and only then, the key is refused, with a coded error.
+          // Parts within their limits add up to at most 233 characters; only ':' and '%' (encoded
+          // as three characters) can push a key past 255: then, and only then, it is refused.
           expect(error).toBeInstanceOf(InvalidKeyError);
           expect(length).toBeGreaterThan(MAX_KEY_LENGTH);
           return;
@@ -252,14 +256,14 @@ describe('keys.orchestrator', () => {
         expect(() => assertValidKey(key)).not.toThrow();
       }),
     );
-    const longest = keys.orchestrator({ runId: 'r'.repeat(128), step: 's'.repeat(32), tool: 't'.repeat(64), args: {} });
-    expect(longest).toHaveLength(243);
+    const longest = keys.orchestrator({ runId: 'r'.repeat(100), step: 's'.repeat(32), tool: 't'.repeat(64), args: {}, version: 'v'.repeat(16) });
+    expect(longest).toHaveLength(233);
   });
 
   it('does not depend on the order of argument keys (property)', () => {
     fc.assert(
       fc.property(parts, fc.integer(), (p, seed) => {
-        fc.pre(`${p.runId}:${p.step}:${p.tool}:`.length + 34 <= MAX_KEY_LENGTH);
+        fc.pre(`${p.runId}:${enc(p.step)}:${enc(p.tool)}:`.length + 18 + 3 * (p.version?.length ?? 0) <= MAX_KEY_LENGTH);
         expect(keys.orchestrator({ ...p, args: shuffleKeys(p.args, seed) })).toBe(keys.orchestrator(p));
       }),
     );
@@ -295,7 +299,9 @@ describe('keys.orchestrator', () => {
     const good: OrchestratorKeyParts = { runId: 'run_1', step: 1, tool: 'tool', args: {} };
     const bad: Array<Partial<OrchestratorKeyParts>> = [
       { runId: '' },
-      { runId: 'r'.repeat(129) },
+      { runId: 'r'.repeat(101) },
+      { runId: 'lone\ud800' },
+      { tool: 'lone\udc00' },
       { runId: 'line\nbreak' },
       { runId: 'nul\u0000' },
       { runId: 'c1\u0085' },
@@ -319,8 +325,18 @@ describe('keys.orchestrator', () => {
       expect(error).toMatchObject({ code: 'INVALID_KEY', httpStatus: 400, retryable: false });
     }
     // The limits themselves are fine.
-    expect(keys.orchestrator({ ...good, runId: 'r'.repeat(128), step: 's'.repeat(32), tool: 't'.repeat(64) })).toHaveLength(243);
+    expect(keys.orchestrator({ ...good, runId: 'r'.repeat(100), step: 's'.repeat(32), tool: 't'.repeat(64) })).toHaveLength(215);
     expect(keys.orchestrator({ ...good, version: 'v'.repeat(16) }).endsWith(`:v${'v'.repeat(16)}`)).toBe(true);
+  });
+
+  it('keeps parts apart when they contain ":" (namespaced tools, composite steps)', () => {
+    const args = { amount: 1 };
+    const a = keys.orchestrator({ runId: 'a:1', step: 2, tool: 't', args });
+    const b = keys.orchestrator({ runId: 'a', step: '1:2', tool: 't', args });
+    expect(a).not.toBe(b);
+    expect(keys.orchestrator({ runId: 'r', step: 1, tool: 'github:create_issue', args })).toMatch(/^r:1:github%3Acreate_issue:[0-9a-f]{16}$/);
+    expect(keys.orchestrator({ runId: 'r', step: '1:2', tool: 't', args })).not.toBe(keys.orchestrator({ runId: 'r:1', step: 2, tool: 't', args }));
+    expect(keys.orchestrator({ runId: 'r', step: '%3A', tool: 't', args })).not.toBe(keys.orchestrator({ runId: 'r', step: ':', tool: 't', args }));
   });
 
   it('refuses arguments that are not JSON with InvalidRequestError', () => {
@@ -343,8 +359,8 @@ describe('keys.content', () => {
     fc.assert(
       fc.property(part(64), jsonValues, fc.integer(), (tool, args, seed) => {
         const key = keys.content(tool, args);
-        expect(key).toBe(`${tool}:${sha256Hex(canonicalJson(args)).slice(0, 32)}`);
-        expect(key.slice(tool.length)).toMatch(/^:[0-9a-f]{32}$/);
+        expect(key).toBe(`${enc(tool)}:${sha256Hex(canonicalJson(args)).slice(0, 32)}`);
+        expect(key.slice(enc(tool).length)).toMatch(/^:[0-9a-f]{32}$/);
         expect(keys.content(tool, args)).toBe(key);
         expect(keys.content(tool, shuffleKeys(args, seed))).toBe(key);
         expect(() => assertValidKey(key)).not.toThrow();

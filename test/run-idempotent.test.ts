@@ -206,7 +206,8 @@ describe('runIdempotent: tenants', () => {
   });
 
   it('validates tenant ids before opening a transaction', async () => {
-    for (const bad of ['', 'x'.repeat(129), 'tab\there', 'nul\u0000', 42 as never]) {
+    // Lone surrogates too: the driver would turn 'ten\ud800' and 'ten\udc00' into the same text.
+    for (const bad of ['', 'x'.repeat(129), 'tab\there', 'nul\u0000', 'ten\ud800', 'ten\udc00', 42 as never]) {
       const error = await errorOf(withTenant(fx.app, bad, async () => 'ran'));
       expect(error).toBeInstanceOf(InvalidTenantError);
       expect(error.code).toBe('INVALID_TENANT');
@@ -269,7 +270,7 @@ describe('runIdempotent: requests and keys', () => {
   });
 
   it('rejects bad keys with a coded error before writing anything', async () => {
-    for (const bad of ['', 'k'.repeat(256), 'line\nbreak', 'nul\u0000', 'del\u007f', 7 as never]) {
+    for (const bad of ['', 'k'.repeat(256), 'line\nbreak', 'nul\u0000', 'del\u007f', 'k\ud800', 'k\udc00x', 7 as never]) {
       const handler = orderHandler('bad');
       const error = await errorOf(withTenant(fx.app, 'tenant-bad-keys', (tx) => runIdempotent(tx, bad, handler)));
       expect(error).toBeInstanceOf(InvalidKeyError);
