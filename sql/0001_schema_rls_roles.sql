@@ -79,25 +79,34 @@ CREATE TABLE IF NOT EXISTS once.outbox_events (
   headers      jsonb       NOT NULL DEFAULT '{}'::jsonb,
   status       text        NOT NULL DEFAULT 'pending'
                CHECK (status IN ('pending', 'delivered', 'dead')),
+  -- Delivery attempts started so far (counted when a relay claims the event, so an attempt that
+  -- crashed the relay still counts towards max_attempts).
   attempts     integer     NOT NULL DEFAULT 0,
   last_error   text,
-  -- The writing transaction's id: with pg_snapshot_xmin() it tells the relay which events have
-  -- committed before any still-running writer, which is what delivering in commit order needs.
-  txid         xid8        NOT NULL DEFAULT pg_current_xact_id(),
+  -- Backoff: a pending event is not claimed before this time (NULL: at once).
+  next_attempt_at timestamptz,
+  -- The relay delivering the event holds it until locked_until (a lease renewed while it works).
+  -- A relay that dies stops renewing, and another takes the event over when the lease runs out.
+  locked_until timestamptz,
+  locked_by    text,
   created_at   timestamptz NOT NULL DEFAULT now(),
   delivered_at timestamptz,
   PRIMARY KEY (tenant_id, id)
 );
--- The relay's scan: pending events in commit order, across tenants. Partial, so delivered events
--- (the bulk of the table until swept) cost the relay nothing.
-CREATE INDEX IF NOT EXISTS outbox_events_pending ON once.outbox_events (txid, id)
+-- The relay's scan: pending events in id order, across tenants. Partial, so delivered events
+-- (the bulk of the table until swept) cost the relay nothing. For events that share an ordering
+-- key, id order is commit order: enqueue serialises writers of one key (see src/outbox/enqueue.ts).
+CREATE INDEX IF NOT EXISTS outbox_events_pending ON once.outbox_events (id)
   WHERE status = 'pending';
--- Per-key ordering: the head of each ordering key's pending queue.
-CREATE INDEX IF NOT EXISTS outbox_events_pending_ordering ON once.outbox_events (tenant_id, ordering_key, txid, id)
+-- Per-key ordering: "is there an earlier pending event of this key?"
+CREATE INDEX IF NOT EXISTS outbox_events_pending_ordering ON once.outbox_events (tenant_id, ordering_key, id)
   WHERE status = 'pending' AND ordering_key IS NOT NULL;
 -- Sweeps of delivered events past their retention.
 CREATE INDEX IF NOT EXISTS outbox_events_delivered_at ON once.outbox_events (delivered_at)
   WHERE status = 'delivered';
+-- Listing dead events.
+CREATE INDEX IF NOT EXISTS outbox_events_dead ON once.outbox_events (id)
+  WHERE status = 'dead';
 CREATE INDEX IF NOT EXISTS outbox_events_dedupe_id ON once.outbox_events (tenant_id, dedupe_id);
 
 CREATE TABLE IF NOT EXISTS once.dedupe_audit (

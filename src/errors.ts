@@ -21,7 +21,12 @@ export type OnceErrorCode =
   | 'RESULT_NOT_SERIALIZABLE'
   | 'RESULT_TOO_LARGE'
   | 'CALL_ABORTED'
-  | 'TRANSACTION_CONFLICT';
+  | 'TRANSACTION_CONFLICT'
+  | 'DELIVERY_FAILED'
+  | 'DELIVERY_REJECTED'
+  | 'NO_SINK'
+  | 'SINK_MISCONFIGURED'
+  | 'EVENT_NOT_FOUND';
 
 /** One problem found while validating options or input; a flattened zod issue. */
 export interface OnceIssue {
@@ -202,6 +207,55 @@ export class TransactionConflictError extends OnceError {
   readonly code = 'TRANSACTION_CONFLICT';
   readonly retryable = true;
   readonly httpStatus = 409;
+}
+
+/**
+ * Thrown by a sink: this attempt failed, try again later (after `retryAfterMs` when the receiver
+ * said so, e.g. with a Retry-After header; else after the relay's backoff). Any other error a sink
+ * throws means the same.
+ */
+export class DeliveryFailedError extends OnceError {
+  readonly code = 'DELIVERY_FAILED';
+  readonly retryable = true;
+  readonly httpStatus = 502;
+  /** When the receiver asked to be retried, in milliseconds from now. */
+  readonly retryAfterMs: number | undefined;
+
+  constructor(message: string, options?: OnceErrorOptions & { retryAfterMs?: number | undefined }) {
+    super(message, options);
+    this.retryAfterMs = options?.retryAfterMs;
+  }
+}
+
+/**
+ * Thrown by a sink: the receiver refused the event for good (e.g. HTTP 400, 401, 404, 410, 422),
+ * so retrying cannot help. The event is marked `dead` at once, with this message as last_error.
+ */
+export class DeliveryRejectedError extends OnceError {
+  readonly code = 'DELIVERY_REJECTED';
+  readonly retryable = false;
+  readonly httpStatus = 502;
+}
+
+/** No sink of the relay matches the event's topic. */
+export class NoSinkError extends OnceError {
+  readonly code = 'NO_SINK';
+  readonly retryable = true;
+  readonly httpStatus = 500;
+}
+
+/** A sink cannot work as configured (e.g. a JetStream duplicate window shorter than the relay's retry horizon). */
+export class SinkMisconfiguredError extends OnceError {
+  readonly code = 'SINK_MISCONFIGURED';
+  readonly retryable = false;
+  readonly httpStatus = 500;
+}
+
+/** An outbox event id that does not exist (or is not dead, for requeue). */
+export class EventNotFoundError extends OnceError {
+  readonly code = 'EVENT_NOT_FOUND';
+  readonly retryable = false;
+  readonly httpStatus = 404;
 }
 
 /** Base of the migration failures; `code` tells which. */

@@ -11,6 +11,17 @@ import { JsonTextError, toJsonText } from '../internal/json-text.ts';
 import { type OutboxEvent, outboxEventSchema, parseOptions } from '../options.ts';
 import { deriveDedupeId } from './dedupe-id.ts';
 
+/**
+ * Events that share an ordering key must be delivered in COMMIT order, but ids are handed out at
+ * insert time, and two writers can commit in the other order. So a writer enqueueing on a key
+ * first takes a transaction-level advisory lock on (tenant, key), held until it commits or rolls
+ * back: writers of one key commit one after another, and their ids follow their commit order,
+ * which lets the relay deliver a key's events in id order. Taken in the same statement as the
+ * INSERT (the CTE runs before the row, and its id, is produced), so it costs no round trip.
+ * Writers of different keys never wait for each other; events without a key take no lock.
+ */
+const ORDERING_LOCK_SEED = 0x6f6e6365;
+
 /** Largest payload accepted, in bytes of JSON (1 MiB): the outbox is not a blob store. */
 export const MAX_PAYLOAD_BYTES = 1_048_576;
 
@@ -33,10 +44,20 @@ export async function enqueue(tx: Transaction<any>, event: OutboxEvent): Promise
     parsed.dedupeId ??
     (call !== undefined && call.tx === tx ? deriveDedupeId(call.tenantId, call.key, call.version, call.position++) : randomUUID());
   try {
-    const { rows } = await sql<{ id: string }>`
-      INSERT INTO once.outbox_events (dedupe_id, topic, ordering_key, payload, headers)
-      VALUES (${dedupeId}, ${parsed.topic}, ${parsed.orderingKey ?? null}, ${payload}::jsonb, ${JSON.stringify(parsed.headers)}::jsonb)
-      RETURNING id`.execute(tx);
+    const headers = JSON.stringify(parsed.headers);
+    const { rows } =
+      parsed.orderingKey === undefined
+        ? await sql<{ id: string }>`
+            INSERT INTO once.outbox_events (dedupe_id, topic, payload, headers)
+            VALUES (${dedupeId}, ${parsed.topic}, ${payload}::jsonb, ${headers}::jsonb)
+            RETURNING id`.execute(tx)
+        : await sql<{ id: string }>`
+            WITH serialize AS (
+              SELECT pg_advisory_xact_lock(hashtextextended(once.current_tenant() || chr(31) || ${parsed.orderingKey}, ${ORDERING_LOCK_SEED}))
+            )
+            INSERT INTO once.outbox_events (dedupe_id, topic, ordering_key, payload, headers)
+            SELECT ${dedupeId}, ${parsed.topic}, ${parsed.orderingKey}, ${payload}::jsonb, ${headers}::jsonb FROM serialize
+            RETURNING id`.execute(tx);
     return { id: String(rows[0]!.id), dedupeId };
   } catch (error) {
     throw translateDatabaseError(error);
