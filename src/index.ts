@@ -8,15 +8,27 @@ export { StoredCallError } from './idempotency/stored-error.ts';
 export type { DedupeAuditEvent } from './idempotency/audit-event.ts';
 export { enqueue, MAX_PAYLOAD_BYTES } from './outbox/enqueue.ts';
 export type { EnqueuedEvent } from './outbox/enqueue.ts';
+export { startRelay } from './outbox/start-relay.ts';
+export type { Relay } from './outbox/start-relay.ts';
+export type { DeliveryContext, DeliveryEvent, Sink, SinkStartInfo } from './outbox/sink.ts';
+export { defaultBackoff } from './outbox/backoff.ts';
+export type { BackoffOptions, BackoffPolicy } from './outbox/backoff.ts';
+export { listDeadEvents, requeueDeadEvents } from './outbox/dead-events.ts';
+export type { DeadEvent } from './outbox/dead-events.ts';
 export { keys, canonicalJson, fingerprint, modelKeyProblem, MAX_KEY_LENGTH } from './keys.ts';
 export type { ModelKeyOptions, OrchestratorKeyParts } from './keys.ts';
 export { configure } from './settings.ts';
 export type { Settings } from './settings.ts';
 export { migrate } from './migrate.ts';
 export type { AppliedMigration, DatabaseTarget, MigrateResult } from './migrate.ts';
-export type { MigrateOptions, OutboxEvent, RunIdempotentOptions, WithTenantOptions } from './options.ts';
+export type { MigrateOptions, OutboxEvent, RelayLogger, RelayOptions, RunIdempotentOptions, WithTenantOptions } from './options.ts';
 export {
   CallAbortedError,
+  DeliveryFailedError,
+  DeliveryRejectedError,
+  EventNotFoundError,
+  NoSinkError,
+  SinkMisconfiguredError,
   IdempotencyInProgressError,
   IdempotencyKeyReusedError,
   InvalidKeyError,

@@ -5,7 +5,9 @@
  */
 import { z } from 'zod';
 import { InvalidOptionsError, type OnceIssue } from './errors.ts';
+import type pg from 'pg';
 import type { DedupeAuditEvent } from './idempotency/audit-event.ts';
+import type { Sink } from './outbox/sink.ts';
 import { parseDuration } from './internal/duration.ts';
 import { textProblem } from './internal/safe-text.ts';
 
@@ -124,6 +126,70 @@ export const outboxEventSchema = z
   })
   .strict();
 export type OutboxEvent = z.input<typeof outboxEventSchema>;
+
+/** A sink: a delivery function, optionally with start/close hooks (see src/outbox/sink.ts). */
+const sinkSchema = z.custom<Sink>((value) => typeof value === 'function', { message: 'Expected a sink function' });
+
+export const relayOptionsSchema = z
+  .object({
+    /** Connection string of a role granted once_relay. Give this or `pool`. */
+    connectionString: z.string().min(1).optional(),
+    /** A pg.Pool of a role granted once_relay (not ended by stop()). Give this or `connectionString`. */
+    pool: z.custom<pg.Pool>((value) => typeof value === 'object' && value !== null && typeof (value as pg.Pool).query === 'function').optional(),
+    /**
+     * Where events go, by topic: exact topics, or patterns with NATS-style wildcards (`*` one
+     * dot-separated token, `>` the rest): `{ 'orders.*': httpSink(...), '>': fallback }`.
+     */
+    sinks: z.record(z.string().min(1), sinkSchema).refine((sinks) => Object.keys(sinks).length > 0, 'at least one sink is required'),
+    /** Deliveries in flight at once. (Default: 32) */
+    concurrency: z.number().int().min(1).max(1_000).default(32),
+    /** Attempts before an event is declared dead. (Default: 25) */
+    maxAttempts: z.number().int().min(1).max(1_000).default(25),
+    /** Exponential backoff with jitter between attempts. (Default: 250 ms, doubling, capped at 5 minutes) */
+    backoff: z
+      .object({
+        /** Delay after the first failure, in milliseconds. (Default: 250) */
+        initialMs: z.number().int().min(1).default(250),
+        /** Longest delay, in milliseconds. (Default: 300 000) */
+        maxMs: z.number().int().min(1).default(300_000),
+      })
+      .strict()
+      .default({ initialMs: 250, maxMs: 300_000 }),
+    /**
+     * How long a claimed event stays reserved for this relay, in milliseconds, renewed every third
+     * of it while the delivery runs. A relay that dies releases its events when this runs out.
+     * (Default: 10 000)
+     */
+    leaseMs: z.number().int().min(500).max(600_000).default(10_000),
+    /** A delivery still running after this is aborted and retried, in milliseconds. (Default: 30 000) */
+    deliveryTimeoutMs: z.number().int().min(1).default(30_000),
+    /**
+     * How often an idle relay looks for new events, in milliseconds. Writers do not NOTIFY (it
+     * serialises their commits; see docs), so this bounds the latency of a quiet system.
+     * (Default: 5)
+     */
+    pollIntervalMs: z.number().int().min(1).max(60_000).default(5),
+    /** On stop, how long in-flight deliveries may finish before they are aborted and released, in milliseconds. (Default: 10 000) */
+    shutdownTimeoutMs: z.number().int().min(0).default(10_000),
+    /** Stop gracefully on SIGTERM and SIGINT. (Default: true) */
+    handleSignals: z.boolean().default(true),
+    /** Receives the relay's warnings and errors. (Default: console.warn / console.error) */
+    logger: z
+      .custom<RelayLogger>((value) => typeof value === 'object' && value !== null)
+      .optional(),
+  })
+  .strict()
+  .refine((options) => (options.connectionString === undefined) !== (options.pool === undefined), {
+    message: 'give exactly one of connectionString and pool',
+    path: ['connectionString'],
+  });
+export type RelayOptions = z.input<typeof relayOptionsSchema>;
+export type ResolvedRelayOptions = z.output<typeof relayOptionsSchema>;
+
+export interface RelayLogger {
+  warn(message: string): void;
+  error(message: string, error?: unknown): void;
+}
 
 /** Parses `input` with `schema`, or throws InvalidOptionsError naming `what` was being parsed. */
 export function parseOptions<S extends z.ZodType>(schema: S, input: unknown, what: string): z.output<S> {

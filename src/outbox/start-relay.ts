@@ -1,0 +1,279 @@
+/**
+ * startRelay: delivers committed outbox events to sinks, at least once, always under the event's
+ * dedupe id, retrying with backoff until delivered or dead.
+ *
+ * Shape: one claim loop (claim-events.ts) fills up to `concurrency` deliveries; each delivery
+ * runs its sink with a timeout; outcomes are settled in batches (mark-delivered.ts,
+ * mark-failed.ts); a heartbeat renews the leases of deliveries still running. A relay that dies
+ * simply stops renewing, and its events become claimable again when their lease runs out.
+ */
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import pg from 'pg';
+import { DeliveryFailedError, DeliveryRejectedError, NoSinkError } from '../errors.ts';
+import { parseOptions, type RelayLogger, type RelayOptions, relayOptionsSchema, type ResolvedRelayOptions } from '../options.ts';
+import { type BackoffPolicy, defaultBackoff, retryHorizonMs } from './backoff.ts';
+import { listenForWakeups, type Wakeup } from './relay-wakeup.ts';
+import { routeTopics, type SinkRouter } from './route-topic.ts';
+import type { Sink } from './sink.ts';
+import { type ClaimedEvent, claimEvents } from './sql/claim-events.ts';
+import type { EventRef } from './sql/event-refs.ts';
+import { markDelivered } from './sql/mark-delivered.ts';
+import { type Failure, markFailed } from './sql/mark-failed.ts';
+import { releaseEvents } from './sql/release-events.ts';
+import { renewLeases } from './sql/renew-leases.ts';
+
+export interface Relay {
+  /** This relay's id, stored in locked_by of the events it is delivering. */
+  readonly id: string;
+  /** Stops claiming, lets in-flight deliveries finish (up to shutdownTimeoutMs), releases the rest. */
+  stop(): Promise<void>;
+}
+
+/** After a database error the loop pauses this long before trying again, in milliseconds. */
+const ERROR_PAUSE_MILLISECONDS = 1_000;
+
+export async function startRelay(options: RelayOptions): Promise<Relay> {
+  const resolved = parseOptions(relayOptionsSchema, options, 'relay options');
+  const relay = new OutboxRelay(resolved);
+  await relay.start();
+  return relay;
+}
+
+interface InFlight {
+  event: ClaimedEvent;
+  controller: AbortController;
+  /** Set when shutdown gave up on this delivery: its outcome is ignored, the event released. */
+  released: boolean;
+}
+
+const consoleLogger: RelayLogger = {
+  warn: (message) => console.warn(`[pg-once relay] ${message}`),
+  error: (message, error) => console.error(`[pg-once relay] ${message}`, error ?? ''),
+};
+
+class OutboxRelay implements Relay {
+  readonly id = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+  private readonly options: ResolvedRelayOptions;
+  private readonly pool: pg.Pool;
+  private readonly ownsPool: boolean;
+  private readonly route: SinkRouter;
+  private readonly backoff: BackoffPolicy;
+  private readonly logger: RelayLogger;
+  private readonly inFlight = new Map<string, InFlight>();
+  private delivered: EventRef[] = [];
+  private failed: Failure[] = [];
+  private settling: Promise<void> | undefined;
+  private stopping = false;
+  private stopped: Promise<void> | undefined;
+  private loopDone: Promise<void> | undefined;
+  private wakeLoop: (() => void) | undefined;
+  private heartbeat: NodeJS.Timeout | undefined;
+  private wakeup: Wakeup | undefined;
+  private readonly signalHandler = (signal: NodeJS.Signals) => void this.onSignal(signal);
+
+  constructor(options: ResolvedRelayOptions) {
+    this.options = options;
+    this.logger = options.logger ?? consoleLogger;
+    this.ownsPool = options.pool === undefined;
+    // Claims, settles, heartbeats and the odd release: a handful of connections is plenty.
+    this.pool = options.pool ?? new pg.Pool({ connectionString: options.connectionString, max: 4 });
+    if (this.ownsPool) this.pool.on('error', (error) => this.logger.error('idle connection failed', error));
+    this.route = routeTopics(options.sinks);
+    this.backoff = defaultBackoff(options.backoff);
+  }
+
+  async start(): Promise<void> {
+    const sinks = [...new Set(Object.values(this.options.sinks))];
+    const info = {
+      retryHorizonMs: retryHorizonMs(this.options.backoff, this.options.maxAttempts),
+      warn: (message: string) => this.logger.warn(message),
+    };
+    try {
+      for (const sink of sinks) await sink.start?.(info);
+      // Fail fast on a wrong connection string or missing grants, not on the first poll.
+      await this.pool.query('SELECT 1 FROM once.outbox_events LIMIT 0');
+    } catch (error) {
+      await Promise.all(sinks.map((sink) => sink.close?.().catch(() => {})));
+      if (this.ownsPool) await this.pool.end();
+      throw error;
+    }
+    const clientConfig: pg.ClientConfig = this.ownsPool
+      ? { connectionString: this.options.connectionString }
+      : ((this.pool as pg.Pool & { options: pg.ClientConfig }).options ?? {});
+    this.wakeup = listenForWakeups(clientConfig, () => this.wake(), (error) => this.logger.warn(`wake-up listener: ${(error as Error).message}`));
+    this.heartbeat = setInterval(() => void this.renew(), Math.max(100, Math.floor(this.options.leaseMs / 3)));
+    if (this.options.handleSignals) {
+      process.once('SIGTERM', this.signalHandler);
+      process.once('SIGINT', this.signalHandler);
+    }
+    this.loopDone = this.loop();
+  }
+
+  stop(): Promise<void> {
+    this.stopped ??= this.shutdown();
+    return this.stopped;
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.stopping) {
+      const capacity = this.options.concurrency - this.inFlight.size;
+      if (capacity <= 0) {
+        await this.sleep(); // a finishing delivery wakes us
+        continue;
+      }
+      let events: ClaimedEvent[];
+      try {
+        events = await claimEvents(this.pool, capacity, this.options.leaseMs, this.id);
+      } catch (error) {
+        this.logger.error('claiming events failed; retrying', error);
+        await this.sleep(ERROR_PAUSE_MILLISECONDS);
+        continue;
+      }
+      for (const event of events) this.deliver(event);
+      // A full batch means more may be waiting: claim again as soon as there is room.
+      if (events.length < capacity) await this.sleep(this.options.pollIntervalMs);
+    }
+  }
+
+  private deliver(event: ClaimedEvent): void {
+    const key = `${event.tenantId}\u0000${event.id}`;
+    const controller = new AbortController();
+    const entry: InFlight = { event, controller, released: false };
+    this.inFlight.set(key, entry);
+    const timeout = setTimeout(
+      () => controller.abort(new DeliveryFailedError(`delivery timed out after ${this.options.deliveryTimeoutMs} ms`)),
+      this.options.deliveryTimeoutMs,
+    );
+    void this.runSink(event, controller.signal)
+      .then(
+        () => {
+          if (!entry.released) this.delivered.push(event);
+        },
+        (error: unknown) => {
+          if (!entry.released) this.failed.push(this.failure(event, error));
+        },
+      )
+      .finally(() => {
+        clearTimeout(timeout);
+        this.inFlight.delete(key);
+        this.settle();
+        this.wake();
+      });
+  }
+
+  /** Runs the sink, but never waits past an abort: a sink that ignores its signal is left behind. */
+  private runSink(event: ClaimedEvent, signal: AbortSignal): Promise<void> {
+    const sink: Sink | undefined = this.route(event.topic);
+    if (!sink) return Promise.reject(new NoSinkError(`no sink is configured for topic "${event.topic}"`));
+    const { attempt, ...delivery } = event;
+    const aborted = new Promise<never>((_, reject) => {
+      if (signal.aborted) reject(signal.reason);
+      signal.addEventListener('abort', () => reject(signal.reason), { once: true });
+    });
+    return Promise.race([sink(delivery, { attempt, signal }), aborted]);
+  }
+
+  private failure(event: ClaimedEvent, error: unknown): Failure {
+    const rejected = error instanceof DeliveryRejectedError;
+    const dead = rejected || event.attempt >= this.options.maxAttempts;
+    const hinted = error instanceof DeliveryFailedError ? error.retryAfterMs : undefined;
+    return {
+      tenantId: event.tenantId,
+      id: event.id,
+      dead,
+      delayMs: dead ? 0 : (hinted ?? this.backoff(event.attempt)),
+      error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
+    };
+  }
+
+  /** Writes the gathered outcomes; whatever arrives meanwhile goes in the next statement. */
+  private settle(): void {
+    this.settling ??= (async () => {
+      try {
+        while (this.delivered.length > 0 || this.failed.length > 0) {
+          const delivered = this.delivered;
+          const failed = this.failed;
+          this.delivered = [];
+          this.failed = [];
+          try {
+            await Promise.all([markDelivered(this.pool, delivered), markFailed(this.pool, failed)]);
+          } catch (error) {
+            // Keep the outcomes and try again: until settled, the events stay leased to us (and
+            // if we die now, they are delivered again under the same dedupe id).
+            this.delivered.unshift(...delivered);
+            this.failed.unshift(...failed);
+            this.logger.error('settling deliveries failed; retrying', error);
+            await new Promise((resolve) => setTimeout(resolve, ERROR_PAUSE_MILLISECONDS));
+          }
+        }
+      } finally {
+        this.settling = undefined;
+      }
+    })();
+  }
+
+  private async renew(): Promise<void> {
+    const refs = [...this.inFlight.values()].map(({ event }) => ({ tenantId: event.tenantId, id: event.id }));
+    try {
+      await renewLeases(this.pool, refs, this.options.leaseMs, this.id);
+    } catch (error) {
+      this.logger.warn(`renewing leases failed: ${(error as Error).message}`);
+    }
+  }
+
+  private wake(): void {
+    this.wakeLoop?.();
+  }
+
+  private sleep(milliseconds?: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = milliseconds === undefined ? undefined : setTimeout(done, milliseconds);
+      function done() {
+        if (timer) clearTimeout(timer);
+        resolve();
+      }
+      this.wakeLoop = () => {
+        this.wakeLoop = undefined;
+        done();
+      };
+    });
+  }
+
+  private async shutdown(): Promise<void> {
+    this.stopping = true;
+    this.wake();
+    await this.loopDone;
+    process.removeListener('SIGTERM', this.signalHandler);
+    process.removeListener('SIGINT', this.signalHandler);
+
+    // Let running deliveries finish, within the shutdown timeout.
+    const deadline = Date.now() + this.options.shutdownTimeoutMs;
+    while (this.inFlight.size > 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, Math.min(20, deadline - Date.now())));
+    }
+    // Give up on the rest: abort them and hand their events back, uncounted.
+    const abandoned = [...this.inFlight.values()];
+    for (const entry of abandoned) {
+      entry.released = true;
+      entry.controller.abort(new DeliveryFailedError('the relay is shutting down'));
+    }
+    clearInterval(this.heartbeat);
+    try {
+      await releaseEvents(this.pool, abandoned.map(({ event }) => ({ tenantId: event.tenantId, id: event.id })), this.id);
+    } catch (error) {
+      this.logger.error('releasing in-flight events failed; their leases will expire instead', error);
+    }
+    this.settle();
+    await this.settling;
+    await this.wakeup?.close();
+    await Promise.all([...new Set(Object.values(this.options.sinks))].map((sink) => sink.close?.().catch(() => {})));
+    if (this.ownsPool) await this.pool.end();
+  }
+
+  /** Stops gracefully, then lets the signal do what it would have done without us. */
+  private async onSignal(signal: NodeJS.Signals): Promise<void> {
+    await this.stop();
+    if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+  }
+}
