@@ -83,22 +83,24 @@ CREATE TABLE IF NOT EXISTS once.outbox_events (
   -- crashed the relay still counts towards max_attempts).
   attempts     integer     NOT NULL DEFAULT 0,
   last_error   text,
-  -- Backoff: a pending event is not claimed before this time (NULL: at once).
-  next_attempt_at timestamptz,
-  -- The relay delivering the event holds it until locked_until (a lease renewed while it works).
-  -- A relay that dies stops renewing, and another takes the event over when the lease runs out.
-  locked_until timestamptz,
+  -- A pending event is not claimed before this time. It doubles as the backoff after a failure
+  -- AND as the lease of the relay delivering it: claiming sets it to now() + lease, renewed while
+  -- the delivery runs. A relay that dies stops renewing and the event becomes claimable again when
+  -- the lease runs out. One column for both keeps in-flight and backing-off events out of the
+  -- relay's index range, so a backlog of retries costs an idle poll nothing.
+  next_attempt_at timestamptz NOT NULL DEFAULT now(),
+  -- The relay delivering the event (NULL when none): for diagnostics and for releasing its own.
   locked_by    text,
   created_at   timestamptz NOT NULL DEFAULT now(),
   delivered_at timestamptz,
   PRIMARY KEY (tenant_id, id)
 );
--- The relay's scan: pending events in id order, across tenants. Partial, so delivered events
--- (the bulk of the table until swept) cost the relay nothing. For events that share an ordering
--- key, id order is commit order: enqueue serialises writers of one key (see src/outbox/enqueue.ts).
-CREATE INDEX IF NOT EXISTS outbox_events_pending ON once.outbox_events (id)
+-- The relay's scan: pending events that are due, across tenants, oldest first. Partial, so
+-- delivered events (the bulk of the table until swept) cost the relay nothing.
+CREATE INDEX IF NOT EXISTS outbox_events_pending ON once.outbox_events (next_attempt_at, id)
   WHERE status = 'pending';
--- Per-key ordering: "is there an earlier pending event of this key?"
+-- Per-key ordering: "is there an earlier pending event of this key?" For events that share an
+-- ordering key, id order is commit order: enqueue serialises writers of one key.
 CREATE INDEX IF NOT EXISTS outbox_events_pending_ordering ON once.outbox_events (tenant_id, ordering_key, id)
   WHERE status = 'pending' AND ordering_key IS NOT NULL;
 -- Sweeps of delivered events past their retention.
