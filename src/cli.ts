@@ -7,9 +7,13 @@
 import { InvalidOptionsError, OnceError } from './errors.ts';
 import type { Command } from './cli/command.ts';
 import { migrateCommand } from './cli/migrate-command.ts';
+import { outboxCommand } from './cli/outbox-command.ts';
+import { relayCommand } from './cli/relay-command.ts';
 
 const commands: Record<string, Command> = {
   migrate: migrateCommand,
+  relay: relayCommand,
+  outbox: outboxCommand,
 };
 
 function usage(): string {
