@@ -145,7 +145,6 @@ export function natsSink(options: NatsSinkOptions): Sink {
   async function deliver(event: DeliveryEvent, context: DeliveryContext): Promise<void> {
     let subject = '';
     try {
-      context.signal.throwIfAborted();
       subject = typeof resolved.subject === 'string' ? resolved.subject : resolved.subject(event);
       const { js, headers } = await abortable(connected(), context.signal);
       // The ack is awaited, not fire-and-forget: resolving means the stream has the event. A
@@ -156,7 +155,7 @@ export function natsSink(options: NatsSinkOptions): Sink {
           timeout: resolved.timeoutMs,
           headers: eventHeaders(event, headers()),
         }),
-        new AbortController().signal,
+        context.signal,
       );
     } catch (error) {
       if (error instanceof OnceError) throw error;
