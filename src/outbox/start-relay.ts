@@ -61,6 +61,9 @@ class OutboxRelay implements Relay {
   private readonly backoff: BackoffPolicy;
   private readonly logger: RelayLogger;
   private readonly inFlight = new Map<string, InFlight>();
+  /** Claimed and leased, waiting for a delivery slot. */
+  private queue: ClaimedEvent[] = [];
+  private readonly batchSize: number;
   private delivered: EventRef[] = [];
   private failed: Failure[] = [];
   private settling: Promise<void> | undefined;
@@ -81,6 +84,7 @@ class OutboxRelay implements Relay {
     if (this.ownsPool) this.pool.on('error', (error) => this.logger.error('idle connection failed', error));
     this.route = routeTopics(options.sinks);
     this.backoff = defaultBackoff(options.backoff);
+    this.batchSize = options.batchSize ?? Math.max(512, options.concurrency * 4);
   }
 
   async start(): Promise<void> {
@@ -115,24 +119,37 @@ class OutboxRelay implements Relay {
     return this.stopped;
   }
 
+  /**
+   * Keeps up to batchSize events claimed: delivering (up to concurrency) or queued locally. The
+   * next claim goes out while the previous batch is still being delivered, so the database round
+   * trip overlaps the deliveries instead of alternating with them.
+   */
   private async loop(): Promise<void> {
     while (!this.stopping) {
-      const capacity = this.options.concurrency - this.inFlight.size;
-      if (capacity <= 0) {
+      const room = this.batchSize - this.inFlight.size - this.queue.length;
+      if (room <= 0 || this.queue.length >= this.options.concurrency) {
         await this.sleep(); // a finishing delivery wakes us
         continue;
       }
       let events: ClaimedEvent[];
       try {
-        events = await claimEvents(this.pool, capacity, this.options.leaseMs, this.id);
+        events = await claimEvents(this.pool, room, this.options.leaseMs, this.id);
       } catch (error) {
         this.logger.error('claiming events failed; retrying', error);
         await this.sleep(ERROR_PAUSE_MILLISECONDS);
         continue;
       }
-      for (const event of events) this.deliver(event);
+      this.queue.push(...events);
+      this.pump();
       // A full batch means more may be waiting: claim again as soon as there is room.
-      if (events.length < capacity) await this.sleep(this.options.pollIntervalMs);
+      if (events.length < room) await this.sleep(this.options.pollIntervalMs);
+    }
+  }
+
+  /** Starts queued deliveries while slots are free. */
+  private pump(): void {
+    while (this.inFlight.size < this.options.concurrency && this.queue.length > 0 && !this.stopping) {
+      this.deliver(this.queue.shift()!);
     }
   }
 
@@ -158,6 +175,7 @@ class OutboxRelay implements Relay {
         clearTimeout(timeout);
         this.inFlight.delete(key);
         this.settle();
+        this.pump();
         this.wake();
       });
   }
@@ -214,7 +232,7 @@ class OutboxRelay implements Relay {
   }
 
   private async renew(): Promise<void> {
-    const refs = [...this.inFlight.values()].map(({ event }) => ({ tenantId: event.tenantId, id: event.id }));
+    const refs = [...this.inFlight.values()].map(({ event }) => event).concat(this.queue).map((event) => ({ tenantId: event.tenantId, id: event.id }));
     try {
       await renewLeases(this.pool, refs, this.options.leaseMs, this.id);
     } catch (error) {
@@ -252,15 +270,17 @@ class OutboxRelay implements Relay {
     while (this.inFlight.size > 0 && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, Math.min(20, deadline - Date.now())));
     }
-    // Give up on the rest: abort them and hand their events back, uncounted.
+    // Give up on the rest: abort them and hand their events back, uncounted, with the queued ones.
     const abandoned = [...this.inFlight.values()];
     for (const entry of abandoned) {
       entry.released = true;
       entry.controller.abort(new DeliveryFailedError('the relay is shutting down'));
     }
+    const unstarted = this.queue.splice(0);
     clearInterval(this.heartbeat);
     try {
-      await releaseEvents(this.pool, abandoned.map(({ event }) => ({ tenantId: event.tenantId, id: event.id })), this.id);
+      const released = abandoned.map(({ event }) => event).concat(unstarted);
+      await releaseEvents(this.pool, released.map((event) => ({ tenantId: event.tenantId, id: event.id })), this.id);
     } catch (error) {
       this.logger.error('releasing in-flight events failed; their leases will expire instead', error);
     }
