@@ -26,7 +26,9 @@ export type OnceErrorCode =
   | 'DELIVERY_REJECTED'
   | 'NO_SINK'
   | 'SINK_MISCONFIGURED'
-  | 'EVENT_NOT_FOUND';
+  | 'EVENT_NOT_FOUND'
+  | 'RATE_LIMITED'
+  | 'WRONG_ROLE';
 
 /** One problem found while validating options or input; a flattened zod issue. */
 export interface OnceIssue {
@@ -167,6 +169,25 @@ export class IdempotencyInProgressError extends OnceError {
   }
 }
 
+/**
+ * The tenant is over its rate limit of fresh executions (replays are never limited). `fn` did not
+ * run; retry after `retryAfterMs`.
+ */
+export class RateLimitedError extends OnceError {
+  readonly code = 'RATE_LIMITED';
+  readonly retryable = true;
+  readonly httpStatus = 429;
+  readonly key: string;
+  /** When a token will be available, in milliseconds (what a Retry-After header should say). */
+  readonly retryAfterMs: number;
+
+  constructor(key: string, retryAfterMs: number, options?: OnceErrorOptions) {
+    super(`pg-once: the tenant is over its rate limit; retry key "${key}" in ${retryAfterMs} ms.`, options);
+    this.key = key;
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
 /** A handler result (or event payload) that JSON cannot represent faithfully. Nothing committed. */
 export class ResultNotSerializableError extends OnceError {
   readonly code = 'RESULT_NOT_SERIALIZABLE';
@@ -256,6 +277,17 @@ export class EventNotFoundError extends OnceError {
   readonly code = 'EVENT_NOT_FOUND';
   readonly retryable = false;
   readonly httpStatus = 404;
+}
+
+/**
+ * An operation across tenants (sweep, status) run as a role that cannot see across tenants:
+ * neither granted once_relay nor a superuser/BYPASSRLS role. Under forced row-level security it
+ * would silently find nothing, so it refuses instead.
+ */
+export class WrongRoleError extends OnceError {
+  readonly code = 'WRONG_ROLE';
+  readonly retryable = false;
+  readonly httpStatus = 500;
 }
 
 /** Base of the migration failures; `code` tells which. */

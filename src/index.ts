@@ -45,6 +45,7 @@ export {
   MigrationFailedError,
   NotInTransactionError,
   OnceError,
+  RateLimitedError,
   ResultNotSerializableError,
   ResultTooLargeError,
   RlsBypassError,

@@ -46,6 +46,14 @@ export async function migrate(target: DatabaseTarget, options?: MigrateOptions):
       // graphile-worker runs its own migrations under its own lock, in its own transactions,
       // so it cannot join ours; it is idempotent and concurrency-safe by itself.
       await runMigrations({ pgPool: poolFromSession(session), logger: silentLogger });
+      // The relay runs graphile-worker (its cron schedules sweeps) as a role granted once_relay.
+      // graphile-worker's schema is created by its own migrations, after ours, so its grants
+      // come here; re-granting on every run also covers tables a newer graphile-worker adds.
+      await session.query(`
+        GRANT USAGE ON SCHEMA graphile_worker TO once_relay;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA graphile_worker TO once_relay;
+        GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA graphile_worker TO once_relay;
+        GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA graphile_worker TO once_relay`);
       log('graphile-worker schema is up to date');
     }
     return {

@@ -189,16 +189,32 @@ describe('the relay role (once_relay)', () => {
     expect(rows.map((row) => row.tenant_id)).toEqual(['A', 'B']);
   });
 
-  it('cannot read idempotency records (results) or audit rows', async () => {
-    expect((await errorOf(relay.query('SELECT result FROM once.idempotency_keys')))?.code).toBe('42501');
-    expect((await errorOf(relay.query('SELECT * FROM once.dedupe_audit')))?.code).toBe('42501');
+  it('cannot read idempotency_keys at all (results, keys, or even a count)', async () => {
+    for (const query of [
+      'SELECT result FROM once.idempotency_keys',
+      'SELECT key FROM once.idempotency_keys',
+      'SELECT * FROM once.idempotency_keys',
+      'SELECT count(*) FROM once.idempotency_keys',
+      "DELETE FROM once.idempotency_keys WHERE key = 'A-row'",
+      "UPDATE once.idempotency_keys SET status = 'failed'",
+    ]) {
+      expect((await errorOf(relay.query(query)))?.code, query).toBe('42501');
+    }
   });
 
-  it('cannot insert or delete outbox events', async () => {
+  it('reads audit rows of every tenant (for status), which hold no results', async () => {
+    const { rows } = await relay.query("SELECT DISTINCT tenant_id FROM once.dedupe_audit WHERE key LIKE '%-row' ORDER BY 1");
+    expect(rows.map((row) => row.tenant_id)).toEqual(['A', 'B']);
+  });
+
+  it('cannot insert outbox events, nor delete pending ones', async () => {
     expect(
       (await errorOf(relay.query("INSERT INTO once.outbox_events (tenant_id, dedupe_id, topic, payload) VALUES ('A', 'r', 't', '{}')")))
         ?.code,
     ).toBe('42501');
-    expect((await errorOf(relay.query('DELETE FROM once.outbox_events')))?.code).toBe('42501');
+    await asTenant('A', (client) => insertRow(client, 'outbox_events', 'still-pending'));
+    const deleted = await relay.query("DELETE FROM once.outbox_events WHERE status = 'pending'");
+    expect(deleted.rowCount).toBe(0);
+    expect(await storedTenants('outbox_events', 'still-pending')).toEqual(['A']);
   });
 });

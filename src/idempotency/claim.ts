@@ -17,7 +17,7 @@ export interface ClaimRequest {
 }
 
 export interface ClaimRow {
-  outcome: 'claimed' | 'replay' | 'key_reused' | 'in_progress';
+  outcome: 'claimed' | 'replay' | 'key_reused' | 'in_progress' | 'rate_limited';
   tenant_id: string;
   status: 'in_progress' | 'completed' | 'failed';
   /** JSON text of the stored result; null when fn returned undefined. */
@@ -25,6 +25,12 @@ export interface ClaimRow {
   error: StoredError | null;
   waited: boolean;
   locked_until: Date | null;
+  /** rate_limited: when a token will be available. */
+  retry_after_ms: number | null;
+  /** claimed under a rate limit: the bucket to charge with the result, and its GCRA parameters. */
+  limit_tool: string | null;
+  limit_emission_ms: number | null;
+  limit_tolerance_ms: number | null;
 }
 
 /** How a stored failure is kept: enough to re-throw an equivalent error. */

@@ -10,6 +10,7 @@ import {
   IdempotencyInProgressError,
   IdempotencyKeyReusedError,
   NotInTransactionError,
+  RateLimitedError,
   ResultNotSerializableError,
   ResultTooLargeError,
 } from '../errors.ts';
@@ -28,7 +29,7 @@ import { callContext } from './call-context.ts';
 import { claim, type ClaimRow, retryAfterMs } from './claim.ts';
 import type { Jsonify } from './jsonify.ts';
 import { markRecordedFailure } from './recorded-failure.ts';
-import { abortCall, type RecordId, storeFailure, storeResult } from './store-outcome.ts';
+import { abortCall, type RateCharge, type RecordId, storeFailure, storeResult } from './store-outcome.ts';
 import { describeError, StoredCallError } from './stored-error.ts';
 
 export interface IdempotentOutcome<T> {
@@ -75,13 +76,16 @@ async function runIdempotentDetailed<T>(
     case 'key_reused':
       audit('key_reused', {});
       throw markRecordedFailure(new IdempotencyKeyReusedError(key));
+    case 'rate_limited':
+      audit('rate_limited', { retry_after_ms: found.retry_after_ms });
+      throw markRecordedFailure(new RateLimitedError(key, Math.max(1, Math.ceil(found.retry_after_ms ?? 1_000))));
     case 'replay':
       audit(found.waited ? 'waited' : 'replay', { outcome: 'replayed', status: found.status });
       if (found.status === 'failed') throw markRecordedFailure(new StoredCallError(found.error ?? { name: 'Error', message: 'failed' }));
       return { value: (found.result === null ? undefined : JSON.parse(found.result)) as Jsonify<T>, outcome: 'replayed', waited: found.waited };
     default:
       if (found.waited) audit('waited', { outcome: 'executed' });
-      return execute(tx, { tenantId: found.tenant_id, key, version: opts.version }, fn, opts, found.waited);
+      return execute(tx, { tenantId: found.tenant_id, key, version: opts.version }, fn, opts, found.waited, rateCharge(found));
   }
 }
 
@@ -105,12 +109,18 @@ async function claimWithinWait(tx: Transaction<any>, request: Parameters<typeof 
   }
 }
 
+function rateCharge(found: ClaimRow): RateCharge | undefined {
+  if (found.limit_tool === null || found.limit_emission_ms === null || found.limit_tolerance_ms === null) return undefined;
+  return { tool: found.limit_tool, emissionMs: found.limit_emission_ms, toleranceMs: found.limit_tolerance_ms };
+}
+
 async function execute<T>(
   tx: Transaction<any>,
   record: RecordId,
   fn: (tx: Transaction<any>) => Promise<T>,
   opts: ResolvedRunIdempotentOptions,
   waited: boolean,
+  charge: RateCharge | undefined,
 ): Promise<IdempotentOutcome<T>> {
   // Only a stored failure needs fn's partial writes undone while keeping the claim, and only that
   // pays for a savepoint.
@@ -146,7 +156,12 @@ async function execute<T>(
     await abortCall(tx, error);
     throw error;
   }
-  await storeResult(tx, record, text);
+  if (!(await storeResult(tx, record, text, charge))) {
+    // Lost the race for the tenant's last token after fn ran: its writes roll back with the call.
+    const error = new RateLimitedError(record.key, Math.max(1, Math.ceil(charge!.emissionMs)));
+    await abortCall(tx, error);
+    throw error;
+  }
   return { value: (text === undefined ? undefined : JSON.parse(text)) as Jsonify<T>, outcome: 'executed', waited };
 }
 

@@ -12,13 +12,49 @@ export interface RecordId {
   version: string;
 }
 
-/** `resultText` is the JSON text, or undefined when fn returned undefined (stored as SQL NULL). */
-export async function storeResult(tx: Transaction<any>, id: RecordId, resultText: string | undefined): Promise<void> {
+/** A rate-limit bucket to charge with the result (from the claim). */
+export interface RateCharge {
+  tool: string;
+  emissionMs: number;
+  toleranceMs: number;
+}
+
+/**
+ * `resultText` is the JSON text, or undefined when fn returned undefined (stored as SQL NULL).
+ * Under a rate limit the same statement charges the tenant's bucket, if a token is still free:
+ * returns false when the call lost the race for the last token (nothing was stored).
+ */
+export async function storeResult(
+  tx: Transaction<any>,
+  id: RecordId,
+  resultText: string | undefined,
+  charge: RateCharge | undefined,
+): Promise<boolean> {
   try {
-    await sql`
+    if (!charge) {
+      await sql`
+        UPDATE once.idempotency_keys
+           SET status = 'completed', result = ${resultText ?? null}::jsonb, completed_at = now()
+         WHERE tenant_id = ${id.tenantId} AND key = ${id.key} AND version = ${id.version}`.execute(tx);
+      return true;
+    }
+    // The bucket row is locked from here to commit only: the check at claim time took no lock,
+    // so a tenant's calls never wait on each other while fn runs.
+    const { rows } = await sql`
+      WITH charged AS (
+        INSERT INTO once.rate_limit_state AS s (tenant_id, tool, tat)
+        VALUES (${id.tenantId}, ${charge.tool}, clock_timestamp() + ${charge.emissionMs} * interval '1 millisecond')
+        ON CONFLICT (tenant_id, tool) DO UPDATE
+           SET tat = greatest(s.tat, clock_timestamp()) + ${charge.emissionMs} * interval '1 millisecond'
+         WHERE greatest(s.tat, clock_timestamp()) - clock_timestamp() <= ${charge.toleranceMs} * interval '1 millisecond'
+        RETURNING 1
+      )
       UPDATE once.idempotency_keys
          SET status = 'completed', result = ${resultText ?? null}::jsonb, completed_at = now()
-       WHERE tenant_id = ${id.tenantId} AND key = ${id.key} AND version = ${id.version}`.execute(tx);
+       WHERE tenant_id = ${id.tenantId} AND key = ${id.key} AND version = ${id.version}
+         AND EXISTS (SELECT 1 FROM charged)
+      RETURNING 1`.execute(tx);
+    return rows.length === 1;
   } catch (error) {
     throw translateDatabaseError(error);
   }

@@ -1,6 +1,6 @@
 -- The claim of runIdempotent, as one function so that a call costs ONE round trip whatever it
 -- finds: a fresh claim, a replay, a key reused with another request, an expired record to take
--- over, or a concurrent duplicate to wait for.
+-- over, a concurrent duplicate to wait for, or a tenant over its rate limit.
 --
 -- Why a function and not a single INSERT ... ON CONFLICT: after waiting for a concurrent claim,
 -- the row it committed is invisible to the waiting statement's snapshot, so the outcome must be
@@ -23,7 +23,7 @@ CREATE OR REPLACE FUNCTION once.claim(
   p_ttl_ms      double precision,
   p_wait_ms     integer
 ) RETURNS TABLE (
-  outcome      text,         -- claimed | replay | key_reused | in_progress
+  outcome      text,         -- claimed | replay | key_reused | in_progress | rate_limited
   tenant_id    text,
   status       text,
   -- The stored result as JSON text: SQL NULL when fn returned undefined, 'null' when it returned
@@ -31,7 +31,13 @@ CREATE OR REPLACE FUNCTION once.claim(
   result       text,
   error        jsonb,
   waited       boolean,
-  locked_until timestamptz
+  locked_until timestamptz,
+  -- rate_limited: when a token will be available. claimed under a limit: the bucket to charge
+  -- when the result is stored (see src/idempotency/store-outcome.ts), and its GCRA parameters.
+  retry_after_ms     double precision,
+  limit_tool         text,
+  limit_emission_ms  double precision,
+  limit_tolerance_ms double precision
 )
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -44,6 +50,13 @@ DECLARE
   v_started      timestamptz := clock_timestamp();
   v_expires_at   timestamptz := now() + p_ttl_ms * interval '1 millisecond';
   v_insert_start timestamptz;
+  v_limit_tool   text;
+  v_per_second   double precision;
+  v_burst        integer;
+  v_tat          timestamptz;
+  v_emission_ms  double precision;
+  v_tolerance_ms double precision;
+  v_early_ms     double precision;
 BEGIN
   PERFORM set_config('lock_timeout', greatest(p_wait_ms, 1) || 'ms', true);
   FOR attempt IN 1..16 LOOP
@@ -93,7 +106,7 @@ BEGIN
     IF v_row.status = 'in_progress' THEN
       -- A committed claim with a live lease (two-phase mode): the caller decides how to wait.
       PERFORM set_config('lock_timeout', v_lock_timeout, true);
-      RETURN QUERY SELECT 'in_progress'::text, v_tenant, v_row.status, NULL::text, NULL::jsonb, v_waited, v_row.locked_until;
+      RETURN QUERY SELECT 'in_progress'::text, v_tenant, v_row.status, NULL::text, NULL::jsonb, v_waited, v_row.locked_until, NULL::float8, NULL::text, NULL::float8, NULL::float8;
       RETURN;
     END IF;
 
@@ -105,14 +118,16 @@ BEGIN
               jsonb_build_object('version', p_version,
                                  'stored_fingerprint', encode(v_row.fingerprint, 'hex'),
                                  'request_fingerprint', encode(p_fingerprint, 'hex')));
-      RETURN QUERY SELECT 'key_reused'::text, v_tenant, v_row.status, NULL::text, NULL::jsonb, v_waited, NULL::timestamptz;
+      RETURN QUERY SELECT 'key_reused'::text, v_tenant, v_row.status, NULL::text, NULL::jsonb, v_waited, NULL::timestamptz,
+                          NULL::float8, NULL::text, NULL::float8, NULL::float8;
       RETURN;
     END IF;
     INSERT INTO once.dedupe_audit (tenant_id, key, tool, kind, detail)
     VALUES (v_tenant, p_key, coalesce(p_tool, v_row.tool), CASE WHEN v_waited THEN 'waited' ELSE 'replay' END,
             jsonb_build_object('version', p_version, 'status', v_row.status, 'outcome', 'replayed',
                                'waited_ms', round(extract(epoch FROM clock_timestamp() - v_started) * 1000)));
-    RETURN QUERY SELECT 'replay'::text, v_tenant, v_row.status, v_row.result::text, v_row.error, v_waited, NULL::timestamptz;
+    RETURN QUERY SELECT 'replay'::text, v_tenant, v_row.status, v_row.result::text, v_row.error, v_waited, NULL::timestamptz,
+                        NULL::float8, NULL::text, NULL::float8, NULL::float8;
     RETURN;
   END LOOP;
 
@@ -123,6 +138,37 @@ BEGIN
   END IF;
 
   PERFORM set_config('lock_timeout', v_lock_timeout, true);
+
+  -- Rate limit, on fresh executions only. The most specific configuration row wins. GCRA: with
+  -- emission interval T = 1/per_second and tolerance (burst - 1) * T, a call is allowed when the
+  -- bucket's theoretical arrival time (tat) is at most `tolerance` ahead of now. Checked here
+  -- without a lock, so that tenants' calls never queue on their bucket while fn runs; the charge
+  -- (tat += T) happens with the result, conditionally, and a call that lost a race for the last
+  -- token fails there (src/idempotency/store-outcome.ts).
+  SELECT l.tool, l.per_second, l.burst INTO v_limit_tool, v_per_second, v_burst
+    FROM once.rate_limits l
+   WHERE l.tenant_id IN (v_tenant, '*') AND l.tool IN (coalesce(p_tool, ''), '')
+   ORDER BY (l.tenant_id = '*'), (l.tool = '')
+   LIMIT 1;
+  IF FOUND THEN
+    v_emission_ms := 1000.0 / v_per_second;
+    v_tolerance_ms := (v_burst - 1) * v_emission_ms;
+    SELECT s.tat INTO v_tat FROM once.rate_limit_state s WHERE s.tenant_id = v_tenant AND s.tool = v_limit_tool;
+    v_early_ms := extract(epoch FROM greatest(coalesce(v_tat, clock_timestamp()), clock_timestamp()) - clock_timestamp()) * 1000
+                  - v_tolerance_ms;
+    IF v_early_ms > 0 THEN
+      -- Over the limit: undo the claim (fn will not run), keep the audit row.
+      DELETE FROM once.idempotency_keys k WHERE k.tenant_id = v_tenant AND k.key = p_key AND k.version = p_version;
+      INSERT INTO once.dedupe_audit (tenant_id, key, tool, kind, detail)
+      VALUES (v_tenant, p_key, p_tool, 'rate_limited',
+              jsonb_build_object('version', p_version, 'limit_tool', v_limit_tool, 'per_second', v_per_second,
+                                 'burst', v_burst, 'retry_after_ms', ceil(v_early_ms)));
+      RETURN QUERY SELECT 'rate_limited'::text, v_tenant, 'in_progress'::text, NULL::text, NULL::jsonb, v_waited, NULL::timestamptz,
+                          ceil(v_early_ms)::float8, v_limit_tool, v_emission_ms, v_tolerance_ms;
+      RETURN;
+    END IF;
+  END IF;
+
   IF v_waited THEN
     -- Waited for a concurrent duplicate that rolled back (or whose record expired): this call
     -- executes, and the wait is still worth an audit row.
@@ -131,7 +177,9 @@ BEGIN
             jsonb_build_object('version', p_version, 'outcome', 'executed',
                                'waited_ms', round(extract(epoch FROM clock_timestamp() - v_started) * 1000)));
   END IF;
-  RETURN QUERY SELECT 'claimed'::text, v_tenant, 'in_progress'::text, NULL::text, NULL::jsonb, v_waited, NULL::timestamptz;
+  RETURN QUERY SELECT 'claimed'::text, v_tenant, 'in_progress'::text, NULL::text, NULL::jsonb, v_waited, NULL::timestamptz,
+                      NULL::float8,
+                      v_limit_tool, v_emission_ms, v_tolerance_ms;
 END
 $$;
 

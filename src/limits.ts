@@ -1,0 +1,65 @@
+/**
+ * Per-tenant rate limits on fresh executions: configured rows of once.rate_limits, enforced by
+ * the claim (sql/0003_claim_function.sql). Managed as the schema owner (`pg-once limits`); the
+ * application role can only read its own tenant's row and the default.
+ */
+import { z } from 'zod';
+import { type DatabaseTarget, withSession } from './internal/session.ts';
+import { textProblem } from './internal/safe-text.ts';
+import { parseOptions } from './options.ts';
+
+/** The tenant id of the default limit, applied to tenants without a row of their own. */
+export const DEFAULT_LIMIT_TENANT = '*';
+
+const rateLimitSchema = z
+  .object({
+    /** The tenant, or '*' for the default of tenants without a limit of their own. */
+    tenant: z.string().min(1).max(128).refine((text) => textProblem(text) === undefined, 'must be well-formed text without control characters'),
+    /** Limit only this tool's executions (Default: all tools together) */
+    tool: z.string().max(128).default(''),
+    /** Sustained rate of fresh executions, per second (fractions allowed: 0.5 = one every 2 s). */
+    perSecond: z.number().positive().finite(),
+    /** Executions allowed at once above the sustained rate, at least 1. */
+    burst: z.number().int().min(1).max(1_000_000),
+  })
+  .strict();
+export type RateLimit = z.input<typeof rateLimitSchema>;
+
+export interface RateLimitRow {
+  tenant: string;
+  tool: string;
+  perSecond: number;
+  burst: number;
+  updatedAt: Date;
+}
+
+export async function setRateLimit(target: DatabaseTarget, limit: RateLimit): Promise<void> {
+  const parsed = parseOptions(rateLimitSchema, limit, 'rate limit');
+  await withSession(target, (session) =>
+    session.query(
+      `INSERT INTO once.rate_limits (tenant_id, tool, per_second, burst) VALUES ($1, $2, $3, $4)
+       ON CONFLICT (tenant_id, tool) DO UPDATE SET per_second = excluded.per_second, burst = excluded.burst, updated_at = now()`,
+      [parsed.tenant, parsed.tool, parsed.perSecond, parsed.burst],
+    ),
+  );
+}
+
+/** Removes a limit (and its bucket state); returns whether there was one. */
+export async function removeRateLimit(target: DatabaseTarget, selector: { tenant: string; tool?: string }): Promise<boolean> {
+  return withSession(target, async (session) => {
+    const { rows } = await session.query(`DELETE FROM once.rate_limits WHERE tenant_id = $1 AND tool = $2 RETURNING 1`, [
+      selector.tenant,
+      selector.tool ?? '',
+    ]);
+    return rows.length > 0;
+  });
+}
+
+export async function listRateLimits(target: DatabaseTarget): Promise<RateLimitRow[]> {
+  return withSession(target, async (session) => {
+    const { rows } = await session.query<{ tenant_id: string; tool: string; per_second: number; burst: number; updated_at: Date }>(
+      `SELECT tenant_id, tool, per_second, burst, updated_at FROM once.rate_limits ORDER BY tenant_id = '*' DESC, tenant_id, tool`,
+    );
+    return rows.map((row) => ({ tenant: row.tenant_id, tool: row.tool, perSecond: row.per_second, burst: row.burst, updatedAt: row.updated_at }));
+  });
+}

@@ -1,0 +1,136 @@
+/**
+ * status(): what an operator wants to see without writing SQL. Per tenant and tool over a window
+ * (default 1 hour): calls, executions, replays, waits, key reuses, rate-limited calls; the outbox:
+ * pending, oldest pending age, dead, delivery rate; table sizes; the last and next sweep.
+ * Run as a role granted once_relay (it sees metadata of every tenant, no results) or a superuser.
+ */
+import { z } from 'zod';
+import { parseDuration } from './internal/duration.ts';
+import { assertOperatorRole } from './internal/operator-role.ts';
+import { type DatabaseTarget, withSession } from './internal/session.ts';
+import { parseOptions } from './options.ts';
+import { DEFAULT_SWEEP_SCHEDULE, nextSweepAt, SWEEP_TASK } from './sweep-schedule.ts';
+
+export const statusOptionsSchema = z
+  .object({
+    /** The window the counts cover: milliseconds or e.g. '1h', '15m'. (Default: '1h') */
+    window: z
+      .union([z.number(), z.string()])
+      .default('1h')
+      .transform((value, context) => {
+        const milliseconds = parseDuration(value);
+        if (milliseconds === undefined || milliseconds <= 0) {
+          context.addIssue({ code: 'custom', message: `expected a positive duration (got ${JSON.stringify(value)})` });
+          return z.NEVER;
+        }
+        return milliseconds;
+      }),
+    /** The relays' sweep schedule, to tell when the next sweep is due. (Default: '*\/5 * * * *') */
+    sweepSchedule: z.string().default(DEFAULT_SWEEP_SCHEDULE),
+  })
+  .strict();
+export type StatusOptions = z.input<typeof statusOptionsSchema>;
+
+export interface TenantToolStatus {
+  tenantId: string;
+  /** '' when the calls named no tool. */
+  tool: string;
+  /** Every call that reached the claim: executed, replayed, waited, rejected or limited. */
+  calls: number;
+  /** Calls that ran fn (fresh keys and expired ones taken over). */
+  executions: number;
+  /** Calls answered from a stored result without waiting. */
+  replays: number;
+  /** Calls that waited for a concurrent duplicate (then replayed or executed). */
+  waits: number;
+  keyReuses: number;
+  rateLimited: number;
+}
+
+export interface Status {
+  generatedAt: Date;
+  windowMs: number;
+  tenants: TenantToolStatus[];
+  outbox: { pending: number; oldestPendingAgeMs: number | null; dead: number; deliveredInWindow: number; deliveriesPerSecond: number };
+  tables: { table: string; bytes: number; estimatedRows: number }[];
+  sweep: { schedule: string; lastRunAt: Date | null; nextRunAt: Date | null };
+}
+
+export async function status(target: DatabaseTarget, options?: StatusOptions): Promise<Status> {
+  const opts = parseOptions(statusOptionsSchema, options, 'status options');
+  return withSession(target, async (session) => {
+    await assertOperatorRole(session, 'status');
+    const window = [opts.window];
+    const { rows: calls } = await session.query<{
+      tenant_id: string;
+      tool: string;
+      executions: number;
+      replays: number;
+      waits: number;
+      waited_replays: number;
+      key_reuses: number;
+      rate_limited: number;
+    }>(
+      `WITH executed AS (
+         -- A SECURITY DEFINER function: the relay role cannot read idempotency records itself.
+         SELECT tenant_id, tool, executions AS n FROM once.execution_counts($1)),
+       audited AS (
+         SELECT tenant_id, coalesce(tool, '') AS tool,
+                count(*) FILTER (WHERE kind = 'replay')::int AS replays,
+                count(*) FILTER (WHERE kind = 'waited')::int AS waits,
+                count(*) FILTER (WHERE kind = 'waited' AND detail->>'outcome' = 'replayed')::int AS waited_replays,
+                count(*) FILTER (WHERE kind = 'key_reused')::int AS key_reuses,
+                count(*) FILTER (WHERE kind = 'rate_limited')::int AS rate_limited
+           FROM once.dedupe_audit WHERE at >= now() - $1 * interval '1 millisecond' GROUP BY 1, 2)
+       SELECT tenant_id, tool, coalesce(e.n, 0) AS executions, coalesce(a.replays, 0) AS replays,
+              coalesce(a.waits, 0) AS waits, coalesce(a.waited_replays, 0) AS waited_replays,
+              coalesce(a.key_reuses, 0) AS key_reuses, coalesce(a.rate_limited, 0) AS rate_limited
+         FROM executed e FULL JOIN audited a USING (tenant_id, tool)
+        ORDER BY tenant_id, tool`,
+      window,
+    );
+    const { rows: outbox } = await session.query<{ pending: number; oldest_ms: number | null; dead: number; delivered: number }>(
+      `SELECT count(*) FILTER (WHERE status = 'pending')::int AS pending,
+              (extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending')) * 1000)::float8 AS oldest_ms,
+              count(*) FILTER (WHERE status = 'dead')::int AS dead,
+              count(*) FILTER (WHERE status = 'delivered' AND delivered_at >= now() - $1 * interval '1 millisecond')::int AS delivered
+         FROM once.outbox_events`,
+      window,
+    );
+    const { rows: tables } = await session.query<{ table: string; bytes: string; estimated_rows: string }>(
+      `SELECT c.relname AS table, pg_total_relation_size(c.oid) AS bytes, greatest(c.reltuples, 0)::bigint AS estimated_rows
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'once' AND c.relkind = 'r' ORDER BY 1`,
+    );
+    const { rows: sweeps } = await session.query<{ last_execution: Date | null }>(
+      `SELECT (SELECT last_execution FROM graphile_worker._private_known_crontabs WHERE identifier = $1) AS last_execution
+        WHERE to_regclass('graphile_worker._private_known_crontabs') IS NOT NULL`,
+      [SWEEP_TASK],
+    ).catch(() => ({ rows: [] as { last_execution: Date | null }[] }));
+    const counts = outbox[0]!;
+    return {
+      generatedAt: new Date(),
+      windowMs: opts.window,
+      tenants: calls.map((row) => ({
+        tenantId: row.tenant_id,
+        tool: row.tool,
+        // A wait ends in an execution (counted there) or a replay (counted here).
+        calls: row.executions + row.replays + row.waited_replays + row.key_reuses + row.rate_limited,
+        executions: row.executions,
+        replays: row.replays,
+        waits: row.waits,
+        keyReuses: row.key_reuses,
+        rateLimited: row.rate_limited,
+      })),
+      outbox: {
+        pending: counts.pending,
+        oldestPendingAgeMs: counts.oldest_ms === null ? null : Math.round(counts.oldest_ms),
+        dead: counts.dead,
+        deliveredInWindow: counts.delivered,
+        deliveriesPerSecond: counts.delivered / (opts.window / 1_000),
+      },
+      tables: tables.map((row) => ({ table: row.table, bytes: Number(row.bytes), estimatedRows: Number(row.estimated_rows) })),
+      sweep: { schedule: opts.sweepSchedule, lastRunAt: sweeps[0]?.last_execution ?? null, nextRunAt: nextSweepAt(opts.sweepSchedule) ?? null },
+    };
+  });
+}
