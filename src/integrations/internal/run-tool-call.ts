@@ -1,0 +1,89 @@
+/**
+ * What the framework adapters share: one way to run a tool call (withTenant + runIdempotent, so
+ * the claim, the tool's writes and its stored result commit together), the options common to all
+ * of them, and the encoding of key parts. The adapters differ only in where the tenant, the key
+ * and the request come from.
+ */
+import type { Kysely, Transaction } from 'kysely';
+import { z } from 'zod';
+import { isTransaction } from '../../internal/is-transaction.ts';
+import { runIdempotent, withTenant, type IdempotentOutcome } from '../../index.ts';
+import { runIdempotentOptionsSchema, type RunIdempotentOptions } from '../../options.ts';
+
+/**
+ * The runIdempotent options an adapter passes through (ttl, version, waitMs, storeError,
+ * maxResultBytes, logger, and any added later). `request` and `tool` are set by the adapter: the
+ * request is the tool's input, the tool is its name.
+ */
+export type AdapterRunOptions = Omit<RunIdempotentOptions, 'request' | 'tool'>;
+
+/** A value, or a function computing it from the framework's call context. */
+export type Resolvable<T, Args extends unknown[]> = T | ((...args: Args) => T | PromiseLike<T>);
+
+/** A callback, validated only as "is a function" (zod 4 has no function schema). */
+export const callbackSchema = z.custom<(...args: never[]) => unknown>((value) => typeof value === 'function', {
+  message: 'Expected a function',
+});
+
+/** A non-empty string, or a function returning one at call time. */
+export const resolvableTextSchema = z.union([z.string().min(1), callbackSchema]);
+
+/**
+ * A Kysely instance (a pool), not a transaction: the adapter opens its own transaction per call so
+ * that the tenant is set on it and the call's writes commit with its claim.
+ */
+export const databaseSchema = z.custom<Kysely<any>>(
+  (value) =>
+    typeof value === 'object' &&
+    value !== null &&
+    !isTransaction(value) &&
+    typeof (value as Kysely<any>).transaction === 'function' &&
+    typeof (value as Kysely<any>).selectFrom === 'function',
+  { message: 'Expected a Kysely instance (not a transaction): each tool call runs in a transaction of its own' },
+);
+
+/** The pass-through runIdempotent options, validated with the core's own schema. */
+export const adapterRunOptionsSchema = runIdempotentOptionsSchema.omit({ request: true, tool: true });
+
+export async function resolve<T, Args extends unknown[]>(value: Resolvable<T, Args>, ...args: Args): Promise<T> {
+  return typeof value === 'function' ? await (value as (...args: Args) => T | PromiseLike<T>)(...args) : value;
+}
+
+/**
+ * Percent-encodes ':' and '%' in a key part (as `keys.orchestrator` does), so that a key's parts
+ * can always be told apart: without it, thread 'a' + call id 'b:c' and thread 'a:b' + call id 'c'
+ * would share one key, and one call would replay the other's result.
+ */
+export function encodeKeyPart(text: string): string {
+  return text.replaceAll('%', '%25').replaceAll(':', '%3A');
+}
+
+export interface ToolCallRun<T> {
+  db: Kysely<any>;
+  tenantId: string;
+  key: string;
+  /** The tool's name, for audit rows. */
+  tool: string | undefined;
+  /** Fingerprinted: the same key with another request is refused (IdempotencyKeyReusedError). */
+  request: unknown;
+  run: AdapterRunOptions;
+  fn: (tx: Transaction<any>) => Promise<T>;
+}
+
+/** Runs one tool call at most once per (tenant, key): its own transaction, the tenant set on it. */
+export function runToolCall<T>(call: ToolCallRun<T>): Promise<IdempotentOutcome<T>> {
+  return withTenant(call.db, call.tenantId, (tx) =>
+    runIdempotent.detailed(tx, call.key, call.fn, {
+      ...call.run,
+      request: call.request,
+      ...(call.tool === undefined ? {} : { tool: call.tool }),
+    }),
+  );
+}
+
+/** Splits an adapter's options into its own fields and the runIdempotent options it passes on. */
+export function pickRunOptions<O extends object>(options: O, own: readonly (keyof O)[]): AdapterRunOptions {
+  const run = { ...options } as Record<string, unknown>;
+  for (const key of own) delete run[key as string];
+  return run as AdapterRunOptions;
+}
