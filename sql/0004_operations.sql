@@ -21,6 +21,12 @@ GRANT once_maintenance TO CURRENT_USER;
 GRANT USAGE ON SCHEMA once TO once_maintenance;
 GRANT SELECT (tenant_id, key, version, tool, status, locked_until, created_at, expires_at) ON once.idempotency_keys TO once_maintenance;
 GRANT DELETE ON once.idempotency_keys TO once_maintenance;
+-- FOR UPDATE SKIP LOCKED needs UPDATE privilege on a column, and the rows to pass an UPDATE
+-- policy; WITH CHECK (false) keeps that from ever changing a row.
+GRANT UPDATE (status) ON once.idempotency_keys TO once_maintenance;
+DROP POLICY IF EXISTS maintenance_locks_expired ON once.idempotency_keys;
+CREATE POLICY maintenance_locks_expired ON once.idempotency_keys FOR UPDATE TO once_maintenance
+  USING (expires_at < now()) WITH CHECK (false);
 DROP POLICY IF EXISTS maintenance_reads_metadata ON once.idempotency_keys;
 CREATE POLICY maintenance_reads_metadata ON once.idempotency_keys FOR SELECT TO once_maintenance USING (true);
 DROP POLICY IF EXISTS maintenance_sweeps_expired ON once.idempotency_keys;

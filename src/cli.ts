@@ -6,14 +6,20 @@
  */
 import { InvalidOptionsError, OnceError } from './errors.ts';
 import type { Command } from './cli/command.ts';
+import { limitsCommand } from './cli/limits-command.ts';
 import { migrateCommand } from './cli/migrate-command.ts';
 import { outboxCommand } from './cli/outbox-command.ts';
 import { relayCommand } from './cli/relay-command.ts';
+import { statusCommand } from './cli/status-command.ts';
+import { sweepCommand } from './cli/sweep-command.ts';
 
 const commands: Record<string, Command> = {
   migrate: migrateCommand,
   relay: relayCommand,
   outbox: outboxCommand,
+  sweep: sweepCommand,
+  status: statusCommand,
+  limits: limitsCommand,
 };
 
 function usage(): string {

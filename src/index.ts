@@ -21,6 +21,12 @@ export { listDeadEvents, requeueDeadEvents } from './outbox/dead-events.ts';
 export type { DeadEvent } from './outbox/dead-events.ts';
 export { keys, canonicalJson, fingerprint, modelKeyProblem, MAX_KEY_LENGTH } from './keys.ts';
 export type { ModelKeyOptions, OrchestratorKeyParts } from './keys.ts';
+export { sweep } from './sweep.ts';
+export type { SweepOptions, SweepResult } from './sweep.ts';
+export { status } from './status.ts';
+export type { Status, StatusOptions, TenantToolStatus } from './status.ts';
+export { DEFAULT_LIMIT_TENANT, listRateLimits, removeRateLimit, setRateLimit } from './limits.ts';
+export type { RateLimit, RateLimitRow } from './limits.ts';
 export { configure } from './settings.ts';
 export type { Settings } from './settings.ts';
 export { migrate } from './migrate.ts';
@@ -53,5 +59,6 @@ export {
   TenantMissingError,
   TransactionConflictError,
   translateDatabaseError,
+  WrongRoleError,
 } from './errors.ts';
 export type { OnceErrorCode, OnceErrorOptions, OnceIssue } from './errors.ts';

@@ -53,7 +53,21 @@ export async function migrate(target: DatabaseTarget, options?: MigrateOptions):
         GRANT USAGE ON SCHEMA graphile_worker TO once_relay;
         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA graphile_worker TO once_relay;
         GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA graphile_worker TO once_relay;
-        GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA graphile_worker TO once_relay`);
+        GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA graphile_worker TO once_relay;
+        -- graphile-worker enables row-level security on its private tables (no policies: only
+        -- their owner gets in). The relay's role is not the owner, so it gets a policy of its own.
+        DO $$
+        DECLARE t record;
+        BEGIN
+          FOR t IN SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                    WHERE n.nspname = 'graphile_worker' AND c.relkind = 'r' AND c.relrowsecurity LOOP
+            IF NOT EXISTS (SELECT 1 FROM pg_policies
+                            WHERE schemaname = 'graphile_worker' AND tablename = t.relname AND policyname = 'once_relay_worker') THEN
+              EXECUTE format('CREATE POLICY once_relay_worker ON graphile_worker.%I TO once_relay USING (true) WITH CHECK (true)', t.relname);
+            END IF;
+          END LOOP;
+        END
+        $$`);
       log('graphile-worker schema is up to date');
     }
     return {

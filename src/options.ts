@@ -177,6 +177,25 @@ export const relayOptionsSchema = z
     pollIntervalMs: z.number().int().min(1).max(60_000).default(5),
     /** On stop, how long in-flight deliveries may finish before they are aborted and released, in milliseconds. (Default: 10 000) */
     shutdownTimeoutMs: z.number().int().min(0).default(10_000),
+    /**
+     * TTL sweeps, scheduled with graphile-worker's cron (one run per tick across all relays):
+     * `{ schedule, batchSize, outboxRetention, auditRetention }`, or false for none.
+     * (Default: every 5 minutes, with sweep()'s defaults)
+     */
+    sweep: z
+      .union([
+        z.literal(false),
+        z
+          .object({
+            /** A cron expression, in UTC. (Default: every 5 minutes) */
+            schedule: z.string().min(9).default('*/5 * * * *'),
+            batchSize: z.number().int().min(1).optional(),
+            outboxRetention: z.union([z.number(), z.string()]).optional(),
+            auditRetention: z.union([z.number(), z.string()]).optional(),
+          })
+          .strict(),
+      ])
+      .default({ schedule: '*/5 * * * *' }),
     /** Stop gracefully on SIGTERM and SIGINT. (Default: true) */
     handleSignals: z.boolean().default(true),
     /** Receives the relay's warnings and errors. (Default: console.warn / console.error) */

@@ -70,11 +70,12 @@ const STATEMENTS = {
     deleted AS (
       DELETE FROM once.outbox_events e USING batch b WHERE e.tenant_id = b.tenant_id AND e.id = b.id RETURNING 1)
     SELECT count(*)::int AS n FROM deleted`,
+  // Audit rows are append-only: nobody locks them, so no SKIP LOCKED (and no UPDATE privilege).
   dedupeAudit: `
     WITH batch AS (
       SELECT tenant_id, id FROM once.dedupe_audit
        WHERE at < now() - $2 * interval '1 millisecond'
-       ORDER BY at LIMIT $1 FOR UPDATE SKIP LOCKED),
+       ORDER BY at LIMIT $1),
     deleted AS (
       DELETE FROM once.dedupe_audit a USING batch b WHERE a.tenant_id = b.tenant_id AND a.id = b.id RETURNING 1)
     SELECT count(*)::int AS n FROM deleted`,

@@ -9,7 +9,10 @@
  */
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
+import { Logger, run, type Runner } from 'graphile-worker';
 import pg from 'pg';
+import { sweep } from '../sweep.ts';
+import { SWEEP_TASK, sweepCronItems } from '../sweep-schedule.ts';
 import { DeliveryFailedError, DeliveryRejectedError, NoSinkError } from '../errors.ts';
 import { parseOptions, type RelayLogger, type RelayOptions, relayOptionsSchema, type ResolvedRelayOptions } from '../options.ts';
 import { type BackoffPolicy, defaultBackoff, retryHorizonMs } from './backoff.ts';
@@ -73,6 +76,7 @@ class OutboxRelay implements Relay {
   private wakeLoop: (() => void) | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
   private wakeup: Wakeup | undefined;
+  private worker: Runner | undefined;
   private readonly signalHandler = (signal: NodeJS.Signals) => void this.onSignal(signal);
 
   constructor(options: ResolvedRelayOptions) {
@@ -105,6 +109,13 @@ class OutboxRelay implements Relay {
     const clientConfig: pg.ClientConfig = this.ownsPool
       ? { connectionString: this.options.connectionString }
       : ((this.pool as pg.Pool & { options: pg.ClientConfig }).options ?? {});
+    try {
+      this.worker = await this.startSweeps();
+    } catch (error) {
+      await Promise.all(sinks.map((sink) => sink.close?.().catch(() => {})));
+      if (this.ownsPool) await this.pool.end();
+      throw error;
+    }
     this.wakeup = listenForWakeups(clientConfig, () => this.wake(), (error) => this.logger.warn(`wake-up listener: ${(error as Error).message}`));
     this.heartbeat = setInterval(() => void this.renew(), Math.max(100, Math.floor(this.options.leaseMs / 3)));
     if (this.options.handleSignals) {
@@ -117,6 +128,33 @@ class OutboxRelay implements Relay {
   stop(): Promise<void> {
     this.stopped ??= this.shutdown();
     return this.stopped;
+  }
+
+  /**
+   * graphile-worker runs the sweep on its cron: it records each tick in its own tables and adds
+   * the job under a job key, so however many relays run, each tick sweeps once. It gets a pool of
+   * its own (its LISTEN connection and job queries must not queue behind deliveries).
+   */
+  private async startSweeps(): Promise<Runner | undefined> {
+    const config = this.options.sweep;
+    if (config === false) return undefined;
+    const { schedule, ...sweepOptions } = config;
+    const logger = new Logger(() => (level, message) => {
+      if (level === 'error') this.logger.error(`sweeps: ${message}`);
+      else if (level === 'warning') this.logger.warn(`sweeps: ${message}`);
+    });
+    return run({
+      ...(this.ownsPool ? { connectionString: this.options.connectionString! } : { pgPool: this.pool }),
+      concurrency: 1,
+      noHandleSignals: true,
+      logger,
+      taskList: {
+        [SWEEP_TASK]: async () => {
+          await sweep(this.pool, sweepOptions);
+        },
+      },
+      parsedCronItems: sweepCronItems(schedule),
+    });
   }
 
   /**
@@ -287,6 +325,7 @@ class OutboxRelay implements Relay {
     this.settle();
     await this.settling;
     await this.wakeup?.close();
+    await this.worker?.stop().catch((error: unknown) => this.logger.error('stopping the sweep scheduler failed', error));
     await Promise.all([...new Set(Object.values(this.options.sinks))].map((sink) => sink.close?.().catch(() => {})));
     if (this.ownsPool) await this.pool.end();
   }
