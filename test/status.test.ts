@@ -1,0 +1,74 @@
+/**
+ * status() and `pg-once status --json` report what the rows say: per tenant and tool, calls,
+ * executions, replays, waits, key reuses, rate-limited calls; the outbox backlog; table sizes.
+ */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { enqueue, runIdempotent, setRateLimit, status, withTenant } from '../src/index.ts';
+import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
+
+let fx: AppFixture;
+let relayUrl: string;
+beforeAll(async () => {
+  fx = await createAppFixture(8);
+  relayUrl = await fx.database.createLoginRole('once_relay');
+});
+afterAll(async () => {
+  await fx?.close();
+});
+
+const call = (tenant: string, key: string, options: { tool?: string; request?: unknown } = {}, fn = async () => key) =>
+  withTenant(fx.app, tenant, (tx) => runIdempotent(tx, key, fn, options)).catch((error: unknown) => error);
+
+it('counts what happened, per tenant and tool, and the outbox', async () => {
+  // alpha/send_email: 3 executions, 2 replays, 1 key reuse.
+  for (const key of ['e1', 'e2', 'e3']) await call('alpha', key, { tool: 'send_email', request: { key } });
+  await call('alpha', 'e1', { tool: 'send_email', request: { key: 'e1' } });
+  await call('alpha', 'e1', { tool: 'send_email', request: { key: 'e1' } });
+  await call('alpha', 'e2', { tool: 'send_email', request: { key: 'other' } });
+  // alpha/charge_card: 1 execution, 1 waited replay.
+  let release!: () => void;
+  const first = call('alpha', 'c1', { tool: 'charge_card' }, async () => {
+    await new Promise<void>((resolve) => (release = resolve));
+    return 'charged';
+  });
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  const duplicate = call('alpha', 'c1', { tool: 'charge_card' });
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  release();
+  await Promise.all([first, duplicate]);
+  // beta: limited to 1, then 2 rate-limited calls.
+  await setRateLimit(fx.database.adminUrl, { tenant: 'beta', perSecond: 0.01, burst: 1 });
+  for (const key of ['b1', 'b2', 'b3']) await call('beta', key);
+  // Outbox: 2 pending, 1 delivered, 1 dead.
+  await withTenant(fx.app, 'alpha', async (tx) => {
+    for (const topic of ['p1', 'p2', 'd1', 'x1']) await enqueue(tx, { topic, payload: null });
+  });
+  await fx.database.admin.query(`UPDATE once.outbox_events SET status = 'delivered', delivered_at = now() WHERE topic = 'd1';
+                                 UPDATE once.outbox_events SET status = 'dead' WHERE topic = 'x1'`);
+
+  const result = await status(relayUrl, { window: '1h' });
+  const row = (tenantId: string, tool: string) => result.tenants.find((t) => t.tenantId === tenantId && t.tool === tool);
+  expect(row('alpha', 'send_email')).toEqual({ tenantId: 'alpha', tool: 'send_email', calls: 6, executions: 3, replays: 2, waits: 0, keyReuses: 1, rateLimited: 0 });
+  expect(row('alpha', 'charge_card')).toEqual({ tenantId: 'alpha', tool: 'charge_card', calls: 2, executions: 1, replays: 0, waits: 1, keyReuses: 0, rateLimited: 0 });
+  expect(row('beta', '')).toEqual({ tenantId: 'beta', tool: '', calls: 3, executions: 1, replays: 0, waits: 0, keyReuses: 0, rateLimited: 2 });
+  expect(result.outbox).toMatchObject({ pending: 2, dead: 1, deliveredInWindow: 1 });
+  expect(result.outbox.oldestPendingAgeMs).toBeGreaterThanOrEqual(0);
+  expect(result.tables.map((t) => t.table)).toEqual(expect.arrayContaining(['idempotency_keys', 'outbox_events', 'dedupe_audit']));
+  expect(result.sweep.nextRunAt!.getTime()).toBeGreaterThan(Date.now());
+
+  // The CLI prints the same numbers as JSON, and a readable table otherwise.
+  const run = promisify(execFile);
+  const { stdout } = await run(process.execPath, ['src/cli.ts', 'status', '--json', '--database-url', relayUrl]);
+  const printed = JSON.parse(stdout);
+  expect(printed.tenants).toEqual(result.tenants);
+  expect(printed.outbox.pending).toBe(2);
+  const text = await run(process.execPath, ['src/cli.ts', 'status', '--database-url', relayUrl]);
+  expect(text.stdout).toMatch(/alpha\s+send_email\s+6\s+3\s+2\s+0\s+1\s+0/);
+  expect(text.stdout).toContain('Outbox: 2 pending');
+});
+
+it('refuses the application role, which would see a single tenant', async () => {
+  await expect(status(fx.appUrl)).rejects.toMatchObject({ code: 'WRONG_ROLE' });
+});
