@@ -10,6 +10,7 @@ import pg from 'pg';
 import { startPostgres } from '../support/throwaway-postgres.ts';
 import { runCoreBench } from './core.ts';
 import { runRelayBench } from './relay.ts';
+import { runSweepBench } from './sweep.ts';
 import { createBenchDatabase } from './setup.ts';
 
 const { values, positionals } = parseArgs({
@@ -17,7 +18,8 @@ const { values, positionals } = parseArgs({
   allowPositionals: true,
 });
 const seconds = Number(values.seconds);
-const suites = positionals.length > 0 ? positionals : ['core', 'relay'];
+const SUITES = ['core', 'relay', 'sweep'];
+const suites = positionals.length > 0 ? positionals : SUITES;
 const scale = Number(process.env.BENCH_SCALE ?? 1);
 
 const server = await startPostgres({ databaseUrl: values['database-url'] ?? process.env.DATABASE_URL });
@@ -44,14 +46,16 @@ console.log(`pg-once bench: Node ${environment.node}, ${environment.cpus} CPUs, 
 
 try {
   for (const suite of suites) {
-    if (suite !== 'core' && suite !== 'relay') throw new Error(`unknown bench suite "${suite}" (known: core, relay)`);
+    if (!SUITES.includes(suite)) throw new Error(`unknown bench suite "${suite}" (known: ${SUITES.join(', ')})`);
     const database = await createBenchDatabase(server.connectionString);
     try {
       console.log(`\n== ${suite}`);
       const result =
         suite === 'core'
           ? await runCoreBench(database, seconds)
-          : await runRelayBench(database, { events: Math.round(20_000 * scale), rssEvents: Math.round(100_000 * scale), latencySeconds: seconds * 2 });
+          : suite === 'relay'
+            ? await runRelayBench(database, { events: Math.round(20_000 * scale), rssEvents: Math.round(100_000 * scale), latencySeconds: seconds * 2 })
+            : await runSweepBench(database, { keys: Math.round(200_000 * scale) });
       const file = new URL(`./results/${suite}.json`, import.meta.url);
       await writeFile(file, `${JSON.stringify({ environment, ...result }, null, 2)}\n`);
       console.log(`\nSaved ${file.pathname}`);
