@@ -24,6 +24,7 @@ import {
   runIdempotentOptionsSchema,
 } from '../options.ts';
 import { settings } from '../settings.ts';
+import { endWithError, instruments, tracer } from '../telemetry.ts';
 import { type DedupeAuditEvent, emitAuditEvent } from './audit-event.ts';
 import { callContext } from './call-context.ts';
 import { claim, type ClaimRow, retryAfterMs } from './claim.ts';
@@ -45,11 +46,38 @@ export interface IdempotentOutcome<T> {
 const DEFAULT_OPTIONS = parseOptions(runIdempotentOptionsSchema, {}, 'runIdempotent options');
 let savepointCounter = 0;
 
-async function runIdempotentDetailed<T>(
+/** The span and counters around every call (no-ops without an OpenTelemetry SDK). */
+function runIdempotentDetailed<T>(
   tx: Transaction<any>,
   key: string,
   fn: (tx: Transaction<any>) => Promise<T>,
   options?: RunIdempotentOptions,
+): Promise<IdempotentOutcome<T>> {
+  return tracer.startActiveSpan('once.run_idempotent', async (span) => {
+    const tool = typeof options?.tool === 'string' ? options.tool : '';
+    span.setAttributes({ 'once.key': typeof key === 'string' ? key.slice(0, 255) : '', 'once.tool': tool });
+    try {
+      const result = await runIdempotentCall(tx, key, fn, options, (tenantId) => span.setAttribute('once.tenant_id', tenantId));
+      const outcome = result.waited ? 'waited' : result.outcome;
+      span.setAttribute('once.outcome', outcome);
+      instruments().calls.add(1, { 'once.outcome': outcome, 'once.tool': tool });
+      span.end();
+      return result;
+    } catch (error) {
+      span.setAttribute('once.outcome', 'rejected');
+      instruments().calls.add(1, { 'once.outcome': 'rejected', 'once.tool': tool });
+      endWithError(span, error);
+      throw error;
+    }
+  });
+}
+
+async function runIdempotentCall<T>(
+  tx: Transaction<any>,
+  key: string,
+  fn: (tx: Transaction<any>) => Promise<T>,
+  options: RunIdempotentOptions | undefined,
+  onTenant: (tenantId: string) => void,
 ): Promise<IdempotentOutcome<T>> {
   if (!isTransaction(tx)) {
     throw new NotInTransactionError(
@@ -69,6 +97,7 @@ async function runIdempotentDetailed<T>(
   const logger = opts.logger ?? settings().logger;
 
   const found = await claimWithinWait(tx, request);
+  onTenant(found.tenant_id);
   const audit = (kind: DedupeAuditEvent['kind'], detail: Record<string, unknown>) =>
     emitAuditEvent(logger, { tenantId: found.tenant_id, key, tool: opts.tool, kind, at: new Date(), detail: { version: opts.version, ...detail } });
 

@@ -12,6 +12,7 @@ import { hostname } from 'node:os';
 import { Logger, run, type Runner } from 'graphile-worker';
 import pg from 'pg';
 import { sweep } from '../sweep.ts';
+import { endWithError, instruments, tracer } from '../telemetry.ts';
 import { SWEEP_TASK, sweepCronItems } from '../sweep-schedule.ts';
 import { DeliveryFailedError, DeliveryRejectedError, NoSinkError } from '../errors.ts';
 import { parseOptions, type RelayLogger, type RelayOptions, relayOptionsSchema, type ResolvedRelayOptions } from '../options.ts';
@@ -200,13 +201,34 @@ class OutboxRelay implements Relay {
       () => controller.abort(new DeliveryFailedError(`delivery timed out after ${this.options.deliveryTimeoutMs} ms`)),
       this.options.deliveryTimeoutMs,
     );
+    const span = tracer.startSpan('once.deliver', {
+      attributes: {
+        'once.tenant_id': event.tenantId,
+        'once.topic': event.topic,
+        'once.event_id': event.id,
+        'once.dedupe_id': event.dedupeId,
+        'once.attempt': event.attempt,
+      },
+    });
     void this.runSink(event, controller.signal)
       .then(
         () => {
-          if (!entry.released) this.delivered.push(event);
+          if (entry.released) return void span.end();
+          this.delivered.push(event);
+          span.setAttribute('once.outcome', 'delivered');
+          span.end();
+          const telemetry = instruments();
+          telemetry.deliveries.add(1, { 'once.outcome': 'delivered', 'once.topic': event.topic });
+          telemetry.deliveryLatency.record(Date.now() - event.createdAt.getTime(), { 'once.topic': event.topic });
         },
         (error: unknown) => {
-          if (!entry.released) this.failed.push(this.failure(event, error));
+          if (entry.released) return void endWithError(span, error);
+          const failure = this.failure(event, error);
+          this.failed.push(failure);
+          const outcome = failure.dead ? 'dead' : 'retry';
+          span.setAttribute('once.outcome', outcome);
+          endWithError(span, error);
+          instruments().deliveries.add(1, { 'once.outcome': outcome, 'once.topic': event.topic });
         },
       )
       .finally(() => {
