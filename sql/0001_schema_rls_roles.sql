@@ -57,8 +57,11 @@ CREATE TABLE IF NOT EXISTS once.idempotency_keys (
                CHECK (status IN ('in_progress', 'completed', 'failed')),
   result       jsonb,
   error        jsonb,
-  -- Lease of an in-progress claim committed before its effect (the leased, two-phase mode).
+  -- Lease of an in-progress claim committed before its effect (the leased, two-phase mode), and
+  -- the token of its holder: a worker whose lease ran out and was taken over cannot store or
+  -- renew with its old token (fencing).
   locked_until timestamptz,
+  lease_token  text,
   created_at   timestamptz NOT NULL DEFAULT now(),
   completed_at timestamptz,
   expires_at   timestamptz NOT NULL,

@@ -21,7 +21,11 @@ CREATE OR REPLACE FUNCTION once.claim(
   p_tool        text,
   p_fingerprint bytea,
   p_ttl_ms      double precision,
-  p_wait_ms     integer
+  p_wait_ms     integer,
+  -- Two-phase mode: commit the claim with a lease of this many milliseconds under this token.
+  -- NULL for the in-transaction mode, whose claim is never visible before it completes.
+  p_lease_ms    double precision DEFAULT NULL,
+  p_lease_token text DEFAULT NULL
 ) RETURNS TABLE (
   outcome      text,         -- claimed | replay | key_reused | in_progress | rate_limited
   tenant_id    text,
@@ -49,6 +53,7 @@ DECLARE
   v_lock_timeout text := current_setting('lock_timeout');
   v_started      timestamptz := clock_timestamp();
   v_expires_at   timestamptz := now() + p_ttl_ms * interval '1 millisecond';
+  v_locked_until timestamptz := clock_timestamp() + p_lease_ms * interval '1 millisecond';
   v_insert_start timestamptz;
   v_limit_tool   text;
   v_per_second   double precision;
@@ -64,8 +69,8 @@ BEGIN
     -- committed row makes it a no-op (the conflict is found in the index before anything is
     -- written); an uncommitted one makes it wait for that transaction to end.
     v_insert_start := clock_timestamp();
-    INSERT INTO once.idempotency_keys AS k (tenant_id, key, version, tool, fingerprint, status, expires_at)
-    VALUES (v_tenant, p_key, p_version, p_tool, p_fingerprint, 'in_progress', v_expires_at)
+    INSERT INTO once.idempotency_keys AS k (tenant_id, key, version, tool, fingerprint, status, expires_at, locked_until, lease_token)
+    VALUES (v_tenant, p_key, p_version, p_tool, p_fingerprint, 'in_progress', v_expires_at, v_locked_until, p_lease_token)
     ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO NOTHING;
     -- Whether it waited for a concurrent claim is not in the outcome (a wait that ended in a
     -- rollback looks like a plain insert), only in the time taken: 5 ms is far above an
@@ -90,8 +95,8 @@ BEGIN
       -- after waiting for the first) updates nothing and loops to read the first one's outcome.
       UPDATE once.idempotency_keys k
          SET tool = p_tool, fingerprint = p_fingerprint, status = 'in_progress', result = NULL,
-             error = NULL, locked_until = NULL, created_at = now(), completed_at = NULL,
-             expires_at = v_expires_at
+             error = NULL, locked_until = v_locked_until, lease_token = p_lease_token, created_at = now(),
+             completed_at = NULL, expires_at = v_expires_at
        WHERE k.tenant_id = v_tenant AND k.key = p_key AND k.version = p_version
          AND (k.expires_at <= now()
               OR (k.status = 'in_progress' AND k.locked_until IS NOT NULL AND k.locked_until <= clock_timestamp()));
@@ -196,7 +201,7 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON FUNCTION once.claim(text, text, text, bytea, double precision, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION once.claim(text, text, text, bytea, double precision, integer, double precision, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION once.abort_call(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION once.claim(text, text, text, bytea, double precision, integer) TO once_app;
+GRANT EXECUTE ON FUNCTION once.claim(text, text, text, bytea, double precision, integer, double precision, text) TO once_app;
 GRANT EXECUTE ON FUNCTION once.abort_call(text) TO once_app;

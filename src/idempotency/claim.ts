@@ -14,6 +14,8 @@ export interface ClaimRequest {
   fingerprint: Buffer | null;
   ttlMs: number;
   waitMs: number;
+  /** Two-phase mode only: commit the claim with this lease, under this token. */
+  lease?: { ms: number; token: string };
 }
 
 export interface ClaimRow {
@@ -49,7 +51,8 @@ export async function claim(tx: Transaction<any>, request: ClaimRequest): Promis
   try {
     const { rows } = await sql<ClaimRow>`
       SELECT * FROM once.claim(${request.key}, ${request.version}, ${request.tool ?? null},
-                               ${request.fingerprint}, ${request.ttlMs}, ${request.waitMs})`.execute(tx);
+                               ${request.fingerprint}, ${request.ttlMs}, ${request.waitMs},
+                               ${request.lease?.ms ?? null}, ${request.lease?.token ?? null})`.execute(tx);
     return rows[0]!;
   } catch (error) {
     if ((error as { code?: unknown }).code === LOCK_NOT_AVAILABLE) {

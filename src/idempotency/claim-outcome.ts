@@ -1,0 +1,118 @@
+/**
+ * What both modes of an idempotent call (in-transaction and two-phase) do with a claim: build the
+ * request, wait out a live lease, and turn a finished record into a replay or a recorded error.
+ */
+import type { Transaction } from 'kysely';
+import {
+  IdempotencyInProgressError,
+  IdempotencyKeyReusedError,
+  RateLimitedError,
+  ResultNotSerializableError,
+  ResultTooLargeError,
+} from '../errors.ts';
+import { JsonTextError, toJsonText } from '../internal/json-text.ts';
+import { fingerprint } from '../keys.ts';
+import type { ResolvedRunIdempotentOptions } from '../options.ts';
+import { settings } from '../settings.ts';
+import { type DedupeAuditEvent, emitAuditEvent } from './audit-event.ts';
+import { claim, type ClaimRequest, type ClaimRow, retryAfterMs } from './claim.ts';
+import type { Jsonify } from './jsonify.ts';
+import { markRecordedFailure } from './recorded-failure.ts';
+import type { RateCharge } from './store-outcome.ts';
+import { StoredCallError } from './stored-error.ts';
+
+export interface IdempotentOutcome<T> {
+  /** What fn returned, as JSON round-trips it: identical on the first call and every replay. */
+  value: Jsonify<T>;
+  /** 'executed': fn ran in this call. 'replayed': the stored result was returned; fn did not run. */
+  outcome: 'executed' | 'replayed';
+  /** True when this call waited for a concurrent call with the same key. */
+  waited: boolean;
+}
+
+export function claimRequest(key: string, opts: ResolvedRunIdempotentOptions): ClaimRequest {
+  return {
+    key,
+    version: opts.version,
+    tool: opts.tool,
+    fingerprint: opts.request === undefined ? null : fingerprint(opts.request),
+    ttlMs: opts.ttl,
+    waitMs: opts.waitMs,
+  };
+}
+
+/**
+ * The claim, plus the one case the database cannot wait for by itself: a committed in-progress
+ * claim with a live lease (the two-phase mode), which is polled with backoff until `waitMs`.
+ */
+export async function claimWithinWait(tx: Transaction<any>, request: ClaimRequest): Promise<ClaimRow> {
+  const deadline = Date.now() + request.waitMs;
+  let pause = 25;
+  for (let polled = false; ; polled = true) {
+    const found = await claim(tx, { ...request, waitMs: Math.max(1, deadline - Date.now()) });
+    if (found.outcome !== 'in_progress') return polled ? { ...found, waited: true } : found;
+    const remaining = deadline - Date.now();
+    if (remaining <= 0) {
+      const leaseLeft = found.locked_until ? found.locked_until.getTime() - Date.now() : request.waitMs;
+      throw new IdempotencyInProgressError(request.key, retryAfterMs(Math.max(leaseLeft, 0)));
+    }
+    await new Promise((resolve) => setTimeout(resolve, Math.min(pause, remaining)));
+    pause = Math.min(pause * 2, 500);
+  }
+}
+
+/**
+ * A claim that found something other than a fresh claim: the replay to return, or the recorded
+ * error to throw (key reused, rate limited, stored failure). Undefined when the call must execute.
+ */
+export function settleClaim<T>(found: ClaimRow, key: string, opts: ResolvedRunIdempotentOptions): IdempotentOutcome<T> | undefined {
+  const logger = opts.logger ?? settings().logger;
+  const audit = (kind: DedupeAuditEvent['kind'], detail: Record<string, unknown>) =>
+    emitAuditEvent(logger, { tenantId: found.tenant_id, key, tool: opts.tool, kind, at: new Date(), detail: { version: opts.version, ...detail } });
+  switch (found.outcome) {
+    case 'key_reused':
+      audit('key_reused', {});
+      throw markRecordedFailure(new IdempotencyKeyReusedError(key));
+    case 'rate_limited':
+      audit('rate_limited', { retry_after_ms: found.retry_after_ms });
+      throw markRecordedFailure(new RateLimitedError(key, Math.max(1, Math.ceil(found.retry_after_ms ?? 1_000))));
+    case 'replay':
+      audit(found.waited ? 'waited' : 'replay', { outcome: 'replayed', status: found.status });
+      if (found.status === 'failed') throw markRecordedFailure(new StoredCallError(found.error ?? { name: 'Error', message: 'failed' }));
+      return { value: (found.result === null ? undefined : JSON.parse(found.result)) as Jsonify<T>, outcome: 'replayed', waited: found.waited };
+    default:
+      if (found.waited) audit('waited', { outcome: 'executed' });
+      return undefined;
+  }
+}
+
+export function rateCharge(found: ClaimRow): RateCharge | undefined {
+  if (found.limit_tool === null || found.limit_emission_ms === null || found.limit_tolerance_ms === null) return undefined;
+  return { tool: found.limit_tool, emissionMs: found.limit_emission_ms, toleranceMs: found.limit_tolerance_ms };
+}
+
+/** The JSON text to store for `value`, or a coded error (not JSON; over maxResultBytes). */
+export function storableResult(value: unknown, key: string, maxBytes: number): string | undefined {
+  let text: string | undefined;
+  try {
+    text = toJsonText(value);
+  } catch (error) {
+    if (error instanceof JsonTextError) {
+      throw new ResultNotSerializableError(`pg-once: the result of key "${key}" is not JSON: ${error.message}.`, { cause: error });
+    }
+    throw error;
+  }
+  const bytes = text === undefined ? 0 : Buffer.byteLength(text);
+  if (bytes > maxBytes) throw new ResultTooLargeError(bytes, maxBytes);
+  return text;
+}
+
+/** A throwing storeError predicate must not turn one failure into another: treat it as "no". */
+export function wantsStored(predicate: ((error: unknown) => boolean) | undefined, error: unknown): boolean {
+  if (!predicate) return false;
+  try {
+    return predicate(error) === true;
+  } catch {
+    return false;
+  }
+}
