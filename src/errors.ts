@@ -28,7 +28,9 @@ export type OnceErrorCode =
   | 'SINK_MISCONFIGURED'
   | 'EVENT_NOT_FOUND'
   | 'RATE_LIMITED'
-  | 'WRONG_ROLE';
+  | 'WRONG_ROLE'
+  | 'LEASE_LOST'
+  | 'WEBHOOK_INVALID';
 
 /** One problem found while validating options or input; a flattened zod issue. */
 export interface OnceIssue {
@@ -288,6 +290,33 @@ export class WrongRoleError extends OnceError {
   readonly code = 'WRONG_ROLE';
   readonly retryable = false;
   readonly httpStatus = 500;
+}
+
+/**
+ * A two-phase call ran past its lease and another worker took the call over before this one could
+ * store its result. The effect was made under the same downstream idempotency key, so the other
+ * worker's attempt is deduplicated downstream; retry to get the stored result.
+ */
+export class LeaseLostError extends OnceError {
+  readonly code = 'LEASE_LOST';
+  readonly retryable = true;
+  readonly httpStatus = 409;
+}
+
+/**
+ * A webhook that failed verification: missing headers, a signature that does not match (tampered
+ * body, wrong secret), or a timestamp outside the tolerance (a replayed or delayed delivery).
+ */
+export class WebhookVerificationError extends OnceError {
+  readonly code = 'WEBHOOK_INVALID';
+  readonly retryable = false;
+  readonly httpStatus = 401;
+  readonly reason: 'missing_headers' | 'bad_signature' | 'stale_timestamp' | 'future_timestamp';
+
+  constructor(reason: WebhookVerificationError['reason'], message: string, options?: OnceErrorOptions) {
+    super(message, options);
+    this.reason = reason;
+  }
 }
 
 /** Base of the migration failures; `code` tells which. */

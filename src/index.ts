@@ -4,6 +4,12 @@ export { runIdempotent } from './idempotency/run-idempotent.ts';
 export type { IdempotentOutcome } from './idempotency/run-idempotent.ts';
 export type { Jsonify } from './idempotency/jsonify.ts';
 export { isRecordedFailure } from './idempotency/recorded-failure.ts';
+export { downstreamKey, idempotencyHeaders, runIdempotentExternal } from './idempotency/run-idempotent-external.ts';
+export type { ExternalCallContext } from './idempotency/run-idempotent-external.ts';
+export { INBOX_KEY_PREFIX, receiveOnce } from './inbox/receive-once.ts';
+export type { ReceiveOnceOptions } from './inbox/receive-once.ts';
+export { verifyWebhook } from './inbox/verify-webhook.ts';
+export type { VerifiedWebhook, VerifyWebhookOptions } from './inbox/verify-webhook.ts';
 export { StoredCallError } from './idempotency/stored-error.ts';
 export type { DedupeAuditEvent } from './idempotency/audit-event.ts';
 export { enqueue, MAX_PAYLOAD_BYTES } from './outbox/enqueue.ts';
@@ -31,7 +37,15 @@ export { configure } from './settings.ts';
 export type { Settings } from './settings.ts';
 export { migrate } from './migrate.ts';
 export type { AppliedMigration, DatabaseTarget, MigrateResult } from './migrate.ts';
-export type { MigrateOptions, OutboxEvent, RelayLogger, RelayOptions, RunIdempotentOptions, WithTenantOptions } from './options.ts';
+export type {
+  MigrateOptions,
+  OutboxEvent,
+  RelayLogger,
+  RelayOptions,
+  RunIdempotentExternalOptions,
+  RunIdempotentOptions,
+  WithTenantOptions,
+} from './options.ts';
 export {
   CallAbortedError,
   DeliveryFailedError,
@@ -45,6 +59,7 @@ export {
   InvalidOptionsError,
   InvalidRequestError,
   InvalidTenantError,
+  LeaseLostError,
   MigrationChecksumError,
   MigrationDatabaseAheadError,
   MigrationError,
@@ -59,6 +74,7 @@ export {
   TenantMissingError,
   TransactionConflictError,
   translateDatabaseError,
+  WebhookVerificationError,
   WrongRoleError,
 } from './errors.ts';
 export type { OnceErrorCode, OnceErrorOptions, OnceIssue } from './errors.ts';

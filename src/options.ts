@@ -94,6 +94,23 @@ export const runIdempotentOptionsSchema = z
 export type RunIdempotentOptions = z.input<typeof runIdempotentOptionsSchema>;
 export type ResolvedRunIdempotentOptions = z.output<typeof runIdempotentOptionsSchema>;
 
+export const runIdempotentExternalOptionsSchema = runIdempotentOptionsSchema
+  .extend({
+    /**
+     * How long the committed claim is reserved for this call, in milliseconds. A worker that dies
+     * holds the key this long; a live one extends it with heartbeat(). (Default: 60 000)
+     */
+    leaseMs: z.number().int().min(100).max(24 * 60 * 60 * 1_000).default(60_000),
+    /** Renew the lease automatically at this interval while fn runs, in milliseconds. (Default: never; call heartbeat()) */
+    heartbeatIntervalMs: z.number().int().min(10).optional(),
+    /** Cancels the call: fn's signal aborts. (Default: none) */
+    signal: z.custom<AbortSignal>((value) => value instanceof AbortSignal).optional(),
+    /** Options for the two transactions the call opens. (Default: none) */
+    tenantOptions: withTenantOptionsSchema.optional(),
+  })
+  .strict();
+export type RunIdempotentExternalOptions = z.input<typeof runIdempotentExternalOptionsSchema>;
+
 /** A string stored as an identifier: see internal/safe-text.ts for what is refused and why. */
 const safeText = (max: number) =>
   z

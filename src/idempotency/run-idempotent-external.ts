@@ -1,0 +1,185 @@
+/**
+ * runIdempotentExternal(db, tenantId, key, fn, opts): the two-phase mode, for effects that cannot
+ * join the transaction (a payment API whose charge id the agent needs now).
+ *
+ * 1. A short transaction claims the key and COMMITS it as in-progress, with a lease.
+ * 2. fn({ idempotencyKey, signal, heartbeat, fetch }) runs outside any transaction. idempotencyKey
+ *    is derived from (tenant, key, version): identical for every attempt, so a downstream API that
+ *    honours idempotency keys performs the effect once even if fn runs twice.
+ * 3. A second short transaction stores the result (or the stored failure), guarded by the lease
+ *    token.
+ * A duplicate while the lease is live waits (bounded by waitMs), then replays. A worker that dies
+ * mid-call holds the key until its lease runs out; the next call then takes over and runs fn again
+ * with the same idempotencyKey. heartbeat() extends the lease for long calls.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { type Kysely, sql } from 'kysely';
+import { LeaseLostError, RateLimitedError } from '../errors.ts';
+import { assertValidKey } from '../keys.ts';
+import { parseOptions, type RunIdempotentExternalOptions, runIdempotentExternalOptionsSchema } from '../options.ts';
+import { withTenant } from '../tenant.ts';
+import { endWithError, instruments, tracer } from '../telemetry.ts';
+import { claimRequest, claimWithinWait, type IdempotentOutcome, rateCharge, settleClaim, storableResult, wantsStored } from './claim-outcome.ts';
+import type { Jsonify } from './jsonify.ts';
+import { chargeBucket, releaseLease, renewLease, storeLeased } from './lease-statements.ts';
+import { markRecordedFailure } from './recorded-failure.ts';
+import type { RecordId } from './store-outcome.ts';
+import { describeError } from './stored-error.ts';
+
+export interface ExternalCallContext {
+  /** The key to pass downstream (e.g. an Idempotency-Key header): the same on every attempt. */
+  idempotencyKey: string;
+  /** Aborted when the lease is lost to another worker, or when opts.signal aborts. */
+  signal: AbortSignal;
+  /** Extends the lease by leaseMs from now; resolves false (and aborts `signal`) if it was lost. */
+  heartbeat(): Promise<boolean>;
+  /** fetch with `Idempotency-Key: <idempotencyKey>` and `signal` attached. */
+  fetch(input: string | URL | Request, init?: RequestInit): Promise<Response>;
+}
+
+/** The downstream key of a call: a pure function of tenant, key and version. */
+export function downstreamKey(tenantId: string, key: string, version: string): string {
+  return `once_${createHash('sha256').update(JSON.stringify(['external', tenantId, key, version])).digest('hex').slice(0, 40)}`;
+}
+
+/** Headers that carry a call's idempotency key downstream (Stripe, Adyen, most payment APIs). */
+export function idempotencyHeaders(idempotencyKey: string): Record<string, string> {
+  return { 'Idempotency-Key': idempotencyKey };
+}
+
+async function runExternalDetailed<T>(
+  db: Kysely<any>,
+  tenantId: string,
+  key: string,
+  fn: (context: ExternalCallContext) => Promise<T>,
+  options?: RunIdempotentExternalOptions,
+): Promise<IdempotentOutcome<T>> {
+  assertValidKey(key);
+  const opts = parseOptions(runIdempotentExternalOptionsSchema, options ?? {}, 'runIdempotentExternal options');
+  const token = randomUUID();
+  const tenantOptions = opts.tenantOptions;
+  const record: RecordId = { tenantId, key, version: opts.version };
+
+  // Phase 1: claim and commit (or replay, or a recorded error that withTenant commits).
+  const claimed = await withTenant(
+    db,
+    tenantId,
+    async (tx) => {
+      const found = await claimWithinWait(tx, { ...claimRequest(key, opts), lease: { ms: opts.leaseMs, token } });
+      const settled = settleClaim<T>(found, key, opts);
+      if (settled) return settled;
+      const charge = rateCharge(found);
+      if (charge && !(await chargeBucket(tx, tenantId, charge))) {
+        // Lost the race for the last token: undo the claim, keep an audit row, as the claim would.
+        await sql`DELETE FROM once.idempotency_keys WHERE tenant_id = ${tenantId} AND key = ${key} AND version = ${opts.version}`.execute(tx);
+        await sql`INSERT INTO once.dedupe_audit (key, tool, kind, detail)
+                  VALUES (${key}, ${opts.tool ?? null}, 'rate_limited', ${JSON.stringify({ version: opts.version, limit_tool: charge.tool })}::jsonb)`.execute(tx);
+        throw markRecordedFailure(new RateLimitedError(key, Math.max(1, Math.ceil(charge.emissionMs))));
+      }
+      return { waited: found.waited };
+    },
+    tenantOptions,
+  );
+  if ('outcome' in claimed) return claimed;
+
+  // Phase 2: the effect, outside any transaction.
+  const idempotencyKey = downstreamKey(tenantId, key, opts.version);
+  const controller = new AbortController();
+  const onCallerAbort = () => controller.abort(opts.signal!.reason);
+  opts.signal?.addEventListener('abort', onCallerAbort, { once: true });
+  const heartbeat = async () => {
+    const held = await withTenant(db, tenantId, (tx) => renewLease(tx, record, token, opts.leaseMs), tenantOptions);
+    if (!held) controller.abort(new LeaseLostError(`pg-once: the lease of key "${key}" was taken over by another worker.`));
+    return held;
+  };
+  const timer = opts.heartbeatIntervalMs === undefined ? undefined : setInterval(() => void heartbeat().catch(() => {}), opts.heartbeatIntervalMs);
+  const context: ExternalCallContext = {
+    idempotencyKey,
+    signal: controller.signal,
+    heartbeat,
+    fetch: (input, init = {}) => {
+      const headers = new Headers(init.headers);
+      headers.set('Idempotency-Key', idempotencyKey);
+      const signal = init.signal ? AbortSignal.any([init.signal, controller.signal]) : controller.signal;
+      return fetch(input, { ...init, headers, signal });
+    },
+  };
+
+  let value: T;
+  try {
+    value = await fn(context);
+  } catch (error) {
+    if (wantsStored(opts.storeError, error)) {
+      await withTenant(db, tenantId, (tx) => storeLeased(tx, record, token, { status: 'failed', errorText: JSON.stringify(describeError(error)) }), tenantOptions);
+      throw error;
+    }
+    // Not stored: give the key back, so a retry executes afresh (with the same downstream key).
+    await withTenant(db, tenantId, (tx) => releaseLease(tx, record, token), tenantOptions).catch(() => {});
+    throw error;
+  } finally {
+    if (timer) clearInterval(timer);
+    opts.signal?.removeEventListener('abort', onCallerAbort);
+  }
+
+  // Phase 3: store, if this worker still holds the lease.
+  let text: string | undefined;
+  try {
+    text = storableResult(value, key, opts.maxResultBytes);
+  } catch (error) {
+    await withTenant(db, tenantId, (tx) => releaseLease(tx, record, token), tenantOptions).catch(() => {});
+    throw error;
+  }
+  const stored = await withTenant(db, tenantId, (tx) => storeLeased(tx, record, token, { status: 'completed', resultText: text }), tenantOptions);
+  if (!stored) {
+    throw new LeaseLostError(
+      `pg-once: the lease of key "${key}" ran out and another worker took the call over before this result was stored; ` +
+        'retry to get the stored result (the effect used the same downstream idempotency key).',
+    );
+  }
+  return { value: (text === undefined ? undefined : JSON.parse(text)) as Jsonify<T>, outcome: 'executed', waited: claimed.waited };
+}
+
+/** The span and counters around every two-phase call (no-ops without an OpenTelemetry SDK). */
+function traced<T>(
+  db: Kysely<any>,
+  tenantId: string,
+  key: string,
+  fn: (context: ExternalCallContext) => Promise<T>,
+  options?: RunIdempotentExternalOptions,
+): Promise<IdempotentOutcome<T>> {
+  return tracer.startActiveSpan('once.run_idempotent', async (span) => {
+    const tool = typeof options?.tool === 'string' ? options.tool : '';
+    span.setAttributes({ 'once.tenant_id': String(tenantId), 'once.key': String(key).slice(0, 255), 'once.tool': tool, 'once.mode': 'external' });
+    try {
+      const result = await runExternalDetailed(db, tenantId, key, fn, options);
+      const outcome = result.waited ? 'waited' : result.outcome;
+      span.setAttribute('once.outcome', outcome);
+      instruments().calls.add(1, { 'once.outcome': outcome, 'once.tool': tool });
+      span.end();
+      return result;
+    } catch (error) {
+      span.setAttribute('once.outcome', 'rejected');
+      instruments().calls.add(1, { 'once.outcome': 'rejected', 'once.tool': tool });
+      endWithError(span, error);
+      throw error;
+    }
+  });
+}
+
+/**
+ * Runs an effect that cannot join a transaction at most once per (tenant, key, version), in two
+ * phases around a committed, leased claim. Returns the result as JSON round-trips it; replays
+ * return the stored result. `runIdempotentExternal.detailed` also says what happened.
+ */
+export const runIdempotentExternal = Object.assign(
+  async function runIdempotentExternal<T>(
+    db: Kysely<any>,
+    tenantId: string,
+    key: string,
+    fn: (context: ExternalCallContext) => Promise<T>,
+    options?: RunIdempotentExternalOptions,
+  ): Promise<Jsonify<T>> {
+    return (await traced(db, tenantId, key, fn, options)).value;
+  },
+  { detailed: traced },
+);
