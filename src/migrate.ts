@@ -13,6 +13,7 @@ import {
 } from './errors.ts';
 import { migrationFiles } from './internal/migration-files.ts';
 import { type DatabaseTarget, type Session, withSession } from './internal/session.ts';
+import { grantWorkerSchema } from './internal/grant-worker-schema.ts';
 import { poolFromSession } from './internal/worker-pool.ts';
 import { type MigrateOptions, migrateOptionsSchema, parseOptions } from './options.ts';
 
@@ -46,28 +47,7 @@ export async function migrate(target: DatabaseTarget, options?: MigrateOptions):
       // graphile-worker runs its own migrations under its own lock, in its own transactions,
       // so it cannot join ours; it is idempotent and concurrency-safe by itself.
       await runMigrations({ pgPool: poolFromSession(session), logger: silentLogger });
-      // The relay runs graphile-worker (its cron schedules sweeps) as a role granted once_relay.
-      // graphile-worker's schema is created by its own migrations, after ours, so its grants
-      // come here; re-granting on every run also covers tables a newer graphile-worker adds.
-      await session.query(`
-        GRANT USAGE ON SCHEMA graphile_worker TO once_relay;
-        GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA graphile_worker TO once_relay;
-        GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA graphile_worker TO once_relay;
-        GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA graphile_worker TO once_relay;
-        -- graphile-worker enables row-level security on its private tables (no policies: only
-        -- their owner gets in). The relay's role is not the owner, so it gets a policy of its own.
-        DO $$
-        DECLARE t record;
-        BEGIN
-          FOR t IN SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                    WHERE n.nspname = 'graphile_worker' AND c.relkind = 'r' AND c.relrowsecurity LOOP
-            IF NOT EXISTS (SELECT 1 FROM pg_policies
-                            WHERE schemaname = 'graphile_worker' AND tablename = t.relname AND policyname = 'once_relay_worker') THEN
-              EXECUTE format('CREATE POLICY once_relay_worker ON graphile_worker.%I TO once_relay USING (true) WITH CHECK (true)', t.relname);
-            END IF;
-          END LOOP;
-        END
-        $$`);
+      await grantWorkerSchema(session, MIGRATION_LOCK_KEY);
       log('graphile-worker schema is up to date');
     }
     return {
