@@ -1,38 +1,26 @@
 /**
- * `npm run demo`, for now: migrates pg-once into a real Postgres (embedded, started here, when
- * DATABASE_URL is unset; else the given database) and says what it did. The full multi-tenant
- * agent demo replaces this once the core and relay exist.
+ * `npm run demo`: a multi-tenant agent back end on pg-once, hit by every source of duplicate tool
+ * calls (network retries, model re-invocations, a worker killed mid-call and resumed, queue
+ * redeliveries), ending with a table and PASS when every intent took effect exactly once: in
+ * Postgres and downstream. Exit code 1 on FAIL.
+ *
+ * Runs on an embedded Postgres in a temp directory (nothing to install) unless --database-url or
+ * DATABASE_URL names a server. The parts are in examples/demo/; the receiver is
+ * examples/webhook-receiver.ts. Options: npm run demo -- --help
  */
-import { parseArgs } from 'node:util';
-import pg from 'pg';
-import { migrate } from '../src/index.ts';
-import { startPostgres } from '../support/throwaway-postgres.ts';
+import { parseDemoOptions, USAGE } from './demo/options.ts';
+import { runDemo } from './demo/run-demo.ts';
 
-const { values } = parseArgs({
-  options: { 'database-url': { type: 'string' }, keep: { type: 'boolean', default: false } },
-});
-
-const started = Date.now();
-const server = await startPostgres({ databaseUrl: values['database-url'] ?? process.env.DATABASE_URL, keep: values.keep });
-console.log(
-  server.kind === 'embedded'
-    ? `Started an embedded Postgres (nothing installed) at ${server.connectionString}`
-    : `Using the database at ${server.connectionString.replace(/\/\/[^@]*@/, '//***@')}`,
-);
+let options;
 try {
-  const result = await migrate(server.connectionString, { onLog: (line) => console.log(`  ${line}`) });
-  const client = new pg.Client({ connectionString: server.connectionString });
-  await client.connect();
-  const { rows } = await client.query<{ table: string }>(
-    "SELECT c.relname AS table FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'once' AND c.relkind = 'r' ORDER BY 1",
-  );
-  await client.end();
-  console.log(
-    `Migrated to version ${result.version} (${result.applied.length} file(s) applied now); ` +
-      `schema "once" holds: ${rows.map((row) => row.table).join(', ')}; graphile-worker schema ${result.workerSchema}.`,
-  );
-  console.log(`Done in ${Date.now() - started} ms.`);
-} finally {
-  await server.stop();
-  if (server.kind === 'embedded' && values.keep) console.log(`Kept the data directory: ${server.dataDirectory}`);
+  options = parseDemoOptions(process.argv.slice(2));
+} catch (error) {
+  console.error(`${(error as Error).message}\n\n${USAGE}`);
+  process.exit(2);
+}
+if (options === 'help') {
+  console.log(USAGE);
+} else {
+  const pass = await runDemo(options);
+  process.exitCode = pass ? 0 : 1;
 }
