@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import { migrate } from '../src/index.ts';
+import { ORDERS_TABLE_SQL } from '../support/orders-table.ts';
 
 export interface BenchDatabase {
   adminUrl: string;
@@ -31,19 +32,8 @@ export async function createBenchDatabase(serverUrl: string, extraSql = ''): Pro
   await migrate(adminUrl);
   const admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();
+  await admin.query(ORDERS_TABLE_SQL);
   await admin.query(`
-    CREATE TABLE public.orders (
-      tenant_id text NOT NULL DEFAULT once.current_tenant(),
-      id        bigint GENERATED ALWAYS AS IDENTITY,
-      key       text NOT NULL,
-      amount    integer NOT NULL,
-      PRIMARY KEY (tenant_id, id)
-    );
-    ALTER TABLE public.orders ENABLE ROW LEVEL SECURITY;
-    ALTER TABLE public.orders FORCE ROW LEVEL SECURITY;
-    CREATE POLICY tenant_isolation ON public.orders TO once_app
-      USING (tenant_id = once.current_tenant()) WITH CHECK (tenant_id = once.current_tenant());
-    GRANT SELECT, INSERT ON public.orders TO once_app;
     CREATE ROLE ${role} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${password}';
     GRANT once_app TO ${role};
     CREATE ROLE ${relayRole} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${password}';

@@ -58,3 +58,35 @@ export function endWithError(span: Span, error: unknown): void {
   span.setStatus({ code: SpanStatusCode.ERROR, message: error instanceof Error ? error.message : String(error) });
   span.end();
 }
+
+/**
+ * Runs one idempotent call (either mode) inside a `once.run_idempotent` span and counts its
+ * outcome: executed, replayed, waited (either, after waiting for a duplicate) or rejected.
+ */
+export function traceCall<R extends { outcome: 'executed' | 'replayed'; waited: boolean }>(
+  attributes: { key: unknown; tool: unknown; mode: 'transaction' | 'external'; tenantId?: unknown },
+  run: (span: Span) => Promise<R>,
+): Promise<R> {
+  return tracer.startActiveSpan('once.run_idempotent', async (span) => {
+    const tool = typeof attributes.tool === 'string' ? attributes.tool : '';
+    span.setAttributes({
+      'once.key': typeof attributes.key === 'string' ? attributes.key.slice(0, 255) : '',
+      'once.tool': tool,
+      'once.mode': attributes.mode,
+      ...(typeof attributes.tenantId === 'string' ? { 'once.tenant_id': attributes.tenantId } : {}),
+    });
+    try {
+      const result = await run(span);
+      const outcome = result.waited ? 'waited' : result.outcome;
+      span.setAttribute('once.outcome', outcome);
+      instruments().calls.add(1, { 'once.outcome': outcome, 'once.tool': tool });
+      span.end();
+      return result;
+    } catch (error) {
+      span.setAttribute('once.outcome', 'rejected');
+      instruments().calls.add(1, { 'once.outcome': 'rejected', 'once.tool': tool });
+      endWithError(span, error);
+      throw error;
+    }
+  });
+}

@@ -18,7 +18,7 @@ import { LeaseLostError, RateLimitedError } from '../errors.ts';
 import { assertValidKey } from '../keys.ts';
 import { parseOptions, type RunIdempotentExternalOptions, runIdempotentExternalOptionsSchema } from '../options.ts';
 import { withTenant } from '../tenant.ts';
-import { endWithError, instruments, tracer } from '../telemetry.ts';
+import { traceCall } from '../telemetry.ts';
 import { claimRequest, claimWithinWait, type IdempotentOutcome, rateCharge, settleClaim, storableResult, wantsStored } from './claim-outcome.ts';
 import type { Jsonify } from './jsonify.ts';
 import { chargeBucket, releaseLease, renewLease, storeLeased } from './lease-statements.ts';
@@ -147,23 +147,7 @@ function traced<T>(
   fn: (context: ExternalCallContext) => Promise<T>,
   options?: RunIdempotentExternalOptions,
 ): Promise<IdempotentOutcome<T>> {
-  return tracer.startActiveSpan('once.run_idempotent', async (span) => {
-    const tool = typeof options?.tool === 'string' ? options.tool : '';
-    span.setAttributes({ 'once.tenant_id': String(tenantId), 'once.key': String(key).slice(0, 255), 'once.tool': tool, 'once.mode': 'external' });
-    try {
-      const result = await runExternalDetailed(db, tenantId, key, fn, options);
-      const outcome = result.waited ? 'waited' : result.outcome;
-      span.setAttribute('once.outcome', outcome);
-      instruments().calls.add(1, { 'once.outcome': outcome, 'once.tool': tool });
-      span.end();
-      return result;
-    } catch (error) {
-      span.setAttribute('once.outcome', 'rejected');
-      instruments().calls.add(1, { 'once.outcome': 'rejected', 'once.tool': tool });
-      endWithError(span, error);
-      throw error;
-    }
-  });
+  return traceCall({ key, tool: options?.tool, mode: 'external', tenantId }, () => runExternalDetailed(db, tenantId, key, fn, options));
 }
 
 /**

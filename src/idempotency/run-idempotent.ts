@@ -15,7 +15,7 @@ import {
   type RunIdempotentOptions,
   runIdempotentOptionsSchema,
 } from '../options.ts';
-import { endWithError, instruments, tracer } from '../telemetry.ts';
+import { traceCall } from '../telemetry.ts';
 import { callContext } from './call-context.ts';
 import {
   claimRequest,
@@ -44,23 +44,9 @@ function runIdempotentDetailed<T>(
   fn: (tx: Transaction<any>) => Promise<T>,
   options?: RunIdempotentOptions,
 ): Promise<IdempotentOutcome<T>> {
-  return tracer.startActiveSpan('once.run_idempotent', async (span) => {
-    const tool = typeof options?.tool === 'string' ? options.tool : '';
-    span.setAttributes({ 'once.key': typeof key === 'string' ? key.slice(0, 255) : '', 'once.tool': tool });
-    try {
-      const result = await runIdempotentCall(tx, key, fn, options, (tenantId) => span.setAttribute('once.tenant_id', tenantId));
-      const outcome = result.waited ? 'waited' : result.outcome;
-      span.setAttribute('once.outcome', outcome);
-      instruments().calls.add(1, { 'once.outcome': outcome, 'once.tool': tool });
-      span.end();
-      return result;
-    } catch (error) {
-      span.setAttribute('once.outcome', 'rejected');
-      instruments().calls.add(1, { 'once.outcome': 'rejected', 'once.tool': tool });
-      endWithError(span, error);
-      throw error;
-    }
-  });
+  return traceCall({ key, tool: options?.tool, mode: 'transaction' }, (span) =>
+    runIdempotentCall(tx, key, fn, options, (tenantId) => span.setAttribute('once.tenant_id', tenantId)),
+  );
 }
 
 async function runIdempotentCall<T>(

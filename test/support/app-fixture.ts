@@ -4,6 +4,7 @@
  * `orders` under the same per-tenant RLS as pg-once's tables, the way a user's schema would be.
  */
 import type { Kysely } from 'kysely';
+import { ORDERS_TABLE_SQL } from '../../support/orders-table.ts';
 import { createTestDatabase, type TestDatabase } from './test-database.ts';
 
 export interface AppFixture {
@@ -20,19 +21,7 @@ export interface AppFixture {
 
 export async function createAppFixture(poolSize = 10): Promise<AppFixture> {
   const database = await createTestDatabase();
-  await database.admin.query(`
-    CREATE TABLE public.orders (
-      tenant_id text NOT NULL DEFAULT once.current_tenant(),
-      id        bigint GENERATED ALWAYS AS IDENTITY,
-      key       text NOT NULL,
-      amount    integer NOT NULL,
-      PRIMARY KEY (tenant_id, id)
-    );
-    ALTER TABLE public.orders ENABLE ROW LEVEL SECURITY;
-    ALTER TABLE public.orders FORCE ROW LEVEL SECURITY;
-    CREATE POLICY tenant_isolation ON public.orders TO once_app
-      USING (tenant_id = once.current_tenant()) WITH CHECK (tenant_id = once.current_tenant());
-    GRANT SELECT, INSERT, UPDATE, DELETE ON public.orders TO once_app;`);
+  await database.admin.query(ORDERS_TABLE_SQL);
   const appUrl = await database.createLoginRole('once_app');
   const app = database.kysely(appUrl, { max: poolSize });
   return {
