@@ -76,9 +76,9 @@ export function planDemo(options: { tenants: number; runs: number; seed: number 
       runs.push(run);
     }
   }
-  // A few runs (about one in 250, at least one) go to a worker process that gets killed. Each
+  // A few runs (about one in 500, at least one) go to a worker process that gets killed. Each
   // costs two process starts, so there are few; they carry no other duplicate source.
-  const crashes = Math.min(runs.length, Math.max(1, Math.round(runs.length / 250)));
+  const crashes = Math.min(runs.length, Math.max(1, Math.round(runs.length / 500)));
   for (let i = 0; i < crashes; i++) {
     const run = runs[Math.floor(((i + random.next()) * runs.length) / crashes)]!;
     delete run.networkRetry;

@@ -51,6 +51,8 @@ export async function readStored(admin: pg.Pool, relayUrl: string): Promise<Stor
 export interface Downstream extends WebhookReceiverCounts {
   /** Effects applied per topic (one per dedupe id). */
   effects: Record<string, number>;
+  /** Events whose first delivery the receiver applied and then answered 503. */
+  lostAnswers: number;
 }
 
 interface Check {
@@ -85,35 +87,35 @@ export function checks(plan: DemoPlan, stats: DemoStats, stored: Stored, downstr
 }
 
 const n = (value: number) => value.toLocaleString('en-US');
-const LABEL_WIDTH = 52;
-const row = (label: string, value: number) => `  ${label.padEnd(LABEL_WIDTH)}${n(value).padStart(7)}`;
+const LABEL_WIDTH = 56;
+const line = (label: string, value: number, unit = '') => `  ${label.padEnd(LABEL_WIDTH)}${n(value).padStart(7)}${unit ? ` ${unit}` : ''}`;
 
 export function formatReport(plan: DemoPlan, stats: DemoStats, stored: Stored, downstream: Downstream, results: Check[], seconds: number): string {
   const pass = results.every((result) => result.ok);
-  const executed = `executed: the tool ran and committed${stats.executedAfterWait ? ` (${stats.executedAfterWait} after a wait)` : ''}`;
+  const { injected } = plan;
   return [
-    row('duplicate sources injected (runs hit)', plan.injected.networkRetries + plan.injected.reinvocations + plan.injected.redeliveries + plan.injected.crashes),
-    row('  network retry: call re-sent after a timeout', plan.injected.networkRetries),
-    row('  model re-invocation: same call in a later step', plan.injected.reinvocations),
-    row('  queue redelivery: one message, two consumers', plan.injected.redeliveries),
-    row('  worker crash: SIGKILL mid-call, run resumed', plan.injected.crashes),
+    '  duplicates injected',
+    line('  network retries: a call re-sent after a timeout', injected.networkRetries, 'runs'),
+    line('  model re-invocations: the same call in a later step', injected.reinvocations, 'runs'),
+    line('  queue redeliveries: one message to two consumers', injected.redeliveries, 'runs'),
+    line('  worker crashes: SIGKILL mid-call, run resumed', injected.crashes, 'runs'),
+    line('  lost webhook answers: applied, then answered 503', downstream.lostAnswers, 'events'),
     '',
-    row('tool calls received', stats.received),
-    row(`  ${executed}`, stats.calls.executed),
-    row('  replayed: stored result, the tool did not run', stats.calls.replayed),
-    row('  waited: for a concurrent duplicate, then replayed', stats.calls.waited),
-    row('  rejected: 409 still in progress, retried later', stats.calls.rejected),
-    row('  killed mid-call: rolled back with the process', stats.calls.killed),
-    row('outbox events written (one per execution)', stored.outbox.total),
-    row('  delivered by the relay as signed webhooks', stored.outbox.delivered),
-    row('  deliveries the receiver got', downstream.requests),
-    row('  duplicates dropped downstream (same dedupe id)', downstream.duplicatesDropped),
+    line('tool calls received', stats.received),
+    line('  executed: the tool ran, its writes committed', stats.calls.executed),
+    line('  replayed: stored result, the tool did not run', stats.calls.replayed),
+    line('  waited: for a concurrent duplicate, then replayed', stats.calls.waited),
+    line('  rejected: 409 still in progress, retried later', stats.calls.rejected),
+    line('  killed mid-call: rolled back with the worker', stats.calls.killed),
+    line('outbox events written (one per execution)', stored.outbox.total),
+    line('  delivered by the relay as signed webhooks', stored.outbox.delivered),
+    line('  duplicates dropped downstream (same dedupe id)', downstream.duplicatesDropped),
     '',
     `  ${'check'.padEnd(LABEL_WIDTH - 9)}${'expected'.padStart(9)}${'found'.padStart(7)}`,
     ...results.map(
-      (result) => `  ${result.name.padEnd(LABEL_WIDTH - 9)}${n(result.expected).padStart(9)}${n(result.found).padStart(7)}   ${result.ok ? 'ok' : 'FAIL'}`,
+      (result) => `  ${result.name.padEnd(LABEL_WIDTH - 9)}${n(result.expected).padStart(9)}${n(result.found).padStart(7)}  ${result.ok ? 'ok' : 'FAIL'}`,
     ),
     '',
-    `  ${pass ? 'PASS' : 'FAIL'}: ${n(plan.runs.length)} agent runs of ${plan.tenants.length} tenants, every intent once, in ${seconds.toFixed(1)} s`,
+    `  ${pass ? 'PASS' : 'FAIL'}: ${n(plan.runs.length)} agent runs of ${plan.tenants.length} tenants, ${pass ? 'every intent took effect once' : 'see the checks above'} (${seconds.toFixed(1)} s)`,
   ].join('\n');
 }

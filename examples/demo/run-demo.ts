@@ -87,7 +87,7 @@ export async function runDemo(options: DemoOptions): Promise<boolean> {
     console.log('  waiting for the relay to deliver every event');
     await waitForDelivery(database.admin, DELIVERY_TIMEOUT_MS);
     const stored = await readStored(database.admin, database.relayUrl);
-    const downstream: Downstream = { ...receiver.counts, effects };
+    const downstream: Downstream = { ...receiver.counts, effects, lostAnswers: lostAcks.size };
     const results = checks(plan, stats, stored, downstream);
     const seconds = (performance.now() - started) / 1_000;
     console.log(`\n${formatReport(plan, stats, stored, downstream, results, seconds)}`);

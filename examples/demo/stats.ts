@@ -4,8 +4,6 @@ import { type CallOutcome, type Reply, type ToolCall, toolCallKey } from './tool
 
 export class DemoStats {
   readonly calls: Record<CallOutcome, number> = { executed: 0, replayed: 0, waited: 0, rejected: 0, killed: 0 };
-  /** Executions that first waited for a concurrent duplicate, which then rolled back (or died). */
-  executedAfterWait = 0;
   runsDone = 0;
   /** The first answer per (tenant, key), to compare every later answer with. */
   private readonly firstAnswers = new Map<string, string>();
@@ -19,7 +17,6 @@ export class DemoStats {
   record(call: ToolCall, reply: Reply): void {
     this.calls[reply.outcome] += 1;
     if (reply.outcome === 'rejected') return;
-    if (reply.outcome === 'executed' && reply.waited) this.executedAfterWait += 1;
     const id = `${call.tenantId}\u0000${toolCallKey(call)}`;
     const answer = canonicalJson(reply.result);
     const first = this.firstAnswers.get(id);
