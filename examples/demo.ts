@@ -21,6 +21,11 @@ try {
 if (options === 'help') {
   console.log(USAGE);
 } else {
-  const pass = await runDemo(options);
-  process.exitCode = pass ? 0 : 1;
+  try {
+    process.exitCode = (await runDemo(options)) ? 0 : 1;
+  } catch (error) {
+    console.error('\nFAIL: the demo stopped on an error');
+    console.error(error);
+    process.exitCode = 1;
+  }
 }

@@ -88,7 +88,8 @@ export function checks(plan: DemoPlan, stats: DemoStats, stored: Stored, downstr
 
 const n = (value: number) => value.toLocaleString('en-US');
 const LABEL_WIDTH = 56;
-const line = (label: string, value: number, unit = '') => `  ${label.padEnd(LABEL_WIDTH)}${n(value).padStart(7)}${unit ? ` ${unit}` : ''}`;
+const line = (label: string, value: number, unit = '') =>
+  `  ${label.padEnd(LABEL_WIDTH)}${n(value).padStart(7)}${unit ? ` ${value === 1 ? unit.replace(/s$/, '') : unit}` : ''}`;
 
 export function formatReport(plan: DemoPlan, stats: DemoStats, stored: Stored, downstream: Downstream, results: Check[], seconds: number): string {
   const pass = results.every((result) => result.ok);

@@ -48,7 +48,11 @@ export async function runDemo(options: DemoOptions): Promise<boolean> {
     receiver = await startWebhookReceiver({
       secret,
       onEvent: (event) => void (effects[event.type] = (effects[event.type] ?? 0) + 1),
-      answerAfterEffect: (event) => (loseAck(options.seed, event.id) && !lostAcks.has(event.id) && lostAcks.add(event.id) ? 503 : 200),
+      answerAfterEffect: (event) => {
+        if (!loseAck(options.seed, event.id)) return 200;
+        lostAcks.add(event.id);
+        return 503;
+      },
     });
     const relayProblems: string[] = [];
     relay = await startRelay({
@@ -102,13 +106,25 @@ export async function runDemo(options: DemoOptions): Promise<boolean> {
   }
 }
 
-/** Runs `fn` over `items`, at most `limit` at a time, in order of start. */
+/**
+ * Runs `fn` over `items`, at most `limit` at a time, in order of start. After a failure no new
+ * item starts; the first error is thrown once the running ones have settled, so nothing is still
+ * using the database when the caller cleans up.
+ */
 async function forEachConcurrently<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
+  let failure: { error: unknown } | undefined;
   const lane = async () => {
-    while (next < items.length) await fn(items[next++]!);
+    while (next < items.length && !failure) {
+      try {
+        await fn(items[next++]!);
+      } catch (error) {
+        failure ??= { error };
+      }
+    }
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
+  if (failure) throw failure.error;
 }
 
 /** Whether the receiver "loses" its answer to the first delivery of this event (seeded, ~3%). */
