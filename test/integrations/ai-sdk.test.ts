@@ -161,8 +161,10 @@ describe('idempotentTool (AI SDK)', () => {
     expect(executions.count).toBe(1);
     expect(await ordersFor('tenant-ai', orderKey)).toHaveLength(1);
     for (const result of results) expect(toolResults(result)).toEqual(toolResults(results[0]!));
-    const audit = await fx.rows<{ kind: string }>('dedupe_audit', `key = '${context.runId}:charge_card:call_par'`);
-    expect(audit.map((row) => row.kind).sort()).toEqual(['waited', 'waited']);
+    // Two audit rows record a replay. (The executing call may add a 'waited' row with outcome
+    // 'executed': the core infers a wait from a slow insert, which a loaded machine can produce.)
+    const audit = await fx.rows<{ detail: { outcome: string } }>('dedupe_audit', `key = '${context.runId}:charge_card:call_par'`);
+    expect(audit.filter((row) => row.detail.outcome === 'replayed')).toHaveLength(2);
   });
 
   it('the model re-issuing a call under a new id runs twice by id, once with contentKeys', async () => {

@@ -128,6 +128,9 @@ function agentGraph(options: {
   return { graph, modelCalls };
 }
 
+/** How many calls of `key` the audit trail records as replayed. */
+const replays = async (key: string) =>
+  (await fx.rows<{ detail: { outcome: string } }>('dedupe_audit', `key = '${key}'`)).filter((row) => row.detail.outcome === 'replayed').length;
 const toolMessages = (messages: BaseMessage[]) => messages.filter((message) => ToolMessage.isInstance(message));
 const receipts = (messages: BaseMessage[]) => toolMessages(messages).map((message) => JSON.parse(String(message.content)));
 
@@ -154,7 +157,7 @@ describe('idempotentLangGraphTool (StateGraph + ToolNode)', () => {
     expect(receipts(result.messages)).toEqual([expect.objectContaining({ chargeId: `ch_${orderKey}`, amount: 1_200, toolCallId: 'call_retry' })]);
     const records = await fx.rows<{ key: string; tool: string }>('idempotency_keys', `key LIKE 'lg:${threadId}:%'`);
     expect(records).toEqual([expect.objectContaining({ key: `lg:${threadId}:call_retry`, tool: 'charge_card', tenant_id: 'tenant-lg' })]);
-    expect((await fx.rows<{ kind: string }>('dedupe_audit', `key = 'lg:${threadId}:call_retry'`)).map((row) => row.kind)).toEqual(['replay']);
+    expect(await replays(`lg:${threadId}:call_retry`)).toBe(1);
   });
 
   it('a run resumed from its checkpoint after a crash replays the tool call; the model is not asked again', async () => {
@@ -303,7 +306,7 @@ describe('idempotentTask (functional API)', () => {
     expect(record?.key).toMatch(new RegExp(`^lg:${threadId}:checkout:[0-9a-f-]{36}\\|charge_card:[0-9a-f-]{36}$`));
     expect(record?.tool).toBe('charge_card');
     expect(resumed.receipt.chargedAt).toBe(record?.result.chargedAt);
-    expect((await fx.rows<{ kind: string }>('dedupe_audit', `key = '${record!.key}'`)).map((row) => row.kind)).toEqual(['replay']);
+    expect(await replays(record!.key)).toBe(1);
   });
 
   it('two workers resuming the same crashed workflow at once: one charge', async () => {
