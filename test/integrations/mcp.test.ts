@@ -226,8 +226,10 @@ describe('withIdempotency + callToolOnce (MCP)', () => {
     expect(await fx.orders('tenant-nokey')).toEqual([]);
     expect(await fx.rows('idempotency_keys', `tenant_id = 'tenant-nokey'`)).toEqual([]);
 
-    const badKey = await client.callTool({ name: 'charge_card', arguments: { orderKey, amount: 10 }, _meta: { [IDEMPOTENCY_KEY_META]: 42 } });
-    expect(metaOf(badKey)[ERROR_META]).toMatchObject({ code: 'INVALID_KEY' });
+    for (const badKey of [42, '', 'tab\there']) {
+      const refused = await client.callTool({ name: 'charge_card', arguments: { orderKey, amount: 10 }, _meta: { [IDEMPOTENCY_KEY_META]: badKey } });
+      expect(metaOf(refused)[ERROR_META]).toMatchObject({ code: 'INVALID_KEY' });
+    }
     expect(executions.charge).toBe(0);
   });
 

@@ -139,8 +139,8 @@ export function withIdempotency<ARGS>(
         }
         key = `${KEY_PREFIX}content:${keys.content(name, args ?? {})}`;
         ttl = contentKeyTtl;
-      } else if (typeof clientKey !== 'string') {
-        throw new InvalidKeyError(`pg-once: the idempotency key of tool "${name}" must be a string (got ${typeof clientKey}).`);
+      } else if (typeof clientKey !== 'string' || clientKey.length === 0) {
+        throw new InvalidKeyError(`pg-once: the idempotency key of tool "${name}" must be a non-empty string (got ${typeof clientKey === 'string' ? 'an empty string' : typeof clientKey}).`);
       } else {
         key = KEY_PREFIX + clientKey;
       }
