@@ -54,7 +54,6 @@ DECLARE
   v_started      timestamptz := clock_timestamp();
   v_expires_at   timestamptz := now() + p_ttl_ms * interval '1 millisecond';
   v_locked_until timestamptz := clock_timestamp() + p_lease_ms * interval '1 millisecond';
-  v_insert_start timestamptz;
   v_limit_tool   text;
   v_per_second   double precision;
   v_burst        integer;
@@ -65,27 +64,24 @@ DECLARE
 BEGIN
   PERFORM set_config('lock_timeout', greatest(p_wait_ms, 1) || 'ms', true);
   FOR attempt IN 1..16 LOOP
-    -- INSERT first: fresh keys are the common case and cost this one statement. An existing
-    -- committed row makes it a no-op (the conflict is found in the index before anything is
-    -- written); an uncommitted one makes it wait for that transaction to end.
-    v_insert_start := clock_timestamp();
-    INSERT INTO once.idempotency_keys AS k (tenant_id, key, version, tool, fingerprint, status, expires_at, locked_until, lease_token)
-    VALUES (v_tenant, p_key, p_version, p_tool, p_fingerprint, 'in_progress', v_expires_at, v_locked_until, p_lease_token)
-    ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO NOTHING;
-    -- Whether it waited for a concurrent claim is not in the outcome (a wait that ended in a
-    -- rollback looks like a plain insert), only in the time taken: 5 ms is far above an
-    -- uncontended insert.
-    v_waited := v_waited OR clock_timestamp() - v_insert_start > interval '5 milliseconds';
-    IF FOUND THEN
-      v_claimed := true;
-      EXIT;
-    END IF;
-
-    -- A new statement, so a new snapshot: it sees the row that made the INSERT conflict.
+    -- Look first: a replay (the row is committed) costs this one index probe and no write.
     SELECT * INTO v_row FROM once.idempotency_keys k
      WHERE k.tenant_id = v_tenant AND k.key = p_key AND k.version = p_version;
     IF NOT FOUND THEN
-      CONTINUE;  -- deleted in between (a sweep): insert again
+      -- Nothing committed: claim. A claim in flight elsewhere (invisible to the SELECT) makes this
+      -- INSERT wait for that transaction to end, bounded by lock_timeout; if it rolled back, the
+      -- INSERT goes ahead (and the wait goes unreported: nothing says it happened).
+      INSERT INTO once.idempotency_keys AS k (tenant_id, key, version, tool, fingerprint, status, expires_at, locked_until, lease_token)
+      VALUES (v_tenant, p_key, p_version, p_tool, p_fingerprint, 'in_progress', v_expires_at, v_locked_until, p_lease_token)
+      ON CONFLICT ON CONSTRAINT idempotency_keys_pkey DO NOTHING;
+      IF FOUND THEN
+        v_claimed := true;
+        EXIT;
+      END IF;
+      -- It conflicted with a claim the SELECT could not see: a concurrent duplicate, now
+      -- committed, that we waited for. A new statement (a new snapshot) reads its outcome.
+      v_waited := true;
+      CONTINUE;
     END IF;
 
     IF v_row.expires_at <= now()

