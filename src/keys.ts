@@ -75,7 +75,7 @@ function assertPart(name: string, value: unknown, maxLength: number): string {
  * always be told apart: without it, runId 'a:1' + step 2 and runId 'a' + step '1:2' would give the
  * same key. Tool names like 'github:create_issue' stay allowed.
  */
-function encodePart(text: string): string {
+export function encodeKeyPart(text: string): string {
   return text.replaceAll('%', '%25').replaceAll(':', '%3A');
 }
 
@@ -140,10 +140,10 @@ export const keys = {
     // The part limits add up to 233 characters with separators; only parts full of ':' or '%'
     // (encoded as three characters each) can pass 255, which assertValidKey below reports.
     const runId = assertPart('runId', parts.runId, 100);
-    const step = encodePart(assertPart('step', parts.step, 32));
-    const tool = encodePart(assertPart('tool', parts.tool, 64));
+    const step = encodeKeyPart(assertPart('step', parts.step, 32));
+    const tool = encodeKeyPart(assertPart('tool', parts.tool, 64));
     const hash = sha256Hex(canonicalJson(parts.args)).slice(0, SHORT_HASH_CHARACTERS);
-    const version = parts.version === undefined ? '' : `:v${encodePart(assertPart('version', parts.version, 16))}`;
+    const version = parts.version === undefined ? '' : `:v${encodeKeyPart(assertPart('version', parts.version, 16))}`;
     const key = `${runId}:${step}:${tool}:${hash}${version}`;
     assertValidKey(key);
     return key;
@@ -154,7 +154,7 @@ export const keys = {
    * arguments always gets the same key, whoever sends it and however often.
    */
   content(tool: string, args: unknown): string {
-    const name = encodePart(assertPart('tool', tool, 64));
+    const name = encodeKeyPart(assertPart('tool', tool, 64));
     return `${name}:${sha256Hex(canonicalJson(args)).slice(0, CONTENT_HASH_CHARACTERS)}`;
   },
 

@@ -49,14 +49,8 @@ export async function resolve<T, Args extends unknown[]>(value: Resolvable<T, Ar
   return typeof value === 'function' ? await (value as (...args: Args) => T | PromiseLike<T>)(...args) : value;
 }
 
-/**
- * Percent-encodes ':' and '%' in a key part (as `keys.orchestrator` does), so that a key's parts
- * can always be told apart: without it, thread 'a' + call id 'b:c' and thread 'a:b' + call id 'c'
- * would share one key, and one call would replay the other's result.
- */
-export function encodeKeyPart(text: string): string {
-  return text.replaceAll('%', '%25').replaceAll(':', '%3A');
-}
+/** Percent-encodes ':' and '%' in a key part, so a key's parts can always be told apart. */
+export { encodeKeyPart } from '../../keys.ts';
 
 export interface ToolCallRun<T> {
   db: Kysely<any>;
