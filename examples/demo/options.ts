@@ -19,9 +19,10 @@ export const USAGE = `Usage: npm run demo -- [options]
   --tenants N          tenants (default 20)
   --runs N             agent runs per tenant (default 50)
   --seed N             seed for every random choice; the same seed, the same runs (default 1)
-  --database-url URL   use this server (a scratch database is created and dropped);
-                       default: $DATABASE_URL, else an embedded Postgres in a temp directory
-  --keep               keep the embedded data directory / the scratch database
+  --database-url URL   use this server: a scratch database and roles are created there and
+                       dropped after (default: $DATABASE_URL; if unset, a throwaway Postgres:
+                       testcontainers when Docker answers, else embedded in a temp directory)
+  --keep               keep the scratch database and roles / the embedded data directory
   --help`;
 
 export function parseDemoOptions(argv: string[]): DemoOptions | 'help' {

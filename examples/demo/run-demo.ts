@@ -37,7 +37,7 @@ export async function runDemo(options: DemoOptions): Promise<boolean> {
   console.log(`pg-once demo: ${options.tenants} tenants × ${options.runs} agent runs, seed ${options.seed}`);
 
   const database = await openDemoDatabase(options);
-  console.log(`  ${database.description}; database ${database.name} migrated; app role (once_app) and relay role (once_relay)`);
+  console.log(`  ${database.description}: database ${database.name} migrated, login roles granted once_app and once_relay`);
   let receiver: WebhookReceiver | undefined;
   let relay: Relay | undefined;
   let app: Kysely<any> | undefined;
@@ -64,7 +64,7 @@ export async function runDemo(options: DemoOptions): Promise<boolean> {
       // Retries after the receiver's 503s are expected; anything else is kept for the report.
       logger: { warn: () => {}, error: (message) => relayProblems.push(message) },
     });
-    console.log(`  relay (httpSink, Standard Webhooks) → receiver at ${receiver.url}, dedupes by webhook-id`);
+    console.log(`  relay: httpSink (Standard Webhooks) → receiver at ${receiver.url}, dedupes by webhook-id`);
     app = new Kysely<any>({ dialect: new PostgresDialect({ pool: quietPool(database.appUrl, APP_POOL_SIZE) }) });
 
     const stats = new DemoStats();
