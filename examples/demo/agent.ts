@@ -6,7 +6,7 @@
  */
 import type { Intent, RunPlan } from './plan.ts';
 import type { ToolCall } from './tool-server.ts';
-import type { ToolResults } from './tools.ts';
+import type { ToolInvocation, ToolResults } from './tools.ts';
 
 /** Sends a call and resolves with the tool's result (the same on every duplicate). */
 export type SendCall = (call: ToolCall, intent: Intent, reinvoked: boolean) => Promise<unknown>;
@@ -14,8 +14,8 @@ export type SendCall = (call: ToolCall, intent: Intent, reinvoked: boolean) => P
 export async function runAgent(plan: RunPlan, send: SendCall): Promise<void> {
   const { tenantId, runId } = plan;
   const made: ToolCall[] = [];
-  const call = async (intent: Intent, tool: ToolCall['tool'], args: ToolCall['args']) => {
-    const toolCall = { tenantId, runId, tool, args } as ToolCall;
+  const call = async (intent: Intent, invocation: ToolInvocation) => {
+    const toolCall: ToolCall = { tenantId, runId, ...invocation };
     made[intent] = toolCall;
     const result = await send(toolCall, intent, false);
     if (plan.reinvocation?.after === intent) {
@@ -26,8 +26,9 @@ export async function runAgent(plan: RunPlan, send: SendCall): Promise<void> {
     return result;
   };
 
-  const order = (await call(0, 'create_order', { customer: plan.customer, items: plan.items })) as ToolResults['create_order'];
-  await call(1, 'charge_card', { orderId: order.orderId, amountCents: order.amountCents, cardToken: plan.cardToken });
-  await call(2, 'send_email', { orderId: order.orderId, to: plan.customer, template: 'receipt' });
-  if (plan.shipping) await call(3, 'send_email', { orderId: order.orderId, to: plan.customer, template: 'shipping' });
+  const order = (await call(0, { tool: 'create_order', args: { customer: plan.customer, items: plan.items } })) as ToolResults['create_order'];
+  const { orderId, amountCents } = order;
+  await call(1, { tool: 'charge_card', args: { orderId, amountCents, cardToken: plan.cardToken } });
+  await call(2, { tool: 'send_email', args: { orderId, to: plan.customer, template: 'receipt' } });
+  if (plan.shipping) await call(3, { tool: 'send_email', args: { orderId, to: plan.customer, template: 'shipping' } });
 }

@@ -5,15 +5,10 @@
  */
 import type { Kysely } from 'kysely';
 import { keys, OnceError, runIdempotent, withTenant } from '../../src/index.ts';
-import { TOOLS, type CallContext, type ToolArgs, type ToolName } from './tools.ts';
+import { runTool, type CallContext, type ToolInvocation } from './tools.ts';
 
-export interface ToolCall<N extends ToolName = ToolName> {
-  tenantId: string;
-  runId: string;
-  tool: N;
-  /** The arguments the model wrote. */
-  args: ToolArgs[N];
-}
+/** A tool call as the orchestrator sends it: the model's tool and arguments, in a tenant's run. */
+export type ToolCall = ToolInvocation & { tenantId: string; runId: string };
 
 /**
  * How each call is counted. 'waited': a concurrent duplicate waited for the first call, then got
@@ -46,10 +41,9 @@ export function toolCallKey(call: ToolCall): string {
 }
 
 export async function handleToolCall(db: Kysely<any>, call: ToolCall, work: CallContext['work']): Promise<Reply> {
-  const tool = TOOLS[call.tool] as (tx: never, args: unknown, context: CallContext) => Promise<unknown>;
   try {
     const { value, outcome, waited } = await withTenant(db, call.tenantId, (tx) =>
-      runIdempotent.detailed(tx, toolCallKey(call), (t) => tool(t as never, call.args, { runId: call.runId, work }), {
+      runIdempotent.detailed(tx, toolCallKey(call), (t) => runTool(t, call, { runId: call.runId, work }), {
         // Fingerprinted: the same key with other arguments would be refused (422), not replayed.
         request: call.args,
         tool: call.tool,

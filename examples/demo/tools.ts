@@ -74,8 +74,16 @@ const sendEmail: Tool<'send_email'> = async (tx, args, context) => {
   return { emailId, status: 'queued' };
 };
 
-export const TOOLS: { [N in ToolName]: Tool<N> } = {
-  create_order: createOrder,
-  charge_card: chargeCard,
-  send_email: sendEmail,
-};
+/** A call of one of the tools, with the arguments the model wrote for it. */
+export type ToolInvocation = { [N in ToolName]: { tool: N; args: ToolArgs[N] } }[ToolName];
+
+export function runTool(tx: Transaction<any>, call: ToolInvocation, context: CallContext): Promise<ToolResults[ToolName]> {
+  switch (call.tool) {
+    case 'create_order':
+      return createOrder(tx, call.args, context);
+    case 'charge_card':
+      return chargeCard(tx, call.args, context);
+    case 'send_email':
+      return sendEmail(tx, call.args, context);
+  }
+}
