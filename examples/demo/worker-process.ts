@@ -35,7 +35,7 @@ await runAgent(job.plan, (call, intent) => {
     intent === job.hangInside
       ? async () => {
           emit({ type: 'inside', intent });
-          await new Promise(() => {}); // a payment gateway that never answers; SIGKILL comes first
+          await new Promise(() => {}); // the tool's work never ends here: SIGKILL comes first
         }
       : () => sleep(workMs);
   return sendUntilAnswered(
