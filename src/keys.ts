@@ -151,11 +151,17 @@ export const keys = {
 
   /**
    * A content-addressed key: `<tool>:<sha256 of canonical args>`. The same call with the same
-   * arguments always gets the same key, whoever sends it and however often.
+   * arguments always gets the same key, whoever sends it and however often: it catches a model
+   * re-issuing a call in a later step, which step-based keys cannot. With `scope` (e.g. the run
+   * id), `<scope>:<tool>:<hash>`: the same call in another run is a new intent.
    */
-  content(tool: string, args: unknown): string {
+  content(tool: string, args: unknown, scope?: string): string {
     const name = encodeKeyPart(assertPart('tool', tool, 64));
-    return `${name}:${sha256Hex(canonicalJson(args)).slice(0, CONTENT_HASH_CHARACTERS)}`;
+    const hash = sha256Hex(canonicalJson(args)).slice(0, CONTENT_HASH_CHARACTERS);
+    if (scope === undefined) return `${name}:${hash}`;
+    const key = `${encodeKeyPart(assertPart('scope', scope, 128))}:${name}:${hash}`;
+    assertValidKey(key);
+    return key;
   },
 
   /**

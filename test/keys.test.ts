@@ -378,6 +378,14 @@ describe('keys.content', () => {
     expect(keys.content('a', { x: 1 })).not.toBe(keys.content('b', { x: 1 }));
   });
 
+  it('scopes content keys to a run when asked', () => {
+    const unscoped = keys.content('charge_card', { amount: 1 });
+    expect(keys.content('charge_card', { amount: 1 }, 'run_1')).toBe(`run_1:${unscoped}`);
+    expect(keys.content('charge_card', { amount: 1 }, 'run_1')).not.toBe(keys.content('charge_card', { amount: 1 }, 'run_2'));
+    expect(keys.content('charge_card', { amount: 1 }, 'a:b')).toBe(`a%3Ab:${unscoped}`);
+    expect(thrown(() => keys.content('t', {}, '')).code).toBe('INVALID_KEY');
+  });
+
   it('refuses a bad tool name or non-JSON arguments', () => {
     for (const tool of ['', 't'.repeat(65), 'a\nb', 5.5 as never]) {
       expect(thrown(() => keys.content(tool, {})).code).toBe('INVALID_KEY');
