@@ -48,6 +48,7 @@ it(`HTTP sink faults: ${HTTP_EVENTS} events through timeouts, 500/503/429 + Retr
   // Six attempts in ten meet a fault; from the sixth attempt on an event goes through, so the
   // run ends (the relay's own maxAttempts, 25, is never the limit here).
   receiver.choose = (_request, attempt) => (attempt >= 6 || rng.chance(0.4) ? 'ok' : rng.pick(faults));
+  const relayLogs: string[] = [];
   try {
     const refs = await fillOutbox(fx.app, { count: HTTP_EVENTS, tenants: 10, topic: 'sink.http' });
     const relay = await startRelay({
@@ -59,7 +60,7 @@ it(`HTTP sink faults: ${HTTP_EVENTS} events through timeouts, 500/503/429 + Retr
       backoff: { initialMs: 20, maxMs: 200 },
       handleSignals: false,
       sweep: false,
-      logger: silent,
+      logger: { warn: (message) => relayLogs.push(message), error: (message, error) => relayLogs.push(`${message} ${(error as { code?: string } | undefined)?.code ?? ''}`) },
     });
     relays.push(relay);
     const counts = await waitForOutbox(fx.database.admin, (c) => c.pending === 0, 120_000);
@@ -94,6 +95,8 @@ it(`HTTP sink faults: ${HTTP_EVENTS} events through timeouts, 500/503/429 + Retr
         min_wait_after_429_retry_after_1s_ms: gaps.length ? Math.min(...gaps) : null,
         max_attempts: rows[0]!.max,
         unverified: receiver.unverified,
+        relay_errors_logged: relayLogs.length,
+        settle_deadlocks: relayLogs.filter((line) => line.includes('40P01')).length,
       },
     });
 
