@@ -30,6 +30,17 @@ export const migrateOptionsSchema = z
 export type MigrateOptions = z.input<typeof migrateOptionsSchema>;
 export type ResolvedMigrateOptions = z.output<typeof migrateOptionsSchema>;
 
+/** A string stored as an identifier: see internal/safe-text.ts for what is refused and why. */
+const safeText = (max: number, min = 1) =>
+  z
+    .string()
+    .min(min)
+    .max(max)
+    .superRefine((text, context) => {
+      const problem = textProblem(text);
+      if (problem) context.addIssue({ code: 'custom', message: problem });
+    });
+
 const DAY_MILLISECONDS = 24 * 60 * 60 * 1_000;
 const MAX_TTL_MILLISECONDS = 10 * 365 * DAY_MILLISECONDS;
 /** 1 MiB. */
@@ -72,9 +83,9 @@ export const runIdempotentOptionsSchema = z
     /** How long the result is kept and replayed: milliseconds or e.g. '24h'. (Default: '24h') */
     ttl: duration.default(DAY_MILLISECONDS),
     /** Part of the key space: a new version never replays an old version's result. (Default: '') */
-    version: z.string().max(64).default(''),
+    version: safeText(64, 0).default(''),
     /** The tool's name, stored for audit and metrics. (Default: none) */
-    tool: z.string().min(1).max(128).optional(),
+    tool: safeText(128).optional(),
     /**
      * How long a concurrent duplicate waits for the first call to finish, in milliseconds, before
      * IdempotencyInProgressError. (Default: 10 000)
@@ -111,17 +122,6 @@ export const runIdempotentExternalOptionsSchema = runIdempotentOptionsSchema
   .strict();
 export type RunIdempotentExternalOptions = z.input<typeof runIdempotentExternalOptionsSchema>;
 
-/** A string stored as an identifier: see internal/safe-text.ts for what is refused and why. */
-const safeText = (max: number) =>
-  z
-    .string()
-    .min(1)
-    .max(max)
-    .superRefine((text, context) => {
-      const problem = textProblem(text);
-      if (problem) context.addIssue({ code: 'custom', message: problem });
-    });
-
 export const outboxEventSchema = z
   .object({
     /** Where the relay routes the event, e.g. 'orders.created'. */
@@ -134,7 +134,15 @@ export const outboxEventSchema = z
      */
     orderingKey: safeText(255).optional(),
     /** Extra headers passed to the sink: names 1..128 characters, values up to 4 096. (Default: {}) */
-    headers: z.record(safeText(128), safeText(4_096).or(z.literal(''))).default({}),
+    headers: z
+      // zod builds the parsed record by assignment, and `result['__proto__'] = value` sets a
+      // prototype instead of a key: such a header would vanish silently. Refuse it instead.
+      .custom<Record<string, unknown>>(
+        (value) => typeof value !== 'object' || value === null || !Object.hasOwn(value, '__proto__'),
+        'a header may not be named __proto__',
+      )
+      .pipe(z.record(safeText(128), safeText(4_096).or(z.literal(''))))
+      .default({}),
     /**
      * The id receivers dedupe on. (Default: inside runIdempotent, derived from tenant, key,
      * version and the event's position in the call; elsewhere a random UUID)

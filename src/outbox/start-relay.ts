@@ -292,7 +292,12 @@ class OutboxRelay implements Relay {
   }
 
   private async renew(): Promise<void> {
-    const refs = [...this.inFlight.values()].map(({ event }) => event).concat(this.queue).map((event) => ({ tenantId: event.tenantId, id: event.id }));
+    // Everything this relay holds: delivering, queued, and delivered or failed but not yet settled
+    // (a settle that is retrying after an error must not lose its events to another relay).
+    const refs = [...this.inFlight.values()]
+      .map(({ event }): EventRef => event)
+      .concat(this.queue, this.delivered, this.failed)
+      .map((event) => ({ tenantId: event.tenantId, id: event.id }));
     try {
       await renewLeases(this.pool, refs, this.options.leaseMs, this.id);
     } catch (error) {
