@@ -86,7 +86,11 @@ class OutboxRelay implements Relay {
     this.ownsPool = options.pool === undefined;
     // Claims, settles, heartbeats and the odd release: a handful of connections is plenty.
     this.pool = options.pool ?? new pg.Pool({ connectionString: options.connectionString, max: 4 });
-    if (this.ownsPool) this.pool.on('error', (error) => this.logger.error('idle connection failed', error));
+    if (this.ownsPool) {
+      // Both listeners: without them a server restart crashes the process (see README, "Pools").
+      this.pool.on('error', (error) => this.logger.warn(`idle connection failed: ${error.message}`));
+      this.pool.on('connect', (client) => client.on('error', (error) => this.logger.warn(`connection failed: ${error.message}`)));
+    }
     this.route = routeTopics(options.sinks);
     this.backoff = defaultBackoff(options.backoff);
     this.batchSize = options.batchSize ?? Math.max(512, options.concurrency * 4);
