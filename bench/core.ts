@@ -110,17 +110,24 @@ export async function runCoreBench(bench: BenchDatabase, seconds: number): Promi
     ['e', 'runIdempotent + 1 enqueue', (db, w, i, c) => idempotentWithEvent(db, tenantOf(w), `e-${run}-${c}-${w}-${i}`)],
   ];
 
+  // Two rounds over all variants, keeping each one's better run: on a 2-core machine a single
+  // run is at the mercy of whatever else wakes up (autovacuum after the set-up, a cold cache for
+  // the first variant), and that must not decide a ratio.
   const throughput: CoreBenchResult['throughput'] = {};
-  for (const [id, label, call] of variants) {
-    const counter = { statements: 0 };
-    const counting = bench.countingKysely(counter);
-    await call(counting, 0, 0, 0); // warm the connection, then count one call
-    counter.statements = 0;
-    await call(counting, 0, id === 'd' ? 0 : 1, 0);
-    const c1 = await measureThroughput((w, i) => call(db1, w, i, 1), { concurrency: 1, seconds });
-    const c16 = await measureThroughput((w, i) => call(db16, w, i, 16), { concurrency: 16, seconds });
-    throughput[`${id}`] = { c1, c16, statementsPerCall: counter.statements };
-    console.log(`  (${id}) ${label}: ${Math.round(c1.opsPerSecond)} ops/s at c=1, ${Math.round(c16.opsPerSecond)} ops/s at c=16`);
+  const better = (a: Throughput | undefined, b: Throughput) => (a && a.opsPerSecond >= b.opsPerSecond ? a : b);
+  for (let round = 0; round < 2; round += 1) {
+    for (const [id, label, call] of variants) {
+      const counter = { statements: 0 };
+      const counting = bench.countingKysely(counter);
+      await call(counting, 0, 0, 0); // warm the connection, then count one call
+      counter.statements = 0;
+      await call(counting, 0, id === 'd' ? 0 : 1, 0);
+      const c1 = await measureThroughput((w, i) => call(db1, w, i, 1 + 100 * round), { concurrency: 1, seconds });
+      const c16 = await measureThroughput((w, i) => call(db16, w, i, 16 + 100 * round), { concurrency: 16, seconds });
+      const previous = throughput[id];
+      throughput[id] = { c1: better(previous?.c1, c1), c16: better(previous?.c16, c16), statementsPerCall: counter.statements };
+      console.log(`  round ${round + 1} (${id}) ${label}: ${Math.round(c1.opsPerSecond)} ops/s at c=1, ${Math.round(c16.opsPerSecond)} ops/s at c=16`);
+    }
   }
 
   // (f) 16 callers of one key at once: time until all 16 have the result.
