@@ -112,7 +112,8 @@ CREATE INDEX IF NOT EXISTS outbox_events_delivered_at ON once.outbox_events (del
 -- Listing dead events.
 CREATE INDEX IF NOT EXISTS outbox_events_dead ON once.outbox_events (id)
   WHERE status = 'dead';
-CREATE INDEX IF NOT EXISTS outbox_events_dedupe_id ON once.outbox_events (tenant_id, dedupe_id);
+-- No index on dedupe_id: nothing looks events up by it, and every index is paid by every
+-- enqueue in the writer's transaction.
 
 CREATE TABLE IF NOT EXISTS once.dedupe_audit (
   tenant_id text        NOT NULL DEFAULT once.current_tenant(),
