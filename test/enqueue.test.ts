@@ -16,6 +16,7 @@ import {
 } from '../src/index.ts';
 import { deriveDedupeId } from '../src/outbox/dedupe-id.ts';
 import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
+import { errorOf } from './support/error-of.ts';
 
 let fx: AppFixture;
 beforeAll(async () => {
@@ -45,15 +46,6 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Outbox rows of one topic, in insertion order. */
 const eventsOf = (topic: string) => fx.rows<OutboxRow>('outbox_events', `topic = '${topic}'`).then((rows) => rows.sort((a, b) => Number(a.id) - Number(b.id)));
-
-async function errorOf(promise: Promise<unknown>): Promise<any> {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected the promise to reject');
-}
 
 describe('enqueue outside runIdempotent', () => {
   it('stores the event for the tenant and returns its id with a random UUID dedupe id', async () => {

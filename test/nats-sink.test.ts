@@ -18,16 +18,11 @@ import {
 } from '../src/errors.ts';
 import { eventEnvelope, type DeliveryEvent, type Sink } from '../src/outbox/sink.ts';
 import { natsSink, type NatsSinkOptions } from '../src/outbox/sinks/nats-sink.ts';
+import { errorOf } from './support/error-of.ts';
+import { NATS_URL, natsAvailable, natsRequired } from './support/nats.ts';
 
-const NATS_URL = process.env.NATS_URL ?? '127.0.0.1:4222';
-const required = Boolean(process.env.CI || process.env.ONCE_REQUIRE_SERVICES);
-const available = await connect({ servers: NATS_URL, timeout: 2_000, reconnect: false }).then(
-  async (nc) => {
-    await nc.close();
-    return true;
-  },
-  () => false,
-);
+const required = natsRequired;
+const available = natsAvailable;
 
 const NANOSECONDS_PER_MILLISECOND = 1_000_000;
 const MINUTE_MILLISECONDS = 60 * 1_000;
@@ -45,15 +40,6 @@ const event = (overrides: Partial<DeliveryEvent> = {}): DeliveryEvent => ({
 });
 const context = () => ({ attempt: 1, signal: new AbortController().signal });
 const startInfo = (retryHorizonMs: number) => ({ retryHorizonMs, warn: vi.fn<(message: string) => void>() });
-
-async function errorOf(promise: Promise<unknown>): Promise<any> {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected a rejection');
-}
 
 describe.skipIf(!available && !required)('natsSink (real NATS JetStream)', () => {
   let nc: NatsConnection;

@@ -11,16 +11,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { natsSink, startRelay, type DeliveryContext, type DeliveryEvent, type Relay } from '../src/index.ts';
 import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
 import { fillOutbox, waitForOutbox } from './support/outbox-helpers.ts';
+import { NATS_URL, natsAvailable, natsRequired } from './support/nats.ts';
 
-const NATS_URL = process.env.NATS_URL ?? '127.0.0.1:4222';
-const required = Boolean(process.env.CI || process.env.ONCE_REQUIRE_SERVICES);
-const available = await connect({ servers: NATS_URL, timeout: 2_000, reconnect: false }).then(
-  async (nc) => {
-    await nc.close();
-    return true;
-  },
-  () => false,
-);
+const required = natsRequired;
+const available = natsAvailable;
 
 describe.skipIf(!available && !required)('relay -> NATS JetStream', () => {
   let fx: AppFixture;

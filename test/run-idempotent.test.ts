@@ -19,6 +19,7 @@ import {
   type DedupeAuditEvent,
 } from '../src/index.ts';
 import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
+import { errorOf } from './support/error-of.ts';
 
 let fx: AppFixture;
 beforeAll(async () => {
@@ -41,15 +42,6 @@ function orderHandler(key: string, amount = 100) {
   };
   handler.calls = 0;
   return handler;
-}
-
-async function errorOf(promise: Promise<unknown>): Promise<any> {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected the promise to reject');
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

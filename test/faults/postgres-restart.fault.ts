@@ -17,6 +17,7 @@ import { recordFigures } from './support/figures.ts';
 import { startRelayProcess, type RelayProcess } from './support/relay-process.ts';
 import { startRestartablePostgres, type RestartablePostgres } from './support/restartable-postgres.ts';
 import { random, scaled, sleep } from './support/scale.ts';
+import { ORDERS_TABLE_SQL } from '../../support/orders-table.ts';
 
 const INTENTS = scaled(2_000, 100);
 const RESTARTS = scaled(3, 1);
@@ -52,19 +53,8 @@ beforeAll(async () => {
     CREATE ROLE restart_app LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${appPassword}';
     GRANT once_app TO restart_app;
     CREATE ROLE restart_relay LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${relayPassword}';
-    GRANT once_relay TO restart_relay;
-    CREATE TABLE public.orders (
-      tenant_id text NOT NULL DEFAULT once.current_tenant(),
-      id        bigint GENERATED ALWAYS AS IDENTITY,
-      key       text NOT NULL,
-      amount    integer NOT NULL,
-      PRIMARY KEY (tenant_id, id)
-    );
-    ALTER TABLE public.orders ENABLE ROW LEVEL SECURITY;
-    ALTER TABLE public.orders FORCE ROW LEVEL SECURITY;
-    CREATE POLICY tenant_isolation ON public.orders TO once_app
-      USING (tenant_id = once.current_tenant()) WITH CHECK (tenant_id = once.current_tenant());
-    GRANT SELECT, INSERT ON public.orders TO once_app;`);
+    GRANT once_relay TO restart_relay;`);
+  await admin.query(ORDERS_TABLE_SQL);
   // The application's pool, set up as a service must set it up to survive a restart. node-postgres
   // emits a dropped connection as an 'error' EVENT: on the pool for an idle client, and on the
   // client itself for a checked-out one (pg-pool removes its listener at checkout, and Kysely adds
