@@ -45,6 +45,7 @@ export async function createBenchDatabase(serverUrl: string, extraSql = ''): Pro
   const make = (pool: pg.Pool) => {
     // Idle connections are terminated when the database is dropped; that is expected, not fatal.
     pool.on('error', () => {});
+    pool.on('connect', (client) => client.on('error', () => {}));
     const db = new Kysely<any>({ dialect: new PostgresDialect({ pool }) });
     instances.push(db);
     return db;

@@ -1,7 +1,6 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { Kysely, PostgresDialect } from 'kysely';
-import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   InvalidOptionsError,
@@ -9,7 +8,7 @@ import {
   MigrationChecksumError,
   MigrationDatabaseAheadError,
 } from '../src/index.ts';
-import { createTestDatabase, type TestDatabase } from './support/test-database.ts';
+import { createTestDatabase, testPool, type TestDatabase } from './support/test-database.ts';
 
 const run = promisify(execFile);
 const SHIPPED = ['0001_schema_rls_roles', '0002_rate_limits', '0003_claim_function', '0004_operations'];
@@ -88,13 +87,13 @@ describe('migrate', () => {
 
   it('accepts a pg.Pool and a Kysely instance as the target', async () => {
     const db = await freshDatabase();
-    const pool = new pg.Pool({ connectionString: db.adminUrl, max: 2 });
+    const pool = testPool({ connectionString: db.adminUrl, max: 2 });
     try {
       expect((await migrate(pool)).applied).toHaveLength(SHIPPED.length);
     } finally {
       await pool.end();
     }
-    const kysely = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: db.adminUrl, max: 2 }) }) });
+    const kysely = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: testPool({ connectionString: db.adminUrl, max: 2 }) }) });
     try {
       const result = await migrate(kysely);
       expect(result.applied).toEqual([]);
@@ -106,7 +105,7 @@ describe('migrate', () => {
 
   it('installs graphile-worker\'s schema through a Kysely instance', async () => {
     const db = await freshDatabase();
-    const kysely = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: db.adminUrl, max: 1 }) }) });
+    const kysely = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: testPool({ connectionString: db.adminUrl, max: 1 }) }) });
     try {
       await migrate(kysely);
     } finally {

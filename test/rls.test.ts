@@ -5,7 +5,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SQLSTATE_TENANT_MISSING } from '../src/index.ts';
-import { createTestDatabase, type TestDatabase } from './support/test-database.ts';
+import { createTestDatabase, testPool, type TestDatabase } from './support/test-database.ts';
 
 const TABLES = ['idempotency_keys', 'outbox_events', 'dedupe_audit'] as const;
 type Table = (typeof TABLES)[number];
@@ -62,8 +62,8 @@ async function errorOf(promise: Promise<unknown>): Promise<{ code?: string } | u
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  app = new pg.Pool({ connectionString: await db.createLoginRole('once_app'), max: 4 });
-  relay = new pg.Pool({ connectionString: await db.createLoginRole('once_relay'), max: 2 });
+  app = testPool({ connectionString: await db.createLoginRole('once_app'), max: 4 });
+  relay = testPool({ connectionString: await db.createLoginRole('once_relay'), max: 2 });
   for (const tenant of ['A', 'B']) {
     await asTenant(tenant, async (client) => {
       for (const table of TABLES) await insertRow(client, table, `${tenant}-row`);
@@ -158,7 +158,7 @@ describe('the application role (once_app)', () => {
   it('raises on an empty table too when no tenant is set', async () => {
     const empty = await createTestDatabase();
     try {
-      const pool = new pg.Pool({ connectionString: await empty.createLoginRole('once_app'), max: 1 });
+      const pool = testPool({ connectionString: await empty.createLoginRole('once_app'), max: 1 });
       try {
         for (const table of TABLES) {
           expect((await errorOf(pool.query(`SELECT * FROM once.${table}`)))?.code).toBe(SQLSTATE_TENANT_MISSING);

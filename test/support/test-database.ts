@@ -28,6 +28,18 @@ export interface TestDatabaseOptions {
   empty?: boolean;
 }
 
+/**
+ * A pg.Pool with error listeners for idle AND checked-out connections (see README, "Pools"): a
+ * test database is dropped WITH (FORCE) right after its pools end, and pool.end() resolves before
+ * the sockets close, so a terminated connection must not surface as an uncaught exception.
+ */
+export function testPool(config: pg.PoolConfig): pg.Pool {
+  const pool = new pg.Pool(config);
+  pool.on('error', () => {});
+  pool.on('connect', (client) => client.on('error', () => {}));
+  return pool;
+}
+
 export async function createTestDatabase(options: TestDatabaseOptions = {}): Promise<TestDatabase> {
   const serverUrl = inject('adminUrl');
   const template = options.empty ? 'template0' : inject('templateDatabase');
@@ -41,7 +53,7 @@ export async function createTestDatabase(options: TestDatabaseOptions = {}): Pro
   }
 
   const adminUrl = databaseUrlFor(serverUrl, name);
-  const admin = new pg.Pool({ connectionString: adminUrl, max: 4 });
+  const admin = testPool({ connectionString: adminUrl, max: 4 });
   const roles: string[] = [];
   const instances: Kysely<unknown>[] = [];
 
@@ -60,7 +72,7 @@ export async function createTestDatabase(options: TestDatabaseOptions = {}): Pro
       return databaseUrlFor(serverUrl, name, { user, password });
     },
     kysely<DB>(url: string, poolOptions: pg.PoolConfig = {}) {
-      const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url, max: 10, ...poolOptions }) }) });
+      const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool: testPool({ connectionString: url, max: 10, ...poolOptions }) }) });
       instances.push(db as Kysely<unknown>);
       return db;
     },
