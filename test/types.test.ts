@@ -1,0 +1,49 @@
+/**
+ * Type tests of the public API: what a caller's editor and compiler see. expectTypeOf is checked
+ * at compile time: `npm run typecheck` (run by .ci/run, and covering test/) fails if any of these
+ * stops holding.
+ */
+import type { Kysely, Transaction } from 'kysely';
+import { describe, expectTypeOf, it } from 'vitest';
+import {
+  enqueue,
+  type EnqueuedEvent,
+  type IdempotentOutcome,
+  type Jsonify,
+  type OnceErrorCode,
+  OnceError,
+  runIdempotent,
+  withTenant,
+} from '../src/index.ts';
+
+describe('public types', () => {
+  it('returns results as JSON round-trips them', () => {
+    expectTypeOf<Jsonify<{ at: Date; n: number; tags: string[]; nested: { ok: boolean | null } }>>().toEqualTypeOf<{
+      at: string;
+      n: number;
+      tags: string[];
+      nested: { ok: boolean | null };
+    }>();
+    expectTypeOf<Jsonify<{ f: () => void }>>().toEqualTypeOf<{ f: never }>();
+    expectTypeOf(runIdempotent<{ at: Date }>).returns.resolves.toEqualTypeOf<{ at: string }>();
+    expectTypeOf(runIdempotent.detailed<number>).returns.resolves.toEqualTypeOf<IdempotentOutcome<number>>();
+  });
+
+  it('passes a Transaction to fn and takes one for enqueue, never a plain Kysely', () => {
+    expectTypeOf(withTenant<{ orders: { id: number } }, string>)
+      .parameter(2)
+      .parameter(0)
+      .toEqualTypeOf<Transaction<{ orders: { id: number } }>>();
+    expectTypeOf(enqueue).parameter(0).toEqualTypeOf<Transaction<any>>();
+    expectTypeOf(enqueue).returns.resolves.toEqualTypeOf<EnqueuedEvent>();
+    // Kysely's Transaction is deliberately not assignable from Kysely: writes that must join the
+    // caller's transaction cannot be handed an autocommitting instance by mistake.
+    expectTypeOf<Kysely<any>>().not.toMatchTypeOf<Transaction<any>>();
+  });
+
+  it('gives every error a stable code from a closed union', () => {
+    expectTypeOf<OnceError['code']>().toEqualTypeOf<OnceErrorCode>();
+    expectTypeOf<'IDEMPOTENCY_KEY_REUSED'>().toMatchTypeOf<OnceErrorCode>();
+    expectTypeOf<'SOMETHING_ELSE'>().not.toMatchTypeOf<OnceErrorCode>();
+  });
+});
