@@ -97,30 +97,23 @@ class OutboxRelay implements Relay {
   }
 
   async start(): Promise<void> {
-    const sinks = [...new Set(Object.values(this.options.sinks))];
     const info = {
       retryHorizonMs: retryHorizonMs(this.options.backoff, this.options.maxAttempts),
       warn: (message: string) => this.logger.warn(message),
     };
     try {
-      for (const sink of sinks) await sink.start?.(info);
+      for (const sink of this.sinks) await sink.start?.(info);
       // Fail fast on a wrong connection string or missing grants, not on the first poll.
       await this.pool.query('SELECT 1 FROM once.outbox_events LIMIT 0');
+      this.worker = await this.startSweeps();
     } catch (error) {
-      await Promise.all(sinks.map((sink) => sink.close?.().catch(() => {})));
+      await this.closeSinks();
       if (this.ownsPool) await this.pool.end();
       throw error;
     }
     const clientConfig: pg.ClientConfig = this.ownsPool
       ? { connectionString: this.options.connectionString }
       : ((this.pool as pg.Pool & { options: pg.ClientConfig }).options ?? {});
-    try {
-      this.worker = await this.startSweeps();
-    } catch (error) {
-      await Promise.all(sinks.map((sink) => sink.close?.().catch(() => {})));
-      if (this.ownsPool) await this.pool.end();
-      throw error;
-    }
     this.wakeup = listenForWakeups(clientConfig, () => this.wake(), (error) => this.logger.warn(`wake-up listener: ${(error as Error).message}`));
     this.heartbeat = setInterval(() => void this.renew(), Math.max(100, Math.floor(this.options.leaseMs / 3)));
     if (this.options.handleSignals) {
@@ -133,6 +126,15 @@ class OutboxRelay implements Relay {
   stop(): Promise<void> {
     this.stopped ??= this.shutdown();
     return this.stopped;
+  }
+
+  /** Each sink once, though several patterns may route to it. */
+  private get sinks(): Sink[] {
+    return [...new Set(Object.values(this.options.sinks))];
+  }
+
+  private async closeSinks(): Promise<void> {
+    await Promise.all(this.sinks.map((sink) => sink.close?.().catch(() => {})));
   }
 
   /**
@@ -357,7 +359,7 @@ class OutboxRelay implements Relay {
     await this.settling;
     await this.wakeup?.close();
     await this.worker?.stop().catch((error: unknown) => this.logger.error('stopping the sweep scheduler failed', error));
-    await Promise.all([...new Set(Object.values(this.options.sinks))].map((sink) => sink.close?.().catch(() => {})));
+    await this.closeSinks();
     if (this.ownsPool) await this.pool.end();
   }
 

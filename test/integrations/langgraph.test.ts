@@ -7,7 +7,7 @@
  * and before the checkpointer recorded the step. CrashingSaver refuses every write from that
  * moment on, as a dead process would make none, and is revived for the resume.
  */
-import { AIMessage, AIMessageChunk, HumanMessage, ToolMessage, type BaseMessage } from '@langchain/core/messages';
+import { AIMessageChunk, HumanMessage, ToolMessage, type BaseMessage } from '@langchain/core/messages';
 import { tool, type StructuredTool, type ToolRuntime } from '@langchain/core/tools';
 import { FakeStreamingChatModel } from '@langchain/core/utils/testing';
 import { END, entrypoint, MemorySaver, MessagesAnnotation, START, StateGraph } from '@langchain/langgraph';
