@@ -6,12 +6,12 @@ import { randomBytes } from 'node:crypto';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import { migrate } from '../src/index.ts';
-import { ORDERS_TABLE_SQL } from '../support/orders-table.ts';
+import { ordersTableSql } from '../support/orders-table.ts';
 
 export interface BenchDatabase {
   adminUrl: string;
   appUrl: string;
-  /** A login role granted once_relay. */
+  /** A login role granted the database's relay role. */
   relayUrl: string;
   /** A Kysely on a pool of `poolSize` connections as the application role. */
   kysely(poolSize: number): Kysely<any>;
@@ -29,15 +29,15 @@ export async function createBenchDatabase(serverUrl: string, extraSql = ''): Pro
   await server.connect();
   await server.query(`CREATE DATABASE ${name}`);
   const adminUrl = withDatabase(serverUrl, name);
-  await migrate(adminUrl);
+  const { roles } = await migrate(adminUrl);
   const admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();
-  await admin.query(ORDERS_TABLE_SQL);
+  await admin.query(ordersTableSql(roles.app));
   await admin.query(`
     CREATE ROLE ${role} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${password}';
-    GRANT once_app TO ${role};
+    GRANT ${roles.app} TO ${role};
     CREATE ROLE ${relayRole} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${password}';
-    GRANT once_relay TO ${relayRole};
+    GRANT ${roles.relay} TO ${relayRole};
     ${extraSql}`);
   await admin.end();
   const appUrl = withDatabase(serverUrl, name, role, password);
@@ -71,6 +71,8 @@ export async function createBenchDatabase(serverUrl: string, extraSql = ''): Pro
       await server.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
       await server.query(`DROP ROLE IF EXISTS ${role}`);
       await server.query(`DROP ROLE IF EXISTS ${relayRole}`);
+      // The database's own group roles (named after it by migrate) go with it.
+      for (const group of [roles.app, roles.relay, roles.maintenance]) await server.query(`DROP ROLE IF EXISTS ${group}`);
       await server.end();
     },
   };

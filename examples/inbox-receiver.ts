@@ -4,7 +4,7 @@
  * processed once per tenant under its webhook-id (receiveOnce), however often it arrives.
  *
  * Run it:  DATABASE_URL=postgres://app@db/app WEBHOOK_SECRET=whsec_... node examples/inbox-receiver.ts
- * (as a role granted once_app; the tenant comes from the sender's x-tenant-id header).
+ * (as a login granted the database's application role; the tenant comes from the sender's x-tenant-id header).
  */
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { pathToFileURL } from 'node:url';
@@ -43,8 +43,11 @@ export function createInboxReceiver(options: InboxReceiverOptions): Server {
   });
 }
 
-/** The example's own business table: one row per processed message. */
-export const RECEIVED_EVENTS_TABLE = `
+/**
+ * The example's own business table: one row per processed message, readable by the database's
+ * application role (`appRole`: MigrateResult.roles.app, or `pg-once roles`).
+ */
+export const receivedEventsTable = (appRole: string) => `
   CREATE TABLE IF NOT EXISTS public.received_events (
     tenant_id  text NOT NULL DEFAULT once.current_tenant(),
     message_id text NOT NULL,
@@ -56,9 +59,9 @@ export const RECEIVED_EVENTS_TABLE = `
   ALTER TABLE public.received_events ENABLE ROW LEVEL SECURITY;
   ALTER TABLE public.received_events FORCE ROW LEVEL SECURITY;
   DROP POLICY IF EXISTS tenant_isolation ON public.received_events;
-  CREATE POLICY tenant_isolation ON public.received_events TO once_app
+  CREATE POLICY tenant_isolation ON public.received_events TO ${appRole}
     USING (tenant_id = once.current_tenant()) WITH CHECK (tenant_id = once.current_tenant());
-  GRANT SELECT, INSERT ON public.received_events TO once_app;`;
+  GRANT SELECT, INSERT ON public.received_events TO ${appRole};`;
 
 /** Stores a received event (the primary key would also refuse a second copy, as a last line). */
 export async function storeReceivedEvent(tx: Transaction<any>, webhook: VerifiedWebhook): Promise<{ stored: string }> {
@@ -71,5 +74,5 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const db = new Kysely<any>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: process.env.DATABASE_URL }) }) });
   const server = createInboxReceiver({ db, secret: process.env.WEBHOOK_SECRET!, handle: storeReceivedEvent });
   const port = Number(process.env.PORT ?? 8787);
-  server.listen(port, () => console.log(`inbox receiver on http://127.0.0.1:${port}/ (create its table with RECEIVED_EVENTS_TABLE as the schema owner)`));
+  server.listen(port, () => console.log(`inbox receiver on http://127.0.0.1:${port}/ (create its table with receivedEventsTable(appRole) as the schema owner)`));
 }

@@ -10,11 +10,13 @@ import { limitsCommand } from './cli/limits-command.ts';
 import { migrateCommand } from './cli/migrate-command.ts';
 import { outboxCommand } from './cli/outbox-command.ts';
 import { relayCommand } from './cli/relay-command.ts';
+import { rolesCommand } from './cli/roles-command.ts';
 import { statusCommand } from './cli/status-command.ts';
 import { sweepCommand } from './cli/sweep-command.ts';
 
 const commands: Record<string, Command> = {
   migrate: migrateCommand,
+  roles: rolesCommand,
   relay: relayCommand,
   outbox: outboxCommand,
   sweep: sweepCommand,

@@ -13,6 +13,9 @@ export type OnceErrorCode =
   | 'MIGRATION_CHECKSUM_MISMATCH'
   | 'MIGRATION_DATABASE_AHEAD'
   | 'MIGRATION_FAILED'
+  | 'INSTALLATION_UNSAFE'
+  | 'ROLES_CONFLICT'
+  | 'NOT_INSTALLED'
   | 'NOT_IN_TRANSACTION'
   | 'INVALID_KEY'
   | 'INVALID_REQUEST'
@@ -104,7 +107,7 @@ export class RlsBypassError extends OnceError {
   constructor(role: string, options?: OnceErrorOptions) {
     super(
       `pg-once: role "${role}" bypasses row-level security (superuser or BYPASSRLS), so tenants ` +
-        'would not be isolated. Connect as a login role granted once_app, or pass allowRlsBypass: true.',
+        'would not be isolated. Connect as a login granted this database\'s application role (`pg-once roles` names it), or pass allowRlsBypass: true.',
       options,
     );
     this.role = role;
@@ -282,12 +285,28 @@ export class EventNotFoundError extends OnceError {
 }
 
 /**
- * An operation across tenants (sweep, status) run as a role that cannot see across tenants:
- * neither granted once_relay nor a superuser/BYPASSRLS role. Under forced row-level security it
- * would silently find nothing, so it refuses instead.
+ * A use of pg-once by a role that may not do it: the relay or an operator command (sweep, status,
+ * outbox) without the database's relay role, `limits` by anyone but the schema's owner, an
+ * application login without the database's app role. Under forced row-level security the first
+ * would silently find nothing and the others fail with a bare "permission denied"; the message
+ * names the role needed (`neededRole`), which `pg-once roles` also lists.
  */
 export class WrongRoleError extends OnceError {
   readonly code = 'WRONG_ROLE';
+  readonly retryable = false;
+  readonly httpStatus = 500;
+  /** The role (or kind of role) that the operation needs, when known. */
+  readonly neededRole: string | undefined;
+
+  constructor(message: string, options?: OnceErrorOptions & { neededRole?: string }) {
+    super(message, options);
+    this.neededRole = options?.neededRole;
+  }
+}
+
+/** pg-once's schema is not installed in the database the caller reached: run `pg-once migrate`. */
+export class NotInstalledError extends OnceError {
+  readonly code = 'NOT_INSTALLED';
   readonly retryable = false;
   readonly httpStatus = 500;
 }
@@ -358,10 +377,48 @@ export class MigrationFailedError extends MigrationError {
   readonly code = 'MIGRATION_FAILED';
 }
 
+/** One thing found wrong with what pg-once owns in a database. */
+export interface InstallationProblem {
+  /** The object, e.g. `once.idempotency_keys` or `policy extra_read on once.outbox_events`. */
+  object: string;
+  problem: string;
+  /** One line of SQL (or a command) that fixes it. */
+  fix: string;
+}
+
+/**
+ * What pg-once owns in the database is not what it installed: a policy it did not create (a
+ * permissive policy is OR-ed with the tenant policy, so one extra `USING (true)` opens every
+ * tenant's rows), row-level security disabled or not forced, a privilege granted to PUBLIC, an
+ * object owned by another role. `migrate` checks on every run, changes nothing, and refuses.
+ */
+export class InstallationUnsafeError extends MigrationError {
+  readonly code = 'INSTALLATION_UNSAFE';
+  readonly problems: readonly InstallationProblem[];
+
+  constructor(problems: readonly InstallationProblem[]) {
+    super(
+      `pg-once: refusing to use this database; nothing was changed:\n` +
+        problems.map((p) => `  - ${p.object}: ${p.problem} (fix: ${p.fix})`).join('\n'),
+    );
+    this.problems = problems;
+  }
+}
+
+/**
+ * The roles migrate would use belong to another database (roles are cluster-wide; a login of one
+ * database must never open another), or `rolePrefix` differs from the roles already installed.
+ */
+export class RolesConflictError extends MigrationError {
+  readonly code = 'ROLES_CONFLICT';
+}
+
 /** SQLSTATEs raised by pg-once's own SQL (see sql/). One place maps them to classes. */
 export const SQLSTATE_TENANT_MISSING = 'ONC01';
 export const SQLSTATE_CLAIM_CONTENDED = 'ONC02';
 export const SQLSTATE_CALL_ABORTED = 'ONC03';
+/** A role a migration needs does not exist and the migrating owner may not create it. */
+export const SQLSTATE_ROLE_MISSING = 'ONC10';
 /** Postgres' own codes that mean "retry the transaction". */
 const RETRYABLE_SQLSTATES = new Set(['40001', '40P01', SQLSTATE_CLAIM_CONTENDED]);
 

@@ -37,6 +37,8 @@ export { configure } from './settings.ts';
 export type { Settings } from './settings.ts';
 export { migrate } from './migrate.ts';
 export type { AppliedMigration, DatabaseTarget, MigrateResult } from './migrate.ts';
+export { databaseRoles, rolesSql } from './roles.ts';
+export type { RoleNames, RolesSqlOptions } from './roles.ts';
 export type {
   MigrateOptions,
   OutboxEvent,
@@ -59,17 +61,20 @@ export {
   InvalidOptionsError,
   InvalidRequestError,
   InvalidTenantError,
+  InstallationUnsafeError,
   LeaseLostError,
   MigrationChecksumError,
   MigrationDatabaseAheadError,
   MigrationError,
   MigrationFailedError,
+  NotInstalledError,
   NotInTransactionError,
   OnceError,
   RateLimitedError,
   ResultNotSerializableError,
   ResultTooLargeError,
   RlsBypassError,
+  RolesConflictError,
   SQLSTATE_TENANT_MISSING,
   TenantMissingError,
   TransactionConflictError,
@@ -77,4 +82,4 @@ export {
   WebhookVerificationError,
   WrongRoleError,
 } from './errors.ts';
-export type { OnceErrorCode, OnceErrorOptions, OnceIssue } from './errors.ts';
+export type { InstallationProblem, OnceErrorCode, OnceErrorOptions, OnceIssue } from './errors.ts';

@@ -4,6 +4,7 @@
  * application role can only read its own tenant's row and the default.
  */
 import { z } from 'zod';
+import { assertSchemaOwner } from './internal/operator-role.ts';
 import { type DatabaseTarget, withSession } from './internal/session.ts';
 import { textProblem } from './internal/safe-text.ts';
 import { parseOptions } from './options.ts';
@@ -35,18 +36,20 @@ export interface RateLimitRow {
 
 export async function setRateLimit(target: DatabaseTarget, limit: RateLimit): Promise<void> {
   const parsed = parseOptions(rateLimitSchema, limit, 'rate limit');
-  await withSession(target, (session) =>
-    session.query(
+  await withSession(target, async (session) => {
+    await assertSchemaOwner(session, 'limits set');
+    await session.query(
       `INSERT INTO once.rate_limits (tenant_id, tool, per_second, burst) VALUES ($1, $2, $3, $4)
        ON CONFLICT (tenant_id, tool) DO UPDATE SET per_second = excluded.per_second, burst = excluded.burst, updated_at = now()`,
       [parsed.tenant, parsed.tool, parsed.perSecond, parsed.burst],
-    ),
-  );
+    );
+  });
 }
 
 /** Removes a limit (and its bucket state); returns whether there was one. */
 export async function removeRateLimit(target: DatabaseTarget, selector: { tenant: string; tool?: string }): Promise<boolean> {
   return withSession(target, async (session) => {
+    await assertSchemaOwner(session, 'limits remove');
     const { rows } = await session.query(`DELETE FROM once.rate_limits WHERE tenant_id = $1 AND tool = $2 RETURNING 1`, [
       selector.tenant,
       selector.tool ?? '',
@@ -57,6 +60,7 @@ export async function removeRateLimit(target: DatabaseTarget, selector: { tenant
 
 export async function listRateLimits(target: DatabaseTarget): Promise<RateLimitRow[]> {
   return withSession(target, async (session) => {
+    await assertSchemaOwner(session, 'limits list');
     const { rows } = await session.query<{ tenant_id: string; tool: string; per_second: number; burst: number; updated_at: Date }>(
       `SELECT tenant_id, tool, per_second, burst, updated_at FROM once.rate_limits ORDER BY tenant_id = '*' DESC, tenant_id, tool`,
     );

@@ -1,8 +1,12 @@
 /**
- * `migrate(target)`: applies the pending files of `sql/` in order, in ONE transaction, under a
- * transaction-level advisory lock, recording version, name, checksum and time in `once.migrations`;
- * then installs graphile-worker's schema for the relay. Safe to run twice (a no-op) and
- * concurrently (the lock serialises runs; the losers find nothing pending).
+ * `migrate(target)`: brings a database's pg-once schema up to date in ONE transaction, under a
+ * transaction-level advisory lock, recording version, name, checksum and time in
+ * `once.migrations`; checks what pg-once owns before it commits; then installs graphile-worker's
+ * schema for the relay. Safe to run twice (a no-op apart from the check) and concurrently (the
+ * lock serialises runs; the losers find nothing pending).
+ *
+ * Works as the database's owner: no superuser is needed. A database without pg-once starts from
+ * the newest baseline (sql/baseline/); one that applied numbered files continues with the next.
  */
 import { Logger, runMigrations } from 'graphile-worker';
 import {
@@ -10,10 +14,21 @@ import {
   MigrationDatabaseAheadError,
   MigrationError,
   MigrationFailedError,
+  RolesConflictError,
 } from './errors.ts';
-import { migrationFiles } from './internal/migration-files.ts';
+import { bindVariables } from './internal/bind-variables.ts';
+import { type MigrationFile, migrationFiles, type ShippedMigrations } from './internal/migration-files.ts';
+import {
+  defaultRolePrefix,
+  installedRoleNames,
+  LEGACY_ROLE_NAMES,
+  type RoleNames,
+  roleNamesFor,
+} from './internal/role-names.ts';
 import { type DatabaseTarget, type Session, withSession } from './internal/session.ts';
 import { grantWorkerSchema } from './internal/grant-worker-schema.ts';
+import { checkForeignRoleUse, checkInstallation, refuseForeignSchema } from './internal/check-installation.ts';
+import { InstallationUnsafeError } from './errors.ts';
 import { poolFromSession } from './internal/worker-pool.ts';
 import { type MigrateOptions, migrateOptionsSchema, parseOptions } from './options.ts';
 
@@ -30,6 +45,8 @@ export interface MigrateResult {
   applied: AppliedMigration[];
   /** The newest version now recorded in the database. */
   version: number;
+  /** The database's pg-once roles: grant `app` and `relay` to your login roles. */
+  roles: RoleNames;
   /** Whether graphile-worker's schema was installed or checked by this run. */
   workerSchema: 'installed' | 'skipped';
 }
@@ -39,35 +56,51 @@ export type { DatabaseTarget } from './internal/session.ts';
 export async function migrate(target: DatabaseTarget, options?: MigrateOptions): Promise<MigrateResult> {
   const resolved = parseOptions(migrateOptionsSchema, options, 'migrate options');
   const log = resolved.onLog ?? (() => {});
-  const files = await migrationFiles();
+  const shipped = await migrationFiles();
 
   return withSession(target, async (session) => {
-    const applied = await applyPending(session, files, log);
+    const outcome = await applyPending(session, shipped, { rolePrefix: resolved.rolePrefix, useBaseline: true });
+    // Reported only now: until COMMIT returned, nothing was applied.
+    for (const file of outcome.applied) log(`applied ${file.name}`);
+    for (const line of outcome.notes) log(line);
     if (resolved.installWorkerSchema) {
       // graphile-worker runs its own migrations under its own lock, in its own transactions,
       // so it cannot join ours; it is idempotent and concurrency-safe by itself.
       await runMigrations({ pgPool: poolFromSession(session), logger: silentLogger });
-      await grantWorkerSchema(session, MIGRATION_LOCK_KEY);
+      await grantWorkerSchema(session, MIGRATION_LOCK_KEY, outcome.roles.relay);
       log('graphile-worker schema is up to date');
     }
     return {
-      applied,
-      version: files.at(-1)?.version ?? 0,
+      applied: outcome.applied,
+      version: shipped.files.at(-1)?.version ?? 0,
+      roles: outcome.roles,
       workerSchema: resolved.installWorkerSchema ? 'installed' : 'skipped',
     };
   });
 }
 
-async function applyPending(
-  session: Session,
-  files: Awaited<ReturnType<typeof migrationFiles>>,
-  log: (message: string) => void,
-): Promise<AppliedMigration[]> {
+export interface ApplyOptions {
+  rolePrefix?: string | undefined;
+  /** Start an empty database from the newest baseline (default) rather than from 0001. */
+  useBaseline: boolean;
+  /** Stop after this version (tests build databases as older releases left them). */
+  toVersion?: number;
+}
+
+interface ApplyOutcome {
+  applied: AppliedMigration[];
+  roles: RoleNames;
+  /** Things the operator must do, e.g. logins that held the cluster-wide roles. */
+  notes: string[];
+}
+
+/** The migration transaction itself; exported for tests that need a database at an old version. */
+export async function applyPending(session: Session, shipped: ShippedMigrations, options: ApplyOptions): Promise<ApplyOutcome> {
   await session.query('BEGIN');
   try {
     await session.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK_KEY]);
-    // Bookkeeping lives beside the tables it describes. Created under the lock, so concurrent
-    // first runs do not race on it.
+    const recorded = await readRecorded(session);
+    if (recorded.length === 0) await refuseForeignSchema(session);
     await session.query(`
       CREATE SCHEMA IF NOT EXISTS once;
       CREATE TABLE IF NOT EXISTS once.migrations (
@@ -75,30 +108,22 @@ async function applyPending(
         name       text        NOT NULL,
         checksum   text        NOT NULL,
         applied_at timestamptz NOT NULL DEFAULT now()
-      )`);
-    const { rows: recorded } = await session.query<{ version: number; name: string; checksum: string }>(
-      'SELECT version, name, checksum FROM once.migrations ORDER BY version',
-    );
+      );
+      REVOKE ALL ON once.migrations FROM PUBLIC`);
 
-    const known = new Map(files.map((file) => [file.version, file]));
-    const unknown = recorded.filter((row) => !known.has(row.version)).map((row) => row.version);
-    if (unknown.length > 0) throw new MigrationDatabaseAheadError(unknown);
-    for (const row of recorded) {
-      const file = known.get(row.version)!;
-      if (file.checksum !== row.checksum) {
-        throw new MigrationChecksumError(row.version, row.name, row.checksum, file.checksum);
-      }
-    }
+    const plan = planMigrations(shipped, recorded, options);
+    const roles = await chooseRoles(session, options.rolePrefix, plan.createsRoles);
+    const variables = { app_role: roles.app, relay_role: roles.relay, maintenance_role: roles.maintenance };
 
-    const done = new Set(recorded.map((row) => row.version));
     const applied: AppliedMigration[] = [];
-    for (const file of files) {
-      if (done.has(file.version)) continue;
+    for (const file of plan.pending) {
       try {
-        await session.query(file.sql);
+        await session.query(bindVariables(file.sql, variables));
       } catch (error) {
+        const hint = (error as { hint?: string }).hint;
         throw new MigrationFailedError(
-          `pg-once: migration ${file.name} failed: ${(error as Error).message}`,
+          `pg-once: migration ${file.name} failed, nothing was applied: ${(error as Error).message}` +
+            (hint ? `\nHint: ${hint}` : ''),
           { cause: error },
         );
       }
@@ -108,15 +133,113 @@ async function applyPending(
         file.checksum,
       ]);
       applied.push({ version: file.version, name: file.name });
-      log(`applied ${file.name}`);
+    }
+
+    const notes: string[] = [];
+    const installed = (await installedRoleNames(session)) ?? roles;
+    if (!isLegacy(installed)) {
+      const problems = await checkInstallation(session, installed);
+      if (problems.length > 0) throw new InstallationUnsafeError(problems);
+      if (applied.some((file) => file.name === '0005_per_database_roles')) notes.push(...(await legacyMembers(session, installed)));
     }
     await session.query('COMMIT');
-    return applied;
+    return { applied, roles: installed, notes };
   } catch (error) {
     await session.query('ROLLBACK').catch(() => {});
     if (error instanceof MigrationError) throw error;
-    throw new MigrationFailedError(`pg-once: migrate failed: ${(error as Error).message}`, { cause: error });
+    throw new MigrationFailedError(`pg-once: migrate failed, nothing was applied: ${(error as Error).message}`, { cause: error });
   }
+}
+
+interface RecordedMigration {
+  version: number;
+  name: string;
+  checksum: string;
+}
+
+async function readRecorded(session: Session): Promise<RecordedMigration[]> {
+  const { rows } = await session.query<{ present: boolean }>(`SELECT to_regclass('once.migrations') IS NOT NULL AS present`);
+  if (!rows[0]?.present) return [];
+  return (await session.query<RecordedMigration>('SELECT version, name, checksum FROM once.migrations ORDER BY version')).rows;
+}
+
+/**
+ * Which files to run. A recorded baseline stands for every version up to its own; an empty
+ * database starts from the newest baseline not past `toVersion`.
+ */
+function planMigrations(
+  shipped: ShippedMigrations,
+  recorded: readonly RecordedMigration[],
+  options: ApplyOptions,
+): { pending: MigrationFile[]; createsRoles: boolean } {
+  const byName = new Map([...shipped.files, ...shipped.baselines].map((file) => [file.name, file]));
+  const known = new Set(shipped.files.map((file) => file.version));
+  const unknown = recorded.filter((row) => !known.has(row.version)).map((row) => row.version);
+  if (unknown.length > 0) throw new MigrationDatabaseAheadError(unknown);
+  for (const row of recorded) {
+    const file = byName.get(row.name);
+    if (!file || file.checksum !== row.checksum) {
+      throw new MigrationChecksumError(row.version, row.name, row.checksum, file?.checksum ?? '(no such file)');
+    }
+  }
+
+  const last = options.toVersion ?? Number.POSITIVE_INFINITY;
+  let covered = Math.max(0, ...recorded.filter((row) => row.name.startsWith('baseline/')).map((row) => row.version));
+  const pending: MigrationFile[] = [];
+  if (recorded.length === 0 && options.useBaseline) {
+    const baseline = shipped.baselines.filter((file) => file.version <= last).at(-1);
+    if (baseline) {
+      pending.push(baseline);
+      covered = baseline.version;
+    }
+  }
+  const done = new Set(recorded.map((row) => row.version));
+  pending.push(...shipped.files.filter((file) => file.version > covered && file.version <= last && !done.has(file.version)));
+  // The baseline and 0005 create this database's roles; the files of 0.1 use the legacy ones.
+  const createsRoles = pending.some((file) => file.name.startsWith('baseline/') || file.version === 5);
+  return { pending, createsRoles };
+}
+
+/**
+ * The roles this run binds into the files: those already installed, else the prefix given, else
+ * one derived from the database's name. New roles must not already serve another database.
+ */
+async function chooseRoles(session: Session, rolePrefix: string | undefined, createsRoles: boolean): Promise<RoleNames> {
+  const installed = await installedRoleNames(session);
+  if (installed && !isLegacy(installed)) {
+    if (rolePrefix !== undefined && roleNamesFor(rolePrefix).app !== installed.app) {
+      throw new RolesConflictError(
+        `pg-once: this database's roles are ${installed.app}, ${installed.relay} and ${installed.maintenance}; ` +
+          `rolePrefix "${rolePrefix}" would name others. Drop the option (roles are chosen once, at install).`,
+      );
+    }
+    return installed;
+  }
+  const { rows } = await session.query<{ name: string }>('SELECT current_database() AS name');
+  const roles = roleNamesFor(rolePrefix ?? defaultRolePrefix(rows[0]!.name));
+  if (createsRoles) await checkForeignRoleUse(session, roles);
+  return roles;
+}
+
+function isLegacy(roles: RoleNames): boolean {
+  return roles.app === LEGACY_ROLE_NAMES.app;
+}
+
+/** Logins that held the cluster-wide roles of 0.1: after 0005 they need this database's roles. */
+async function legacyMembers(session: Session, roles: RoleNames): Promise<string[]> {
+  const { rows } = await session.query<{ member: string; old: string }>(
+    `SELECT m.rolname AS member, g.rolname AS old
+       FROM pg_catalog.pg_auth_members am
+       JOIN pg_catalog.pg_roles g ON g.oid = am.roleid
+       JOIN pg_catalog.pg_roles m ON m.oid = am.member
+      WHERE g.rolname IN ('once_app', 'once_relay') AND m.rolname <> current_user
+      ORDER BY 1, 2`,
+  );
+  return rows.map(
+    (row) =>
+      `role ${row.member} holds the cluster-wide ${row.old}, which no longer opens this database; if it should: ` +
+      `GRANT ${row.old === 'once_app' ? roles.app : roles.relay} TO ${row.member};`,
+  );
 }
 
 const silentLogger = new Logger(() => () => {});

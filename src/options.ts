@@ -10,6 +10,7 @@ import type { DedupeAuditEvent } from './idempotency/audit-event.ts';
 import type { Sink } from './outbox/sink.ts';
 import { parseDuration } from './internal/duration.ts';
 import { textProblem } from './internal/safe-text.ts';
+import { rolePrefixProblem } from './internal/role-names.ts';
 
 /** A callback, validated only as "is a function" (zod 4 has no function schema). */
 function callback<F extends (...args: never[]) => unknown>() {
@@ -23,7 +24,19 @@ export const migrateOptionsSchema = z
      * step is needed. (Default: true)
      */
     installWorkerSchema: z.boolean().default(true),
-    /** Receives one line per applied migration and per notable step. (Default: silent) */
+    /**
+     * Names this database's roles at install: `<rolePrefix>_app`, `_relay` and `_maintenance`.
+     * Roles are cluster-wide, so every database gets its own. Later runs use the installed roles
+     * and refuse a different prefix. (Default: `once_<database name>`; see `pg-once roles`)
+     */
+    rolePrefix: z
+      .string()
+      .superRefine((prefix, context) => {
+        const problem = rolePrefixProblem(prefix);
+        if (problem) context.addIssue({ code: 'custom', message: problem });
+      })
+      .optional(),
+    /** Receives one line per applied migration (after the commit) and per notable step. (Default: silent) */
     onLog: callback<(message: string) => void>().optional(),
   })
   .strict();

@@ -6,7 +6,7 @@
  */
 import { z } from 'zod';
 import { parseDuration } from './internal/duration.ts';
-import { assertOperatorRole } from './internal/operator-role.ts';
+import { assertRelayRole } from './internal/operator-role.ts';
 import { type DatabaseTarget, withSession } from './internal/session.ts';
 import { parseOptions } from './options.ts';
 import { DEFAULT_SWEEP_SCHEDULE, nextSweepAt, SWEEP_TASK } from './sweep-schedule.ts';
@@ -59,7 +59,7 @@ export interface Status {
 export async function status(target: DatabaseTarget, options?: StatusOptions): Promise<Status> {
   const opts = parseOptions(statusOptionsSchema, options, 'status options');
   return withSession(target, async (session) => {
-    await assertOperatorRole(session, 'status');
+    await assertRelayRole(session, 'status');
     const window = [opts.window];
     const { rows: calls } = await session.query<{
       tenant_id: string;

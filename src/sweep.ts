@@ -12,7 +12,7 @@
 import { z } from 'zod';
 import { type DatabaseTarget, type Session, withSession } from './internal/session.ts';
 import { parseDuration } from './internal/duration.ts';
-import { assertOperatorRole } from './internal/operator-role.ts';
+import { assertRelayRole } from './internal/operator-role.ts';
 import { parseOptions } from './options.ts';
 
 const retention = (fallback: string) =>
@@ -85,7 +85,7 @@ export async function sweep(target: DatabaseTarget, options?: SweepOptions): Pro
   const opts = parseOptions(sweepOptionsSchema, options, 'sweep options');
   const started = performance.now();
   return withSession(target, async (session) => {
-    await assertOperatorRole(session, 'sweep');
+    await assertRelayRole(session, 'sweep');
     const result: SweepResult = { idempotencyKeys: 0, outboxEvents: 0, dedupeAudit: 0, batches: 0, truncated: false, milliseconds: 0 };
     const retentions = { idempotencyKeys: 0, outboxEvents: opts.outboxRetention, dedupeAudit: opts.auditRetention };
     for (const table of ['idempotencyKeys', 'outboxEvents', 'dedupeAudit'] as const) {

@@ -6,8 +6,9 @@
  */
 import type { Kysely, Transaction } from 'kysely';
 import { sql } from 'kysely';
-import { InvalidTenantError, RlsBypassError, translateDatabaseError } from './errors.ts';
+import { InvalidTenantError, NotInstalledError, RlsBypassError, translateDatabaseError, WrongRoleError } from './errors.ts';
 import { isRecordedFailure } from './idempotency/recorded-failure.ts';
+import { INSTALLED_ROLE_COLUMNS } from './internal/role-names.ts';
 import { textProblem } from './internal/safe-text.ts';
 import { parseOptions, type WithTenantOptions, withTenantOptionsSchema } from './options.ts';
 import { settings } from './settings.ts';
@@ -27,11 +28,19 @@ export function assertValidTenantId(tenantId: unknown): asserts tenantId is stri
 }
 
 /**
- * Whether each Kysely instance's role bypasses RLS, learned on its first withTenant. Keyed by
- * instance, since an instance is one pool and one role. The check rides on the set_config
- * statement, so it costs no round trip of its own.
+ * What each Kysely instance's role is, learned on its first withTenant: whether it bypasses RLS,
+ * and whether it holds this database's application role (without it every pg-once statement
+ * fails with a bare "permission denied"). Keyed by instance, since an instance is one pool and one
+ * role. The check rides on the set_config statement, so it costs no round trip of its own.
  */
-const bypassByInstance = new WeakMap<Kysely<any>, { role: string; bypass: boolean }>();
+interface RoleCheck {
+  role: string;
+  bypass: boolean;
+  /** This database's application role, or null when pg-once is not installed here. */
+  appRole: string | null;
+  member: boolean;
+}
+const roleByInstance = new WeakMap<Kysely<any>, RoleCheck>();
 
 export async function withTenant<DB, T>(
   db: Kysely<DB>,
@@ -45,8 +54,8 @@ export async function withTenant<DB, T>(
     settings().allowRlsBypass ??
     false;
 
-  const known = bypassByInstance.get(db);
-  if (known?.bypass && !allowRlsBypass) throw new RlsBypassError(known.role);
+  const known = roleByInstance.get(db);
+  if (known) refuseRole(known, allowRlsBypass);
 
   // A recorded failure (see recorded-failure.ts) must commit before it propagates; Kysely rolls
   // back when the callback throws, so it is carried out of the callback instead.
@@ -73,14 +82,39 @@ export async function withTenant<DB, T>(
 }
 
 async function setTenant(db: Kysely<any>, tx: Transaction<any>, tenantId: string, allowRlsBypass: boolean): Promise<void> {
-  if (bypassByInstance.has(db)) {
+  if (roleByInstance.has(db)) {
     await sql`SELECT set_config('once.tenant_id', ${tenantId}, true)`.execute(tx);
     return;
   }
-  const { rows } = await sql<{ role: string; bypass: boolean }>`
+  const { rows } = await sql<{ role: string; bypass: boolean; app: string | null; member: boolean | null }>`
     SELECT set_config('once.tenant_id', ${tenantId}, true) AS tenant, current_user AS role,
-           (SELECT r.rolsuper OR r.rolbypassrls FROM pg_roles r WHERE r.rolname = current_user) AS bypass`.execute(tx);
-  const row = { role: rows[0]?.role ?? 'unknown', bypass: rows[0]?.bypass === true };
-  bypassByInstance.set(db, row);
-  if (row.bypass && !allowRlsBypass) throw new RlsBypassError(row.role);
+           (SELECT r.rolsuper OR r.rolbypassrls FROM pg_roles r WHERE r.rolname = current_user) AS bypass,
+           names.app, pg_has_role(current_user, names.app, 'MEMBER') AS member
+      FROM (SELECT ${sql.raw(INSTALLED_ROLE_COLUMNS)}) names`.execute(tx);
+  const row = rows[0];
+  const check: RoleCheck = {
+    role: row?.role ?? 'unknown',
+    bypass: row?.bypass === true,
+    appRole: row?.app ?? null,
+    member: row?.member === true,
+  };
+  roleByInstance.set(db, check);
+  refuseRole(check, allowRlsBypass);
+}
+
+function refuseRole(check: RoleCheck, allowRlsBypass: boolean): void {
+  if (check.bypass) {
+    if (!allowRlsBypass) throw new RlsBypassError(check.role);
+    return;
+  }
+  if (check.appRole === null) {
+    throw new NotInstalledError("pg-once: this database has no pg-once schema: run `pg-once migrate` (as the database's owner).");
+  }
+  if (!check.member) {
+    throw new WrongRoleError(
+      `pg-once: role "${check.role}" is not granted ${check.appRole}, this database's application role, so it may not ` +
+        `use pg-once here. GRANT ${check.appRole} TO ${check.role};`,
+      { neededRole: check.appRole },
+    );
+  }
 }

@@ -23,7 +23,7 @@ let relayUrl: string;
 let receiver: WebhookReceiver;
 beforeAll(async () => {
   fx = await createAppFixture(4);
-  relayUrl = await fx.database.createLoginRole('once_relay');
+  relayUrl = await fx.database.createLoginRole('relay');
   receiver = await startWebhookReceiver();
 });
 afterAll(async () => {

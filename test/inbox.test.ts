@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { Webhook } from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createInboxReceiver, RECEIVED_EVENTS_TABLE, storeReceivedEvent } from '../examples/inbox-receiver.ts';
+import { createInboxReceiver, receivedEventsTable, storeReceivedEvent } from '../examples/inbox-receiver.ts';
 import { enqueue, httpSink, startRelay, verifyWebhook, WebhookVerificationError, withTenant } from '../src/index.ts';
 import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
 import { waitForOutbox } from './support/outbox-helpers.ts';
@@ -19,7 +19,7 @@ let close: () => Promise<void>;
 
 beforeAll(async () => {
   fx = await createAppFixture(16);
-  await fx.database.admin.query(RECEIVED_EVENTS_TABLE);
+  await fx.database.admin.query(receivedEventsTable((await fx.database.roles())!.app));
   const server = createInboxReceiver({
     db: fx.app,
     secret: TEST_WEBHOOK_SECRET,
@@ -120,7 +120,7 @@ describe('the example inbox receiver', () => {
   });
 
   it('round trip: outbox -> relay -> HTTP sink -> example receiver, each event processed once', async () => {
-    const relayUrl = await fx.database.createLoginRole('once_relay');
+    const relayUrl = await fx.database.createLoginRole('relay');
     const ids: string[] = [];
     await withTenant(fx.app, 'tenant-in', async (tx) => {
       for (let i = 0; i < 20; i += 1) {

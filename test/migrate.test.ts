@@ -11,7 +11,9 @@ import {
 import { createTestDatabase, testPool, type TestDatabase } from './support/test-database.ts';
 
 const run = promisify(execFile);
-const SHIPPED = ['0001_schema_rls_roles', '0002_rate_limits', '0003_claim_function', '0004_operations'];
+// A database without pg-once starts from the newest baseline (see sql/baseline/ and
+// test/migrate-paths.test.ts for the databases that applied 0001-0004).
+const SHIPPED = ['baseline/0005_baseline'];
 
 let database: TestDatabase | undefined;
 afterEach(async () => {
@@ -32,11 +34,14 @@ async function recordedMigrations(db: TestDatabase) {
 }
 
 describe('migrate', () => {
-  it('applies every shipped file to a fresh database, with graphile-worker\'s schema', async () => {
+  it('installs a fresh database from the baseline, with roles of its own and graphile-worker\'s schema', async () => {
     const db = await freshDatabase();
     const result = await migrate(db.adminUrl);
     expect(result.applied.map((m) => m.name)).toEqual(SHIPPED);
+    expect(result.version).toBe(5);
     expect(result.workerSchema).toBe('installed');
+    // Named after the database (roles are cluster-wide; each database gets its own).
+    expect(result.roles).toEqual({ app: `once_${db.name}_app`, relay: `once_${db.name}_relay`, maintenance: `once_${db.name}_maintenance` });
 
     const rows = await recordedMigrations(db);
     expect(rows.map((r) => r.name)).toEqual(SHIPPED);
@@ -119,10 +124,10 @@ describe('migrate', () => {
     const db = await freshDatabase();
     await migrate(db.adminUrl);
     // Equivalent to editing the file after it ran: the recorded checksum no longer matches.
-    await db.admin.query("UPDATE once.migrations SET checksum = repeat('0', 64) WHERE version = 1");
+    await db.admin.query("UPDATE once.migrations SET checksum = repeat('0', 64) WHERE version = 5");
     const error = await migrate(db.adminUrl).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(MigrationChecksumError);
-    expect(error).toMatchObject({ code: 'MIGRATION_CHECKSUM_MISMATCH', version: 1, retryable: false });
+    expect(error).toMatchObject({ code: 'MIGRATION_CHECKSUM_MISMATCH', version: 5, retryable: false });
     expect((await recordedMigrations(db))[0]?.checksum).toBe('0'.repeat(64));
   });
 
@@ -154,7 +159,8 @@ describe('pg-once migrate (CLI)', () => {
   it('migrates the database given by --database-url, then reports it up to date', async () => {
     const db = await freshDatabase();
     const first = await run(process.execPath, [...cli, 'migrate', '--database-url', db.adminUrl]);
-    expect(first.stdout).toContain('applied 0001_schema_rls_roles');
+    expect(first.stdout).toContain('applied baseline/0005_baseline');
+    expect(first.stdout).toContain(`once_${db.name}_app`);
     const second = await run(process.execPath, [...cli, 'migrate'], { env: { ...process.env, DATABASE_URL: db.adminUrl } });
     expect(second.stdout).toContain('up to date');
   });

@@ -19,7 +19,7 @@ const children: ChildProcess[] = [];
 
 beforeAll(async () => {
   fx = await createAppFixture(10);
-  relayUrl = await fx.database.createLoginRole('once_relay');
+  relayUrl = await fx.database.createLoginRole('relay');
 });
 afterAll(async () => {
   await fx?.close();

@@ -28,7 +28,7 @@ describe.skipIf(!available && !required)('relay -> NATS JetStream', () => {
   beforeAll(async () => {
     if (!available) throw new Error(`NATS is not reachable at ${NATS_URL}, and CI/ONCE_REQUIRE_SERVICES requires it.`);
     fx = await createAppFixture(4);
-    relayUrl = await fx.database.createLoginRole('once_relay');
+    relayUrl = await fx.database.createLoginRole('relay');
     nc = await connect({ servers: NATS_URL });
     jsm = await jetstreamManager(nc);
     // A duplicate window longer than the relay's retry horizon below, so no warning is due.

@@ -26,7 +26,7 @@ const relays: Relay[] = [];
 
 beforeAll(async () => {
   fx = await createAppFixture(10);
-  relayUrl = await fx.database.createLoginRole('once_relay');
+  relayUrl = await fx.database.createLoginRole('relay');
 });
 afterAll(async () => {
   await Promise.all(relays.map((relay) => relay.stop()));

@@ -62,8 +62,8 @@ async function errorOf(promise: Promise<unknown>): Promise<{ code?: string } | u
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  app = testPool({ connectionString: await db.createLoginRole('once_app'), max: 4 });
-  relay = testPool({ connectionString: await db.createLoginRole('once_relay'), max: 2 });
+  app = testPool({ connectionString: await db.createLoginRole('app'), max: 4 });
+  relay = testPool({ connectionString: await db.createLoginRole('relay'), max: 2 });
   for (const tenant of ['A', 'B']) {
     await asTenant(tenant, async (client) => {
       for (const table of TABLES) await insertRow(client, table, `${tenant}-row`);
@@ -158,7 +158,7 @@ describe('the application role (once_app)', () => {
   it('raises on an empty table too when no tenant is set', async () => {
     const empty = await createTestDatabase();
     try {
-      const pool = testPool({ connectionString: await empty.createLoginRole('once_app'), max: 1 });
+      const pool = testPool({ connectionString: await empty.createLoginRole('app'), max: 1 });
       try {
         for (const table of TABLES) {
           expect((await errorOf(pool.query(`SELECT * FROM once.${table}`)))?.code).toBe(SQLSTATE_TENANT_MISSING);

@@ -12,7 +12,7 @@ let fx: AppFixture;
 let relayUrl: string;
 beforeAll(async () => {
   fx = await createAppFixture(8);
-  relayUrl = await fx.database.createLoginRole('once_relay');
+  relayUrl = await fx.database.createLoginRole('relay');
 });
 afterAll(async () => {
   await fx?.close();

@@ -13,7 +13,7 @@ let relayUrl: string;
 
 beforeAll(async () => {
   fx = await createAppFixture(4);
-  relayUrl = await fx.database.createLoginRole('once_relay');
+  relayUrl = await fx.database.createLoginRole('relay');
 });
 afterAll(async () => {
   await fx?.close();

@@ -48,7 +48,7 @@ it('wraps runIdempotent in a span with tenant, tool and outcome, and counts outc
 });
 
 it('wraps each delivery in a span and records delivery counts and latency', async () => {
-  const relayUrl = await fx.database.createLoginRole('once_relay');
+  const relayUrl = await fx.database.createLoginRole('relay');
   await withTenant(fx.app, 'otel-tenant', async (tx) => {
     await enqueue(tx, { topic: 'otel.ok', payload: 1 });
     await enqueue(tx, { topic: 'otel.flaky', payload: 2 });

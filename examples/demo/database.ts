@@ -2,14 +2,14 @@
  * The demo's database: a real Postgres (embedded in a temp directory unless a URL is given), a
  * scratch database on it, pg-once migrated in, the business tables, and two login roles that are
  * NOT superusers (superusers bypass row-level security; withTenant refuses them):
- *   app   granted once_app    the tool server: its own tenant's rows only
- *   relay granted once_relay  the relay: every tenant's outbox events, no idempotency results
+ *   app   granted the database's app role    the tool server: its own tenant's rows only
+ *   relay granted the database's relay role  the relay: every tenant's outbox events, no idempotency results
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { migrate } from '../../src/index.ts';
 import { startPostgres, type PostgresServer } from '../../support/throwaway-postgres.ts';
-import { BUSINESS_SCHEMA } from './business-schema.ts';
+import { businessSchema } from './business-schema.ts';
 import { quietPool } from './quiet-pool.ts';
 
 export interface DemoDatabase {
@@ -32,6 +32,8 @@ export async function openDemoDatabase(options: { databaseUrl: string | undefine
   const roles = { app: `${name}_app`, relay: `${name}_relay` };
   const passwords = { app: randomBytes(12).toString('hex'), relay: randomBytes(12).toString('hex') };
   let admin: pg.Pool | undefined;
+  // The database's own group roles, named by migrate; dropped with it.
+  let groups: string[] = [];
   const close = async (): Promise<string | undefined> => {
     await admin?.end();
     let kept: string | undefined;
@@ -43,6 +45,7 @@ export async function openDemoDatabase(options: { databaseUrl: string | undefine
         await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
         await client.query(`DROP ROLE IF EXISTS ${roles.app}`);
         await client.query(`DROP ROLE IF EXISTS ${roles.relay}`);
+        for (const group of groups) await client.query(`DROP ROLE IF EXISTS ${group}`);
       });
     }
     await server.stop();
@@ -56,10 +59,11 @@ export async function openDemoDatabase(options: { databaseUrl: string | undefine
       await client.query(`CREATE DATABASE ${name}`);
     });
     const adminUrl = urlFor(server.connectionString, name);
-    await migrate(adminUrl);
+    const installed = (await migrate(adminUrl)).roles;
+    groups = [installed.app, installed.relay, installed.maintenance];
     admin = quietPool(adminUrl, 4);
-    await admin.query(BUSINESS_SCHEMA);
-    for (const [role, group] of [[roles.app, 'once_app'], [roles.relay, 'once_relay']] as const) {
+    await admin.query(businessSchema(installed.app));
+    for (const [role, group] of [[roles.app, installed.app], [roles.relay, installed.relay]] as const) {
       const password = role === roles.app ? passwords.app : passwords.relay;
       await admin.query(`CREATE ROLE ${role} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE PASSWORD '${password}'`);
       await admin.query(`GRANT ${group} TO ${role}`);

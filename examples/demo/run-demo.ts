@@ -37,7 +37,7 @@ export async function runDemo(options: DemoOptions): Promise<boolean> {
   console.log(`pg-once demo: ${options.tenants} tenants × ${options.runs} agent runs, seed ${options.seed}`);
 
   const database = await openDemoDatabase(options);
-  console.log(`  ${database.description}: database ${database.name} migrated, login roles granted once_app and once_relay`);
+  console.log(`  ${database.description}: database ${database.name} migrated, login roles granted its app and relay roles`);
   let receiver: WebhookReceiver | undefined;
   let relay: Relay | undefined;
   let app: Kysely<any> | undefined;

@@ -17,7 +17,7 @@ import { recordFigures } from './support/figures.ts';
 import { startRelayProcess, type RelayProcess } from './support/relay-process.ts';
 import { startRestartablePostgres, type RestartablePostgres } from './support/restartable-postgres.ts';
 import { random, scaled, sleep } from './support/scale.ts';
-import { ORDERS_TABLE_SQL } from '../../support/orders-table.ts';
+import { ordersTableSql } from '../../support/orders-table.ts';
 
 const INTENTS = scaled(2_000, 100);
 const RESTARTS = scaled(3, 1);
@@ -44,17 +44,17 @@ beforeAll(async () => {
   await bootstrap.query(`CREATE DATABASE ${database}`);
   await bootstrap.end();
   const adminUrl = databaseUrlFor(server.connectionString, database);
-  await migrate(adminUrl);
+  const { roles } = await migrate(adminUrl);
   admin = new pg.Pool({ connectionString: adminUrl, max: 2 });
   admin.on('error', () => {});
   const appPassword = randomBytes(12).toString('hex');
   const relayPassword = randomBytes(12).toString('hex');
   await admin.query(`
     CREATE ROLE restart_app LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${appPassword}';
-    GRANT once_app TO restart_app;
+    GRANT ${roles.app} TO restart_app;
     CREATE ROLE restart_relay LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${relayPassword}';
-    GRANT once_relay TO restart_relay;`);
-  await admin.query(ORDERS_TABLE_SQL);
+    GRANT ${roles.relay} TO restart_relay;`);
+  await admin.query(ordersTableSql(roles.app));
   // The application's pool, set up as a service must set it up to survive a restart. node-postgres
   // emits a dropped connection as an 'error' EVENT: on the pool for an idle client, and on the
   // client itself for a checked-out one (pg-pool removes its listener at checkout, and Kysely adds

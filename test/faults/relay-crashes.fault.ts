@@ -26,7 +26,7 @@ const relays: RelayProcess[] = [];
 
 beforeAll(async () => {
   fx = await createAppFixture(8);
-  relayUrl = await fx.database.createLoginRole('once_relay');
+  relayUrl = await fx.database.createLoginRole('relay');
   receiver = await startWebhookReceiver();
 });
 afterAll(async () => {

@@ -30,7 +30,7 @@ const silent = { warn: () => {}, error: () => {} };
 
 beforeAll(async () => {
   fx = await createAppFixture(8);
-  relayUrl = await fx.database.createLoginRole('once_relay');
+  relayUrl = await fx.database.createLoginRole('relay');
 });
 beforeEach(async () => {
   await fx.database.admin.query('DELETE FROM once.outbox_events');

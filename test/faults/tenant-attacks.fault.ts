@@ -10,6 +10,7 @@
  */
 import { sql, type Kysely } from 'kysely';
 import pg from 'pg';
+import type { RoleNames } from '../../src/internal/role-names.ts';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { enqueue, OnceError, runIdempotent, withTenant } from '../../src/index.ts';
 import { createAppFixture, type AppFixture } from '../support/app-fixture.ts';
@@ -22,11 +23,13 @@ const SECRET = 'victim-secret-4242';
 
 let fx: AppFixture;
 let relay: pg.Pool;
+let roles: RoleNames;
 let victimEvent: { id: string; dedupeId: string };
 
 beforeAll(async () => {
   fx = await createAppFixture(6);
-  relay = new pg.Pool({ connectionString: await fx.database.createLoginRole('once_relay'), max: 2 });
+  roles = (await fx.database.roles())!;
+  relay = new pg.Pool({ connectionString: await fx.database.createLoginRole('relay'), max: 2 });
   // The victim's history: an executed call (claim, stored result, order, outbox event), a replay
   // and a key reuse (two audit rows), a rate limit and its bucket.
   await fx.database.admin.query(`INSERT INTO once.rate_limits (tenant_id, tool, per_second, burst) VALUES ($1, 'charge_card', 100, 100)`, [VICTIM]);
@@ -168,11 +171,11 @@ it('tenant attacks: 0 of the attempts on another tenant\'s claims, results, even
   await asAttacker('count executions of every tenant (maintenance function)', async (tx) => leaks(await rowsOf(sql`SELECT * FROM once.execution_counts(1e9)`, tx)));
   await asAttacker('sweep every tenant (maintenance function)', async (tx) => (await rowsOf(sql`SELECT once.sweep_idempotency_keys(1000) AS n`, tx)).length > 0);
   await asAttacker('become the maintenance role', async (tx) => {
-    await sql`SET LOCAL ROLE once_maintenance`.execute(tx);
+    await sql`SET LOCAL ROLE ${sql.id(roles.maintenance)}`.execute(tx);
     return leaks(await rowsOf(sql`SELECT * FROM once.idempotency_keys WHERE tenant_id = ${VICTIM}`, tx));
   });
   await asAttacker('become the relay role', async (tx) => {
-    await sql`SET LOCAL ROLE once_relay`.execute(tx);
+    await sql`SET LOCAL ROLE ${sql.id(roles.relay)}`.execute(tx);
     return leaks(await rowsOf(sql`SELECT * FROM once.outbox_events WHERE tenant_id = ${VICTIM}`, tx));
   });
   await attack('read idempotency_keys with no tenant set', async () => leaks((await sql`SELECT * FROM once.idempotency_keys`.execute(fx.app)).rows));
@@ -183,8 +186,8 @@ it('tenant attacks: 0 of the attempts on another tenant\'s claims, results, even
   await asRelay('read idempotency results', 'SELECT result FROM once.idempotency_keys');
   await asRelay('read one idempotency column', 'SELECT key FROM once.idempotency_keys');
   await asRelay('claim as a tenant', `SELECT set_config('once.tenant_id', '${VICTIM}', false), * FROM once.claim('${VICTIM_KEY}', '', NULL, NULL, 1000, 10)`);
-  await asRelay('become the maintenance role', 'SET ROLE once_maintenance; SELECT result FROM once.idempotency_keys');
-  await asRelay('become the application role', `SET ROLE once_app; SELECT set_config('once.tenant_id', '${VICTIM}', false); SELECT result FROM once.idempotency_keys`);
+  await asRelay('become the maintenance role', `SET ROLE ${roles.maintenance}; SELECT result FROM once.idempotency_keys`);
+  await asRelay('become the application role', `SET ROLE ${roles.app}; SELECT set_config('once.tenant_id', '${VICTIM}', false); SELECT result FROM once.idempotency_keys`);
   await asRelay('find a result in the maintenance functions', 'SELECT * FROM once.execution_counts(1e9)', (rows) => JSON.stringify(rows).includes(SECRET));
   await asRelay('find a result in the audit rows', 'SELECT * FROM once.dedupe_audit', (rows) => JSON.stringify(rows).includes(SECRET));
   await asRelay('delete a pending event', `DELETE FROM once.outbox_events WHERE status = 'pending' RETURNING id`, (rows) => rows.length > 0);

@@ -4,7 +4,7 @@
  * `orders` under the same per-tenant RLS as pg-once's tables, the way a user's schema would be.
  */
 import type { Kysely } from 'kysely';
-import { ORDERS_TABLE_SQL } from '../../support/orders-table.ts';
+import { ordersTableSql } from '../../support/orders-table.ts';
 import { createTestDatabase, type TestDatabase } from './test-database.ts';
 
 export interface AppFixture {
@@ -21,8 +21,8 @@ export interface AppFixture {
 
 export async function createAppFixture(poolSize = 10): Promise<AppFixture> {
   const database = await createTestDatabase();
-  await database.admin.query(ORDERS_TABLE_SQL);
-  const appUrl = await database.createLoginRole('once_app');
+  await database.admin.query(ordersTableSql((await database.roles())!.app));
+  const appUrl = await database.createLoginRole('app');
   const app = database.kysely(appUrl, { max: poolSize });
   return {
     database,

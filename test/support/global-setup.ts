@@ -27,9 +27,12 @@ export default async function setup(project: TestProject) {
   const admin = new pg.Client({ connectionString: server.connectionString });
   await admin.connect();
   const templateDatabase = `once_template_${randomBytes(4).toString('hex')}`;
+  // The template's group roles (migrate names them after it; every clone shares them).
+  let groups: string[] = [];
   try {
     await admin.query(`CREATE DATABASE ${quoteIdentifier(templateDatabase)}`);
-    await migrate(databaseUrlFor(server.connectionString, templateDatabase));
+    const { roles } = await migrate(databaseUrlFor(server.connectionString, templateDatabase));
+    groups = [roles.app, roles.relay, roles.maintenance];
   } catch (error) {
     await admin.end();
     await server.stop();
@@ -46,6 +49,13 @@ export default async function setup(project: TestProject) {
     // WITH (FORCE) ends stragglers' connections (PG 13+); a shared DATABASE_URL server is left
     // as it was found.
     await admin.query(`DROP DATABASE IF EXISTS ${quoteIdentifier(templateDatabase)} WITH (FORCE)`);
+    // Roles are cluster-wide: a shared DATABASE_URL server must not collect them. A clone a
+    // crashed test file left behind still holds them; say so rather than fail the run.
+    for (const group of groups) {
+      await admin.query(`DROP ROLE IF EXISTS ${quoteIdentifier(group)}`).catch((error: Error) => {
+        console.warn(`[pg-once tests] role ${group} left behind: ${error.message}`);
+      });
+    }
     await admin.end();
     await server.stop();
   };

@@ -1,6 +1,7 @@
 /**
  * A database of this test file's own, cloned from the migrated template, plus login roles to
- * reach it as the application (`once_app`) or the relay (`once_relay`). Those roles are neither
+ * reach it as the application or the relay (granted the database's app or relay role: a clone
+ * keeps the template's roles, which its policies name). Those roles are neither
  * superuser nor BYPASSRLS: superusers bypass row-level security, so isolation tests through them
  * would prove nothing. Everything is dropped by `drop()`.
  */
@@ -8,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import { inject } from 'vitest';
+import { installedRoleNames, type RoleNames } from '../../src/internal/role-names.ts';
 import { databaseUrlFor, quoteIdentifier } from './database-url.ts';
 
 export interface TestDatabase {
@@ -16,8 +18,10 @@ export interface TestDatabase {
   adminUrl: string;
   /** A superuser pool on this database, for setup and for checking what is really stored. */
   admin: pg.Pool;
-  /** Creates a LOGIN role (NOSUPERUSER NOBYPASSRLS) granted `group`; returns its connection string. */
-  createLoginRole(group: 'once_app' | 'once_relay'): Promise<string>;
+  /** Creates a LOGIN role (NOSUPERUSER NOBYPASSRLS) granted the database's `kind` role; returns its connection string. */
+  createLoginRole(kind: 'app' | 'relay'): Promise<string>;
+  /** The database's pg-once roles (undefined for an empty database before it is migrated). */
+  roles(): Promise<RoleNames | undefined>;
   /** A Kysely instance on a pool, closed by `drop()`. */
   kysely<DB = any>(url: string, poolOptions?: pg.PoolConfig): Kysely<DB>;
   drop(): Promise<void>;
@@ -61,14 +65,17 @@ export async function createTestDatabase(options: TestDatabaseOptions = {}): Pro
     name,
     adminUrl,
     admin,
-    async createLoginRole(group) {
-      const user = `${name}_${group === 'once_app' ? 'app' : 'relay'}${roles.length}`;
+    roles: () => installedRoleNames(admin),
+    async createLoginRole(kind) {
+      const group = (await installedRoleNames(admin))?.[kind];
+      if (!group) throw new Error(`test database ${name} has no pg-once roles yet: migrate it first`);
+      const user = `${name}_${kind}${roles.length}`;
       const password = randomBytes(12).toString('hex');
       await admin.query(
         `CREATE ROLE ${quoteIdentifier(user)} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE PASSWORD '${password}'`,
       );
       roles.push(user);
-      await admin.query(`GRANT ${group} TO ${quoteIdentifier(user)}`);
+      await admin.query(`GRANT ${quoteIdentifier(group)} TO ${quoteIdentifier(user)}`);
       return databaseUrlFor(serverUrl, name, { user, password });
     },
     kysely<DB>(url: string, poolOptions: pg.PoolConfig = {}) {
@@ -78,6 +85,9 @@ export async function createTestDatabase(options: TestDatabaseOptions = {}): Pro
     },
     async drop() {
       await Promise.all(instances.map((db) => db.destroy()));
+      // An empty database migrated by its test got group roles of its own; a clone shares the
+      // template's, which global-setup drops.
+      const groups = options.empty ? await installedRoleNames(admin).catch(() => undefined) : undefined;
       await admin.end();
       const server = new pg.Client({ connectionString: serverUrl });
       await server.connect();
@@ -85,6 +95,9 @@ export async function createTestDatabase(options: TestDatabaseOptions = {}): Pro
         await server.query(`DROP DATABASE IF EXISTS ${quoteIdentifier(name)} WITH (FORCE)`);
         // Roles are cluster-wide: drop them too, or a shared DATABASE_URL server collects them.
         for (const role of roles) await server.query(`DROP ROLE IF EXISTS ${quoteIdentifier(role)}`);
+        for (const group of groups ? [groups.app, groups.relay, groups.maintenance] : []) {
+          await server.query(`DROP ROLE IF EXISTS ${quoteIdentifier(group)}`);
+        }
       } finally {
         await server.end();
       }
