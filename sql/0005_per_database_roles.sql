@@ -36,9 +36,13 @@ BEGIN
     END IF;
   END LOOP;
   role_name := current_setting('once_migrate.maintenance_role');
-  IF NOT pg_catalog.pg_has_role(current_user, role_name, 'MEMBER') THEN
+  -- Granted whether or not pg_has_role says MEMBER: on Postgres 16+ the creator of a role holds
+  -- ADMIN on it, which that check counts, but may SET ROLE to it only once granted membership.
+  BEGIN
     EXECUTE format('GRANT %I TO %I', role_name, current_user);
-  END IF;
+  EXCEPTION WHEN insufficient_privilege THEN
+    NULL; -- no ADMIN: an administrator's grant (`pg-once roles --sql`) must already be in place
+  END;
   EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I, %I', current_database(),
                  current_setting('once_migrate.app_role'), current_setting('once_migrate.relay_role'));
 END
@@ -130,3 +134,14 @@ $$;
 
 -- Nothing of pg-once is left to PUBLIC (0001 left once.current_tenant() executable by it).
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA once FROM PUBLIC;
+
+-- The roles this database's pg-once uses, by kind: what `migrate` binds into later files and
+-- checks the policies against (policies can be altered; this is the record of what was meant).
+CREATE TABLE once.roles (
+  kind text PRIMARY KEY CHECK (kind IN ('app', 'relay', 'maintenance')),
+  name text NOT NULL
+);
+INSERT INTO once.roles (kind, name) VALUES
+  ('app', :'app_role'), ('relay', :'relay_role'), ('maintenance', :'maintenance_role');
+REVOKE ALL ON once.roles FROM PUBLIC;
+GRANT SELECT ON once.roles TO :"app_role", :"relay_role";

@@ -48,9 +48,13 @@ BEGIN
   -- it. A role created just above by a CREATEROLE owner can be granted; one an administrator
   -- created must already have been granted to this owner (`pg-once roles --sql` does).
   role_name := current_setting('once_migrate.maintenance_role');
-  IF NOT pg_catalog.pg_has_role(current_user, role_name, 'MEMBER') THEN
+  -- Granted whether or not pg_has_role says MEMBER: on Postgres 16+ the creator of a role holds
+  -- ADMIN on it, which that check counts, but may SET ROLE to it only once granted membership.
+  BEGIN
     EXECUTE format('GRANT %I TO %I', role_name, current_user);
-  END IF;
+  EXCEPTION WHEN insufficient_privilege THEN
+    NULL; -- no ADMIN: an administrator's grant (`pg-once roles --sql`) must already be in place
+  END;
   -- Only these roles (and the owner) may connect. Revoking PUBLIC's CONNECT is the operator's
   -- call (other logins may rely on it); `pg-once doctor` reports it.
   EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I, %I', current_database(),
@@ -60,6 +64,17 @@ $$;
 
 CREATE SCHEMA IF NOT EXISTS once;
 REVOKE ALL ON SCHEMA once FROM PUBLIC;
+
+-- The roles this database's pg-once uses, by kind: what `migrate` binds into later files and
+-- checks the policies against (policies can be altered; this is the record of what was meant).
+CREATE TABLE once.roles (
+  kind text PRIMARY KEY CHECK (kind IN ('app', 'relay', 'maintenance')),
+  name text NOT NULL
+);
+INSERT INTO once.roles (kind, name) VALUES
+  ('app', :'app_role'), ('relay', :'relay_role'), ('maintenance', :'maintenance_role');
+REVOKE ALL ON once.roles FROM PUBLIC;
+GRANT SELECT ON once.roles TO :"app_role", :"relay_role";
 
 -- The tenant of the current transaction, set by withTenant() with
 -- set_config('once.tenant_id', id, true). Raises SQLSTATE ONC01 when none is set, so a query
@@ -458,7 +473,6 @@ REVOKE CREATE ON SCHEMA once FROM :"maintenance_role";
 
 -- Privileges. Functions are created executable by PUBLIC; nothing of pg-once is left to PUBLIC.
 REVOKE ALL ON ALL TABLES IN SCHEMA once FROM PUBLIC;
-REVOKE ALL ON ALL SEQUENCES IN SCHEMA once FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA once FROM PUBLIC;
 GRANT USAGE ON SCHEMA once TO :"app_role", :"relay_role", :"maintenance_role";
 

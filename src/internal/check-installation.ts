@@ -73,8 +73,8 @@ const EXPECTED_TABLES: Record<string, ExpectedTable> = {
   rate_limit_state: { forced: false, policies: { tenant_isolation: tenantIsolation } },
 };
 
-/** Bookkeeping of `migrate`: no row-level security, reachable by the owner only. */
-const MIGRATIONS_TABLE = 'migrations';
+/** Bookkeeping (applied files, the roles' names): no tenant rows, so no row-level security. */
+const BOOKKEEPING_TABLES = new Set(['migrations', 'roles']);
 
 export async function checkInstallation(session: Session, roles: RoleNames): Promise<InstallationProblem[]> {
   const problems: InstallationProblem[] = [];
@@ -130,7 +130,7 @@ async function checkTables(session: Session, owner: string): Promise<Installatio
     const expected = EXPECTED_TABLES[row.name];
     if (!expected) {
       // Sequences behind identity columns belong to their table; anything else is not ours.
-      if (row.name !== MIGRATIONS_TABLE && row.kind !== 'S') {
+      if (!BOOKKEEPING_TABLES.has(row.name) && row.kind !== 'S') {
         problems.push({ object, problem: 'is not a pg-once object', fix: `move it out of schema once (ALTER TABLE ${object} SET SCHEMA public;)` });
       }
       continue;

@@ -56,12 +56,21 @@ export function defaultRolePrefix(databaseName: string): string {
 }
 
 /**
- * The roles this database's policies name, or undefined before pg-once is installed. One query
- * any login may run: catalogs are readable without privileges on schema `once`.
+ * The roles of this database's pg-once, or undefined before it is installed: from `once.roles`
+ * (the record made at install) when this login may read it, else from the policies that name
+ * them, which every login may read (catalogs need no privilege on schema `once`).
  */
 export async function installedRoleNames(session: Session): Promise<RoleNames | undefined> {
+  const { rows: readable } = await session.query<{ readable: boolean }>(`
+    SELECT EXISTS (
+      SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+       WHERE n.nspname = 'once' AND c.relname = 'roles'
+         AND has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT')) AS readable`);
   const { rows } = await session.query<{ app: string | null; relay: string | null; maintenance: string | null }>(
-    `SELECT ${INSTALLED_ROLE_COLUMNS}`,
+    readable[0]?.readable
+      ? `SELECT max(name) FILTER (WHERE kind = 'app') AS app, max(name) FILTER (WHERE kind = 'relay') AS relay,
+                max(name) FILTER (WHERE kind = 'maintenance') AS maintenance FROM once.roles`
+      : `SELECT ${INSTALLED_ROLE_COLUMNS}`,
   );
   const row = rows[0];
   if (!row?.app || !row.relay || !row.maintenance) return undefined;
@@ -73,7 +82,10 @@ const policyRole = (table: string, policy: string) =>
   `(SELECT r::text FROM pg_catalog.pg_policies, unnest(roles) r
      WHERE schemaname = 'once' AND tablename = '${table}' AND policyname = '${policy}' LIMIT 1)`;
 
-/** Columns app, relay, maintenance: for a SELECT of its own or to ride on another statement. */
+/**
+ * Columns app, relay, maintenance read from the policies: for a SELECT of its own, or to ride on
+ * another statement (withTenant's first statement, the operator role check).
+ */
 export const INSTALLED_ROLE_COLUMNS = `
   ${policyRole('idempotency_keys', 'tenant_isolation')} AS app,
   ${policyRole('outbox_events', 'relay_reads')} AS relay,

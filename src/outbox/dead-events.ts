@@ -4,6 +4,7 @@
  * (it sees every tenant's events) or the schema owner.
  */
 import { EventNotFoundError, InvalidOptionsError } from '../errors.ts';
+import { assertRelayRole } from '../internal/operator-role.ts';
 import { type DatabaseTarget, withSession } from '../internal/session.ts';
 import { WAKE_CHANNEL } from './relay-wakeup.ts';
 
@@ -25,6 +26,7 @@ export async function listDeadEvents(target: DatabaseTarget, options: { limit?: 
     throw new InvalidOptionsError('listDeadEvents options', [{ path: ['limit'], message: 'expected an integer from 1 to 10 000', code: 'too_big' }]);
   }
   return withSession(target, async (session) => {
+    await assertRelayRole(session, 'outbox dead');
     const { rows } = await session.query<{
       tenant_id: string;
       id: string;
@@ -62,6 +64,7 @@ export async function requeueDeadEvents(target: DatabaseTarget, ids: readonly st
     throw new InvalidOptionsError('requeue', [{ path: ['ids'], message: 'expected outbox event ids (positive integers) or "all"', code: 'invalid_format' }]);
   }
   return withSession(target, async (session) => {
+    await assertRelayRole(session, 'outbox requeue');
     await session.query('BEGIN');
     try {
       const { rows } = await session.query<{ id: string }>(

@@ -15,6 +15,8 @@ import { sweep } from '../sweep.ts';
 import { endWithError, instruments, tracer } from '../telemetry.ts';
 import { SWEEP_TASK, sweepCronItems } from '../sweep-schedule.ts';
 import { DeliveryFailedError, DeliveryRejectedError, NoSinkError } from '../errors.ts';
+import { assertRelayRole } from '../internal/operator-role.ts';
+import { withSession } from '../internal/session.ts';
 import { parseOptions, type RelayLogger, type RelayOptions, relayOptionsSchema, type ResolvedRelayOptions } from '../options.ts';
 import { type BackoffPolicy, defaultBackoff, retryHorizonMs } from './backoff.ts';
 import { listenForWakeups, type Wakeup } from './relay-wakeup.ts';
@@ -103,8 +105,9 @@ class OutboxRelay implements Relay {
     };
     try {
       for (const sink of this.sinks) await sink.start?.(info);
-      // Fail fast on a wrong connection string or missing grants, not on the first poll.
-      await this.pool.query('SELECT 1 FROM once.outbox_events LIMIT 0');
+      // Fail fast on a wrong connection string or role, not with a bare "permission denied" at
+      // the first poll (or, as the app role under forced RLS, by silently finding nothing).
+      await withSession(this.pool, (session) => assertRelayRole(session, 'the relay'));
       this.worker = await this.startSweeps();
     } catch (error) {
       await this.closeSinks();
