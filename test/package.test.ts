@@ -10,9 +10,10 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, expect, inject, it } from 'vitest';
@@ -126,3 +127,15 @@ try {
   const events = await query(superuserUrl, 'SELECT tenant_id, id::text, topic, payload FROM once.outbox_events');
   expect(events).toEqual([{ tenant_id: 'tenant-a', id: result.eventId, topic: 'payments.charged', payload: { amount: 42 } }]);
 }, 60_000);
+
+it('ships the sources its source maps and declaration maps point to', async () => {
+  const dist = join(project, 'node_modules', 'pg-once', 'dist');
+  const maps = (await readdir(dist, { recursive: true })).filter((file) => file.endsWith('.map'));
+  expect(maps.length).toBeGreaterThan(0);
+  const missing: string[] = [];
+  for (const map of maps) {
+    const { sources } = JSON.parse(await readFile(join(dist, map), 'utf8')) as { sources: string[] };
+    for (const source of sources) if (!existsSync(resolve(dirname(join(dist, map)), source))) missing.push(`${map} -> ${source}`);
+  }
+  expect(missing).toEqual([]);
+});
