@@ -36,7 +36,9 @@ export async function startRestartablePostgres(): Promise<RestartablePostgres> {
   await initial.stop(); // keeps the data directory
   const dataDirectory = initial.dataDirectory;
   const url = new URL(initial.connectionString);
-  const { default: EmbeddedPostgres } = await importEmbeddedPostgres();
+  // The same package the first start used: as root under a 0700 directory, a copy the server's
+  // OS user can reach (support/throwaway-postgres.ts), kept with the data directory.
+  const { default: EmbeddedPostgres } = await importEmbeddedPostgres(initial.embeddedPostgres?.from);
   const server = new EmbeddedPostgres({
     databaseDir: dataDirectory,
     port: Number(url.port),
@@ -60,6 +62,7 @@ export async function startRestartablePostgres(): Promise<RestartablePostgres> {
     async close() {
       await server.stop();
       await rm(dataDirectory, { recursive: true, force: true });
+      if (initial.embeddedPostgres?.copied) await rm(initial.embeddedPostgres.from, { recursive: true, force: true });
     },
   };
 }
