@@ -124,11 +124,7 @@ export function httpSink(options: HttpSinkOptions): Sink {
     headers: staticHeaders = {},
     isPermanent = defaultIsPermanent(),
     fetch = globalThis.fetch,
-  } = parseOptions(
-    httpSinkOptionsSchema,
-    options,
-    'httpSink options',
-  );
+  } = parseOptions(httpSinkOptionsSchema, options, 'httpSink options');
   // Only the origin goes into messages: webhook URLs often carry a token in the path or query
   // (Slack-style hooks), and messages end up in last_error and in logs.
   const target = new URL(url).origin;
