@@ -3,35 +3,35 @@
  * HTTP sink, or any Standard Webhooks sender. Each delivery is verified (verifyWebhook) and
  * processed once per tenant under its webhook-id (receiveOnce), however often it arrives.
  *
+ * The tenant is the one inside the signed body (verifyWebhook's `tenant`), never a header: a
+ * delivery captured on the wire and replayed with another x-tenant-id lands in its own tenant
+ * again, where its webhook-id is already recorded, so nothing runs twice.
+ *
  * Run it:  DATABASE_URL=postgres://app@db/app WEBHOOK_SECRET=whsec_... node examples/inbox-receiver.ts
- * (as a login granted the database's application role; the tenant comes from the sender's x-tenant-id header).
+ * (as a login granted the database's application role, `pg-once roles`; WEBHOOK_SECRET may list
+ * several secrets, space-separated, while the sender rotates them).
  */
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import { pathToFileURL } from 'node:url';
 import { Kysely, PostgresDialect, sql, type Transaction } from 'kysely';
 import pg from 'pg';
-import { OnceError, receiveOnce, verifyWebhook, type VerifiedWebhook, withTenant } from '../src/index.ts';
+import { OnceError, receiveOnce, verifyWebhook, type VerifiedWebhook } from '../src/index.ts';
 
 export interface InboxReceiverOptions {
   db: Kysely<any>;
-  /** The Standard Webhooks secret shared with the sender. */
-  secret: string;
-  /** Which tenant a delivery belongs to. (Default: its x-tenant-id header, else 'default') */
-  tenantOf?: (request: IncomingMessage, webhook: VerifiedWebhook) => string;
+  /** The Standard Webhooks secret shared with the sender, or several during a rotation. */
+  secret: string | readonly string[];
   /** The work to do once per message, in the same transaction as the inbox record. */
   handle: (tx: Transaction<any>, webhook: VerifiedWebhook) => Promise<unknown>;
 }
 
 export function createInboxReceiver(options: InboxReceiverOptions): Server {
-  const tenantOf = options.tenantOf ?? ((request) => String(request.headers['x-tenant-id'] ?? 'default'));
   return createServer(async (request, response) => {
     const chunks: Buffer[] = [];
     for await (const chunk of request) chunks.push(chunk as Buffer);
     try {
       const webhook = verifyWebhook(request.headers as Record<string, string>, Buffer.concat(chunks), options.secret);
-      const result = await withTenant(options.db, tenantOf(request, webhook), (tx) =>
-        receiveOnce(tx, webhook.messageId, (inner) => options.handle(inner, webhook), { source: 'webhook' }),
-      );
+      const result = await receiveOnce(options.db, webhook, (tx) => options.handle(tx, webhook), { source: 'webhook' });
       response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(result ?? {}));
     } catch (error) {
       // 4xx tells the sender to stop (a forged or stale delivery); 5xx, to retry later.
@@ -72,7 +72,12 @@ export async function storeReceivedEvent(tx: Transaction<any>, webhook: Verified
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const db = new Kysely<any>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: process.env.DATABASE_URL }) }) });
-  const server = createInboxReceiver({ db, secret: process.env.WEBHOOK_SECRET!, handle: storeReceivedEvent });
+  const secrets = (process.env.WEBHOOK_SECRET ?? '').split(' ').filter(Boolean);
+  if (secrets.length === 0) {
+    console.error('Set WEBHOOK_SECRET to the sender\'s secret (whsec_...; `npx pg-once webhook-secret` makes one).');
+    process.exit(2);
+  }
+  const server = createInboxReceiver({ db, secret: secrets, handle: storeReceivedEvent });
   const port = Number(process.env.PORT ?? 8787);
   server.listen(port, () => console.log(`inbox receiver on http://127.0.0.1:${port}/ (create its table with receivedEventsTable(appRole) as the schema owner)`));
 }

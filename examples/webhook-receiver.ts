@@ -1,7 +1,11 @@
 /**
  * A webhook receiver for pg-once's relay (`httpSink`), in plain node:http: it verifies each
  * delivery's Standard Webhooks signature with the `standardwebhooks` package and applies each
- * event's effect once per `webhook-id` (the outbox event's dedupe id), dropping repeats.
+ * event's effect once per tenant and `webhook-id` (the outbox event's dedupe id), dropping repeats.
+ *
+ * The tenant is read from the signed body (`tenant`), never from a header: a header is not
+ * signed, so a captured delivery replayed with another tenant's header would otherwise be
+ * applied again, to that tenant.
  *
  * Repeats are normal: the relay delivers at least once, so an event is sent again whenever an
  * answer does not reach it (a timeout, a crash after the effect, a lost 2xx). Receivers must dedupe;
@@ -11,8 +15,8 @@
  * the ids in the same database transaction as the effect (an inbox table with a unique key), so a
  * crash cannot apply an effect and forget its id.
  *
- * Run it on its own:  WEBHOOK_SECRET=whsec_... PORT=8787 node examples/webhook-receiver.ts
- * then point the relay at it:  npx pg-once relay --http http://127.0.0.1:8787/webhooks --webhook-secret whsec_...
+ * Run it on its own:  WEBHOOK_SECRET=$(npx pg-once webhook-secret) PORT=8787 node examples/webhook-receiver.ts
+ * then point the relay at it:  ONCE_WEBHOOK_SECRET=$WEBHOOK_SECRET npx pg-once relay --http http://127.0.0.1:8787/webhooks
  */
 import { once } from 'node:events';
 import { createServer, type IncomingHttpHeaders } from 'node:http';
@@ -26,6 +30,8 @@ export interface WebhookEvent {
   type: string;
   /** When the event was written to the outbox (ISO 8601). */
   timestamp: string;
+  /** The tenant that wrote the event: signed with it, so it cannot be swapped on a replay. */
+  tenant: string;
   /** The event's payload. */
   data: unknown;
 }
@@ -55,7 +61,7 @@ export interface WebhookReceiverCounts {
   requests: number;
   /** Requests whose signature did not verify (answered 401). */
   unverified: number;
-  /** Events whose effect was applied: one per dedupe id. */
+  /** Events whose effect was applied: one per tenant and dedupe id. */
   applied: number;
   /** Verified repeats of an already applied event, dropped (answered 200). */
   duplicatesDropped: number;
@@ -79,9 +85,10 @@ export async function startWebhookReceiver(options: WebhookReceiverOptions): Pro
     for await (const chunk of request) chunks.push(chunk as Buffer);
     let event: WebhookEvent;
     try {
-      // Verifies the signature over id, timestamp and the raw body, and that the timestamp is
-      // recent (replayed captures are refused).
+      // Verifies the signature over id, timestamp and the raw body (tenant included), and that
+      // the timestamp is recent (older captures are refused).
       const body = verifier.verify(Buffer.concat(chunks).toString('utf8'), headerRecord(request.headers)) as Omit<WebhookEvent, 'id'>;
+      if (typeof body.tenant !== 'string') throw new Error('no signed tenant');
       event = { ...body, id: String(request.headers['webhook-id']) };
     } catch {
       counts.unverified += 1;
@@ -89,16 +96,18 @@ export async function startWebhookReceiver(options: WebhookReceiverOptions): Pro
       return;
     }
     // Checked and recorded before any await: two concurrent deliveries of one id cannot both pass.
-    if (seen.has(event.id)) {
+    // Per tenant, as an inbox table keyed (tenant_id, message_id) would be.
+    const seenKey = JSON.stringify([event.tenant, event.id]);
+    if (seen.has(seenKey)) {
       counts.duplicatesDropped += 1;
       response.writeHead(200).end();
       return;
     }
-    seen.add(event.id);
+    seen.add(seenKey);
     try {
       await options.onEvent?.(event);
     } catch {
-      seen.delete(event.id);
+      seen.delete(seenKey);
       response.writeHead(500).end();
       return;
     }
@@ -129,14 +138,14 @@ function headerRecord(headers: IncomingHttpHeaders): Record<string, string> {
 if (import.meta.main) {
   const secret = process.env.WEBHOOK_SECRET;
   if (!secret) {
-    console.error('Set WEBHOOK_SECRET to the relay\'s --webhook-secret (whsec_...).');
+    console.error('Set WEBHOOK_SECRET to the relay\'s webhook secret (whsec_...; `npx pg-once webhook-secret` makes one).');
     process.exit(2);
   }
   const receiver = await startWebhookReceiver({
     secret,
     port: Number(process.env.PORT ?? 8787),
     host: process.env.HOST ?? '127.0.0.1',
-    onEvent: (event) => console.log(`applied   ${event.type} ${event.id} ${JSON.stringify(event.data)}`),
+    onEvent: (event) => console.log(`applied   ${event.tenant} ${event.type} ${event.id} ${JSON.stringify(event.data)}`),
   });
   console.log(`Receiving webhooks at ${receiver.url}`);
   process.once('SIGINT', () => {

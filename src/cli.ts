@@ -13,6 +13,7 @@ import { relayCommand } from './cli/relay-command.ts';
 import { rolesCommand } from './cli/roles-command.ts';
 import { statusCommand } from './cli/status-command.ts';
 import { sweepCommand } from './cli/sweep-command.ts';
+import { webhookSecretCommand } from './cli/webhook-secret-command.ts';
 
 const commands: Record<string, Command> = {
   migrate: migrateCommand,
@@ -22,10 +23,11 @@ const commands: Record<string, Command> = {
   sweep: sweepCommand,
   status: statusCommand,
   limits: limitsCommand,
+  'webhook-secret': webhookSecretCommand,
 };
 
 function usage(): string {
-  const lines = Object.entries(commands).map(([name, command]) => `  ${name.padEnd(10)} ${command.summary}`);
+  const lines = Object.entries(commands).map(([name, command]) => `  ${name.padEnd(14)} ${command.summary}`);
   return ['Usage: pg-once <command> [options]', '', 'Commands:', ...lines, '', 'Run `pg-once <command> --help` for its options.'].join('\n');
 }
 

@@ -324,13 +324,14 @@ export class LeaseLostError extends OnceError {
 
 /**
  * A webhook that failed verification: missing headers, a signature that does not match (tampered
- * body, wrong secret), or a timestamp outside the tolerance (a replayed or delayed delivery).
+ * body, wrong secret), a timestamp outside the tolerance (a replayed or delayed delivery), or a
+ * signed body that names no tenant or another tenant than the endpoint's.
  */
 export class WebhookVerificationError extends OnceError {
   readonly code = 'WEBHOOK_INVALID';
   readonly retryable = false;
   readonly httpStatus = 401;
-  readonly reason: 'missing_headers' | 'bad_signature' | 'stale_timestamp' | 'future_timestamp';
+  readonly reason: 'missing_headers' | 'bad_signature' | 'stale_timestamp' | 'future_timestamp' | 'missing_tenant' | 'wrong_tenant';
 
   constructor(reason: WebhookVerificationError['reason'], message: string, options?: OnceErrorOptions) {
     super(message, options);

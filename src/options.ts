@@ -170,9 +170,9 @@ const sinkSchema = z.custom<Sink>((value) => typeof value === 'function', { mess
 
 export const relayOptionsSchema = z
   .object({
-    /** Connection string of a role granted once_relay. Give this or `pool`. */
+    /** Connection string of a login granted the database's relay role. Give this or `pool`. */
     connectionString: z.string().min(1).optional(),
-    /** A pg.Pool of a role granted once_relay (not ended by stop()). Give this or `connectionString`. */
+    /** A pg.Pool of a login granted the database's relay role (not ended by stop()). Give this or `connectionString`. */
     pool: z.custom<pg.Pool>((value) => typeof value === 'object' && value !== null && typeof (value as pg.Pool).query === 'function').optional(),
     /**
      * Where events go, by topic: exact topics, or patterns with NATS-style wildcards (`*` one

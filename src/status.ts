@@ -2,7 +2,7 @@
  * status(): what an operator wants to see without writing SQL. Per tenant and tool over a window
  * (default 1 hour): calls, executions, replays, waits, key reuses, rate-limited calls; the outbox:
  * pending, oldest pending age, dead, delivery rate; table sizes; the last and next sweep.
- * Run as a role granted once_relay (it sees metadata of every tenant, no results) or a superuser.
+ * Run as a login granted the database's relay role (it sees metadata of every tenant, no results) or a superuser.
  */
 import { z } from 'zod';
 import { parseDuration } from './internal/duration.ts';

@@ -7,7 +7,7 @@
  * - audit rows older than `auditRetention`.
  * In bounded batches, each its own short statement, so sweeping millions of rows never holds
  * locks that stall claims. A swept key executes again on its next call, exactly like expiry.
- * Run as a role granted once_relay (the relay schedules it) or a superuser.
+ * Run as a login granted the database's relay role (the relay schedules it) or a superuser.
  */
 import { z } from 'zod';
 import { type DatabaseTarget, type Session, withSession } from './internal/session.ts';

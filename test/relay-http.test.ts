@@ -83,13 +83,13 @@ describe('relay -> HTTP sink -> receiver', () => {
     expect(receiver.accepted[0]!.body).toMatchObject({ type: 'orders.created', data: { seq: expect.any(Number) } });
   });
 
-  it('a 4xx answer makes the event dead after one attempt; requeue delivers it', async () => {
+  it('a 410 Gone answer makes the event dead after one attempt; requeue delivers it', async () => {
     const [ref] = await fillOutbox(fx.app, { count: 1, tenants: 1 });
-    receiver.respond = () => 422;
+    receiver.respond = () => 410;
     await relay();
     await waitForOutbox(fx.database.admin, (c) => c.dead === 1);
     const [dead] = await listDeadEvents(relayUrl);
-    expect(dead).toMatchObject({ id: ref!.id, attempts: 1, lastError: expect.stringContaining('422') });
+    expect(dead).toMatchObject({ id: ref!.id, attempts: 1, lastError: expect.stringContaining('410') });
     receiver.respond = () => 200;
     await requeueDeadEvents(relayUrl, 'all');
     await waitForOutbox(fx.database.admin, (c) => c.delivered === 1);

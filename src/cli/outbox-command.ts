@@ -9,7 +9,7 @@ const HELP = `Usage: pg-once outbox dead [--limit <n>] [--json] [--database-url 
 
 dead     lists events the relay gave up on (oldest first), with attempts and last error.
 requeue  puts dead events back to pending with a fresh attempt budget and wakes the relays.
-Run as a role granted once_relay (it sees every tenant's events).`;
+Run as a login granted this database's relay role (\`pg-once roles\`; it sees every tenant's events).`;
 
 export const outboxCommand: Command = {
   summary: 'list and requeue dead outbox events',

@@ -4,15 +4,25 @@ import { databaseUrl } from './database-url.ts';
 import { parseFlags } from './parse-flags.ts';
 import { loadRelayConfig } from './relay-config.ts';
 
-const HELP = `Usage: pg-once relay [--database-url <url>] [--config <file>]
-                    [--http <url> --webhook-secret <secret>] [--nats <servers> --nats-subject <subject>]
-                    [--concurrency <n>] [--max-attempts <n>]
+const HELP = `Usage: pg-once relay [--config <file>] [--http <url> [--webhook-secret-file <file>]]
+                    [--nats <servers> --nats-subject <subject>] [--concurrency <n>] [--max-attempts <n>]
 
 Delivers outbox events to sinks until SIGTERM or SIGINT, then finishes or releases in-flight
-deliveries and exits. Connect as a role granted once_relay. DATABASE_URL is read when
---database-url is not given (or when the config file gives no connectionString).
+deliveries and exits. Connect as a login granted this database's relay role (\`pg-once roles\`).
+
+Secrets stay off the command line (other users of the host can read it with ps):
+  DATABASE_URL            the connection string (or the config file's connectionString).
+                          --database-url <url> also works, and warns if the URL holds a password.
+  ONCE_WEBHOOK_SECRET     the --http sink's signing secret; several, space-separated, during a
+                          rotation (every delivery is signed with each).
+  --webhook-secret-file   a file holding the secret(s), whitespace-separated; wins over the variable.
+                          --webhook-secret <secret> also works, with a warning.
+Make a secret with \`npx pg-once webhook-secret\` (whsec_ + 32 random bytes, base64); secrets
+shorter than 16 bytes are refused.
+
 --config: a .js/.mjs/.ts module default-exporting relay options, or a .json file with built-in
-sinks, e.g. {"sinks": {"orders.*": {"http": {"url": "https://...", "secret": "whsec_..."}}}}.`;
+sinks, e.g. {"sinks": {"orders.*": {"http": {"url": "https://...", "secret": "whsec_..."}}}}.
+HTTP deliveries are retried on every answer but 2xx and 410 Gone (then the event is dead).`;
 
 export const relayCommand: Command = {
   summary: 'deliver outbox events to sinks (HTTP webhooks, NATS JetStream, your own)',
@@ -22,6 +32,7 @@ export const relayCommand: Command = {
       config: { type: 'string', short: 'c' },
       http: { type: 'string' },
       'webhook-secret': { type: 'string' },
+      'webhook-secret-file': { type: 'string' },
       nats: { type: 'string' },
       'nats-subject': { type: 'string' },
       concurrency: { type: 'string' },
@@ -36,6 +47,7 @@ export const relayCommand: Command = {
       config: values.config,
       http: values.http,
       webhookSecret: values['webhook-secret'],
+      webhookSecretFile: values['webhook-secret-file'],
       nats: values.nats,
       natsSubject: values['nats-subject'],
       concurrency: values.concurrency,

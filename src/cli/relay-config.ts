@@ -6,8 +6,10 @@
  *   `{ "sinks": { "orders.*": { "http": { "url": "...", "secret": "whsec_..." } },
  *                 ">": { "nats": { "servers": "nats://...", "subject": "events" } } },
  *      "concurrency": 16 }`
- * - Flags for the common single-sink case: `--http <url> --webhook-secret <secret>` or
- *   `--nats <servers> --nats-subject <subject>` (all topics).
+ * - Flags for the common single-sink case: `--http <url>` with its secret from
+ *   `--webhook-secret-file <path>` or ONCE_WEBHOOK_SECRET (`--webhook-secret <secret>` works but
+ *   warns: the command line is visible to other users), or `--nats <servers> --nats-subject
+ *   <subject>` (all topics).
  */
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
@@ -17,11 +19,13 @@ import type { RelayOptions } from '../options.ts';
 import type { Sink } from '../outbox/sink.ts';
 import { httpSink } from '../outbox/sinks/http-sink.ts';
 import { natsSink } from '../outbox/sinks/nats-sink.ts';
+import { readSecretsFile, splitSecrets, warnSecretOnCommandLine } from './secret-flags.ts';
 
 export interface RelayFlags {
   config?: string | undefined;
   http?: string | undefined;
   webhookSecret?: string | undefined;
+  webhookSecretFile?: string | undefined;
   nats?: string | undefined;
   natsSubject?: string | undefined;
   concurrency?: string | undefined;
@@ -39,6 +43,23 @@ function declaredSink(pattern: string, spec: unknown): Sink {
   if (http !== undefined && nats === undefined) return httpSink(http as never);
   if (nats !== undefined && http === undefined) return natsSink(nats as never);
   throw usageError(`sink "${pattern}": expected { "http": {...} } or { "nats": {...} }`);
+}
+
+/** The --http sink's secrets: the file, else the flag (with a warning), else ONCE_WEBHOOK_SECRET. */
+async function webhookSecrets(flags: RelayFlags): Promise<string[]> {
+  if (flags.webhookSecretFile !== undefined && flags.webhookSecret !== undefined) {
+    throw usageError('pass --webhook-secret-file or --webhook-secret, not both');
+  }
+  if (flags.webhookSecretFile !== undefined) return readSecretsFile('webhook-secret-file', flags.webhookSecretFile);
+  if (flags.webhookSecret !== undefined) {
+    warnSecretOnCommandLine('webhook-secret', '--webhook-secret-file or ONCE_WEBHOOK_SECRET');
+    return [flags.webhookSecret];
+  }
+  const secrets = splitSecrets(process.env.ONCE_WEBHOOK_SECRET ?? '');
+  if (secrets.length === 0) {
+    throw usageError('--http needs a signing secret: --webhook-secret-file <path> or ONCE_WEBHOOK_SECRET (make one with `npx pg-once webhook-secret`)');
+  }
+  return secrets;
 }
 
 export async function loadRelayConfig(flags: RelayFlags): Promise<Partial<RelayOptions>> {
@@ -59,11 +80,13 @@ export async function loadRelayConfig(flags: RelayFlags): Promise<Partial<RelayO
   }
   const sinks: Record<string, Sink> = { ...((config.sinks as Record<string, Sink> | undefined) ?? {}) };
   if (flags.http) {
-    const secret = flags.webhookSecret ?? process.env.ONCE_WEBHOOK_SECRET;
-    if (!secret) throw usageError('--http needs --webhook-secret (or ONCE_WEBHOOK_SECRET)');
-    sinks['>'] = httpSink({ url: flags.http, secret });
+    sinks['>'] = httpSink({ url: flags.http, secret: await webhookSecrets(flags) });
+  } else if (flags.webhookSecret !== undefined || flags.webhookSecretFile !== undefined) {
+    throw usageError('--webhook-secret-file and --webhook-secret go with --http');
   }
   if (flags.nats) {
+    // nats://user:pass@host or nats://token@host: credentials, as visible as any other flag.
+    if (flags.nats.includes('@')) warnSecretOnCommandLine('nats', 'a --config file (the sink\'s connection options)');
     if (!flags.natsSubject) throw usageError('--nats needs --nats-subject');
     sinks['>'] = natsSink({ servers: flags.nats.split(','), subject: flags.natsSubject });
   }

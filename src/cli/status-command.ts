@@ -8,7 +8,7 @@ const HELP = `Usage: pg-once status [--window <duration>] [--sweep-schedule <cro
 Per tenant and tool over the window (default 1h): calls, executions, replays, waits, key reuses,
 rate-limited calls. The outbox: pending, oldest pending, dead, delivery rate. Table sizes, and
 the last and next sweep. --json prints the same data for machines.
-Run as a role granted once_relay. Reads DATABASE_URL unless --database-url is given.`;
+Run as a login granted this database's relay role (\`pg-once roles\`). Reads DATABASE_URL unless --database-url is given.`;
 
 export const statusCommand: Command = {
   summary: 'calls, replays, outbox backlog, table sizes and sweeps at a glance',

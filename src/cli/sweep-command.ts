@@ -8,7 +8,7 @@ const HELP = `Usage: pg-once sweep [--batch-size <n>] [--outbox-retention <durat
 Deletes expired idempotency records, delivered outbox events older than the outbox retention
 (default 7d) and audit rows older than the audit retention (default 30d), in batches that never
 block claims. Dead events are kept. The relay also runs this on a schedule (every 5 minutes).
-Run as a role granted once_relay. Reads DATABASE_URL unless --database-url is given.`;
+Run as a login granted this database's relay role (\`pg-once roles\`). Reads DATABASE_URL unless --database-url is given.`;
 
 export const sweepCommand: Command = {
   summary: 'delete expired records and old delivered events and audit rows',

@@ -1,15 +1,23 @@
 /**
- * verifyWebhook(headers, body, secret): Standard Webhooks verification (the `standardwebhooks`
- * package) for receivers of the relay's HTTP sink or any Standard Webhooks sender. Returns the
- * `webhook-id`, to use as the message id with receiveOnce, and the parsed body.
+ * verifyWebhook(headers, body, secret): Standard Webhooks verification for receivers of the
+ * relay's HTTP sink or any Standard Webhooks sender. Returns the `webhook-id` and the tenant, both
+ * covered by the signature, to hand to receiveOnce, and the parsed body.
  */
 import { timingSafeEqual } from 'node:crypto';
-import { Webhook } from 'standardwebhooks';
-import { InvalidOptionsError, WebhookVerificationError } from '../errors.ts';
+import { z } from 'zod';
+import { WebhookVerificationError } from '../errors.ts';
+import { webhookSecretsSchema } from '../internal/webhook-secret.ts';
+import { parseOptions } from '../options.ts';
+import type { InboxMessage } from './receive-once.ts';
 
-export interface VerifiedWebhook {
+export interface VerifiedWebhook extends InboxMessage {
   /** The `webhook-id` header: the sender's dedupe id, the same on every retry. */
   messageId: string;
+  /**
+   * The tenant the event belongs to: the `tenant` field of the signed body (httpSink always signs
+   * one), else `options.tenant`. Never taken from an unsigned header.
+   */
+  tenant: string;
   /** When the sender signed this attempt. */
   timestamp: Date;
   /** The JSON body. */
@@ -19,9 +27,17 @@ export interface VerifiedWebhook {
 export interface VerifyWebhookOptions {
   /** How far the signature time may be from now, in seconds, either way. (Default: 300) */
   toleranceSeconds?: number;
+  /**
+   * The tenant of this endpoint, for senders that sign none (one endpoint and secret per tenant,
+   * so the secret is what proves the tenant). A body that signs another tenant is refused
+   * (`wrong_tenant`). (Default: none; a body without a `tenant` string is refused, `missing_tenant`)
+   */
+  tenant?: string;
 }
 
 type HeaderBag = Headers | Record<string, string | string[] | undefined>;
+
+const secretsSchema = z.object({ secret: webhookSecretsSchema });
 
 function header(headers: HeaderBag, name: string): string | undefined {
   if (headers instanceof Headers) return headers.get(name) ?? undefined;
@@ -29,15 +45,17 @@ function header(headers: HeaderBag, name: string): string | undefined {
   return Array.isArray(value) ? value[0] : value;
 }
 
-export function verifyWebhook(headers: HeaderBag, body: string | Buffer, secret: string, options: VerifyWebhookOptions = {}): VerifiedWebhook {
-  let verifier: Webhook;
-  try {
-    verifier = new Webhook(secret);
-  } catch (error) {
-    throw new InvalidOptionsError('webhook secret', [{ path: ['secret'], message: "expected a Standard Webhooks secret: 'whsec_' followed by base64", code: 'custom' }], {
-      cause: error,
-    });
-  }
+/**
+ * `secret` may be a list during a rotation: a signature made with any of them is accepted.
+ * Secrets shorter than 16 bytes are refused (InvalidOptionsError), as httpSink refuses them.
+ */
+export function verifyWebhook(
+  headers: HeaderBag,
+  body: string | Buffer,
+  secret: string | readonly string[],
+  options: VerifyWebhookOptions = {},
+): VerifiedWebhook {
+  const { secret: verifiers } = parseOptions(secretsSchema, { secret }, 'webhook secret');
   const id = header(headers, 'webhook-id');
   const timestamp = header(headers, 'webhook-timestamp');
   const signature = header(headers, 'webhook-signature');
@@ -57,10 +75,11 @@ export function verifyWebhook(headers: HeaderBag, body: string | Buffer, secret:
   }
   // The signature is recomputed with the package's signer and compared in constant time, rather
   // than through its verify(), whose own fixed 5-minute timestamp check would override ours.
-  const expected = Buffer.from(verifier.sign(id, new Date(seconds * 1_000), body));
-  const matches = signature.split(' ').some((offered) => {
-    const candidate = Buffer.from(offered);
-    return candidate.length === expected.length && timingSafeEqual(candidate, expected);
+  const signedAt = new Date(seconds * 1_000);
+  const offered = signature.split(' ').map((entry) => Buffer.from(entry));
+  const matches = verifiers.some((verifier) => {
+    const expected = Buffer.from(verifier.sign(id, signedAt, body));
+    return offered.some((candidate) => candidate.length === expected.length && timingSafeEqual(candidate, expected));
   });
   if (!matches) throw new WebhookVerificationError('bad_signature', 'pg-once: the webhook signature does not match the body and secret.');
   let payload: unknown;
@@ -69,5 +88,20 @@ export function verifyWebhook(headers: HeaderBag, body: string | Buffer, secret:
   } catch (error) {
     throw new WebhookVerificationError('bad_signature', 'pg-once: the signed webhook body is not JSON.', { cause: error });
   }
-  return { messageId: id, timestamp: new Date(seconds * 1_000), payload };
+  return { messageId: id, tenant: signedTenant(payload, options.tenant), timestamp: signedAt, payload };
+}
+
+function signedTenant(payload: unknown, expected: string | undefined): string {
+  const signed = (payload as { tenant?: unknown } | null)?.tenant;
+  if (typeof signed === 'string' && signed !== '') {
+    if (expected !== undefined && signed !== expected) {
+      throw new WebhookVerificationError('wrong_tenant', 'pg-once: the webhook is signed for another tenant than this endpoint\'s.');
+    }
+    return signed;
+  }
+  if (expected !== undefined) return expected;
+  throw new WebhookVerificationError(
+    'missing_tenant',
+    'pg-once: the signed webhook body names no tenant; pass options.tenant when the secret belongs to one tenant.',
+  );
 }

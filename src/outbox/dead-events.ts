@@ -1,6 +1,6 @@
 /**
  * Dead events: kept (never swept until requeued or purged), listed, and requeued. For operators,
- * through `pg-once outbox dead` and `pg-once outbox requeue`; run as a role granted once_relay
+ * through `pg-once outbox dead` and `pg-once outbox requeue`; run as a login granted the database's relay role
  * (it sees every tenant's events) or the schema owner.
  */
 import { EventNotFoundError, InvalidOptionsError } from '../errors.ts';

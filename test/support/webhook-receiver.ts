@@ -10,7 +10,7 @@ import { Webhook } from 'standardwebhooks';
 export interface ReceivedDelivery {
   webhookId: string;
   idempotencyKey: string;
-  body: { id: string; type: string; timestamp: string; data: any };
+  body: { id: string; type: string; timestamp: string; tenant: string; data: any };
   headers: IncomingMessage['headers'];
 }
 

@@ -1,13 +1,16 @@
 /**
  * The built-in webhook sink: POSTs each event, signed the Standard Webhooks way, and maps the
- * receiver's answer onto the relay's three outcomes (delivered, retry later, dead now).
+ * receiver's answer onto the relay's three outcomes (delivered, retry later, dead now). The body
+ * is `{ id, type, timestamp, data, tenant }`: the tenant is signed with the event.
  */
-import { Webhook } from 'standardwebhooks';
 import { z } from 'zod';
 import { DeliveryFailedError, DeliveryRejectedError } from '../../errors.ts';
+import { webhookSecretsSchema } from '../../internal/webhook-secret.ts';
 import { parseOptions } from '../../options.ts';
 import { eventEnvelope, type DeliveryContext, type DeliveryEvent, type Sink, type SinkStartInfo } from '../sink.ts';
 
+/** What a webhook-id may hold: printable ASCII, no space at either end (HTTP trims those). */
+const HEADER_SAFE_ID = /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/;
 const MAX_TIMEOUT_MILLISECONDS = 10 * 60 * 1_000;
 /** A receiver asking for more than this is probably confused; the relay's backoff still applies. */
 const MAX_RETRY_AFTER_MILLISECONDS = 60 * 60 * 1_000;
@@ -39,34 +42,65 @@ const SINK_OWNED_HEADERS = new Set([
   'trailer',
 ]);
 
+/**
+ * Decides, for an answer that is not 2xx, whether the receiver refused the event for good: the
+ * event is then dead at once (DeliveryRejectedError) instead of retried with backoff.
+ */
+export type PermanentFailurePolicy = (response: { status: number; headers: Headers }) => boolean;
+
+export interface PermanentFailureOptions {
+  /** Statuses that mean "this endpoint will never take events". (Default: [410]) */
+  statuses?: readonly number[];
+}
+
+/**
+ * What webhook senders do (Svix, Stripe): only an explicit "gone" is final, every other answer is
+ * retried. A 400, 401 or 404 is most often the receiver's own mistake (a mistyped secret, a
+ * deploy that moved the route), fixed within the hours the retries last; treating it as final
+ * would dead-letter the whole stream on the first misconfiguration.
+ */
+export function defaultIsPermanent({ statuses = [410] }: PermanentFailureOptions = {}): PermanentFailurePolicy {
+  const permanent = new Set(statuses);
+  return ({ status }) => permanent.has(status);
+}
+
+export interface HttpSinkOptions {
+  /** Where events are POSTed: an http: or https: URL, without user:password. (Required) */
+  url: string;
+  /**
+   * The Standard Webhooks signing secret shared with the receiver: 'whsec_' followed by base64 of
+   * at least 16 bytes (`npx pg-once webhook-secret` makes one). During a rotation, a list: every
+   * delivery is signed with each, and a receiver holding any one of them accepts it. (Required)
+   */
+  secret: string | readonly string[];
+  /** How long one attempt may take, response body included, in milliseconds. (Default: 10 000) */
+  timeoutMs?: number;
+  /**
+   * Extra headers sent with every event, e.g. `authorization`. They win over the event's own
+   * headers; neither can replace content-type, idempotency-key, the webhook-* headers or the
+   * transport's framing headers, which are dropped. (Default: none)
+   */
+  headers?: Record<string, string>;
+  /**
+   * Which non-2xx answers are final (the event is dead at once); all others are retried with
+   * backoff, honouring Retry-After. (Default: `defaultIsPermanent()`, i.e. only 410 Gone)
+   */
+  isPermanent?: PermanentFailurePolicy;
+  /** The fetch to send with, e.g. one bound to a custom undici Agent. (Default: globalThis.fetch) */
+  fetch?: typeof globalThis.fetch;
+}
+
+const functionSchema = <F>() => z.custom<F>((value) => typeof value === 'function', 'Expected a function');
+
 export const httpSinkOptionsSchema = z
   .object({
-    /** Where events are POSTed: an http: or https: URL, without user:password. (Required) */
     url: z
       .url({ protocol: /^https?$/, message: 'expected an http: or https: URL' })
       // fetch refuses URLs with credentials; fail here rather than on every delivery.
       .refine((url) => !URL.parse(url)?.username && !URL.parse(url)?.password, 'put credentials in headers, not the URL'),
-    /**
-     * The Standard Webhooks signing secret shared with the receiver, e.g. 'whsec_' followed by
-     * base64. (Required)
-     */
-    secret: z.string().transform((secret, context) => {
-      try {
-        // Parsed into the signer once, so a bad secret fails at startup, not at the first event.
-        return new Webhook(secret);
-      } catch {
-        // The library's message is generic, but never echo the secret itself: errors get logged.
-        context.addIssue({ code: 'custom', message: "expected a Standard Webhooks secret: 'whsec_' followed by base64" });
-        return z.NEVER;
-      }
-    }),
-    /** How long one attempt may take, response body included, in milliseconds. (Default: 10 000) */
+    // Parsed into signers once, so a bad secret fails at startup, not at the first event.
+    secret: webhookSecretsSchema,
     timeoutMs: z.number().int().positive().max(MAX_TIMEOUT_MILLISECONDS).default(10_000),
-    /**
-     * Extra headers sent with every event, e.g. `authorization`. They win over the event's own
-     * headers; neither can replace content-type, idempotency-key, the webhook-* headers or the
-     * transport's framing headers, which are dropped. (Default: none)
-     */
     headers: z
       .record(z.string(), z.string())
       .superRefine((headers, context) => {
@@ -77,32 +111,47 @@ export const httpSinkOptionsSchema = z
         }
       })
       .optional(),
-    /** The fetch to send with, e.g. one bound to a custom undici Agent. (Default: globalThis.fetch) */
-    fetch: z.custom<typeof globalThis.fetch>((value) => typeof value === 'function', 'Expected a function').optional(),
+    isPermanent: functionSchema<PermanentFailurePolicy>().optional(),
+    fetch: functionSchema<typeof globalThis.fetch>().optional(),
   })
   .strict();
-export type HttpSinkOptions = z.input<typeof httpSinkOptionsSchema>;
 
 export function httpSink(options: HttpSinkOptions): Sink {
-  const { url, secret: signer, timeoutMs, headers: staticHeaders = {}, fetch = globalThis.fetch } = parseOptions(
-    httpSinkOptionsSchema,
-    options,
-    'httpSink options',
-  );
+  const {
+    url,
+    secret: signers,
+    timeoutMs,
+    headers: staticHeaders = {},
+    isPermanent = defaultIsPermanent(),
+    fetch = globalThis.fetch,
+  } = parseOptions(httpSinkOptionsSchema, options, 'httpSink options');
   // Only the origin goes into messages: webhook URLs often carry a token in the path or query
   // (Slack-style hooks), and messages end up in last_error and in logs.
   const target = new URL(url).origin;
 
   async function deliver(event: DeliveryEvent, context: DeliveryContext): Promise<void> {
-    const body = JSON.stringify(eventEnvelope(event));
-    const now = new Date();
+    if (!HEADER_SAFE_ID.test(event.dedupeId)) {
+      // Headers carry bytes, not text: fetch throws a TypeError on characters above U+00FF and
+      // sends U+0080..U+00FF as Latin-1 while the signature covers their UTF-8, so no attempt
+      // could ever succeed (or verify). Dead now, with the reason, rather than 25 retries.
+      throw new DeliveryRejectedError(
+        `the dedupe id ${JSON.stringify(event.dedupeId)} cannot be a webhook-id: it must be printable ASCII without leading or trailing spaces`,
+      );
+    }
+    // The tenant is inside the signed body: taken from a header, it could be changed by whoever
+    // replays a captured delivery, and the receiver would file the event under another tenant.
+    const body = JSON.stringify({ ...eventEnvelope(event), tenant: event.tenantId });
+    // The database's clock (once the relay supplies it), so a relay host whose clock drifted
+    // does not sign timestamps that receivers refuse as stale or future.
+    const now = (context as DeliveryContext & { now?: () => Date }).now?.() ?? new Date();
     const headers = requestHeaders(event, staticHeaders);
     headers.set('content-type', 'application/json');
     // The dedupe id is the message id: every attempt of an event carries the same one, which is
-    // what lets the receiver drop duplicates. The signature covers id, timestamp and body.
+    // what lets the receiver drop duplicates. The signature covers id, timestamp and body; during
+    // a rotation there is one signature per secret, space-separated.
     headers.set('webhook-id', event.dedupeId);
     headers.set('webhook-timestamp', String(Math.floor(now.getTime() / 1_000)));
-    headers.set('webhook-signature', signer.sign(event.dedupeId, now, body));
+    headers.set('webhook-signature', signers.map((signer) => signer.sign(event.dedupeId, now, body)).join(' '));
     headers.set('idempotency-key', event.dedupeId);
 
     const timeout = AbortSignal.timeout(timeoutMs);
@@ -143,9 +192,7 @@ export function httpSink(options: HttpSinkOptions): Sink {
     const text = await readBody(response).catch(() => '');
     const snippet = text.replace(/[\u0000-\u001f\u007f]+/g, ' ').trim().slice(0, MAX_SNIPPET_CHARACTERS);
     const message = `POST ${target} answered ${status}` + (snippet ? `: ${snippet}` : '');
-    // 408 and 429 are "not now", as are 3xx (a moved endpoint is usually fixed by its operator
-    // before the retries run out) and 5xx. Every other 4xx says this request will never be taken.
-    if (status >= 400 && status < 500 && status !== 408 && status !== 429) throw new DeliveryRejectedError(message);
+    if (isPermanent({ status, headers: response.headers })) throw new DeliveryRejectedError(message);
     throw new DeliveryFailedError(status >= 300 && status < 400 ? `${message} (redirects are not followed)` : message, {
       retryAfterMs: parseRetryAfter(response.headers.get('retry-after'), now.getTime()),
     });
