@@ -17,6 +17,12 @@ function callback<F extends (...args: never[]) => unknown>() {
   return z.custom<F>((value) => typeof value === 'function', { message: 'Expected a function' });
 }
 
+/** A role prefix: see internal/role-names.ts for what is accepted and why. */
+export const rolePrefixSchema = z.string().superRefine((prefix, context) => {
+  const problem = rolePrefixProblem(prefix);
+  if (problem) context.addIssue({ code: 'custom', message: problem });
+});
+
 export const migrateOptionsSchema = z
   .object({
     /**
@@ -29,13 +35,7 @@ export const migrateOptionsSchema = z
      * Roles are cluster-wide, so every database gets its own. Later runs use the installed roles
      * and refuse a different prefix. (Default: `once_<database name>`; see `pg-once roles`)
      */
-    rolePrefix: z
-      .string()
-      .superRefine((prefix, context) => {
-        const problem = rolePrefixProblem(prefix);
-        if (problem) context.addIssue({ code: 'custom', message: problem });
-      })
-      .optional(),
+    rolePrefix: rolePrefixSchema.optional(),
     /** Receives one line per applied migration (after the commit) and per notable step. (Default: silent) */
     onLog: callback<(message: string) => void>().optional(),
   })

@@ -7,9 +7,9 @@
 import { z } from 'zod';
 import { NotInstalledError } from './errors.ts';
 import { quoteIdentifier } from './internal/bind-variables.ts';
-import { defaultRolePrefix, installedRoleNames, type RoleNames, rolePrefixProblem, roleNamesFor } from './internal/role-names.ts';
+import { defaultRolePrefix, installedRoleNames, type RoleNames, roleNamesFor } from './internal/role-names.ts';
 import { type DatabaseTarget, withSession } from './internal/session.ts';
-import { parseOptions } from './options.ts';
+import { parseOptions, rolePrefixSchema } from './options.ts';
 
 export type { RoleNames } from './internal/role-names.ts';
 
@@ -31,13 +31,7 @@ export const rolesSqlOptionsSchema = z
     /** The role that will run `pg-once migrate` (the database's owner). */
     owner: identifier,
     /** As `migrate({ rolePrefix })`. (Default: `once_<database>`) */
-    rolePrefix: z
-      .string()
-      .superRefine((prefix, context) => {
-        const problem = rolePrefixProblem(prefix);
-        if (problem) context.addIssue({ code: 'custom', message: problem });
-      })
-      .optional(),
+    rolePrefix: rolePrefixSchema.optional(),
     /** Existing login roles to grant the application role to. (Default: none) */
     appLogins: z.array(identifier).default([]),
     /** Existing login roles to grant the relay role to. (Default: none) */
