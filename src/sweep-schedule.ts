@@ -4,6 +4,7 @@
  * way, from the same cron expression.
  */
 import { parseCronItems } from 'graphile-worker';
+import type { Session } from './internal/session.ts';
 
 export const SWEEP_TASK = 'once_sweep';
 /** Every 5 minutes. */
@@ -27,4 +28,29 @@ export function nextSweepAt(schedule: string, from: Date = new Date()): Date | u
     if (item!.match(digest)) return new Date(at);
   }
   return undefined;
+}
+
+export type SweepRecord =
+  /** `lastRunAt` is null when no relay's cron has ticked yet. */
+  | { readable: true; lastRunAt: Date | null }
+  | { readable: false; reason: string };
+
+/**
+ * The last tick of the sweep cron, as graphile-worker records it (`last_execution` is written
+ * when a relay's cron adds the tick's job). Looked up through the catalogs first: naming a table in
+ * a schema the login may not use is an error, not an empty answer, and "never swept" must not be
+ * confused with "could not look".
+ */
+export async function lastSweep(session: Session): Promise<SweepRecord> {
+  const { rows } = await session.query<{ readable: boolean }>(`
+    SELECT pg_catalog.has_schema_privilege(n.oid, 'USAGE') AND pg_catalog.has_table_privilege(c.oid, 'SELECT') AS readable
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname = 'graphile_worker' AND c.relname = '_private_known_crontabs'`);
+  if (!rows[0]) return { readable: false, reason: "graphile-worker's schema is not installed (pg-once migrate installs it)" };
+  if (!rows[0].readable) return { readable: false, reason: "this login may not read graphile-worker's cron record (the relay role may)" };
+  const { rows: ticks } = await session.query<{ last_execution: Date | null }>(
+    'SELECT last_execution FROM graphile_worker._private_known_crontabs WHERE identifier = $1',
+    [SWEEP_TASK],
+  );
+  return { readable: true, lastRunAt: ticks[0]?.last_execution ?? null };
 }
