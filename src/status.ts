@@ -126,7 +126,7 @@ export async function status(target: DatabaseTarget, options?: StatusOptions): P
         deliveriesPerSecond: counts.delivered / (opts.window / 1_000),
       },
       tables: tables.map((row) => ({ table: row.table, bytes: Number(row.bytes), estimatedRows: Number(row.estimated_rows) })),
-      sweep: { schedule: opts.sweepSchedule, lastRunAt: sweeps.readable ? sweeps.lastRunAt : null, nextRunAt: nextSweepAt(opts.sweepSchedule) ?? null },
+      sweep: { schedule: opts.sweepSchedule, lastRunAt: 'lastRunAt' in sweeps ? sweeps.lastRunAt : null, nextRunAt: nextSweepAt(opts.sweepSchedule) ?? null },
     };
   });
 }

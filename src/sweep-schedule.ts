@@ -32,8 +32,8 @@ export function nextSweepAt(schedule: string, from: Date = new Date()): Date | u
 
 export type SweepRecord =
   /** `lastRunAt` is null when no relay's cron has ticked yet. */
-  | { readable: true; lastRunAt: Date | null }
-  | { readable: false; reason: string };
+  | { lastRunAt: Date | null }
+  | { unreadable: 'no-worker-schema' | 'no-access' };
 
 /**
  * The last tick of the sweep cron, as graphile-worker records it (`last_execution` is written
@@ -46,11 +46,11 @@ export async function lastSweep(session: Session): Promise<SweepRecord> {
     SELECT pg_catalog.has_schema_privilege(n.oid, 'USAGE') AND pg_catalog.has_table_privilege(c.oid, 'SELECT') AS readable
       FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
      WHERE n.nspname = 'graphile_worker' AND c.relname = '_private_known_crontabs'`);
-  if (!rows[0]) return { readable: false, reason: "graphile-worker's schema is not installed (pg-once migrate installs it)" };
-  if (!rows[0].readable) return { readable: false, reason: "this login may not read graphile-worker's cron record (the relay role may)" };
+  if (!rows[0]) return { unreadable: 'no-worker-schema' };
+  if (!rows[0].readable) return { unreadable: 'no-access' };
   const { rows: ticks } = await session.query<{ last_execution: Date | null }>(
     'SELECT last_execution FROM graphile_worker._private_known_crontabs WHERE identifier = $1',
     [SWEEP_TASK],
   );
-  return { readable: true, lastRunAt: ticks[0]?.last_execution ?? null };
+  return { lastRunAt: ticks[0]?.last_execution ?? null };
 }
