@@ -5,6 +5,7 @@
  */
 import { parseCronItems } from 'graphile-worker';
 import type { Session } from './internal/session.ts';
+import { tableAccess } from './internal/table-access.ts';
 
 export const SWEEP_TASK = 'once_sweep';
 /** Every 5 minutes. */
@@ -37,17 +38,13 @@ export type SweepRecord =
 
 /**
  * The last tick of the sweep cron, as graphile-worker records it (`last_execution` is written
- * when a relay's cron adds the tick's job). Looked up through the catalogs first: naming a table in
- * a schema the login may not use is an error, not an empty answer, and "never swept" must not be
- * confused with "could not look".
+ * when a relay's cron adds the tick's job). "Never swept" must not be confused with "could not
+ * look": an application login may not read graphile-worker's schema at all.
  */
 export async function lastSweep(session: Session): Promise<SweepRecord> {
-  const { rows } = await session.query<{ readable: boolean }>(`
-    SELECT pg_catalog.has_schema_privilege(n.oid, 'USAGE') AND pg_catalog.has_table_privilege(c.oid, 'SELECT') AS readable
-      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-     WHERE n.nspname = 'graphile_worker' AND c.relname = '_private_known_crontabs'`);
-  if (!rows[0]) return { unreadable: 'no-worker-schema' };
-  if (!rows[0].readable) return { unreadable: 'no-access' };
+  const access = await tableAccess(session, 'graphile_worker', '_private_known_crontabs');
+  if (access === 'missing') return { unreadable: 'no-worker-schema' };
+  if (access === 'denied') return { unreadable: 'no-access' };
   const { rows: ticks } = await session.query<{ last_execution: Date | null }>(
     'SELECT last_execution FROM graphile_worker._private_known_crontabs WHERE identifier = $1',
     [SWEEP_TASK],

@@ -6,8 +6,10 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { doctor, type DoctorFinding, type DoctorReport, enqueue, withTenant } from '../src/index.ts';
+import { afterAll, beforeAll, describe, expect, expectTypeOf, inject, it } from 'vitest';
+import type { z } from 'zod';
+import { doctor, type DoctorFinding, type DoctorOptions, type DoctorReport, enqueue, withTenant } from '../src/index.ts';
+import type { doctorOptionsSchema } from '../src/doctor.ts';
 import { clockFinding } from '../src/doctor/clock-finding.ts';
 import type { DatabaseFacts } from '../src/doctor/database-facts.ts';
 import { loginFindings } from '../src/doctor/login-findings.ts';
@@ -274,6 +276,10 @@ describe('operations', () => {
     ]);
     // The owner keeps 0.1's maintenance role (and this database's) until every database is migrated.
     expect(warnings(['once_maintenance', 'once_shop_maintenance'], 'svc')).toEqual([]);
+  });
+
+  it('DoctorOptions, written by hand for its doc comments, matches its schema', () => {
+    expectTypeOf<DoctorOptions>().toEqualTypeOf<z.input<typeof doctorOptionsSchema>>();
   });
 
   it('--json prints the report doctor() returns; --help explains', async () => {

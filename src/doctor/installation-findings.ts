@@ -9,6 +9,7 @@ import { checkInstallation, rolesServingOtherDatabases } from '../internal/check
 import { assertRecordedShipped, migrationFiles, type RecordedMigration, unappliedFiles } from '../internal/migration-files.ts';
 import { LEGACY_ROLE_NAMES, type RoleNames } from '../internal/role-names.ts';
 import type { Session } from '../internal/session.ts';
+import { tableAccess } from '../internal/table-access.ts';
 import type { DatabaseFacts } from './database-facts.ts';
 import { type DoctorFinding, finding } from './finding.ts';
 
@@ -34,35 +35,25 @@ const isLegacy = (roles: RoleNames) => roles.app === LEGACY_ROLE_NAMES.app;
 
 /**
  * once.migrations is readable by its owner only (no grant to anyone): other logins learn only
- * what the catalogs show, i.e. whether the database still runs on 0.1's cluster-wide roles.
+ * what the catalogs show, i.e. whether the database still runs on 0.1's cluster-wide roles,
+ * which means 0005 at least is pending.
  */
-export async function migrationFindings(session: Session, facts: DatabaseFacts): Promise<DoctorFinding[]> {
-  const legacy =
-    facts.roles && isLegacy(facts.roles)
-      ? [
-          finding(
-            'migrations',
-            'fail',
-            `database ${facts.database} still uses the cluster-wide roles of pg-once 0.1 (once_app, once_relay): a login granted them for any database opens this one`,
-            'pg-once migrate  (0005 gives this database roles of its own)',
-          ),
-        ]
-      : [];
-  const { rows: table } = await session.query<{ readable: boolean }>(`
-    SELECT pg_catalog.has_schema_privilege(n.oid, 'USAGE') AND pg_catalog.has_table_privilege(c.oid, 'SELECT') AS readable
-      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-     WHERE n.nspname = 'once' AND c.relname = 'migrations'`);
-  if (!table[0]) return [...legacy, finding('migrations', 'fail', 'once.migrations is missing: pg-once cannot tell what was applied', 'restore the database, or drop schema once and run pg-once migrate')];
-  if (!table[0].readable) {
-    return [
-      ...legacy,
-      finding(
-        'migrations',
-        'unknown',
-        `pending migrations not checked: only ${facts.schemaOwner}, the owner of schema once, may read once.migrations`,
-        `run pg-once doctor as ${facts.schemaOwner}`,
-      ),
-    ];
+export async function migrationFindings(session: Session, facts: DatabaseFacts): Promise<DoctorFinding> {
+  const legacy = facts.roles !== undefined && isLegacy(facts.roles);
+  const onLegacyRoles = 'this database still uses the cluster-wide roles of pg-once 0.1 (a login granted once_app for any database opens this one)';
+  const access = await tableAccess(session, 'once', 'migrations');
+  if (access === 'missing') {
+    return finding('migrations', 'fail', 'once.migrations is missing: pg-once cannot tell what was applied', 'restore the database, or drop schema once and run pg-once migrate');
+  }
+  if (access === 'denied') {
+    return legacy
+      ? finding('migrations', 'fail', `migration 0005 at least is pending: ${onLegacyRoles}`, `pg-once migrate  (as ${facts.schemaOwner})`)
+      : finding(
+          'migrations',
+          'unknown',
+          `pending migrations not checked: only ${facts.schemaOwner}, the owner of schema once, may read once.migrations`,
+          `run pg-once doctor as ${facts.schemaOwner}`,
+        );
   }
   const { rows: recorded } = await session.query<RecordedMigration>('SELECT version, name, checksum FROM once.migrations ORDER BY version');
   const shipped = await migrationFiles();
@@ -70,16 +61,16 @@ export async function migrationFindings(session: Session, facts: DatabaseFacts):
     assertRecordedShipped(shipped, recorded);
   } catch (error) {
     if (!(error instanceof MigrationError)) throw error;
-    return [...legacy, finding('migrations', 'fail', error.message.replace(/^pg-once: /, ''), 'install the pg-once release that migrated this database, or restore the file as shipped')];
+    return finding('migrations', 'fail', error.message.replace(/^pg-once: /, ''), 'install the pg-once release that migrated this database, or restore the file as shipped');
   }
   const pending = unappliedFiles(shipped, recorded);
   if (pending.length > 0) {
-    return [
-      ...legacy,
-      finding('migrations', legacy.length > 0 ? 'fail' : 'warn', `${pending.length} migration(s) pending: ${pending.map((file) => file.name).join(', ')}`, 'pg-once migrate'),
-    ];
+    const names = pending.map((file) => file.name).join(', ');
+    return legacy
+      ? finding('migrations', 'fail', `${pending.length} migration(s) pending (${names}): ${onLegacyRoles}`, 'pg-once migrate')
+      : finding('migrations', 'warn', `${pending.length} migration(s) pending: ${names}`, 'pg-once migrate');
   }
-  return [...legacy, finding('migrations', 'ok', `no migration pending (newest recorded: ${recorded.at(-1)?.name ?? 'none'})`)];
+  return finding('migrations', 'ok', `no migration pending (newest recorded: ${recorded.at(-1)?.name ?? 'none'})`);
 }
 
 /**
