@@ -15,6 +15,7 @@ import type { DatabaseFacts } from '../src/doctor/database-facts.ts';
 import { loginFindings } from '../src/doctor/login-findings.ts';
 import { databaseUrlFor, quoteIdentifier } from './support/database-url.ts';
 import { createTestDatabase, type TestDatabase } from './support/test-database.ts';
+import { migrationFiles } from '../src/internal/migration-files.ts';
 import type { RoleNames } from '../src/internal/role-names.ts';
 
 const run = promisify(execFile);
@@ -167,19 +168,36 @@ describe('findings that fail', () => {
     expect((await cli(['--database-url', relayUrl])).code).toBe(0);
   });
 
-  it('an edited migration record: fails with the checksum', async () => {
-    await db.admin.query("UPDATE once.migrations SET checksum = 'edited' WHERE name = 'baseline/0005_baseline'");
+  it('migrations: pending files are a warning (a baseline row covers its versions), an edited record a failure', async () => {
+    const shipped = await migrationFiles();
+    const baseline = shipped.baselines.at(-1)!;
+    const record = async (files: readonly { version: number; name: string; checksum: string }[]) => {
+      await db.admin.query('DELETE FROM once.migrations');
+      await db.admin.query('INSERT INTO once.migrations (version, name, checksum) SELECT * FROM unnest($1::int[], $2::text[], $3::text[])', [
+        files.map((f) => f.version),
+        files.map((f) => f.name),
+        files.map((f) => f.checksum),
+      ]);
+    };
     try {
-      const finding = one(await doctor(db.adminUrl), 'migrations');
-      expect(finding.severity).toBe('fail');
-      expect(finding.message).toContain('baseline/0005_baseline');
-      expect(finding.message).toContain('edited');
+      // As 0.1 left a database: 0001-0004 recorded one by one, so 0005 onwards is pending.
+      await record(shipped.files.filter((f) => f.version <= 4));
+      const pending = shipped.files.filter((f) => f.version > 4).map((f) => f.name);
+      expect(one(await doctor(db.adminUrl), 'migrations')).toEqual({
+        check: 'migrations',
+        severity: 'warn',
+        message: `${pending.length} migration(s) pending: ${pending.join(', ')}`,
+        fix: 'pg-once migrate',
+      });
+      await record([{ ...baseline, checksum: 'edited' }]);
+      const edited = one(await doctor(db.adminUrl), 'migrations');
+      expect(edited.severity).toBe('fail');
+      expect(edited.message).toContain(baseline.name);
+      expect(edited.message).toContain('edited');
     } finally {
-      await db.admin.query(
-        `UPDATE once.migrations SET checksum = $1 WHERE name = 'baseline/0005_baseline'`,
-        [(await import('../src/internal/migration-files.ts').then((m) => m.migrationFiles())).baselines.at(-1)!.checksum],
-      );
+      await record([baseline]);
     }
+    expect(one(await doctor(db.adminUrl), 'migrations').severity).toBe('ok');
   });
 
   it('a database without pg-once: not installed, exit 1', async () => {
