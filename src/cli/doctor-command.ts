@@ -43,7 +43,7 @@ export const doctorCommand: Command = {
   },
 };
 
-export function formatReport(report: DoctorReport): string {
+function formatReport(report: DoctorReport): string {
   const count = (severity: DoctorSeverity) => report.findings.filter((f) => f.severity === severity).length;
   return [
     `pg-once doctor: database ${report.database} as ${report.login}`,
