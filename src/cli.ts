@@ -6,6 +6,7 @@
  */
 import { InvalidOptionsError, OnceError } from './errors.ts';
 import type { Command } from './cli/command.ts';
+import { doctorCommand } from './cli/doctor-command.ts';
 import { limitsCommand } from './cli/limits-command.ts';
 import { migrateCommand } from './cli/migrate-command.ts';
 import { outboxCommand } from './cli/outbox-command.ts';
@@ -23,6 +24,7 @@ const commands: Record<string, Command> = {
   sweep: sweepCommand,
   status: statusCommand,
   limits: limitsCommand,
+  doctor: doctorCommand,
   'webhook-secret': webhookSecretCommand,
 };
 
@@ -43,8 +45,7 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   try {
-    await command.run(rest);
-    return 0;
+    return (await command.run(rest)) ?? 0;
   } catch (error) {
     if (error instanceof OnceError) {
       console.error(`pg-once ${name}: ${error.message} [${error.code}]`);

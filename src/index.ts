@@ -29,6 +29,8 @@ export { keys, canonicalJson, fingerprint, modelKeyProblem, MAX_KEY_LENGTH } fro
 export type { ModelKeyOptions, OrchestratorKeyParts } from './keys.ts';
 export { sweep } from './sweep.ts';
 export type { SweepOptions, SweepResult } from './sweep.ts';
+export { doctor } from './doctor.ts';
+export type { DoctorCheck, DoctorFinding, DoctorOptions, DoctorReport, DoctorSeverity } from './doctor.ts';
 export { status } from './status.ts';
 export type { Status, StatusOptions, TenantToolStatus } from './status.ts';
 export { DEFAULT_LIMIT_TENANT, listRateLimits, removeRateLimit, setRateLimit } from './limits.ts';

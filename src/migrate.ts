@@ -10,14 +10,19 @@
  */
 import { Logger, runMigrations } from 'graphile-worker';
 import {
-  MigrationChecksumError,
-  MigrationDatabaseAheadError,
   MigrationError,
   MigrationFailedError,
   RolesConflictError,
 } from './errors.ts';
 import { bindVariables } from './internal/bind-variables.ts';
-import { type MigrationFile, migrationFiles, type ShippedMigrations } from './internal/migration-files.ts';
+import {
+  assertRecordedShipped,
+  type MigrationFile,
+  migrationFiles,
+  type RecordedMigration,
+  type ShippedMigrations,
+  unappliedFiles,
+} from './internal/migration-files.ts';
 import {
   defaultRolePrefix,
   installedRoleNames,
@@ -151,12 +156,6 @@ export async function applyPending(session: Session, shipped: ShippedMigrations,
   }
 }
 
-interface RecordedMigration {
-  version: number;
-  name: string;
-  checksum: string;
-}
-
 async function readRecorded(session: Session): Promise<RecordedMigration[]> {
   const { rows } = await session.query<{ present: boolean }>(`SELECT to_regclass('once.migrations') IS NOT NULL AS present`);
   if (!rows[0]?.present) return [];
@@ -172,29 +171,11 @@ function planMigrations(
   recorded: readonly RecordedMigration[],
   options: ApplyOptions,
 ): { pending: MigrationFile[]; createsRoles: boolean } {
-  const byName = new Map([...shipped.files, ...shipped.baselines].map((file) => [file.name, file]));
-  const known = new Set(shipped.files.map((file) => file.version));
-  const unknown = recorded.filter((row) => !known.has(row.version)).map((row) => row.version);
-  if (unknown.length > 0) throw new MigrationDatabaseAheadError(unknown);
-  for (const row of recorded) {
-    const file = byName.get(row.name);
-    if (!file || file.checksum !== row.checksum) {
-      throw new MigrationChecksumError(row.version, row.name, row.checksum, file?.checksum ?? '(no such file)');
-    }
-  }
-
+  assertRecordedShipped(shipped, recorded);
   const last = options.toVersion ?? Number.POSITIVE_INFINITY;
-  let covered = Math.max(0, ...recorded.filter((row) => row.name.startsWith('baseline/')).map((row) => row.version));
-  const pending: MigrationFile[] = [];
-  if (recorded.length === 0 && options.useBaseline) {
-    const baseline = shipped.baselines.filter((file) => file.version <= last).at(-1);
-    if (baseline) {
-      pending.push(baseline);
-      covered = baseline.version;
-    }
-  }
-  const done = new Set(recorded.map((row) => row.version));
-  pending.push(...shipped.files.filter((file) => file.version > covered && file.version <= last && !done.has(file.version)));
+  const baseline = recorded.length === 0 && options.useBaseline ? shipped.baselines.filter((file) => file.version <= last).at(-1) : undefined;
+  const pending: MigrationFile[] = baseline ? [baseline] : [];
+  pending.push(...unappliedFiles(shipped, recorded, { coveredTo: baseline?.version ?? 0, last }));
   // The baseline and 0005 create this database's roles; the files of 0.1 use the legacy ones.
   const createsRoles = pending.some((file) => file.name.startsWith('baseline/') || file.version === 5);
   return { pending, createsRoles };

@@ -9,7 +9,7 @@ import { parseDuration } from './internal/duration.ts';
 import { assertRelayRole } from './internal/operator-role.ts';
 import { type DatabaseTarget, withSession } from './internal/session.ts';
 import { parseOptions } from './options.ts';
-import { DEFAULT_SWEEP_SCHEDULE, nextSweepAt, SWEEP_TASK } from './sweep-schedule.ts';
+import { DEFAULT_SWEEP_SCHEDULE, lastSweep, nextSweepAt } from './sweep-schedule.ts';
 
 export const statusOptionsSchema = z
   .object({
@@ -102,11 +102,7 @@ export async function status(target: DatabaseTarget, options?: StatusOptions): P
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = 'once' AND c.relkind = 'r' ORDER BY 1`,
     );
-    const { rows: sweeps } = await session.query<{ last_execution: Date | null }>(
-      `SELECT (SELECT last_execution FROM graphile_worker._private_known_crontabs WHERE identifier = $1) AS last_execution
-        WHERE to_regclass('graphile_worker._private_known_crontabs') IS NOT NULL`,
-      [SWEEP_TASK],
-    ).catch(() => ({ rows: [] as { last_execution: Date | null }[] }));
+    const sweeps = await lastSweep(session);
     const counts = outbox[0]!;
     return {
       generatedAt: new Date(),
@@ -130,7 +126,7 @@ export async function status(target: DatabaseTarget, options?: StatusOptions): P
         deliveriesPerSecond: counts.delivered / (opts.window / 1_000),
       },
       tables: tables.map((row) => ({ table: row.table, bytes: Number(row.bytes), estimatedRows: Number(row.estimated_rows) })),
-      sweep: { schedule: opts.sweepSchedule, lastRunAt: sweeps[0]?.last_execution ?? null, nextRunAt: nextSweepAt(opts.sweepSchedule) ?? null },
+      sweep: { schedule: opts.sweepSchedule, lastRunAt: 'lastRunAt' in sweeps ? sweeps.lastRunAt : null, nextRunAt: nextSweepAt(opts.sweepSchedule) ?? null },
     };
   });
 }

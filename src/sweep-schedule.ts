@@ -4,6 +4,8 @@
  * way, from the same cron expression.
  */
 import { parseCronItems } from 'graphile-worker';
+import type { Session } from './internal/session.ts';
+import { tableAccess } from './internal/table-access.ts';
 
 export const SWEEP_TASK = 'once_sweep';
 /** Every 5 minutes. */
@@ -27,4 +29,25 @@ export function nextSweepAt(schedule: string, from: Date = new Date()): Date | u
     if (item!.match(digest)) return new Date(at);
   }
   return undefined;
+}
+
+export type SweepRecord =
+  /** `lastRunAt` is null when no relay's cron has ticked yet. */
+  | { lastRunAt: Date | null }
+  | { unreadable: 'no-worker-schema' | 'no-access' };
+
+/**
+ * The last tick of the sweep cron, as graphile-worker records it (`last_execution` is written
+ * when a relay's cron adds the tick's job). "Never swept" must not be confused with "could not
+ * look": an application login may not read graphile-worker's schema at all.
+ */
+export async function lastSweep(session: Session): Promise<SweepRecord> {
+  const access = await tableAccess(session, 'graphile_worker', '_private_known_crontabs');
+  if (access === 'missing') return { unreadable: 'no-worker-schema' };
+  if (access === 'denied') return { unreadable: 'no-access' };
+  const { rows: ticks } = await session.query<{ last_execution: Date | null }>(
+    'SELECT last_execution FROM graphile_worker._private_known_crontabs WHERE identifier = $1',
+    [SWEEP_TASK],
+  );
+  return { lastRunAt: ticks[0]?.last_execution ?? null };
 }

@@ -1,6 +1,9 @@
 /** One `pg-once <name>` command: a one-line summary for the usage text, and its runner. */
 export interface Command {
   summary: string;
-  /** Receives the arguments after the command's name; throws to fail (see src/cli.ts). */
-  run(args: string[]): Promise<void>;
+  /**
+   * Receives the arguments after the command's name; throws to fail (see src/cli.ts). May resolve
+   * to an exit status for a command that completes but reports a failure (`doctor`).
+   */
+  run(args: string[]): Promise<void | number>;
 }

@@ -254,6 +254,21 @@ export async function refuseForeignSchema(session: Session): Promise<void> {
  * login of one database into the other.
  */
 export async function checkForeignRoleUse(session: Session, roles: RoleNames): Promise<void> {
+  const rows = await rolesServingOtherDatabases(session, roles);
+  if (rows.length > 0) {
+    throw new RolesConflictError(
+      `pg-once: ${rows.map((row) => `role ${row.role} already serves database ${row.database}`).join('; ')}. ` +
+        'Roles belong to one database: give this one its own with --role-prefix (migrate({ rolePrefix })).',
+    );
+  }
+}
+
+/**
+ * Each (role, database) pair where one of these roles holds a privilege, owns an object or is
+ * named by a policy in a database other than the current one. Any login may ask: `pg_shdepend`
+ * is readable by all.
+ */
+export async function rolesServingOtherDatabases(session: Session, roles: RoleNames): Promise<{ role: string; database: string }[]> {
   const { rows } = await session.query<{ role: string; database: string }>(
     `SELECT DISTINCT r.rolname AS role, d.datname AS database
        FROM pg_catalog.pg_shdepend s
@@ -265,10 +280,5 @@ export async function checkForeignRoleUse(session: Session, roles: RoleNames): P
       ORDER BY 1, 2`,
     [[roles.app, roles.relay, roles.maintenance]],
   );
-  if (rows.length > 0) {
-    throw new RolesConflictError(
-      `pg-once: ${rows.map((row) => `role ${row.role} already serves database ${row.database}`).join('; ')}. ` +
-        'Roles belong to one database: give this one its own with --role-prefix (migrate({ rolePrefix })).',
-    );
-  }
+  return rows;
 }

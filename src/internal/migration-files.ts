@@ -9,6 +9,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
+import { MigrationChecksumError, MigrationDatabaseAheadError } from '../errors.ts';
 
 export interface MigrationFile {
   version: number;
@@ -59,4 +60,45 @@ async function readMigrationFiles(directory: URL, namePrefix: string): Promise<r
     });
   }
   return files;
+}
+
+/** A row of `once.migrations`. */
+export interface RecordedMigration {
+  version: number;
+  name: string;
+  checksum: string;
+}
+
+/**
+ * The numbered files a database with these rows has not run. A recorded baseline stands for
+ * every version up to its own (its row is the only one those versions get); `coveredTo` does
+ * the same for a baseline about to be applied, `last` stops at a version.
+ */
+export function unappliedFiles(
+  shipped: ShippedMigrations,
+  recorded: readonly Pick<RecordedMigration, 'version' | 'name'>[],
+  options: { coveredTo?: number; last?: number } = {},
+): MigrationFile[] {
+  const baselines = recorded.filter((row) => row.name.startsWith('baseline/')).map((row) => row.version);
+  const covered = Math.max(options.coveredTo ?? 0, ...baselines);
+  const last = options.last ?? Number.POSITIVE_INFINITY;
+  const done = new Set(recorded.map((row) => row.version));
+  return shipped.files.filter((file) => file.version > covered && file.version <= last && !done.has(file.version));
+}
+
+/**
+ * Every recorded row must be a file this package ships, byte for byte: a version it does not know
+ * means a newer pg-once migrated the database; a different checksum, a file edited after it ran.
+ */
+export function assertRecordedShipped(shipped: ShippedMigrations, recorded: readonly RecordedMigration[]): void {
+  const byName = new Map([...shipped.files, ...shipped.baselines].map((file) => [file.name, file]));
+  const known = new Set(shipped.files.map((file) => file.version));
+  const unknown = recorded.filter((row) => !known.has(row.version)).map((row) => row.version);
+  if (unknown.length > 0) throw new MigrationDatabaseAheadError(unknown);
+  for (const row of recorded) {
+    const file = byName.get(row.name);
+    if (!file || file.checksum !== row.checksum) {
+      throw new MigrationChecksumError(row.version, row.name, row.checksum, file?.checksum ?? '(no such file)');
+    }
+  }
 }
