@@ -17,7 +17,8 @@
 import type { Kysely, Transaction } from 'kysely';
 import type { Tool, ToolExecutionOptions } from 'ai';
 import { z } from 'zod';
-import { InvalidKeyError, InvalidOptionsError, keys, type Jsonify } from '../index.ts';
+import { InvalidKeyError, InvalidOptionsError, type Jsonify } from '../index.ts';
+import { contentKeyTail, outsideReservedNamespaces } from '../keys.ts';
 import { parseOptions } from '../options.ts';
 import {
   adapterRunOptionsSchema,
@@ -130,6 +131,8 @@ export function idempotentTool<INPUT, OUTPUT, CONTEXT = unknown>(
         tool: name,
         request: input,
         run,
+        // The AI SDK has no namespace of its own: its keys are the application's, built from its scope.
+        internalKey: false,
         fn: async (tx) => {
           const result = await (execute as IdempotentExecute<INPUT, OUTPUT, CONTEXT>)(input, callOptions, tx);
           if (isAsyncIterable(result)) {
@@ -160,14 +163,14 @@ function keyDeriver<INPUT, CONTEXT>(
     if (typeof prefix !== 'string' || prefix.length === 0) {
       throw new InvalidKeyError(`pg-once: the scope of tool "${name}" must be a non-empty string (got ${typeof prefix}).`);
     }
-    if (contentKeys) return `${prefix}:${keys.content(name, input)}`;
+    if (contentKeys) return outsideReservedNamespaces(`${prefix}:${contentKeyTail(name, input)}`);
     const toolCallId = callOptions?.toolCallId;
     if (typeof toolCallId !== 'string' || toolCallId.length === 0) {
       throw new InvalidKeyError(
         `pg-once: tool "${name}" was called without a toolCallId; call it through generateText/streamText, or use contentKeys or key.`,
       );
     }
-    return `${prefix}:${encodeKeyPart(name)}:${encodeKeyPart(toolCallId)}`;
+    return outsideReservedNamespaces(`${prefix}:${encodeKeyPart(name)}:${encodeKeyPart(toolCallId)}`);
   };
 }
 

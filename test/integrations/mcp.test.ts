@@ -12,7 +12,8 @@ import { sql } from 'kysely';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import { callToolOnce, ERROR_META, IDEMPOTENCY_KEY_META, OUTCOME_META, withIdempotency } from '../../src/integrations/mcp.ts';
-import { InvalidKeyError, InvalidOptionsError } from '../../src/index.ts';
+import { InvalidKeyError, InvalidOptionsError, runIdempotent, withTenant } from '../../src/index.ts';
+import { errorOf } from '../support/error-of.ts';
 import { createAppFixture, type AppFixture } from '../support/app-fixture.ts';
 
 let fx: AppFixture;
@@ -326,6 +327,27 @@ describe('withIdempotency + callToolOnce (MCP)', () => {
     expect(metaOf(replayed)[OUTCOME_META]).toBe('replayed');
     expect(executions.flaky).toBe(2);
     expect(await ordersFor('tenant-mcp', orderKey)).toHaveLength(1);
+  });
+
+  it("a key in the mcp: namespace cannot be claimed outside the adapter: the client's call still runs", async () => {
+    const { session, executions } = shopService();
+    const client = await session('tenant-mcp-ns');
+    const key = randomUUID();
+    const orderKey = fresh('namespace');
+
+    // A model-written key copied into some other tool's runIdempotent, aimed at this client's call.
+    const error = await errorOf(withTenant(fx.app, 'tenant-mcp-ns', (tx) => runIdempotent(tx, `mcp:${key}`, async () => 'pre-empted')));
+    expect(error).toBeInstanceOf(InvalidKeyError);
+    expect(await fx.rows('idempotency_keys', `key = 'mcp:${key}'`)).toEqual([]);
+
+    const result = await callToolOnce(client, { name: 'charge_card', arguments: { orderKey, amount: 5 } }, { key });
+    expect(result.isError).toBeFalsy();
+    expect(metaOf(result)[OUTCOME_META]).toBe('executed');
+    expect(executions.charge).toBe(1);
+    // Client keys may look like any namespace: behind `mcp:` they are only MCP keys.
+    const inboxLooking = await callToolOnce(client, { name: 'charge_card', arguments: { orderKey: fresh('ns2'), amount: 5 } }, { key: `inbox:${key}` });
+    expect(inboxLooking.isError).toBeFalsy();
+    expect(await fx.rows('idempotency_keys', `key = 'mcp:inbox:${key}'`)).toHaveLength(1);
   });
 
   it('refuses bad options at registration and a bad key before sending', async () => {

@@ -6,6 +6,7 @@
  */
 import type { Kysely, Transaction } from 'kysely';
 import { z } from 'zod';
+import { outsideInternalKey, runWithInternalKey } from '../../internal/internal-key.ts';
 import { isTransaction } from '../../internal/is-transaction.ts';
 import { runIdempotent, withTenant, type IdempotentOutcome } from '../../index.ts';
 import { runIdempotentOptionsSchema, type RunIdempotentOptions } from '../../options.ts';
@@ -62,16 +63,20 @@ export interface ToolCallRun<T> {
   request: unknown;
   run: AdapterRunOptions;
   fn: (tx: Transaction<any>) => Promise<T>;
+  /**
+   * Whether `key` is the adapter's own, in its reserved namespace (adapter-keys.ts). False for a
+   * key the user derived (a `key` option): that one obeys the rules of user keys.
+   */
+  internalKey: boolean;
 }
 
 /** Runs one tool call at most once per (tenant, key): its own transaction, the tenant set on it. */
 export function runToolCall<T>(call: ToolCallRun<T>): Promise<IdempotentOutcome<T>> {
+  const options = { ...call.run, request: call.request, ...(call.tool === undefined ? {} : { tool: call.tool }) };
   return withTenant(call.db, call.tenantId, (tx) =>
-    runIdempotent.detailed(tx, call.key, call.fn, {
-      ...call.run,
-      request: call.request,
-      ...(call.tool === undefined ? {} : { tool: call.tool }),
-    }),
+    call.internalKey
+      ? runWithInternalKey(call.key, () => runIdempotent.detailed(tx, call.key, outsideInternalKey(call.fn), options))
+      : runIdempotent.detailed(tx, call.key, call.fn, options),
   );
 }
 

@@ -8,8 +8,9 @@ import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { RequestOptions } from '@modelcontextprotocol/sdk/shared/protocol.js';
 import type { CallToolRequest } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
-import { assertValidKey } from '../../keys.ts';
+import { assertKeyForm } from '../../keys.ts';
 import { parseOptions } from '../../options.ts';
+import { mcpKeys } from '../internal/adapter-keys.ts';
 import { ERROR_META, IDEMPOTENCY_KEY_META, type ErrorMeta } from './meta.ts';
 
 /** JSON-RPC error code the SDK raises when a request gets no answer within its timeout. */
@@ -37,9 +38,9 @@ type CallToolResponse = Awaited<ReturnType<Client['callTool']>>;
 /** Calls a tool with an idempotency key; see the module comment for what is retried. */
 export async function callToolOnce(client: Client, params: CallToolRequest['params'], options: CallToolOnceOptions): Promise<CallToolResponse> {
   const { key, retries, request } = parseOptions(callToolOnceOptionsSchema, options, 'callToolOnce options');
-  assertValidKey(key);
+  assertKeyForm(key);
   // The server prefixes the key with 'mcp:', so 4 characters of the limit are spoken for.
-  assertValidKey(`mcp:${key}`);
+  assertKeyForm(mcpKeys.client(key));
   const withKey = { ...params, _meta: { ...params._meta, [IDEMPOTENCY_KEY_META]: key } };
   for (let attempt = 0; ; attempt += 1) {
     let result: CallToolResponse;
