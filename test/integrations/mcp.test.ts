@@ -362,3 +362,99 @@ describe('withIdempotency + callToolOnce (MCP)', () => {
     expect(executions.charge).toBe(0);
   });
 });
+
+describe('callToolOnce backoff and cancellation (MCP)', () => {
+  /**
+   * A server whose `hold` tool keeps its claim (and its transaction) open until `release()`, so
+   * that duplicates of its key meet a call in progress.
+   */
+  async function holdingService(toolOptions: { waitMs?: number } = {}) {
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const executions = { count: 0 };
+    // One server instance per session, as a session-per-connection server has; one gate for all.
+    const build = () => {
+      const server = new McpServer({ name: 'hold', version: '1.0.0' });
+      server.registerTool(
+        'hold',
+        { inputSchema: { orderKey: z.string() } },
+        withIdempotency(
+          async ({ orderKey }, _extra, tx) => {
+            executions.count += 1;
+            await sql`INSERT INTO orders (key, amount) VALUES (${orderKey}, 1)`.execute(tx);
+            await held;
+            return { content: [{ type: 'text', text: 'held and done' }] };
+          },
+          { db: fx.app, name: 'hold', tenantFrom: (extra) => extra.authInfo?.clientId, ...toolOptions },
+        ),
+      );
+      return server;
+    };
+    // A failing test must not leave the held call (and its transaction) open.
+    open.push(async () => release());
+    const [first, second] = [await connect(build(), 'tenant-mcp-hold'), await connect(build(), 'tenant-mcp-hold')];
+    return { first, second, executions, release };
+  }
+  const lockWaiters = async () => {
+    const { rows } = await fx.database.admin.query(
+      "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    );
+    return rows[0].n as number;
+  };
+
+  it('pauses before each retry by the backoff policy (at least the server\'s retryAfterMs), attempt numbers from 1', async () => {
+    const { first, second, executions, release } = await holdingService({ waitMs: 100 });
+    const key = randomUUID();
+    const params = { name: 'hold', arguments: { orderKey: fresh('backoff') } };
+    const running = callToolOnce(first, params, { key, retries: 0 });
+    await vi.waitFor(() => expect(executions.count).toBe(1));
+    const backoff = vi.fn((attempt: number) => 10 * attempt);
+
+    const result = await callToolOnce(second, params, { key, retries: 2, backoff });
+
+    expect(backoff.mock.calls).toEqual([[1], [2]]);
+    expect(result.isError).toBe(true);
+    expect(metaOf(result)[ERROR_META]).toMatchObject({ code: 'IDEMPOTENCY_IN_PROGRESS', retryable: true, retryAfterMs: expect.any(Number) });
+    release();
+    expect((await running).isError).toBeFalsy();
+    expect(executions.count).toBe(1);
+  });
+
+  it('an abort during a pause ends callToolOnce at once, without another attempt', async () => {
+    const { first, second, executions, release } = await holdingService({ waitMs: 100 });
+    const key = randomUUID();
+    const params = { name: 'hold', arguments: { orderKey: fresh('abort') } };
+    const running = callToolOnce(first, params, { key, retries: 0 });
+    await vi.waitFor(() => expect(executions.count).toBe(1));
+    const controller = new AbortController();
+    const backoff = vi.fn(() => {
+      setTimeout(() => controller.abort(new Error('the agent run was cancelled')), 20);
+      return 600_000;
+    });
+
+    await expect(callToolOnce(second, params, { key, retries: 3, backoff, request: { signal: controller.signal } })).rejects.toThrow('the agent run was cancelled');
+    expect(backoff).toHaveBeenCalledTimes(1);
+    release();
+    await running;
+  });
+
+  it('a cancelled (timed-out) request stops waiting on the server while the first call still runs', async () => {
+    const { first, second, executions, release } = await holdingService();
+    const key = randomUUID();
+    const params = { name: 'hold', arguments: { orderKey: fresh('cancel') } };
+    const running = callToolOnce(first, params, { key, retries: 0 });
+    await vi.waitFor(() => expect(executions.count).toBe(1));
+
+    // The duplicate waits on the server (default waitMs: 10 s) until the client's timeout cancels it.
+    const duplicate = second.callTool({ ...params, _meta: { [IDEMPOTENCY_KEY_META]: key } }, undefined, { timeout: 1_000 });
+    await vi.waitFor(async () => expect(await lockWaiters()).toBe(1), { timeout: 900, interval: 20 });
+    await expect(duplicate).rejects.toMatchObject({ code: -32_001 });
+    // Cancelled: its wait ends (within a slice) although the first call holds the key for longer.
+    await vi.waitFor(async () => expect(await lockWaiters()).toBe(0), { timeout: 3_000, interval: 50 });
+    expect(executions.count).toBe(1);
+    release();
+    expect((await running).isError).toBeFalsy();
+  });
+});

@@ -154,6 +154,8 @@ export function withIdempotency<ARGS>(
         request: { tool: name, arguments: args ?? {} },
         run: { ...run, ttl },
         internalKey: true,
+        // A client that cancelled (or timed out) is not waiting for the answer: stop waiting too.
+        signal: extra.signal,
         fn: async (tx) => {
           const result = await handler(args, extra, tx);
           if (result?.isError === true && !storeErrorResults) throw new ErrorResultRollback(result);
