@@ -12,7 +12,7 @@ import { sql } from 'kysely';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import { callToolOnce, ERROR_META, IDEMPOTENCY_KEY_META, OUTCOME_META, withIdempotency } from '../../src/integrations/mcp.ts';
-import { InvalidKeyError, InvalidOptionsError, runIdempotent, withTenant } from '../../src/index.ts';
+import { InvalidKeyError, InvalidOptionsError, runIdempotent, setRateLimit, withTenant } from '../../src/index.ts';
 import { errorOf } from '../support/error-of.ts';
 import { createAppFixture, type AppFixture } from '../support/app-fixture.ts';
 
@@ -348,6 +348,23 @@ describe('withIdempotency + callToolOnce (MCP)', () => {
     const inboxLooking = await callToolOnce(client, { name: 'charge_card', arguments: { orderKey: fresh('ns2'), amount: 5 } }, { key: `inbox:${key}` });
     expect(inboxLooking.isError).toBeFalsy();
     expect(await fx.rows('idempotency_keys', `key = 'mcp:inbox:${key}'`)).toHaveLength(1);
+  });
+
+  it("a rate-limited call is an error result carrying the limiter's retryAfterMs", async () => {
+    const tenant = fresh('tenant-mcp-limited');
+    await setRateLimit(fx.database.adminUrl, { tenant, perSecond: 0.01, burst: 1 });
+    const { session, executions } = shopService();
+    const client = await session(tenant);
+
+    const first = await callToolOnce(client, { name: 'charge_card', arguments: { orderKey: fresh('limited-1'), amount: 1 } }, { key: randomUUID() });
+    const limited = await callToolOnce(client, { name: 'charge_card', arguments: { orderKey: fresh('limited-2'), amount: 1 } }, { key: randomUUID() });
+
+    expect(first.isError).toBeFalsy();
+    expect(limited.isError).toBe(true);
+    expect(metaOf(limited)[ERROR_META]).toEqual({ code: 'RATE_LIMITED', retryable: true, httpStatus: 429, retryAfterMs: expect.any(Number) });
+    // One token per 100 s: the next one is tens of seconds away, not a default guess.
+    expect(metaOf(limited)[ERROR_META].retryAfterMs).toBeGreaterThan(10_000);
+    expect(executions.charge).toBe(1);
   });
 
   it('refuses bad options at registration and a bad key before sending', async () => {

@@ -11,7 +11,7 @@ import type { Kysely, Transaction } from 'kysely';
 import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
 import type { CallToolResult, ServerNotification, ServerRequest } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
-import { IdempotencyInProgressError, InvalidKeyError, InvalidTenantError, OnceError, StoredCallError } from '../../index.ts';
+import { IdempotencyInProgressError, InvalidKeyError, InvalidTenantError, OnceError, RateLimitedError, StoredCallError } from '../../index.ts';
 import { parseOptions } from '../../options.ts';
 import {
   adapterRunOptionsSchema,
@@ -178,7 +178,8 @@ function errorResult(error: OnceError | StoredCallError): CallToolResult {
     code: String(error.code ?? error.name),
     retryable: error.retryable ?? false,
     ...(error.httpStatus === undefined ? {} : { httpStatus: error.httpStatus }),
-    ...(error instanceof IdempotencyInProgressError ? { retryAfterMs: error.retryAfterMs } : {}),
+    // Every error that says when to come back (IDEMPOTENCY_IN_PROGRESS, RATE_LIMITED) passes it on.
+    ...(error instanceof IdempotencyInProgressError || error instanceof RateLimitedError ? { retryAfterMs: error.retryAfterMs } : {}),
   };
   return { isError: true, content: [{ type: 'text', text: error.message }], _meta: { [ERROR_META]: meta } };
 }
