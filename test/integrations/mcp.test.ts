@@ -382,10 +382,11 @@ describe('withIdempotency + callToolOnce (MCP)', () => {
 
 describe('callToolOnce backoff and cancellation (MCP)', () => {
   /**
-   * A server whose `hold` tool keeps its claim (and its transaction) open until `release()`, so
-   * that duplicates of its key meet a call in progress.
+   * A server whose `hold` tool keeps its claim (and its transaction) open until `release()`, and a
+   * first call of `key` already running in it (`running`), so that `second`'s calls of the same
+   * `params` and `key` meet a call in progress.
    */
-  async function holdingService(toolOptions: { waitMs?: number } = {}) {
+  async function heldCall(label: string, toolOptions: { waitMs?: number } = {}) {
     let release!: () => void;
     const held = new Promise<void>((resolve) => {
       release = resolve;
@@ -412,7 +413,11 @@ describe('callToolOnce backoff and cancellation (MCP)', () => {
     // A failing test must not leave the held call (and its transaction) open.
     open.push(async () => release());
     const [first, second] = [await connect(build(), 'tenant-mcp-hold'), await connect(build(), 'tenant-mcp-hold')];
-    return { first, second, executions, release };
+    const key = randomUUID();
+    const params = { name: 'hold', arguments: { orderKey: fresh(label) } };
+    const running = callToolOnce(first, params, { key, retries: 0 });
+    await vi.waitFor(() => expect(executions.count).toBe(1));
+    return { second, executions, release, key, params, running };
   }
   const lockWaiters = async () => {
     const { rows } = await fx.database.admin.query(
@@ -422,11 +427,7 @@ describe('callToolOnce backoff and cancellation (MCP)', () => {
   };
 
   it('pauses before each retry by the backoff policy (at least the server\'s retryAfterMs), attempt numbers from 1', async () => {
-    const { first, second, executions, release } = await holdingService({ waitMs: 100 });
-    const key = randomUUID();
-    const params = { name: 'hold', arguments: { orderKey: fresh('backoff') } };
-    const running = callToolOnce(first, params, { key, retries: 0 });
-    await vi.waitFor(() => expect(executions.count).toBe(1));
+    const { second, executions, release, key, params, running } = await heldCall('backoff', { waitMs: 100 });
     const backoff = vi.fn((attempt: number) => 10 * attempt);
 
     const result = await callToolOnce(second, params, { key, retries: 2, backoff });
@@ -440,11 +441,7 @@ describe('callToolOnce backoff and cancellation (MCP)', () => {
   });
 
   it('an abort during a pause ends callToolOnce at once, without another attempt', async () => {
-    const { first, second, executions, release } = await holdingService({ waitMs: 100 });
-    const key = randomUUID();
-    const params = { name: 'hold', arguments: { orderKey: fresh('abort') } };
-    const running = callToolOnce(first, params, { key, retries: 0 });
-    await vi.waitFor(() => expect(executions.count).toBe(1));
+    const { second, executions, release, key, params, running } = await heldCall('abort', { waitMs: 100 });
     const controller = new AbortController();
     const backoff = vi.fn(() => {
       setTimeout(() => controller.abort(new Error('the agent run was cancelled')), 20);
@@ -455,14 +452,11 @@ describe('callToolOnce backoff and cancellation (MCP)', () => {
     expect(backoff).toHaveBeenCalledTimes(1);
     release();
     await running;
+    expect(executions.count).toBe(1);
   });
 
   it('a cancelled (timed-out) request stops waiting on the server while the first call still runs', async () => {
-    const { first, second, executions, release } = await holdingService();
-    const key = randomUUID();
-    const params = { name: 'hold', arguments: { orderKey: fresh('cancel') } };
-    const running = callToolOnce(first, params, { key, retries: 0 });
-    await vi.waitFor(() => expect(executions.count).toBe(1));
+    const { second, executions, release, key, params, running } = await heldCall('cancel');
 
     // The duplicate waits on the server (default waitMs: 10 s) until the client's timeout cancels it.
     const duplicate = second.callTool({ ...params, _meta: { [IDEMPOTENCY_KEY_META]: key } }, undefined, { timeout: 1_000 });
