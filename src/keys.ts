@@ -12,6 +12,7 @@ import type { Transaction } from 'kysely';
 import { sql } from 'kysely';
 import { InvalidKeyError, InvalidRequestError, translateDatabaseError } from './errors.ts';
 import { emitAuditEvent, type DedupeAuditEvent } from './idempotency/audit-event.ts';
+import { isRunningInternalKey, RESERVED_KEY_PREFIXES, reservedPrefixOf } from './internal/internal-key.ts';
 import { JsonTextError, toJsonText } from './internal/json-text.ts';
 import { textProblem } from './internal/safe-text.ts';
 import { settings } from './settings.ts';
@@ -19,8 +20,24 @@ import { settings } from './settings.ts';
 /** Longest key accepted, in characters. */
 export const MAX_KEY_LENGTH = 255;
 
-/** Throws InvalidKeyError unless `key` is a string of 1..255 characters without control characters. */
+/**
+ * Throws InvalidKeyError unless `key` is a string of 1..255 characters without control characters,
+ * outside the namespaces pg-once keeps for its own records (`inbox:`, `mcp:`, `lg:`, `once:`):
+ * see src/internal/internal-key.ts for why, and how pg-once's own callers pass.
+ */
 export function assertValidKey(key: unknown): asserts key is string {
+  assertKeyForm(key);
+  const reserved = reservedPrefixOf(key);
+  if (reserved !== undefined && !isRunningInternalKey(key)) {
+    throw new InvalidKeyError(
+      `pg-once: idempotency keys starting with "${reserved}" are reserved for pg-once's own records ` +
+        `(${RESERVED_KEY_PREFIXES.join(', ')}); build keys with keys.orchestrator or keys.content, which never produce one.`,
+    );
+  }
+}
+
+/** Throws InvalidKeyError unless `key` has the form of any key, pg-once's own included: 1..255 characters, no control characters. */
+export function assertKeyForm(key: unknown): asserts key is string {
   if (typeof key !== 'string') throw new InvalidKeyError(`pg-once: an idempotency key must be a string (got ${typeof key}).`);
   if (key.length === 0) throw new InvalidKeyError('pg-once: an idempotency key must not be empty.');
   if (key.length > MAX_KEY_LENGTH) {
@@ -28,6 +45,17 @@ export function assertValidKey(key: unknown): asserts key is string {
   }
   const problem = textProblem(key);
   if (problem) throw new InvalidKeyError(`pg-once: an idempotency key ${problem}.`);
+}
+
+/**
+ * Moves a key built by keys.* (or an adapter) out of the reserved namespaces, one-to-one: a key
+ * that is some '%'s followed by a reserved prefix gets one more '%' in front; every other key is
+ * unchanged. So `keys.content('inbox', args)` stays usable (`%inbox:<hash>`) without ever meeting
+ * an inbox record, two different keys never become equal, and keys that never came near a
+ * reserved prefix (all of 0.1's, but for ones that collided) keep their exact text.
+ */
+export function outsideReservedNamespaces(key: string): string {
+  return reservedPrefixOf(key.replace(/^%+/u, '')) === undefined ? key : `%${key}`;
 }
 
 /**
@@ -97,6 +125,14 @@ const SHORT_HASH_CHARACTERS = 16;
 /** Hex characters of content keys: 128 bits, since they must not collide across all calls. */
 const CONTENT_HASH_CHARACTERS = 32;
 
+/**
+ * `<tool>:<hash of canonical args>`, the end of every content key. The adapters put it behind
+ * their own reserved prefix, where it needs no escaping (keys.content escapes the whole key).
+ */
+export function contentKeyTail(tool: string, args: unknown): string {
+  return `${encodeKeyPart(assertPart('tool', tool, 64))}:${sha256Hex(canonicalJson(args)).slice(0, CONTENT_HASH_CHARACTERS)}`;
+}
+
 export interface ModelKeyOptions {
   /** Returned when the candidate is rejected; usually an orchestrator or content key. */
   fallback: string;
@@ -114,6 +150,8 @@ export function modelKeyProblem(candidate: unknown): string | undefined {
   if (candidate.length < 16) return 'too short (under 16 characters)';
   if (candidate.length > MAX_KEY_LENGTH) return `too long (over ${MAX_KEY_LENGTH} characters)`;
   if (!/^[A-Za-z0-9._:-]+$/.test(candidate)) return 'characters outside A-Z a-z 0-9 . _ : -';
+  const reserved = reservedPrefixOf(candidate);
+  if (reserved !== undefined) return `in the namespace "${reserved}" reserved for pg-once's own records`;
   const counts = new Map<string, number>();
   for (const character of candidate) counts.set(character, (counts.get(character) ?? 0) + 1);
   if (counts.size < 8) return 'too few distinct characters (under 8)';
@@ -134,7 +172,8 @@ export const keys = {
    * A key from the orchestrator's context, e.g. `run_abc:4:charge_card:9f3d0c1e2b4a5d6f`: stable
    * across retries and resumes of the same step. With `version`: `...:v<version>`. Limits: runId
    * 100 characters, step 32, tool 64, version 16; ':' and '%' in step, tool and version are
-   * percent-encoded so that parts never run into each other.
+   * percent-encoded so that parts never run into each other. A runId starting with a reserved
+   * prefix (`inbox:`, `mcp:`, `lg:`, `once:`) gets a '%' in front: see outsideReservedNamespaces.
    */
   orchestrator(parts: OrchestratorKeyParts): string {
     // The part limits add up to 233 characters with separators; only parts full of ':' or '%'
@@ -144,7 +183,7 @@ export const keys = {
     const tool = encodeKeyPart(assertPart('tool', parts.tool, 64));
     const hash = sha256Hex(canonicalJson(parts.args)).slice(0, SHORT_HASH_CHARACTERS);
     const version = parts.version === undefined ? '' : `:v${encodeKeyPart(assertPart('version', parts.version, 16))}`;
-    const key = `${runId}:${step}:${tool}:${hash}${version}`;
+    const key = outsideReservedNamespaces(`${runId}:${step}:${tool}:${hash}${version}`);
     assertValidKey(key);
     return key;
   },
@@ -153,13 +192,12 @@ export const keys = {
    * A content-addressed key: `<tool>:<sha256 of canonical args>`. The same call with the same
    * arguments always gets the same key, whoever sends it and however often: it catches a model
    * re-issuing a call in a later step, which step-based keys cannot. With `scope` (e.g. the run
-   * id), `<scope>:<tool>:<hash>`: the same call in another run is a new intent.
+   * id), `<scope>:<tool>:<hash>`: the same call in another run is a new intent. A key that would
+   * start with a reserved prefix (a tool named `inbox`) gets a '%' in front.
    */
   content(tool: string, args: unknown, scope?: string): string {
-    const name = encodeKeyPart(assertPart('tool', tool, 64));
-    const hash = sha256Hex(canonicalJson(args)).slice(0, CONTENT_HASH_CHARACTERS);
-    if (scope === undefined) return `${name}:${hash}`;
-    const key = `${encodeKeyPart(assertPart('scope', scope, 128))}:${name}:${hash}`;
+    const tail = contentKeyTail(tool, args);
+    const key = outsideReservedNamespaces(scope === undefined ? tail : `${encodeKeyPart(assertPart('scope', scope, 128))}:${tail}`);
     assertValidKey(key);
     return key;
   },

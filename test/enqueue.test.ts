@@ -3,6 +3,7 @@
  * ids (random outside an idempotent call, derived inside it), rollback, and coded errors for bad
  * events that leave the caller's transaction usable.
  */
+import fc from 'fast-check';
 import { sql, type Transaction } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -14,7 +15,7 @@ import {
   TenantMissingError,
   withTenant,
 } from '../src/index.ts';
-import { deriveDedupeId } from '../src/outbox/dedupe-id.ts';
+import { dedupeIdProblem, deriveDedupeId } from '../src/outbox/dedupe-id.ts';
 import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
 import { errorOf } from './support/error-of.ts';
 
@@ -279,6 +280,12 @@ describe('enqueue: bad events', () => {
       ['topic with a lone surrogate', { topic: 'x\ud800', payload: 1 }, 'topic'],
       ['empty dedupeId', { topic, payload: 1, dedupeId: '' }, 'dedupeId'],
       ['dedupeId over 255 characters', { topic, payload: 1, dedupeId: 'd'.repeat(256) }, 'dedupeId'],
+      ['non-ASCII dedupeId', { topic, payload: 1, dedupeId: 'msg-日本' }, 'dedupeId'],
+      ['Latin-1 dedupeId', { topic, payload: 1, dedupeId: 'café-1' }, 'dedupeId'],
+      ['dedupeId with a space', { topic, payload: 1, dedupeId: 'msg 1' }, 'dedupeId'],
+      ['dedupeId with a leading space', { topic, payload: 1, dedupeId: ' msg-1' }, 'dedupeId'],
+      ['dedupeId with a comma', { topic, payload: 1, dedupeId: 'a,b' }, 'dedupeId'],
+      ['dedupeId with an emoji', { topic, payload: 1, dedupeId: 'msg-😀' }, 'dedupeId'],
     ];
     const stored = await withTenant(fx.app, 'tenant-a', async (tx) => {
       for (const [label, event, field] of bad) {
@@ -292,6 +299,38 @@ describe('enqueue: bad events', () => {
       return enqueue(tx, { topic, payload: 'the good one' });
     });
     expect((await eventsOf(topic)).map((row) => [row.dedupe_id, row.payload])).toEqual([[stored.dedupeId, 'the good one']]);
+  });
+
+  it('accepts a dedupe id of 1..255 characters of A-Z a-z 0-9 - . _ ~ : / + = @, and nothing else (property)', async () => {
+    const safe = fc.stringMatching(/^[A-Za-z0-9._~:/+=@-]{1,255}$/);
+    fc.assert(fc.property(safe, (id) => dedupeIdProblem(id) === undefined));
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary', maxLength: 300 }), (id) => {
+        const valid = /^[A-Za-z0-9._~:/+=@-]{1,255}$/.test(id);
+        return (dedupeIdProblem(id) === undefined) === valid;
+      }),
+    );
+    // Derived ids (sha256 hex) and the random default (a UUID) are always valid.
+    fc.assert(
+      fc.property(fc.string(), fc.string(), fc.string(), fc.nat(), (tenant, key, version, position) =>
+        dedupeIdProblem(deriveDedupeId(tenant, key, version, position)) === undefined,
+      ),
+    );
+    const topic = fresh('safe-ids');
+    const ids = ['msg_2KWPBgLlAfxdpx2AI54pPJ85f4W', 'urn:uuid:5f0c/1+2=3@x~y', 'x'.repeat(255)];
+    await withTenant(fx.app, 'tenant-a', async (tx) => {
+      for (const dedupeId of ids) expect((await enqueue(tx, { topic, payload: 1, dedupeId })).dedupeId).toBe(dedupeId);
+    });
+    expect((await eventsOf(topic)).map((row) => row.dedupe_id)).toEqual(ids);
+  });
+
+  it('writes nothing for an event whose dedupe id a header cannot carry', async () => {
+    const topic = fresh('unsafe-id');
+    const error = await errorOf(withTenant(fx.app, 'tenant-a', (tx) => enqueue(tx, { topic, payload: 1, dedupeId: 'msg-日本' })));
+    expect(error).toBeInstanceOf(InvalidOptionsError);
+    expect(error.code).toBe('INVALID_OPTIONS');
+    expect(error.issues).toEqual([expect.objectContaining({ path: ['dedupeId'], code: 'invalid_format' })]);
+    expect(await eventsOf(topic)).toEqual([]);
   });
 
   it('refuses unknown properties, naming them in the issue', async () => {

@@ -17,7 +17,10 @@ import {
   modelKeyProblem,
   type OrchestratorKeyParts,
 } from '../src/index.ts';
-import { assertValidKey } from '../src/keys.ts';
+import { inboxKey } from '../src/inbox/receive-once.ts';
+import { outsideInternalKey, reservedPrefixOf, runWithInternalKey } from '../src/internal/internal-key.ts';
+import { langGraphKeys, mcpKeys } from '../src/integrations/internal/adapter-keys.ts';
+import { assertValidKey, outsideReservedNamespaces } from '../src/keys.ts';
 
 // A fixed seed, so a failure in CI reproduces locally; FC_SEED explores other corners.
 fc.configureGlobal({ seed: Number(process.env.FC_SEED ?? 42), numRuns: 200 });
@@ -534,12 +537,146 @@ describe('assertValidKey', () => {
   });
 
   it('agrees with a direct statement of the rule (property)', () => {
+    const reservedLooking = fc.tuple(fc.constantFrom('inbox:', 'mcp:', 'lg:', 'once:', '%inbox:', 'inbox', 'Inbox:'), fc.string({ maxLength: 40 })).map(([a, b]) => a + b);
     fc.assert(
-      fc.property(fc.oneof(fc.string({ unit: 'binary-ascii', maxLength: 300 }), fc.string({ maxLength: 300 })), (key) => {
-        const valid = key.length >= 1 && key.length <= 255 && !CONTROL_CHARACTERS.test(key);
+      fc.property(fc.oneof(fc.string({ unit: 'binary-ascii', maxLength: 300 }), fc.string({ maxLength: 300 }), reservedLooking), (key) => {
+        const reserved = ['inbox:', 'mcp:', 'lg:', 'once:'].some((prefix) => key.startsWith(prefix));
+        const valid = key.length >= 1 && key.length <= 255 && !CONTROL_CHARACTERS.test(key) && !reserved;
         if (valid) expect(() => assertValidKey(key)).not.toThrow();
         else expect(() => assertValidKey(key)).toThrow(InvalidKeyError);
       }),
     );
+  });
+});
+
+describe('key namespaces: no user or model key is ever an inbox, MCP or LangGraph key', () => {
+  const text = (maxLength: number) => fc.string({ minLength: 1, maxLength }).filter((value) => !CONTROL_CHARACTERS.test(value) && value.isWellFormed());
+  /** Parts that try hard to look like an internal key: reserved prefixes, '%'s, colons. */
+  const tricky = fc.oneof(
+    text(40),
+    fc.tuple(fc.constantFrom('inbox', 'mcp', 'lg', 'once', '%inbox', '%%mcp', 'inbox:', 'lg:', '%'), fc.constantFrom('', ':', ':x', ':content:a')).map(([a, b]) => a + b),
+  );
+  /** Every form of key pg-once writes itself, with arbitrary parts. */
+  const internalKeys = fc.oneof(
+    text(249).map((messageId) => inboxKey(messageId)),
+    text(200).map((clientKey) => mcpKeys.client(clientKey)),
+    fc.tuple(text(64), jsonValues).map(([tool, args]) => mcpKeys.content(tool, args)),
+    fc.tuple(text(80), text(80)).map(([thread, id]) => langGraphKeys.toolCall(thread, id)),
+    fc.tuple(text(80), text(64), jsonValues).map(([thread, tool, input]) => langGraphKeys.content(thread, tool, input)),
+    fc.tuple(text(80), text(300)).map(([thread, namespace]) => langGraphKeys.task(thread, namespace)),
+  );
+  /** Keys a user or model can produce: keys.*, anything written by hand, or an internal key copied verbatim. */
+  const userKeys = fc.oneof(
+    fc.record({ runId: tricky, step: tricky, tool: tricky, args: jsonValues }).map((parts) => () => keys.orchestrator(parts)),
+    fc.tuple(tricky, jsonValues, fc.option(tricky, { nil: undefined })).map(([tool, args, scope]) => () => keys.content(tool, args, scope)),
+    fc.oneof(fc.string({ maxLength: 260 }), tricky, internalKeys).map((key) => () => key),
+  );
+  const acceptedAsUserKey = (key: string) => {
+    try {
+      assertValidKey(key);
+      return true;
+    } catch (error) {
+      expect(error).toBeInstanceOf(InvalidKeyError);
+      return false;
+    }
+  };
+
+  it('every internal key is in a reserved namespace, refused as a user key, and accepted only while pg-once runs it (property)', () => {
+    fc.assert(
+      fc.property(internalKeys, (key) => {
+        expect(reservedPrefixOf(key)).toBeDefined();
+        expect(acceptedAsUserKey(key)).toBe(false);
+        expect(modelKeyProblem(key)).toBeDefined();
+        const form = key.length <= MAX_KEY_LENGTH;
+        if (form) expect(runWithInternalKey(key, () => acceptedAsUserKey(key))).toBe(true);
+        // Another internal key than the one running is still refused, and the handler's own code
+        // (outsideInternalKey) is back to the user rules.
+        expect(runWithInternalKey(key, () => acceptedAsUserKey(`${key}x`))).toBe(false);
+        expect(runWithInternalKey(key, outsideInternalKey(() => acceptedAsUserKey(key)))).toBe(false);
+      }),
+    );
+  });
+
+  it('no accepted user or model key equals any internal key (property)', async () => {
+    await fc.assert(
+      fc.asyncProperty(userKeys, internalKeys, async (make, internal) => {
+        let key: string;
+        try {
+          key = make();
+        } catch (error) {
+          expect(error).toBeInstanceOf(InvalidKeyError); // a part too long: refused, never reserved
+          return;
+        }
+        if (acceptedAsUserKey(key)) {
+          expect(key).not.toBe(internal);
+          expect(reservedPrefixOf(key)).toBeUndefined();
+        }
+        const fromModel = await keys.fromModel(key, { fallback: 'fallback-key', logger: () => {} });
+        expect(fromModel === 'fallback-key' || reservedPrefixOf(fromModel) === undefined).toBe(true);
+        expect(await keys.fromModel(internal, { fallback: 'fallback-key', logger: () => {} })).toBe('fallback-key');
+      }),
+    );
+  });
+
+  it('keys.orchestrator and keys.content never produce a reserved key, and stay one-to-one (property)', () => {
+    fc.assert(
+      fc.property(tricky, tricky, tricky, jsonValues, (a, b, tool, args) => {
+        const keysOf = (runId: string) => {
+          try {
+            return [keys.orchestrator({ runId, step: 1, tool, args }), keys.content(tool, args, runId), keys.content(runId, args)];
+          } catch {
+            return undefined;
+          }
+        };
+        const [ka, kb] = [keysOf(a), keysOf(b)];
+        for (const key of [...(ka ?? []), ...(kb ?? [])]) expect(acceptedAsUserKey(key)).toBe(true);
+        if (ka && kb && a !== b) for (const [i, key] of ka.entries()) expect(key).not.toBe(kb[i]);
+      }),
+    );
+  });
+
+  it('moves keys out of the reserved namespaces one-to-one, leaving every other key as it was (property)', () => {
+    const keyish = fc.oneof(fc.string({ maxLength: 20 }), fc.tuple(fc.constantFrom('', '%', '%%'), fc.constantFrom('inbox:', 'mcp:', 'lg:', 'once:', 'lg', 'x:'), fc.string({ maxLength: 5 })).map((p) => p.join('')));
+    fc.assert(
+      fc.property(keyish, keyish, (a, b) => {
+        const [ea, eb] = [outsideReservedNamespaces(a), outsideReservedNamespaces(b)];
+        expect(reservedPrefixOf(ea)).toBeUndefined();
+        if (a !== b) expect(ea).not.toBe(eb);
+        if (reservedPrefixOf(a.replace(/^%+/u, '')) === undefined) expect(ea).toBe(a);
+      }),
+    );
+  });
+
+  it("escapes only keys that would land in a reserved namespace; 0.1's keys keep their text", () => {
+    const hash = sha256Hex(canonicalJson({ a: 1 })).slice(0, 32);
+    expect(keys.content('inbox', { a: 1 })).toBe(`%inbox:${hash}`);
+    expect(keys.content('send_email', { a: 1 }, 'mcp')).toBe(`%mcp:send_email:${hash}`);
+    expect(keys.content('send_email', { a: 1 })).toBe(`send_email:${hash}`);
+    expect(keys.content('send_email', { a: 1 }, 'run_abc')).toBe(`run_abc:send_email:${hash}`);
+    expect(keys.orchestrator({ runId: 'lg', step: 4, tool: 'charge_card', args: { a: 1 } })).toMatch(/^%lg:4:charge_card:[0-9a-f]{16}$/);
+    expect(keys.orchestrator({ runId: 'run_abc', step: 4, tool: 'charge_card', args: { a: 1 } })).toMatch(/^run_abc:4:charge_card:[0-9a-f]{16}$/);
+    expect(inboxKey('msg_1')).toBe('inbox:msg_1');
+    expect(mcpKeys.client('k-1')).toBe('mcp:k-1');
+    expect(mcpKeys.content('quote', { a: 1 })).toBe(`mcp:content:quote:${hash}`);
+    expect(langGraphKeys.toolCall('t1', 'call:1')).toBe('lg:t1:call%3A1');
+    expect(langGraphKeys.content('t1', 'charge', { a: 1 })).toBe(`lg:t1:charge:${hash}`);
+  });
+
+  it('refuses each reserved prefix with INVALID_KEY, naming it', () => {
+    for (const key of ['inbox:msg_1', 'mcp:k', 'lg:t1:call_1', 'once:future']) {
+      const error = thrown(() => assertValidKey(key));
+      expect(error, key).toBeInstanceOf(InvalidKeyError);
+      expect(error.code).toBe('INVALID_KEY');
+      expect(error.message).toContain(key.slice(0, key.indexOf(':') + 1));
+    }
+    for (const key of ['%inbox:msg_1', 'Inbox:x', 'inbox', 'mcp', 'xlg:1']) expect(() => assertValidKey(key), key).not.toThrow();
+  });
+
+  it('keys.fromModel refuses a random-looking key in a reserved namespace, with the reason', async () => {
+    const events: DedupeAuditEvent[] = [];
+    const candidate = `inbox:${randomUUID()}`;
+    expect(await keys.fromModel(candidate, { fallback: 'run_1:3:charge', logger: (event) => events.push(event) })).toBe('run_1:3:charge');
+    expect(events[0]?.detail).toMatchObject({ reason: expect.stringContaining('reserved') });
+    expect(await keys.fromModel(`model:${randomUUID()}`, { fallback: 'run_1:3:charge' })).not.toBe('run_1:3:charge');
   });
 });

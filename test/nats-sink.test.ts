@@ -251,6 +251,42 @@ describe.skipIf(!available && !required)('natsSink (real NATS JetStream)', () =>
     expect(await stream.messages()).toBe(0);
   });
 
+  it('refuses, for good and unpublished, a subject function returning a wildcard, whitespace or an empty token', async () => {
+    const stream = await createStream();
+    // A core subscription on the whole prefix sees any publish, stored by the stream or not.
+    const watcher = nc.subscribe(`${stream.prefix}.>`);
+    await nc.flush();
+    const bad = [
+      `${stream.prefix}.*`,
+      `${stream.prefix}.orders.*`,
+      `${stream.prefix}.>`,
+      '>',
+      '*',
+      `${stream.prefix}.orders created`,
+      `${stream.prefix}.orders\tcreated`,
+      `${stream.prefix}..orders`,
+      `${stream.prefix}.orders.`,
+      `.${stream.prefix}.orders`,
+      '',
+    ];
+
+    for (const subject of bad) {
+      const deliver = sink({ subject: () => subject, timeoutMs: 1_000 });
+      const error = await errorOf(deliver(event(), context()));
+      expect(error, JSON.stringify(subject)).toBeInstanceOf(DeliveryRejectedError);
+      expect(error.code).toBe('DELIVERY_REJECTED');
+      expect(error.retryable).toBe(false);
+      expect(error.message).toContain(JSON.stringify(subject));
+    }
+    const notText = sink({ subject: (() => 42) as unknown as () => string });
+    expect(await errorOf(notText(event(), context()))).toBeInstanceOf(DeliveryRejectedError);
+
+    await nc.flush();
+    expect(await stream.messages()).toBe(0);
+    expect(watcher.getReceived()).toBe(0);
+    watcher.unsubscribe();
+  });
+
   it('an unreachable server fails start() and deliveries with DeliveryFailedError within seconds', async () => {
     const unreachable = natsSink({
       servers: '127.0.0.1:1',

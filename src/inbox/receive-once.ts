@@ -1,8 +1,9 @@
 /**
  * receiveOnce(db, message, fn): the receiving side of at-least-once delivery (an inbox). A
  * message id is processed once per tenant, with the same guarantees as runIdempotent, which it
- * is: the record lives in once.idempotency_keys under the key `inbox:<messageId>`, so a message
- * id can never collide with a tool call's key.
+ * is: the record lives in once.idempotency_keys under the key `inbox:<messageId>`. `inbox:` is a
+ * reserved namespace (src/internal/internal-key.ts): runIdempotent refuses it in any other key,
+ * so no tool call, and no model writing keys, can claim a message id before its message arrives.
  *
  * It opens the tenant's transaction itself, with the tenant of the message: for a webhook, the one
  * verifyWebhook read from the signed body. A receiver that took the tenant from a header or a URL
@@ -13,12 +14,18 @@ import type { Kysely, Transaction } from 'kysely';
 import { InvalidKeyError } from '../errors.ts';
 import type { Jsonify } from '../idempotency/jsonify.ts';
 import { runIdempotent } from '../idempotency/run-idempotent.ts';
+import { outsideInternalKey, runWithInternalKey } from '../internal/internal-key.ts';
 import type { RunIdempotentOptions, WithTenantOptions } from '../options.ts';
 import { withTenant } from '../tenant.ts';
 
 /** Key prefix of inbox records in once.idempotency_keys. */
 export const INBOX_KEY_PREFIX = 'inbox:';
 const MAX_MESSAGE_ID_LENGTH = 255 - INBOX_KEY_PREFIX.length;
+
+/** The key of a message's inbox record. */
+export function inboxKey(messageId: string): string {
+  return `${INBOX_KEY_PREFIX}${messageId}`;
+}
 
 /** What receiveOnce needs of a message; a VerifiedWebhook is one. */
 export interface InboxMessage {
@@ -49,11 +56,15 @@ export async function receiveOnce<DB, T>(
     throw new InvalidKeyError(`pg-once: a message id must be a string of 1..${MAX_MESSAGE_ID_LENGTH} characters.`);
   }
   const { source, tenantOptions, ...rest } = options;
+  const key = inboxKey(messageId);
   // A week: senders retry for hours (the relay's default retry horizon is about 2 hours).
   return withTenant(
     db,
     tenant,
-    (tx) => runIdempotent(tx, `${INBOX_KEY_PREFIX}${messageId}`, fn as (tx: Transaction<any>) => Promise<T>, { ttl: '7d', ...rest, tool: source ?? 'inbox' }),
+    (tx) =>
+      runWithInternalKey(key, () =>
+        runIdempotent(tx, key, outsideInternalKey(fn as (tx: Transaction<any>) => Promise<T>), { ttl: '7d', ...rest, tool: source ?? 'inbox' }),
+      ),
     tenantOptions,
   );
 }

@@ -2,13 +2,17 @@
  * pg-once for the Vercel AI SDK (`ai`, v7): `idempotentTool` wraps a tool so that its `execute`
  * runs at most once per tool call, in a transaction of its own that also holds the tool's writes.
  *
- * The key comes from the orchestrator, not from the model: `<scope>:<tool name>:<toolCallId>`,
- * where `scope` is typically the run id. The SDK never retries `execute` by itself, so duplicates
- * come from the application: a request retried after a timeout, a run resumed from stored
- * messages (the tool call is re-sent with the same toolCallId), two workers picking up the same
- * run. Some providers' adapters invent a random toolCallId, and a model may re-issue a call it
- * already made under a new id: `contentKeys: true` keys by the input instead
- * (`<scope>:<tool name>:<sha256 of the canonical input>`), which catches both.
+ * The key is `<scope>:<tool name>:<sha256 of the canonical input>`, `scope` being the run (or
+ * conversation) id from the application. The SDK never retries `execute` by itself, so
+ * duplicates come from the application: a request retried after a timeout, a run resumed from
+ * stored messages, two workers picking up the same run. A retried request asks the model again,
+ * and real providers then issue NEW tool-call ids: keyed on the toolCallId, the retry would charge
+ * a second time. Keyed on the input within the run, it replays, as it does when the model
+ * re-issues a call it already made. The price: identical calls (same tool, same input) within one
+ * scope run once, so an intent meant twice needs something in its input that tells them apart (an
+ * order or intent id). `contentKeys: false` keys on the toolCallId instead
+ * (`<scope>:<tool name>:<toolCallId>`), which catches only what re-sends the same ids: a resume
+ * from stored messages, two workers on one stored step.
  *
  * The wrapped execute gets the transaction as a third argument: `execute(input, options, tx)`.
  * Every write the tool makes through `tx` (business rows, `enqueue`d events) commits with the
@@ -17,7 +21,8 @@
 import type { Kysely, Transaction } from 'kysely';
 import type { Tool, ToolExecutionOptions } from 'ai';
 import { z } from 'zod';
-import { InvalidKeyError, InvalidOptionsError, keys, type Jsonify } from '../index.ts';
+import { InvalidKeyError, InvalidOptionsError, type Jsonify } from '../index.ts';
+import { contentKeyTail, outsideReservedNamespaces } from '../keys.ts';
 import { parseOptions } from '../options.ts';
 import {
   adapterRunOptionsSchema,
@@ -67,13 +72,16 @@ export interface IdempotentToolOptions<INPUT, CONTEXT> extends AdapterRunOptions
   scope?: ToolCallResolvable<string, INPUT, CONTEXT>;
   /**
    * Derives the whole key yourself (then `scope` and `contentKeys` are not used). (Default:
-   * `<scope>:<name>:<toolCallId>`, or the content key with `contentKeys`)
+   * `<scope>:<name>:<hash of input>`, or `<scope>:<name>:<toolCallId>` with `contentKeys: false`)
    */
   key?: (options: ToolExecutionOptions<CONTEXT>, input: INPUT) => string | PromiseLike<string>;
   /**
-   * Key calls by their input rather than their toolCallId: `<scope>:<name>:<hash of input>`. The
-   * same call re-issued by the model under a new id (or by a provider that invents ids) then runs
-   * once per scope; two deliberate identical calls in one scope also run once. (Default: false)
+   * Key calls by their input within the scope, `<scope>:<name>:<hash of input>`, rather than by
+   * their toolCallId. True catches a retried request whose model answers with new tool-call ids
+   * (real providers do), and the model re-issuing a call under a new id; identical calls in one
+   * scope then run once, also deliberate ones. False (`<scope>:<name>:<toolCallId>`) catches only
+   * re-sends of the same ids: resumes from stored messages, two workers on one stored step.
+   * (Default: true)
    */
   contentKeys?: boolean;
 }
@@ -87,7 +95,7 @@ const idempotentToolOptionsSchema = adapterRunOptionsSchema
     tenant: resolvableTextSchema,
     scope: resolvableTextSchema.optional(),
     key: callbackSchema.optional(),
-    contentKeys: z.boolean().default(false),
+    contentKeys: z.boolean().default(true),
   })
   .refine((options) => options.scope !== undefined || options.key !== undefined, {
     message: 'give `scope` (e.g. the run id), or `key` to derive keys yourself',
@@ -130,6 +138,8 @@ export function idempotentTool<INPUT, OUTPUT, CONTEXT = unknown>(
         tool: name,
         request: input,
         run,
+        // The AI SDK has no namespace of its own: its keys are the application's, built from its scope.
+        internalKey: false,
         fn: async (tx) => {
           const result = await (execute as IdempotentExecute<INPUT, OUTPUT, CONTEXT>)(input, callOptions, tx);
           if (isAsyncIterable(result)) {
@@ -160,14 +170,14 @@ function keyDeriver<INPUT, CONTEXT>(
     if (typeof prefix !== 'string' || prefix.length === 0) {
       throw new InvalidKeyError(`pg-once: the scope of tool "${name}" must be a non-empty string (got ${typeof prefix}).`);
     }
-    if (contentKeys) return `${prefix}:${keys.content(name, input)}`;
+    if (contentKeys) return outsideReservedNamespaces(`${prefix}:${contentKeyTail(name, input)}`);
     const toolCallId = callOptions?.toolCallId;
     if (typeof toolCallId !== 'string' || toolCallId.length === 0) {
       throw new InvalidKeyError(
-        `pg-once: tool "${name}" was called without a toolCallId; call it through generateText/streamText, or use contentKeys or key.`,
+        `pg-once: tool "${name}" was called without a toolCallId; call it through generateText/streamText, or use content keys (the default) or key.`,
       );
     }
-    return `${prefix}:${encodeKeyPart(name)}:${encodeKeyPart(toolCallId)}`;
+    return outsideReservedNamespaces(`${prefix}:${encodeKeyPart(name)}:${encodeKeyPart(toolCallId)}`);
   };
 }
 

@@ -9,7 +9,7 @@ import { callContext } from '../idempotency/call-context.ts';
 import { isTransaction } from '../internal/is-transaction.ts';
 import { JsonTextError, toJsonText } from '../internal/json-text.ts';
 import { type OutboxEvent, outboxEventSchema, parseOptions } from '../options.ts';
-import { deriveDedupeId } from './dedupe-id.ts';
+import { dedupeIdProblem, deriveDedupeId } from './dedupe-id.ts';
 
 /**
  * Events that share an ordering key must be delivered in COMMIT order, but ids are handed out at
@@ -37,6 +37,10 @@ export async function enqueue(tx: Transaction<any>, event: OutboxEvent): Promise
     throw new NotInTransactionError('pg-once: enqueue must run in a transaction (use withTenant), so the event commits with your writes.');
   }
   const parsed = parseOptions(outboxEventSchema, event, 'outbox event');
+  const idProblem = parsed.dedupeId === undefined ? undefined : dedupeIdProblem(parsed.dedupeId);
+  if (idProblem) {
+    throw new InvalidOptionsError('outbox event', [{ path: ['dedupeId'], message: idProblem, code: 'invalid_format' }]);
+  }
   const payload = payloadText(parsed.payload);
   const call = callContext.getStore();
   // Taken synchronously, before any await, so positions follow the order of enqueue calls.

@@ -16,7 +16,8 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { idempotentLangGraphTool, idempotentTask } from '../../src/integrations/langgraph.ts';
-import { InvalidOptionsError } from '../../src/index.ts';
+import { InvalidKeyError, InvalidOptionsError, runIdempotent, withTenant } from '../../src/index.ts';
+import { errorOf } from '../support/error-of.ts';
 import { createAppFixture, type AppFixture } from '../support/app-fixture.ts';
 
 let fx: AppFixture;
@@ -241,6 +242,21 @@ describe('idempotentLangGraphTool (StateGraph + ToolNode)', () => {
     expect(y).toEqual(x);
     const records = await fx.rows<{ key: string }>('idempotency_keys', `key LIKE 'lg:${threadId}:%'`);
     expect(records.map((row) => row.key)).toEqual([expect.stringMatching(new RegExp(`^lg:${threadId}:charge_card:[0-9a-f]{32}$`))]);
+  });
+
+  it("a key in the lg: namespace cannot be claimed outside the adapter: the thread's tool call still runs", async () => {
+    const orderKey = fresh('namespace');
+    const threadId = fresh('thread');
+    const { chargeCard, executions } = chargeCardTool();
+    const { graph } = agentGraph({ chargeCard, toolCalls: [{ id: 'call_ns', args: { orderKey, amount: 9 } }], checkpointer: new MemorySaver() });
+
+    const error = await errorOf(withTenant(fx.app, 'tenant-lg', (tx) => runIdempotent(tx, `lg:${threadId}:call_ns`, async () => 'pre-empted')));
+    expect(error).toBeInstanceOf(InvalidKeyError);
+
+    const result = await graph.invoke({ messages: [new HumanMessage('charge it')] }, { configurable: { thread_id: threadId }, context: { tenantId: 'tenant-lg' }, durability: 'sync' });
+    expect(executions.count).toBe(1);
+    expect(receipts(result.messages)).toEqual([expect.objectContaining({ chargeId: `ch_${orderKey}`, toolCallId: 'call_ns' })]);
+    expect((await fx.rows<{ key: string }>('idempotency_keys', `key LIKE 'lg:${threadId}:%'`)).map((row) => row.key)).toEqual([`lg:${threadId}:call_ns`]);
   });
 
   it('a graph run without a thread_id gets an error tool message, and nothing is written', async () => {

@@ -12,7 +12,8 @@ import { sql } from 'kysely';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import { callToolOnce, ERROR_META, IDEMPOTENCY_KEY_META, OUTCOME_META, withIdempotency } from '../../src/integrations/mcp.ts';
-import { InvalidKeyError, InvalidOptionsError } from '../../src/index.ts';
+import { InvalidKeyError, InvalidOptionsError, runIdempotent, setRateLimit, withTenant } from '../../src/index.ts';
+import { errorOf } from '../support/error-of.ts';
 import { createAppFixture, type AppFixture } from '../support/app-fixture.ts';
 
 let fx: AppFixture;
@@ -328,6 +329,44 @@ describe('withIdempotency + callToolOnce (MCP)', () => {
     expect(await ordersFor('tenant-mcp', orderKey)).toHaveLength(1);
   });
 
+  it("a key in the mcp: namespace cannot be claimed outside the adapter: the client's call still runs", async () => {
+    const { session, executions } = shopService();
+    const client = await session('tenant-mcp-ns');
+    const key = randomUUID();
+    const orderKey = fresh('namespace');
+
+    // A model-written key copied into some other tool's runIdempotent, aimed at this client's call.
+    const error = await errorOf(withTenant(fx.app, 'tenant-mcp-ns', (tx) => runIdempotent(tx, `mcp:${key}`, async () => 'pre-empted')));
+    expect(error).toBeInstanceOf(InvalidKeyError);
+    expect(await fx.rows('idempotency_keys', `key = 'mcp:${key}'`)).toEqual([]);
+
+    const result = await callToolOnce(client, { name: 'charge_card', arguments: { orderKey, amount: 5 } }, { key });
+    expect(result.isError).toBeFalsy();
+    expect(metaOf(result)[OUTCOME_META]).toBe('executed');
+    expect(executions.charge).toBe(1);
+    // Client keys may look like any namespace: behind `mcp:` they are only MCP keys.
+    const inboxLooking = await callToolOnce(client, { name: 'charge_card', arguments: { orderKey: fresh('ns2'), amount: 5 } }, { key: `inbox:${key}` });
+    expect(inboxLooking.isError).toBeFalsy();
+    expect(await fx.rows('idempotency_keys', `key = 'mcp:inbox:${key}'`)).toHaveLength(1);
+  });
+
+  it("a rate-limited call is an error result carrying the limiter's retryAfterMs", async () => {
+    const tenant = fresh('tenant-mcp-limited');
+    await setRateLimit(fx.database.adminUrl, { tenant, perSecond: 0.01, burst: 1 });
+    const { session, executions } = shopService();
+    const client = await session(tenant);
+
+    const first = await callToolOnce(client, { name: 'charge_card', arguments: { orderKey: fresh('limited-1'), amount: 1 } }, { key: randomUUID() });
+    const limited = await callToolOnce(client, { name: 'charge_card', arguments: { orderKey: fresh('limited-2'), amount: 1 } }, { key: randomUUID() });
+
+    expect(first.isError).toBeFalsy();
+    expect(limited.isError).toBe(true);
+    expect(metaOf(limited)[ERROR_META]).toEqual({ code: 'RATE_LIMITED', retryable: true, httpStatus: 429, retryAfterMs: expect.any(Number) });
+    // One token per 100 s: the next one is tens of seconds away, not a default guess.
+    expect(metaOf(limited)[ERROR_META].retryAfterMs).toBeGreaterThan(10_000);
+    expect(executions.charge).toBe(1);
+  });
+
   it('refuses bad options at registration and a bad key before sending', async () => {
     const handler = async () => ({ content: [] });
     expect(() => withIdempotency(handler, { db: fx.app, name: 'x', tenantFrom: 'tenant' as never })).toThrow(InvalidOptionsError);
@@ -338,5 +377,95 @@ describe('withIdempotency + callToolOnce (MCP)', () => {
     await expect(callToolOnce(client, { name: 'charge_card', arguments: {} }, { key: '' })).rejects.toBeInstanceOf(InvalidKeyError);
     await expect(callToolOnce(client, { name: 'charge_card', arguments: {} }, { key: 'k'.repeat(252) })).rejects.toBeInstanceOf(InvalidKeyError);
     expect(executions.charge).toBe(0);
+  });
+});
+
+describe('callToolOnce backoff and cancellation (MCP)', () => {
+  /**
+   * A server whose `hold` tool keeps its claim (and its transaction) open until `release()`, and a
+   * first call of `key` already running in it (`running`), so that `second`'s calls of the same
+   * `params` and `key` meet a call in progress.
+   */
+  async function heldCall(label: string, toolOptions: { waitMs?: number } = {}) {
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const executions = { count: 0 };
+    // One server instance per session, as a session-per-connection server has; one gate for all.
+    const build = () => {
+      const server = new McpServer({ name: 'hold', version: '1.0.0' });
+      server.registerTool(
+        'hold',
+        { inputSchema: { orderKey: z.string() } },
+        withIdempotency(
+          async ({ orderKey }, _extra, tx) => {
+            executions.count += 1;
+            await sql`INSERT INTO orders (key, amount) VALUES (${orderKey}, 1)`.execute(tx);
+            await held;
+            return { content: [{ type: 'text', text: 'held and done' }] };
+          },
+          { db: fx.app, name: 'hold', tenantFrom: (extra) => extra.authInfo?.clientId, ...toolOptions },
+        ),
+      );
+      return server;
+    };
+    // A failing test must not leave the held call (and its transaction) open.
+    open.push(async () => release());
+    const [first, second] = [await connect(build(), 'tenant-mcp-hold'), await connect(build(), 'tenant-mcp-hold')];
+    const key = randomUUID();
+    const params = { name: 'hold', arguments: { orderKey: fresh(label) } };
+    const running = callToolOnce(first, params, { key, retries: 0 });
+    await vi.waitFor(() => expect(executions.count).toBe(1));
+    return { second, executions, release, key, params, running };
+  }
+  const lockWaiters = async () => {
+    const { rows } = await fx.database.admin.query(
+      "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    );
+    return rows[0].n as number;
+  };
+
+  it('pauses before each retry by the backoff policy (at least the server\'s retryAfterMs), attempt numbers from 1', async () => {
+    const { second, executions, release, key, params, running } = await heldCall('backoff', { waitMs: 100 });
+    const backoff = vi.fn((attempt: number) => 10 * attempt);
+
+    const result = await callToolOnce(second, params, { key, retries: 2, backoff });
+
+    expect(backoff.mock.calls).toEqual([[1], [2]]);
+    expect(result.isError).toBe(true);
+    expect(metaOf(result)[ERROR_META]).toMatchObject({ code: 'IDEMPOTENCY_IN_PROGRESS', retryable: true, retryAfterMs: expect.any(Number) });
+    release();
+    expect((await running).isError).toBeFalsy();
+    expect(executions.count).toBe(1);
+  });
+
+  it('an abort during a pause ends callToolOnce at once, without another attempt', async () => {
+    const { second, executions, release, key, params, running } = await heldCall('abort', { waitMs: 100 });
+    const controller = new AbortController();
+    const backoff = vi.fn(() => {
+      setTimeout(() => controller.abort(new Error('the agent run was cancelled')), 20);
+      return 600_000;
+    });
+
+    await expect(callToolOnce(second, params, { key, retries: 3, backoff, request: { signal: controller.signal } })).rejects.toThrow('the agent run was cancelled');
+    expect(backoff).toHaveBeenCalledTimes(1);
+    release();
+    await running;
+    expect(executions.count).toBe(1);
+  });
+
+  it('a cancelled (timed-out) request stops waiting on the server while the first call still runs', async () => {
+    const { second, executions, release, key, params, running } = await heldCall('cancel');
+
+    // The duplicate waits on the server (default waitMs: 10 s) until the client's timeout cancels it.
+    const duplicate = second.callTool({ ...params, _meta: { [IDEMPOTENCY_KEY_META]: key } }, undefined, { timeout: 1_000 });
+    await vi.waitFor(async () => expect(await lockWaiters()).toBe(1), { timeout: 900, interval: 20 });
+    await expect(duplicate).rejects.toMatchObject({ code: -32_001 });
+    // Cancelled: its wait ends (within a slice) although the first call holds the key for longer.
+    await vi.waitFor(async () => expect(await lockWaiters()).toBe(0), { timeout: 3_000, interval: 50 });
+    expect(executions.count).toBe(1);
+    release();
+    expect((await running).isError).toBeFalsy();
   });
 });

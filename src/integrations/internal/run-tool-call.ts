@@ -6,8 +6,9 @@
  */
 import type { Kysely, Transaction } from 'kysely';
 import { z } from 'zod';
+import { outsideInternalKey, runWithInternalKey } from '../../internal/internal-key.ts';
 import { isTransaction } from '../../internal/is-transaction.ts';
-import { runIdempotent, withTenant, type IdempotentOutcome } from '../../index.ts';
+import { IdempotencyInProgressError, runIdempotent, withTenant, type IdempotentOutcome } from '../../index.ts';
 import { runIdempotentOptionsSchema, type RunIdempotentOptions } from '../../options.ts';
 
 /**
@@ -62,16 +63,53 @@ export interface ToolCallRun<T> {
   request: unknown;
   run: AdapterRunOptions;
   fn: (tx: Transaction<any>) => Promise<T>;
+  /**
+   * Whether `key` is the adapter's own, in its reserved namespace (adapter-keys.ts). False for a
+   * key the user derived (a `key` option): that one obeys the rules of user keys.
+   */
+  internalKey: boolean;
+  /**
+   * The framework's cancellation of this call (MCP: `extra.signal`, aborted when the client
+   * cancels, or times out, the request). A call that waits for a concurrent duplicate stops
+   * waiting once it aborts. (Default: none, the wait runs its whole waitMs)
+   */
+  signal?: AbortSignal;
 }
 
+/**
+ * How long a waiting duplicate waits in one transaction, in milliseconds. The wait is a lock wait
+ * inside one SQL statement, which an AbortSignal cannot reach; waiting in slices, each its own
+ * transaction, lets a cancelled call stop within a slice and give its pooled connection back,
+ * instead of holding it until the first call ends or waitMs runs out. A call that meets no
+ * duplicate never notices: its claim returns at once.
+ */
+const WAIT_SLICE_MILLISECONDS = 500;
+
 /** Runs one tool call at most once per (tenant, key): its own transaction, the tenant set on it. */
-export function runToolCall<T>(call: ToolCallRun<T>): Promise<IdempotentOutcome<T>> {
+export async function runToolCall<T>(call: ToolCallRun<T>): Promise<IdempotentOutcome<T>> {
+  const { signal } = call;
+  if (signal === undefined) return runInTransaction(call, call.run);
+  const deadline = Date.now() + waitMsSchema.parse(call.run.waitMs);
+  for (;;) {
+    const waitMs = Math.max(0, Math.min(WAIT_SLICE_MILLISECONDS, deadline - Date.now()));
+    try {
+      return await runInTransaction(call, { ...call.run, waitMs });
+    } catch (error) {
+      // Still in progress: wait another slice, unless the caller is gone or the wait is over.
+      if (!(error instanceof IdempotencyInProgressError) || signal.aborted || Date.now() >= deadline) throw error;
+    }
+  }
+}
+
+/** The core's own waitMs schema, so its default applies here too. */
+const waitMsSchema = runIdempotentOptionsSchema.shape.waitMs;
+
+function runInTransaction<T>(call: ToolCallRun<T>, run: AdapterRunOptions): Promise<IdempotentOutcome<T>> {
+  const options = { ...run, request: call.request, ...(call.tool === undefined ? {} : { tool: call.tool }) };
   return withTenant(call.db, call.tenantId, (tx) =>
-    runIdempotent.detailed(tx, call.key, call.fn, {
-      ...call.run,
-      request: call.request,
-      ...(call.tool === undefined ? {} : { tool: call.tool }),
-    }),
+    call.internalKey
+      ? runWithInternalKey(call.key, () => runIdempotent.detailed(tx, call.key, outsideInternalKey(call.fn), options))
+      : runIdempotent.detailed(tx, call.key, call.fn, options),
   );
 }
 

@@ -11,10 +11,9 @@
  * replaced by its sha256. Run with `durability: "sync"`, so the checkpoint the ids derive from is
  * saved before the task runs.
  */
-import { createHash } from 'node:crypto';
 import type { Kysely, Transaction } from 'kysely';
 import { getConfig, task, type LangGraphRunnableConfig, type TaskOptions } from '@langchain/langgraph';
-import { InvalidKeyError, MAX_KEY_LENGTH, type Jsonify } from '../../index.ts';
+import { InvalidKeyError, type Jsonify } from '../../index.ts';
 import { parseOptions } from '../../options.ts';
 import {
   adapterRunOptionsSchema,
@@ -26,6 +25,7 @@ import {
   type AdapterRunOptions,
   type Resolvable,
 } from '../internal/run-tool-call.ts';
+import { langGraphKeys } from '../internal/adapter-keys.ts';
 import { threadIdOf } from './thread-id.ts';
 
 export interface IdempotentTaskOptions<INPUT> extends AdapterRunOptions {
@@ -64,6 +64,7 @@ export function idempotentTask<INPUT, OUTPUT>(
       tool: taskOptions.name,
       request: input ?? null,
       run,
+      internalKey: true,
       fn: async (tx) => fn(input, tx),
     });
     return value;
@@ -81,7 +82,5 @@ function taskKey(config: LangGraphRunnableConfig, name: string): string {
   if (typeof namespace !== 'string' || namespace.length === 0 || (taskId !== undefined && !namespace.endsWith(taskId))) {
     throw new InvalidKeyError(`pg-once: ${what} found no task id in its config; call it from inside an entrypoint or a graph node.`);
   }
-  const key = `lg:${threadId}:${namespace}`;
-  if (key.length <= MAX_KEY_LENGTH) return key;
-  return `lg:${threadId}:${createHash('sha256').update(namespace).digest('hex').slice(0, 32)}`;
+  return langGraphKeys.task(threadId, namespace);
 }

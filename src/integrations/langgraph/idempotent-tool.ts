@@ -13,13 +13,12 @@
 import type { Kysely, Transaction } from 'kysely';
 import type { ToolRuntime } from '@langchain/core/tools';
 import { z } from 'zod';
-import { InvalidKeyError, keys, type Jsonify } from '../../index.ts';
+import { InvalidKeyError, type Jsonify } from '../../index.ts';
 import { parseOptions } from '../../options.ts';
 import {
   adapterRunOptionsSchema,
   callbackSchema,
   databaseSchema,
-  encodeKeyPart,
   pickRunOptions,
   resolvableTextSchema,
   resolve,
@@ -27,6 +26,7 @@ import {
   type AdapterRunOptions,
   type Resolvable,
 } from '../internal/run-tool-call.ts';
+import { langGraphKeys } from '../internal/adapter-keys.ts';
 import { threadIdOf } from './thread-id.ts';
 
 /** A tool function given to idempotentLangGraphTool: LangChain's, plus the transaction. */
@@ -83,6 +83,7 @@ export function idempotentLangGraphTool<INPUT, OUTPUT, RUNTIME extends ToolRunti
       tool: name,
       request: input,
       run,
+      internalKey: options.key === undefined,
       fn: async (tx) => fn(input, runtime, tx),
     });
     return value;
@@ -94,7 +95,7 @@ function toolCallKey(runtime: ToolRuntime<any, any>, input: unknown, name: strin
   const threadId = threadIdOf(runtime?.configurable, what);
   if (contentKeys) {
     if (name === undefined) throw new InvalidKeyError(`pg-once: contentKeys need the tool's name: pass \`name\`, or call the tool through ToolNode.`);
-    return `lg:${threadId}:${keys.content(name, input)}`;
+    return langGraphKeys.content(threadId, name, input);
   }
   // ToolNode sets runtime.toolCallId; a tool invoked with a ToolCall directly has config.toolCall.
   const toolCallId = runtime?.toolCallId || runtime?.toolCall?.id;
@@ -103,5 +104,5 @@ function toolCallKey(runtime: ToolRuntime<any, any>, input: unknown, name: strin
       `pg-once: ${what} was called without a tool call id; run it through ToolNode (or invoke it with a ToolCall), or use contentKeys or key.`,
     );
   }
-  return `lg:${threadId}:${encodeKeyPart(toolCallId)}`;
+  return langGraphKeys.toolCall(threadId, toolCallId);
 }

@@ -12,7 +12,8 @@ export const OUTCOME_META = 'dev.pg-once/outcome';
 
 /**
  * Result `_meta` key of an error result pg-once produced: `{ code, retryable, httpStatus }` of the
- * error, plus `retryAfterMs` when the same call should be retried later (IDEMPOTENCY_IN_PROGRESS).
+ * error, plus `retryAfterMs` when the same call should be retried later (IDEMPOTENCY_IN_PROGRESS,
+ * RATE_LIMITED).
  */
 export const ERROR_META = 'dev.pg-once/error';
 

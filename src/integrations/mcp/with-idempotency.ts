@@ -11,7 +11,7 @@ import type { Kysely, Transaction } from 'kysely';
 import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
 import type { CallToolResult, ServerNotification, ServerRequest } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
-import { IdempotencyInProgressError, InvalidKeyError, InvalidTenantError, keys, OnceError, StoredCallError } from '../../index.ts';
+import { IdempotencyInProgressError, InvalidKeyError, InvalidTenantError, OnceError, RateLimitedError, StoredCallError } from '../../index.ts';
 import { parseOptions } from '../../options.ts';
 import {
   adapterRunOptionsSchema,
@@ -21,6 +21,7 @@ import {
   runToolCall,
   type AdapterRunOptions,
 } from '../internal/run-tool-call.ts';
+import { mcpKeys } from '../internal/adapter-keys.ts';
 import { ERROR_META, IDEMPOTENCY_KEY_META, OUTCOME_META, type ErrorMeta } from './meta.ts';
 
 /** What the MCP SDK passes a tool handler besides its arguments. */
@@ -29,8 +30,6 @@ export type ToolExtra = RequestHandlerExtra<ServerRequest, ServerNotification>;
 /** A tool handler given to withIdempotency: the SDK's, plus the transaction as a third argument. */
 export type IdempotentToolHandler<ARGS> = (args: ARGS, extra: ToolExtra, tx: Transaction<any>) => CallToolResult | PromiseLike<CallToolResult>;
 
-/** Prefix of every key this adapter writes, so MCP keys never meet the other adapters' keys. */
-const KEY_PREFIX = 'mcp:';
 /** 10 minutes: long enough for retries of one intent, short enough that a later identical request is a new one. */
 const DEFAULT_CONTENT_KEY_TTL_MILLISECONDS = 10 * 60 * 1_000;
 
@@ -137,12 +136,12 @@ export function withIdempotency<ARGS>(
               `_meta["${IDEMPOTENCY_KEY_META}"] (callToolOnce does), the same on every retry of this call.`,
           );
         }
-        key = `${KEY_PREFIX}content:${keys.content(name, args ?? {})}`;
+        key = mcpKeys.content(name, args ?? {});
         ttl = contentKeyTtl;
       } else if (typeof clientKey !== 'string' || clientKey.length === 0) {
         throw new InvalidKeyError(`pg-once: the idempotency key of tool "${name}" must be a non-empty string (got ${typeof clientKey === 'string' ? 'an empty string' : typeof clientKey}).`);
       } else {
-        key = KEY_PREFIX + clientKey;
+        key = mcpKeys.client(clientKey);
       }
 
       const outcome = await runToolCall({
@@ -154,6 +153,9 @@ export function withIdempotency<ARGS>(
         // tool is a client bug to refuse, not a result to replay.
         request: { tool: name, arguments: args ?? {} },
         run: { ...run, ttl },
+        internalKey: true,
+        // A client that cancelled (or timed out) is not waiting for the answer: stop waiting too.
+        signal: extra.signal,
         fn: async (tx) => {
           const result = await handler(args, extra, tx);
           if (result?.isError === true && !storeErrorResults) throw new ErrorResultRollback(result);
@@ -176,7 +178,8 @@ function errorResult(error: OnceError | StoredCallError): CallToolResult {
     code: String(error.code ?? error.name),
     retryable: error.retryable ?? false,
     ...(error.httpStatus === undefined ? {} : { httpStatus: error.httpStatus }),
-    ...(error instanceof IdempotencyInProgressError ? { retryAfterMs: error.retryAfterMs } : {}),
+    // Every error that says when to come back (IDEMPOTENCY_IN_PROGRESS, RATE_LIMITED) passes it on.
+    ...(error instanceof IdempotencyInProgressError || error instanceof RateLimitedError ? { retryAfterMs: error.retryAfterMs } : {}),
   };
   return { isError: true, content: [{ type: 'text', text: error.message }], _meta: { [ERROR_META]: meta } };
 }

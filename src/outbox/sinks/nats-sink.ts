@@ -18,15 +18,28 @@ import { eventEnvelope, type DeliveryContext, type DeliveryEvent, type Sink, typ
 const NANOSECONDS_PER_MILLISECOND = 1_000_000;
 
 /**
- * A subject one can publish to: dot-separated non-empty tokens, no whitespace, no wildcard
- * tokens. Checked up front because the server would refuse it on every attempt, forever.
+ * Why `subject` cannot be published to, or undefined when it can: dot-separated non-empty tokens,
+ * without whitespace, control characters or the wildcards `*` and `>`. A fixed subject is checked
+ * when the sink is made, a subject function's answer before every publish. Neither is left to the
+ * server: it publishes `orders.*` as a literal subject (a stream of `orders.>` stores it, and
+ * subscribers of `orders.created` never see it), and refuses a subject with a space on every
+ * attempt, so the relay would retry it to its last attempt instead of refusing it at once.
  */
-const publishSubject = z
-  .string()
-  .min(1)
-  .refine((subject) => subject.split('.').every((token) => /^[^\s*>]+$/u.test(token)), {
-    message: 'expected a NATS subject without wildcards or whitespace, e.g. "orders.created"',
-  });
+function subjectProblem(subject: unknown): string | undefined {
+  if (typeof subject !== 'string') return `a subject must be a string (got ${typeof subject})`;
+  if (subject.length === 0) return 'a subject must not be empty';
+  for (const token of subject.split('.')) {
+    if (token.length === 0) return 'a subject has no empty tokens (no leading, trailing or doubled ".")';
+    if (/[*>]/u.test(token)) return 'a subject to publish to has no wildcards ("*", ">")';
+    if (/[\s\p{Cc}]/u.test(token)) return 'a subject has no whitespace or control characters';
+  }
+  return undefined;
+}
+
+const publishSubject = z.string().superRefine((subject, context) => {
+  const problem = subjectProblem(subject);
+  if (problem) context.addIssue({ code: 'custom', message: `${problem}, e.g. "orders.created"` });
+});
 
 const server = z.string().min(1);
 
@@ -146,6 +159,11 @@ export function natsSink(options: NatsSinkOptions): Sink {
     let subject = '';
     try {
       subject = typeof resolved.subject === 'string' ? resolved.subject : resolved.subject(event);
+      const problem = subjectProblem(subject);
+      if (problem) {
+        // The same subject comes back on every attempt: dead at once, with the reason.
+        throw new DeliveryRejectedError(`pg-once natsSink: event ${event.id} maps to subject ${JSON.stringify(subject)}: ${problem}.`);
+      }
       const { js, headers } = await abortable(connected(), context.signal);
       // The ack is awaited, not fire-and-forget: resolving means the stream has the event. A
       // duplicate ack means it had it already, which is just as good.

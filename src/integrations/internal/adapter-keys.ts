@@ -1,0 +1,33 @@
+/**
+ * The keys the MCP and LangGraph adapters write, in one place: each starts with its adapter's
+ * reserved prefix (`mcp:`, `lg:`; see src/internal/internal-key.ts), which runIdempotent refuses
+ * in every key but the one an adapter is running. So a model that writes keys (through
+ * `keys.fromModel` or a tool argument) can never claim an adapter's record, nor one adapter's
+ * key another's. The formats are 0.1's, byte for byte: records written before an upgrade still
+ * replay after it.
+ */
+import { createHash } from 'node:crypto';
+import { contentKeyTail, encodeKeyPart, MAX_KEY_LENGTH } from '../../keys.ts';
+
+export const mcpKeys = {
+  /** A client's key (`_meta["dev.pg-once/idempotency-key"]` or keyFrom): `mcp:<key>`. */
+  client: (clientKey: string): string => `mcp:${clientKey}`,
+  /** A call without a key, by its tool and arguments: `mcp:content:<tool>:<hash>`. */
+  content: (tool: string, args: unknown): string => `mcp:content:${contentKeyTail(tool, args)}`,
+};
+
+export const langGraphKeys = {
+  /** A ToolNode call: `lg:<thread_id>:<toolCallId>`, the id percent-encoded. */
+  toolCall: (threadId: string, toolCallId: string): string => `lg:${threadId}:${encodeKeyPart(toolCallId)}`,
+  /** A tool call keyed by its input: `lg:<thread_id>:<tool>:<hash>`. */
+  content: (threadId: string, tool: string, input: unknown): string => `lg:${threadId}:${contentKeyTail(tool, input)}`,
+  /**
+   * A task: `lg:<thread_id>:<checkpoint namespace>`, or the namespace's sha256 when the key
+   * would be too long (deep subgraphs).
+   */
+  task: (threadId: string, namespace: string): string => {
+    const key = `lg:${threadId}:${namespace}`;
+    if (key.length <= MAX_KEY_LENGTH) return key;
+    return `lg:${threadId}:${createHash('sha256').update(namespace).digest('hex').slice(0, 32)}`;
+  },
+};
