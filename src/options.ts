@@ -157,8 +157,9 @@ export const outboxEventSchema = z
       .pipe(z.record(safeText(128), safeText(4_096).or(z.literal(''))))
       .default({}),
     /**
-     * The id receivers dedupe on. (Default: inside runIdempotent, derived from tenant, key,
-     * version and the event's position in the call; elsewhere a random UUID)
+     * The id receivers dedupe on: 1..255 characters of `A-Z a-z 0-9 - . _ ~ : / + = @`, so it
+     * travels in any header. (Default: inside runIdempotent, derived from tenant, key, version
+     * and the event's position in the call; elsewhere a random UUID)
      */
     dedupeId: safeText(255).optional(),
   })
