@@ -1,0 +1,46 @@
+/**
+ * What the broker sinks (amqpSink, redisStreamSink) share: waiting for a broker's answer no longer
+ * than the relay allows, and turning a client's error into the relay's "retry later".
+ */
+import { DeliveryFailedError, SinkMisconfiguredError } from '../../errors.ts';
+
+/**
+ * `promise`, or a rejection as soon as `signal` aborts or `timeoutMs` passes. Broker clients take
+ * no signal, so the work itself goes on; its outcome is still observed, so a late failure is not
+ * an unhandled rejection. A publish that lands after the caller gave up is harmless: the retry
+ * carries the same dedupe id.
+ */
+export function settleWithin<T>(promise: Promise<T>, signal: AbortSignal, timeoutMs: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    const timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+    });
+    if (signal.aborted) onAbort();
+  });
+}
+
+/** A transport or broker error, prefixed with the sink's name: the relay retries later. */
+export function deliveryFailure(sink: string, what: string, error: unknown): DeliveryFailedError {
+  const reason = error instanceof Error ? error.message : String(error);
+  return new DeliveryFailedError(`pg-once ${sink}: ${what}: ${reason}`, { cause: error });
+}
+
+/**
+ * For `import(client).catch(missingPeer(...))`: the broker clients are optional peer dependencies,
+ * so a missing one is a configuration problem (SinkMisconfiguredError, which stops the relay's
+ * start) named with the command that fixes it, not a bare ERR_MODULE_NOT_FOUND.
+ */
+export function missingPeer(sink: string, client: string): (error: unknown) => never {
+  return (error) => {
+    if ((error as { code?: unknown }).code === 'ERR_MODULE_NOT_FOUND') {
+      throw new SinkMisconfiguredError(`pg-once ${sink} needs the "${client}" package: npm install ${client}`, {
+        cause: error,
+      });
+    }
+    throw error;
+  };
+}
