@@ -22,6 +22,8 @@ export { defaultIsPermanent, httpSink } from './outbox/sinks/http-sink.ts';
 export type { HttpSinkOptions, PermanentFailureOptions, PermanentFailurePolicy } from './outbox/sinks/http-sink.ts';
 export { natsSink } from './outbox/sinks/nats-sink.ts';
 export type { NatsSinkOptions } from './outbox/sinks/nats-sink.ts';
+export { AMQP_HEADERS, amqpSink } from './outbox/sinks/amqp-sink.ts';
+export type { AmqpSinkOptions, AmqpUnroutablePolicy } from './outbox/sinks/amqp-sink.ts';
 export type { BackoffOptions, BackoffPolicy } from './outbox/backoff.ts';
 export { listDeadEvents, requeueDeadEvents } from './outbox/dead-events.ts';
 export type { DeadEvent } from './outbox/dead-events.ts';

@@ -211,9 +211,10 @@ export function amqpSink(options: AmqpSinkOptions): Sink {
     link = undefined;
     const opened = await pending?.catch(() => undefined);
     if (!opened) return;
-    // Publisher first: its channel is closed after the confirms it waits for; then the connection.
-    await opened.publisher.close().catch(() => {});
-    await opened.connection.close();
+    // Both at once: the connection's close() waits for the publisher's channel to close, and the
+    // publisher's close() waits for a channel still being set up, which only the connection's
+    // close() cuts short while the broker is unreachable (else it would wait out acquireTimeout).
+    await Promise.all([opened.publisher.close().catch(() => {}), opened.connection.close()]);
   }
 
   return Object.assign(deliver, { start, close });
