@@ -24,6 +24,8 @@ export { natsSink } from './outbox/sinks/nats-sink.ts';
 export type { NatsSinkOptions } from './outbox/sinks/nats-sink.ts';
 export { AMQP_HEADERS, amqpSink } from './outbox/sinks/amqp-sink.ts';
 export type { AmqpSinkOptions, AmqpUnroutablePolicy } from './outbox/sinks/amqp-sink.ts';
+export { redisStreamSink } from './outbox/sinks/redis-stream-sink.ts';
+export type { RedisStreamSinkOptions } from './outbox/sinks/redis-stream-sink.ts';
 export type { BackoffOptions, BackoffPolicy } from './outbox/backoff.ts';
 export { listDeadEvents, requeueDeadEvents } from './outbox/dead-events.ts';
 export type { DeadEvent } from './outbox/dead-events.ts';

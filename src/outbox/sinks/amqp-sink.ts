@@ -15,7 +15,7 @@ import { z } from 'zod';
 import { DeliveryFailedError, DeliveryRejectedError, OnceError, SinkMisconfiguredError } from '../../errors.ts';
 import { parseOptions } from '../../options.ts';
 import { eventEnvelope, type DeliveryContext, type DeliveryEvent, type Sink, type SinkStartInfo } from '../sink.ts';
-import { deliveryFailure, missingPeer, settleWithin } from './broker-delivery.ts';
+import { deliveryFailure, missingPeer, redactedUrl, settleWithin } from './broker-delivery.ts';
 
 /** AMQP 0-9-1 "shortstr": exchange names and routing keys are at most 255 bytes. */
 const MAX_SHORTSTR_BYTES = 255;
@@ -150,7 +150,7 @@ export function amqpSink(options: AmqpSinkOptions): Sink {
       // on reconnecting and keep the process alive.
       if (link) void link.then(({ connection }) => connection.close()).catch(() => {});
       link = undefined;
-      throw failure(`connecting to ${where} failed`, error, lastConnectionError);
+      throw deliveryFailure('amqpSink', `connecting to ${where} failed`, error, lastConnectionError);
     }
     if (typeof resolved.exchange !== 'string' || resolved.exchange === '') return;
     const exchange = resolved.exchange;
@@ -166,7 +166,7 @@ export function amqpSink(options: AmqpSinkOptions): Sink {
           { cause: error },
         );
       }
-      throw failure(`checking exchange "${exchange}" failed`, error);
+      throw deliveryFailure('amqpSink', `checking exchange "${exchange}" failed`, error);
     } finally {
       if (channel.active) await channel.close().catch(() => {});
     }
@@ -201,7 +201,7 @@ export function amqpSink(options: AmqpSinkOptions): Sink {
     } catch (error) {
       if (error instanceof OnceError) throw error;
       const what = context.signal.aborted ? 'was aborted (timeout or shutdown)' : 'failed';
-      throw failure(`publishing event ${event.id} to ${route || where} ${what}`, error, lastConnectionError);
+      throw deliveryFailure('amqpSink', `publishing event ${event.id} to ${route || where} ${what}`, error, lastConnectionError);
     }
   }
 
@@ -283,19 +283,4 @@ function unroutable(
   return policy === 'reject'
     ? new DeliveryRejectedError(message)
     : new DeliveryFailedError(`${message} Retried until a queue is bound (unroutable: 'retry').`);
-}
-
-function failure(what: string, error: unknown, connectionError?: unknown): DeliveryFailedError {
-  const failed = deliveryFailure('amqpSink', what, error);
-  if (connectionError === undefined || connectionError === error) return failed;
-  const reason = connectionError instanceof Error ? connectionError.message : String(connectionError);
-  return new DeliveryFailedError(`${failed.message} (connection: ${reason})`, { cause: error });
-}
-
-/** The URL without its password, for messages that end up in logs and in last_error. */
-function redactedUrl(url: string): string {
-  const parsed = URL.parse(url);
-  if (!parsed) return 'the broker';
-  if (parsed.password) parsed.password = '***';
-  return parsed.toString();
 }

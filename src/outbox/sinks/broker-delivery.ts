@@ -23,10 +23,27 @@ export function settleWithin<T>(promise: Promise<T>, signal: AbortSignal, timeou
   });
 }
 
-/** A transport or broker error, prefixed with the sink's name: the relay retries later. */
-export function deliveryFailure(sink: string, what: string, error: unknown): DeliveryFailedError {
-  const reason = error instanceof Error ? error.message : String(error);
-  return new DeliveryFailedError(`pg-once ${sink}: ${what}: ${reason}`, { cause: error });
+/**
+ * A transport or broker error, prefixed with the sink's name: the relay retries later. The last
+ * error the client reported about its connection, when there is one, is quoted too: "no answer
+ * within 5000 ms" alone does not say that the broker refuses the password.
+ */
+export function deliveryFailure(sink: string, what: string, error: unknown, connectionError?: unknown): DeliveryFailedError {
+  let message = `pg-once ${sink}: ${what}: ${reasonOf(error)}`;
+  if (connectionError !== undefined && connectionError !== error) message += ` (connection: ${reasonOf(connectionError)})`;
+  return new DeliveryFailedError(message, { cause: error });
+}
+
+function reasonOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** A broker URL without its password, for messages that end up in logs and in last_error. */
+export function redactedUrl(url: string): string {
+  const parsed = URL.parse(url);
+  if (!parsed) return 'the broker';
+  if (parsed.password) parsed.password = '***';
+  return parsed.toString();
 }
 
 /**
