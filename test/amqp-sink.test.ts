@@ -14,27 +14,23 @@ import { afterAll, afterEach, beforeAll, describe, expect, expectTypeOf, it, vi 
 import type { z } from 'zod';
 import { receivedEventsTable } from '../examples/inbox-receiver.ts';
 import { startAmqpConsumer, storeAmqpEvent } from '../examples/amqp-consumer.ts';
-import { DeliveryFailedError, DeliveryRejectedError, InvalidOptionsError, SinkMisconfiguredError } from '../src/errors.ts';
-import { startRelay, type DeliveryContext, type DeliveryEvent, type Relay, type Sink } from '../src/index.ts';
+import { DeliveryFailedError, DeliveryRejectedError, SinkMisconfiguredError } from '../src/errors.ts';
+import type { Relay, Sink } from '../src/index.ts';
 import { amqpSink, amqpSinkOptionsSchema, type AmqpSinkOptions } from '../src/outbox/sinks/amqp-sink.ts';
 import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
 import { errorOf } from './support/error-of.ts';
+import {
+  optionIssues,
+  pacedSink,
+  startBrokerRelay,
+  testContext,
+  testEvent,
+  testStartInfo,
+  twiceSink,
+} from './support/sink-fixtures.ts';
 import { fillOutbox, waitForOutbox } from './support/outbox-helpers.ts';
 import { createVhost, rabbitAvailable, rabbitRequired, requireRabbit, type TestVhost } from './support/rabbitmq.ts';
 
-const event = (overrides: Partial<DeliveryEvent> = {}): DeliveryEvent => ({
-  id: '1',
-  dedupeId: `once_${randomBytes(6).toString('hex')}`,
-  tenantId: 'tenant-a',
-  topic: 'orders.created',
-  orderingKey: null,
-  payload: { orderId: 42, total: '9.99' },
-  headers: {},
-  createdAt: new Date('2025-01-02T03:04:05.678Z'),
-  ...overrides,
-});
-const context = () => ({ attempt: 1, signal: new AbortController().signal });
-const startInfo = () => ({ retryHorizonMs: 60_000, warn: vi.fn<(message: string) => void>() });
 
 /** Every message in `queue` (acked as read), in queue order. */
 async function drain(channel: Channel, queue: string): Promise<AsyncMessage[]> {
@@ -83,9 +79,9 @@ describe.skipIf(!rabbitAvailable && !rabbitRequired)('amqpSink (real RabbitMQ)',
 
   it('publishes a persistent message with message_id = dedupe id, the tenant, topic and ordering key, once confirmed', async () => {
     const queue = await boundQueue('orders.*');
-    const published = event({ orderingKey: 'order-42', headers: { traceparent: 't-1' } });
+    const published = testEvent({ orderingKey: 'order-42', headers: { traceparent: 't-1' } });
 
-    await sink()(published, context());
+    await sink()(published, testContext());
 
     const [message, ...rest] = await drain(channel, queue);
     expect(rest).toEqual([]);
@@ -116,9 +112,9 @@ describe.skipIf(!rabbitAvailable && !rabbitRequired)('amqpSink (real RabbitMQ)',
   it('publishes a repeat again under the same message_id: RabbitMQ does not dedupe, the consumer does', async () => {
     const queue = await boundQueue('orders.*');
     const deliver = sink();
-    const once = event();
+    const once = testEvent();
 
-    for (let attempt = 1; attempt <= 3; attempt += 1) await deliver(once, { ...context(), attempt });
+    for (let attempt = 1; attempt <= 3; attempt += 1) await deliver(once, { ...testContext(), attempt });
 
     const messages = await drain(channel, queue);
     expect(messages.map((m) => m.messageId)).toEqual([once.dedupeId, once.dedupeId, once.dedupeId]);
@@ -130,7 +126,7 @@ describe.skipIf(!rabbitAvailable && !rabbitRequired)('amqpSink (real RabbitMQ)',
     const queue = await boundQueue('tenant-b', 'events.direct');
     const deliver = sink({ exchange: () => 'events.direct', routingKey: (e) => e.tenantId });
 
-    await deliver(event({ tenantId: 'tenant-b' }), context());
+    await deliver(testEvent({ tenantId: 'tenant-b' }), testContext());
 
     expect((await drain(channel, queue)).map((m) => [m.exchange, m.routingKey])).toEqual([['events.direct', 'tenant-b']]);
   });
@@ -138,8 +134,8 @@ describe.skipIf(!rabbitAvailable && !rabbitRequired)('amqpSink (real RabbitMQ)',
   it("an unroutable message fails with DeliveryFailedError (retried) by default, DeliveryRejectedError with unroutable: 'reject'", async () => {
     const topic = `nobody.${randomBytes(4).toString('hex')}`;
 
-    const retried = await errorOf(sink()(event({ topic }), context()));
-    const rejected = await errorOf(sink({ unroutable: 'reject' })(event({ topic }), context()));
+    const retried = await errorOf(sink()(testEvent({ topic }), testContext()));
+    const rejected = await errorOf(sink({ unroutable: 'reject' })(testEvent({ topic }), testContext()));
 
     expect(retried).toBeInstanceOf(DeliveryFailedError);
     expect(retried.retryable).toBe(true);
@@ -150,17 +146,17 @@ describe.skipIf(!rabbitAvailable && !rabbitRequired)('amqpSink (real RabbitMQ)',
   });
 
   it("unroutable: 'drop' publishes without mandatory, so an event nobody listens to counts as delivered", async () => {
-    await expect(sink({ unroutable: 'drop' })(event({ topic: 'nobody.listens' }), context())).resolves.toBeUndefined();
+    await expect(sink({ unroutable: 'drop' })(testEvent({ topic: 'nobody.listens' }), testContext())).resolves.toBeUndefined();
   });
 
   it('a routed message right after an unroutable one is not mistaken for returned', async () => {
     const queue = await boundQueue('orders.*');
     const deliver = sink();
     const outcomes = await Promise.allSettled([
-      deliver(event({ topic: 'nobody.here' }), context()),
-      deliver(event(), context()),
-      deliver(event({ topic: 'nobody.there' }), context()),
-      deliver(event(), context()),
+      deliver(testEvent({ topic: 'nobody.here' }), testContext()),
+      deliver(testEvent(), testContext()),
+      deliver(testEvent({ topic: 'nobody.there' }), testContext()),
+      deliver(testEvent(), testContext()),
     ]);
 
     expect(outcomes.map((o) => o.status)).toEqual(['rejected', 'fulfilled', 'rejected', 'fulfilled']);
@@ -168,7 +164,7 @@ describe.skipIf(!rabbitAvailable && !rabbitRequired)('amqpSink (real RabbitMQ)',
   });
 
   it('start() connects and accepts an existing exchange; refuses a missing one with SinkMisconfiguredError', async () => {
-    const info = startInfo();
+    const info = testStartInfo();
     await sink().start!(info);
     await sink({ exchange: '' }).start!(info);
     await sink({ exchange: () => 'not.checked' }).start!(info);
@@ -185,8 +181,8 @@ describe.skipIf(!rabbitAvailable && !rabbitRequired)('amqpSink (real RabbitMQ)',
     const queue = await boundQueue('orders.*');
     const deliver = sink({ exchange: (e) => (e.id === 'bad' ? 'no.such.exchange' : 'amq.topic') });
 
-    const error = await errorOf(deliver(event({ id: 'bad' }), context()));
-    await deliver(event(), context());
+    const error = await errorOf(deliver(testEvent({ id: 'bad' }), testContext()));
+    await deliver(testEvent(), testContext());
 
     expect(error).toBeInstanceOf(DeliveryFailedError);
     expect(error.message).toContain('NOT_FOUND');
@@ -198,7 +194,7 @@ describe.skipIf(!rabbitAvailable && !rabbitRequired)('amqpSink (real RabbitMQ)',
     const deliver = sink();
 
     for (const name of ['x-delay', 'Once-Tenant', 'CC', 'bcc']) {
-      const error = await errorOf(deliver(event({ headers: { [name]: 'other-queue' } }), context()));
+      const error = await errorOf(deliver(testEvent({ headers: { [name]: 'other-queue' } }), testContext()));
       expect(error).toBeInstanceOf(DeliveryRejectedError);
       expect(error.message).toContain(name);
     }
@@ -209,7 +205,7 @@ describe.skipIf(!rabbitAvailable && !rabbitRequired)('amqpSink (real RabbitMQ)',
     const controller = new AbortController();
     controller.abort(new Error('relay shutting down'));
 
-    const error = await errorOf(sink()(event(), { attempt: 1, signal: controller.signal }));
+    const error = await errorOf(sink()(testEvent(), { attempt: 1, signal: controller.signal }));
 
     expect(error).toBeInstanceOf(DeliveryFailedError);
     expect(error.message).toContain('aborted');
@@ -219,8 +215,8 @@ describe.skipIf(!rabbitAvailable && !rabbitRequired)('amqpSink (real RabbitMQ)',
     const unreachable = sink({ url: 'amqp://guest:secret-pw@127.0.0.1:1', timeoutMs: 1_000 });
     const startedAt = Date.now();
 
-    const startError = await errorOf(unreachable.start!(startInfo()));
-    const deliveryError = await errorOf(unreachable(event(), context()));
+    const startError = await errorOf(unreachable.start!(testStartInfo()));
+    const deliveryError = await errorOf(unreachable(testEvent(), testContext()));
 
     expect(startError).toBeInstanceOf(DeliveryFailedError);
     expect(startError.message).not.toContain('secret-pw');
@@ -232,11 +228,11 @@ describe.skipIf(!rabbitAvailable && !rabbitRequired)('amqpSink (real RabbitMQ)',
   it('close() closes the connection; later deliveries fail and a second close() is harmless', async () => {
     const queue = await boundQueue('orders.*');
     const deliver = amqpSink({ url: vhost.url });
-    await deliver(event(), context());
+    await deliver(testEvent(), testContext());
 
     await deliver.close!();
     await deliver.close!();
-    const error = await errorOf(deliver(event(), context()));
+    const error = await errorOf(deliver(testEvent(), testContext()));
 
     expect(error).toBeInstanceOf(DeliveryFailedError);
     expect(await drain(channel, queue)).toHaveLength(1);
@@ -268,16 +264,7 @@ describe.skipIf(!rabbitAvailable && !rabbitRequired)('relay -> amqpSink -> Rabbi
   });
 
   async function relay(sink: Sink): Promise<Relay> {
-    const started = await startRelay({
-      connectionString: relayUrl,
-      sinks: { '>': sink },
-      concurrency: 4,
-      backoff: { initialMs: 20, maxMs: 200 },
-      maxAttempts: 50,
-      deliveryTimeoutMs: 5_000,
-      handleSignals: false,
-      logger: { warn: () => {}, error: () => {} },
-    });
+    const started = await startBrokerRelay(relayUrl, sink);
     relays.push(started);
     return started;
   }
@@ -294,21 +281,9 @@ describe.skipIf(!rabbitAvailable && !rabbitRequired)('relay -> amqpSink -> Rabbi
 
     const refs = await fillOutbox(fx.app, { count: COUNT, tenants: 4, orderingKeys: 20 });
     const amqp = amqpSink({ url: vhost.url, timeoutMs: 3_000, connectOptions: { retryLow: 50, retryHigh: 200 } });
-    let failures = 0;
     // Paced (a few ms per event) so the stream is still flowing when rabbitmqctl, which takes a
     // second or two to start, closes the connection.
-    const paced = Object.assign(
-      async (e: DeliveryEvent, c: DeliveryContext) => {
-        await new Promise((resolve) => setTimeout(resolve, 15));
-        try {
-          await amqp(e, c);
-        } catch (error) {
-          failures += 1;
-          throw error;
-        }
-      },
-      { start: amqp.start, close: amqp.close },
-    );
+    const paced = pacedSink(amqp, 15);
     const started = await relay(paced);
 
     const before = await waitForOutbox(fx.database.admin, (c) => c.delivered >= 100, 30_000);
@@ -339,7 +314,7 @@ describe.skipIf(!rabbitAvailable && !rabbitRequired)('relay -> amqpSink -> Rabbi
     expect(messages.length).toBeGreaterThanOrEqual(COUNT);
     console.info(
       `amqp relay test: ${COUNT} events, ${messages.length} messages (${messages.length - COUNT} repeats), ` +
-        `${failures} failed attempts, closed at ${atClose.delivered} delivered`,
+        `${paced.failures()} failed attempts, closed at ${atClose.delivered} delivered`,
     );
   });
 
@@ -362,15 +337,7 @@ describe.skipIf(!rabbitAvailable && !rabbitRequired)('relay -> amqpSink -> Rabbi
     try {
       const refs = await fillOutbox(fx.app, { count: 40, tenants: 2, topic: 'payments.charged' });
       // Every event published twice, as a republish after a lost confirm would.
-      const amqp = amqpSink({ url: vhost.url });
-      const twice = Object.assign(
-        async (e: DeliveryEvent, c: DeliveryContext) => {
-          await amqp(e, c);
-          await amqp(e, c);
-        },
-        { close: amqp.close },
-      );
-      const started = await relay(twice);
+      const started = await relay(twiceSink(amqpSink({ url: vhost.url })));
       await waitForOutbox(fx.database.admin, (c) => c.delivered === 40);
       await started.stop();
       await vi.waitFor(
@@ -427,15 +394,7 @@ describe.skipIf(!rabbitAvailable && !rabbitRequired)('relay -> amqpSink -> Rabbi
 });
 
 describe('amqpSink options', () => {
-  const issuesOf = (options: unknown) => {
-    try {
-      amqpSink(options as AmqpSinkOptions);
-    } catch (error) {
-      expect(error).toBeInstanceOf(InvalidOptionsError);
-      return (error as InvalidOptionsError).issues.map((issue) => issue.path.join('.'));
-    }
-    throw new Error('expected InvalidOptionsError');
-  };
+  const issuesOf = (options: unknown) => optionIssues(amqpSink, options);
   const url = 'amqp://127.0.0.1';
 
   it('fails with InvalidOptionsError naming every bad option, without connecting', () => {

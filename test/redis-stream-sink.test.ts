@@ -12,8 +12,8 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, expectTypeOf, it, vi } from 'vitest';
 import type { z } from 'zod';
-import { DeliveryFailedError, InvalidOptionsError, SinkMisconfiguredError } from '../src/errors.ts';
-import { startRelay, type DeliveryContext, type DeliveryEvent, type Relay, type Sink } from '../src/index.ts';
+import { DeliveryFailedError, SinkMisconfiguredError } from '../src/errors.ts';
+import type { Relay, Sink } from '../src/index.ts';
 import { eventEnvelope } from '../src/outbox/sink.ts';
 import {
   redisStreamSink,
@@ -22,24 +22,20 @@ import {
 } from '../src/outbox/sinks/redis-stream-sink.ts';
 import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
 import { errorOf } from './support/error-of.ts';
+import {
+  optionIssues,
+  pacedSink,
+  startBrokerRelay,
+  testContext,
+  testEvent,
+  testStartInfo,
+  twiceSink,
+} from './support/sink-fixtures.ts';
 import { fillOutbox, waitForOutbox } from './support/outbox-helpers.ts';
 import { REDIS_URL, redisAvailable, redisRequired, requireRedis, startRedisServer, type OwnRedisServer } from './support/redis.ts';
 
 const MINUTE_MILLISECONDS = 60 * 1_000;
 
-const event = (overrides: Partial<DeliveryEvent> = {}): DeliveryEvent => ({
-  id: '1',
-  dedupeId: `once_${randomBytes(6).toString('hex')}`,
-  tenantId: 'tenant-a',
-  topic: 'orders.created',
-  orderingKey: null,
-  payload: { orderId: 42, total: '9.99' },
-  headers: {},
-  createdAt: new Date('2025-01-02T03:04:05.678Z'),
-  ...overrides,
-});
-const context = () => ({ attempt: 1, signal: new AbortController().signal });
-const startInfo = (retryHorizonMs: number) => ({ retryHorizonMs, warn: vi.fn<(message: string) => void>() });
 
 /** A stream's entries as objects of their fields. */
 async function entries(redis: Redis, stream: string): Promise<Array<Record<string, string>>> {
@@ -97,9 +93,9 @@ describe.skipIf(!redisAvailable && !redisRequired)('redisStreamSink (real Redis)
 
   it('appends the event as one entry: dedupe id, tenant, topic, ordering key, headers and the JSON envelope', async () => {
     fresh();
-    const appended = event({ orderingKey: 'order-42', headers: { traceparent: 't-1' } });
+    const appended = testEvent({ orderingKey: 'order-42', headers: { traceparent: 't-1' } });
 
-    await sink()(appended, context());
+    await sink()(appended, testContext());
 
     expect(await entries(redis, `${prefix}orders.created`)).toEqual([
       {
@@ -122,10 +118,10 @@ describe.skipIf(!redisAvailable && !redisRequired)('redisStreamSink (real Redis)
   it('appends an event delivered three times (concurrently too) once, and remembers it for the dedupe window', async () => {
     fresh();
     const deliver = sink({ dedupeWindowMs: 10 * MINUTE_MILLISECONDS });
-    const once = event();
+    const once = testEvent();
 
-    await Promise.all([deliver(once, context()), deliver(once, context())]);
-    await deliver(once, { ...context(), attempt: 3 });
+    await Promise.all([deliver(once, testContext()), deliver(once, testContext())]);
+    await deliver(once, { ...testContext(), attempt: 3 });
 
     const stream = `${prefix}orders.created`;
     const [[entryId]] = (await redis.xrange(stream, '-', '+')) as [[string, string[]]];
@@ -140,11 +136,11 @@ describe.skipIf(!redisAvailable && !redisRequired)('redisStreamSink (real Redis)
   it('appends a repeat again once the dedupe window has passed', async () => {
     fresh();
     const deliver = sink({ dedupeWindowMs: 100 });
-    const once = event();
+    const once = testEvent();
 
-    await deliver(once, context());
+    await deliver(once, testContext());
     await new Promise((resolve) => setTimeout(resolve, 250));
-    await deliver(once, context());
+    await deliver(once, testContext());
 
     expect(await redis.xlen(`${prefix}orders.created`)).toBe(2);
   });
@@ -154,10 +150,10 @@ describe.skipIf(!redisAvailable && !redisRequired)('redisStreamSink (real Redis)
     const byTopic = sink({ stream: undefined });
     const fixed = sink({ stream: `${prefix}{all}.events` });
     const topic = `${prefix}orders.paid`;
-    const first = event({ topic });
+    const first = testEvent({ topic });
 
-    await byTopic(first, context());
-    await fixed(event(), context());
+    await byTopic(first, testContext());
+    await fixed(testEvent(), testContext());
 
     expect(await redis.xlen(topic)).toBe(1);
     expect(await redis.exists(`${prefix}dedupe:{${topic}}:${first.dedupeId}`)).toBe(1);
@@ -169,11 +165,11 @@ describe.skipIf(!redisAvailable && !redisRequired)('redisStreamSink (real Redis)
     fresh();
     const exact = sink({ maxLen: 3, exactMaxLen: true });
     const about = sink({ maxLen: 1_000, stream: `${prefix}about` });
-    const appended = Array.from({ length: 5 }, (_, i) => event({ id: String(i) }));
+    const appended = Array.from({ length: 5 }, (_, i) => testEvent({ id: String(i) }));
 
     for (const e of appended) {
-      await exact(e, context());
-      await about(e, context());
+      await exact(e, testContext());
+      await about(e, testContext());
     }
 
     expect((await entries(redis, `${prefix}orders.created`)).map((entry) => entry.dedupe_id)).toEqual(
@@ -184,10 +180,10 @@ describe.skipIf(!redisAvailable && !redisRequired)('redisStreamSink (real Redis)
 
   it('start() warns once when the relay retries for longer than the dedupe window; refuses with dedupeWindowCheck: refuse', async () => {
     fresh();
-    const warned = startInfo(10 * MINUTE_MILLISECONDS);
-    const refused = startInfo(10 * MINUTE_MILLISECONDS);
-    const longEnough = startInfo(MINUTE_MILLISECONDS);
-    const off = startInfo(10 * MINUTE_MILLISECONDS);
+    const warned = testStartInfo(10 * MINUTE_MILLISECONDS);
+    const refused = testStartInfo(10 * MINUTE_MILLISECONDS);
+    const longEnough = testStartInfo(MINUTE_MILLISECONDS);
+    const off = testStartInfo(10 * MINUTE_MILLISECONDS);
 
     await sink({ url: own.url, dedupeWindowMs: MINUTE_MILLISECONDS }).start!(warned);
     const error = await errorOf(sink({ url: own.url, dedupeWindowMs: MINUTE_MILLISECONDS, dedupeWindowCheck: 'refuse' }).start!(refused));
@@ -207,15 +203,15 @@ describe.skipIf(!redisAvailable && !redisRequired)('redisStreamSink (real Redis)
     fresh();
     const admin = new Redis(own.url);
     try {
-      const durable = startInfo(1_000);
+      const durable = testStartInfo(1_000);
       await sink({ url: own.url }).start!(durable);
       expect(durable.warn).not.toHaveBeenCalled();
 
       await admin.config('SET', 'appendonly', 'no');
       await admin.config('SET', 'maxmemory', '512mb');
       await admin.config('SET', 'maxmemory-policy', 'volatile-lru');
-      const fragile = startInfo(1_000);
-      const off = startInfo(1_000);
+      const fragile = testStartInfo(1_000);
+      const off = testStartInfo(1_000);
       await sink({ url: own.url }).start!(fragile);
       await sink({ url: own.url, configCheck: 'off' }).start!(off);
 
@@ -237,11 +233,11 @@ describe.skipIf(!redisAvailable && !redisRequired)('redisStreamSink (real Redis)
     const deliver = sink();
     const stream = `${prefix}orders.created`;
     await redis.set(stream, 'not a stream');
-    const once = event();
+    const once = testEvent();
 
-    const error = await errorOf(deliver(once, context()));
+    const error = await errorOf(deliver(once, testContext()));
     await redis.del(stream);
-    await deliver(once, context());
+    await deliver(once, testContext());
 
     expect(error).toBeInstanceOf(DeliveryFailedError);
     expect(error.message).toContain('WRONGTYPE');
@@ -253,7 +249,7 @@ describe.skipIf(!redisAvailable && !redisRequired)('redisStreamSink (real Redis)
     const controller = new AbortController();
     controller.abort(new Error('relay shutting down'));
 
-    const error = await errorOf(sink()(event(), { attempt: 1, signal: controller.signal }));
+    const error = await errorOf(sink()(testEvent(), { attempt: 1, signal: controller.signal }));
 
     expect(error).toBeInstanceOf(DeliveryFailedError);
     expect(error.message).toContain('aborted');
@@ -265,8 +261,8 @@ describe.skipIf(!redisAvailable && !redisRequired)('redisStreamSink (real Redis)
     const unreachable = sink({ url: 'redis://:secret-pw@127.0.0.1:1', timeoutMs: 1_000 });
     const startedAt = Date.now();
 
-    const startError = await errorOf(unreachable.start!(startInfo(1_000)));
-    const deliveryError = await errorOf(unreachable(event(), context()));
+    const startError = await errorOf(unreachable.start!(testStartInfo(1_000)));
+    const deliveryError = await errorOf(unreachable(testEvent(), testContext()));
     await unreachable.close!();
 
     expect(startError).toBeInstanceOf(DeliveryFailedError);
@@ -279,11 +275,11 @@ describe.skipIf(!redisAvailable && !redisRequired)('redisStreamSink (real Redis)
   it('close() quits; later deliveries fail and a second close() is harmless', async () => {
     fresh();
     const deliver = sink();
-    await deliver(event(), context());
+    await deliver(testEvent(), testContext());
 
     await deliver.close!();
     await deliver.close!();
-    const error = await errorOf(deliver(event(), context()));
+    const error = await errorOf(deliver(testEvent(), testContext()));
 
     expect(error).toBeInstanceOf(DeliveryFailedError);
     expect(await redis.xlen(`${prefix}orders.created`)).toBe(1);
@@ -312,35 +308,15 @@ describe.skipIf(!redisAvailable && !redisRequired)('relay -> redisStreamSink -> 
 
   async function relay(sink: Sink, warnings: string[] = []): Promise<Relay> {
     await fx.database.admin.query('DELETE FROM once.outbox_events');
-    const started = await startRelay({
-      connectionString: relayUrl,
-      sinks: { '>': sink },
-      concurrency: 4,
-      backoff: { initialMs: 20, maxMs: 200 },
-      maxAttempts: 50,
-      deliveryTimeoutMs: 5_000,
-      handleSignals: false,
-      logger: { warn: (message) => warnings.push(message), error: () => {} },
-    });
+    const started = await startBrokerRelay(relayUrl, sink, warnings);
     relays.push(started);
     return started;
   }
 
   it('every event delivered twice leaves one entry per event, in the stream of its topic', async () => {
     const warnings: string[] = [];
-    const streams = await relay(
-      (() => {
-        const sink = redisStreamSink({ url: REDIS_URL, stream: (e) => `${prefix}${e.topic}`, dedupeKeyPrefix: `${prefix}dedupe:`, configCheck: 'off' });
-        return Object.assign(
-          async (e: DeliveryEvent, c: DeliveryContext) => {
-            await sink(e, c);
-            await sink(e, c);
-          },
-          { start: sink.start, close: sink.close },
-        );
-      })(),
-      warnings,
-    );
+    const sink = redisStreamSink({ url: REDIS_URL, stream: (e) => `${prefix}${e.topic}`, dedupeKeyPrefix: `${prefix}dedupe:`, configCheck: 'off' });
+    const streams = await relay(twiceSink(sink), warnings);
     const created = await fillOutbox(fx.app, { count: 150, tenants: 3, topic: 'orders.created' });
     const paid = await fillOutbox(fx.app, { count: 50, tenants: 3, topic: 'orders.paid' });
     await waitForOutbox(fx.database.admin, (c) => c.delivered === 200);
@@ -362,20 +338,8 @@ describe.skipIf(!redisAvailable && !redisRequired)('relay -> redisStreamSink -> 
     try {
       const warnings: string[] = [];
       const sink = redisStreamSink({ url: own.url, stream: 'events', timeoutMs: 2_000 });
-      let failures = 0;
       // Paced, so the stream is still flowing when the server dies.
-      const paced = Object.assign(
-        async (e: DeliveryEvent, c: DeliveryContext) => {
-          await new Promise((resolve) => setTimeout(resolve, 5));
-          try {
-            await sink(e, c);
-          } catch (error) {
-            failures += 1;
-            throw error;
-          }
-        },
-        { start: sink.start, close: sink.close },
-      );
+      const paced = pacedSink(sink, 5);
       const started = await relay(paced, warnings);
       const refs = await fillOutbox(fx.app, { count: COUNT, tenants: 4, orderingKeys: 20 });
 
@@ -395,7 +359,7 @@ describe.skipIf(!redisAvailable && !redisRequired)('relay -> redisStreamSink -> 
       } finally {
         check.disconnect();
       }
-      console.info(`redis relay test: ${COUNT} events, crash at ${atCrash.delivered} delivered, ${failures} failed attempts`);
+      console.info(`redis relay test: ${COUNT} events, crash at ${atCrash.delivered} delivered, ${paced.failures()} failed attempts`);
     } finally {
       await own.stop();
     }
@@ -403,15 +367,7 @@ describe.skipIf(!redisAvailable && !redisRequired)('relay -> redisStreamSink -> 
 });
 
 describe('redisStreamSink options', () => {
-  const issuesOf = (options: unknown) => {
-    try {
-      redisStreamSink(options as RedisStreamSinkOptions);
-    } catch (error) {
-      expect(error).toBeInstanceOf(InvalidOptionsError);
-      return (error as InvalidOptionsError).issues.map((issue) => issue.path.join('.'));
-    }
-    throw new Error('expected InvalidOptionsError');
-  };
+  const issuesOf = (options: unknown) => optionIssues(redisStreamSink, options);
   const url = 'redis://127.0.0.1';
 
   it('fails with InvalidOptionsError naming every bad option, without connecting', () => {

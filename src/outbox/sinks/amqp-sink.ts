@@ -15,7 +15,7 @@ import { z } from 'zod';
 import { DeliveryFailedError, DeliveryRejectedError, OnceError, SinkMisconfiguredError } from '../../errors.ts';
 import { parseOptions } from '../../options.ts';
 import { eventEnvelope, type DeliveryContext, type DeliveryEvent, type Sink, type SinkStartInfo } from '../sink.ts';
-import { deliveryFailure, missingPeer, redactedUrl, settleWithin } from './broker-delivery.ts';
+import { deliveryFailure, lazyClient, missingPeer, redactedUrl, settleWithin } from './broker-delivery.ts';
 
 /** AMQP 0-9-1 "shortstr": exchange names and routing keys are at most 255 bytes. */
 const MAX_SHORTSTR_BYTES = 255;
@@ -103,8 +103,7 @@ interface Link {
 export function amqpSink(options: AmqpSinkOptions): Sink {
   const resolved = parseOptions(amqpSinkOptionsSchema, options, 'amqpSink options');
   const where = redactedUrl(resolved.url);
-  let link: Promise<Link> | undefined;
-  let closed = false;
+  const link = lazyClient('amqpSink', open);
   /** The last connection error the client reported, quoted when a publish fails for want of one. */
   let lastConnectionError: unknown;
   /** Message ids published and not yet settled, and the ones the broker returned as unroutable. */
@@ -112,15 +111,6 @@ export function amqpSink(options: AmqpSinkOptions): Sink {
   const returned = new Map<string, ReturnedMessage>();
 
   /** One connection and one confirm-mode channel for the sink's life; the client keeps them up. */
-  function linked(): Promise<Link> {
-    if (closed) return Promise.reject(new DeliveryFailedError('pg-once amqpSink: the sink is closed.'));
-    link ??= open().catch((error: unknown) => {
-      link = undefined;
-      throw error;
-    });
-    return link;
-  }
-
   async function open(): Promise<Link> {
     const { Connection } = await import('rabbitmq-client').catch(missingPeer('amqpSink', 'rabbitmq-client'));
     const connection = new Connection({ connectionName: 'pg-once relay', ...resolved.connectOptions, url: resolved.url });
@@ -141,15 +131,14 @@ export function amqpSink(options: AmqpSinkOptions): Sink {
   }
 
   async function start(_info: SinkStartInfo): Promise<void> {
-    const { connection } = await linked();
+    const { connection } = await link.get();
     try {
       // disableAutoClose: the client keeps its own connection state; the sink closes it below.
       await connection.onConnect(resolved.timeoutMs, true);
     } catch (error) {
       // A relay whose start failed does not close its sinks: without this, the client would go
       // on reconnecting and keep the process alive.
-      if (link) void link.then(({ connection }) => connection.close()).catch(() => {});
-      link = undefined;
+      void link.forget().then((opened) => opened?.connection.close().catch(() => {}));
       throw deliveryFailure('amqpSink', `connecting to ${where} failed`, error, lastConnectionError);
     }
     if (typeof resolved.exchange !== 'string' || resolved.exchange === '') return;
@@ -177,7 +166,7 @@ export function amqpSink(options: AmqpSinkOptions): Sink {
     try {
       const envelope = messageEnvelope(event, resolved);
       route = `exchange "${envelope.exchange}" with routing key "${envelope.routingKey}"`;
-      const { publisher } = await settleWithin(linked(), context.signal, resolved.timeoutMs);
+      const { publisher } = await settleWithin(link.get(), context.signal, resolved.timeoutMs);
       const id = event.dedupeId;
       inFlight.set(id, (inFlight.get(id) ?? 0) + 1);
       try {
@@ -206,10 +195,7 @@ export function amqpSink(options: AmqpSinkOptions): Sink {
   }
 
   async function close(): Promise<void> {
-    closed = true;
-    const pending = link;
-    link = undefined;
-    const opened = await pending?.catch(() => undefined);
+    const opened = await link.close();
     if (!opened) return;
     // Both at once: the connection's close() waits for the publisher's channel to close, and the
     // publisher's close() waits for a channel still being set up, which only the connection's

@@ -61,3 +61,43 @@ export function missingPeer(sink: string, client: string): (error: unknown) => n
     throw error;
   };
 }
+
+/** A broker client opened on first use and shared by concurrent deliveries (see lazyClient). */
+export interface LazyClient<T> {
+  /** The client, opening it if needed; rejects once the sink is closed. */
+  get(): Promise<T>;
+  /** Forgets the client (after a failed start, so the next use opens a fresh one) and returns it, if it opened. */
+  forget(): Promise<T | undefined>;
+  /** Marks the sink closed and returns the client to shut down, if one opened. */
+  close(): Promise<T | undefined>;
+}
+
+/**
+ * One client for a sink's life: opened lazily (so a relay whose sinks are never used does not
+ * connect), forgotten when opening fails, so the next delivery tries again instead of failing on
+ * a stale rejection until the process restarts. The clients reconnect by themselves once open.
+ */
+export function lazyClient<T>(sink: string, open: () => Promise<T>): LazyClient<T> {
+  let client: Promise<T> | undefined;
+  let closed = false;
+  const forget = () => {
+    const pending = client;
+    client = undefined;
+    return pending?.catch(() => undefined) ?? Promise.resolve(undefined);
+  };
+  return {
+    get() {
+      if (closed) return Promise.reject(new DeliveryFailedError(`pg-once ${sink}: the sink is closed.`));
+      const opening = (client ??= open().catch((error: unknown) => {
+        if (client === opening) client = undefined;
+        throw error;
+      }));
+      return opening;
+    },
+    forget,
+    close() {
+      closed = true;
+      return forget();
+    },
+  };
+}

@@ -14,10 +14,10 @@
  */
 import type { Redis, RedisOptions } from 'ioredis';
 import { z } from 'zod';
-import { DeliveryFailedError, DeliveryRejectedError, OnceError, SinkMisconfiguredError } from '../../errors.ts';
+import { DeliveryRejectedError, OnceError, SinkMisconfiguredError } from '../../errors.ts';
 import { parseOptions } from '../../options.ts';
 import { eventEnvelope, type DeliveryContext, type DeliveryEvent, type Sink, type SinkStartInfo } from '../sink.ts';
-import { deliveryFailure, missingPeer, redactedUrl, settleWithin } from './broker-delivery.ts';
+import { deliveryFailure, lazyClient, missingPeer, redactedUrl, settleWithin } from './broker-delivery.ts';
 
 const DAY_MILLISECONDS = 24 * 60 * 60 * 1_000;
 
@@ -129,8 +129,7 @@ type Client = Redis & { onceAppend(stream: string, dedupeKey: string, ...args: s
 
 export function redisStreamSink(options: RedisStreamSinkOptions): Sink {
   const resolved = parseOptions(redisStreamSinkOptionsSchema, options, 'redisStreamSink options');
-  let client: Promise<Client> | undefined;
-  let closed = false;
+  const client = lazyClient('redisStreamSink', open);
   let lastConnectionError: unknown;
 
   /**
@@ -138,15 +137,6 @@ export function redisStreamSink(options: RedisStreamSinkOptions): Sink {
    * commands that were in flight when the connection dropped: safe here, since the script appends
    * an event once however often it runs.
    */
-  function connected(): Promise<Client> {
-    if (closed) return Promise.reject(new DeliveryFailedError('pg-once redisStreamSink: the sink is closed.'));
-    client ??= open().catch((error: unknown) => {
-      client = undefined;
-      throw error;
-    });
-    return client;
-  }
-
   async function open(): Promise<Client> {
     const { Redis } = await import('ioredis').catch(missingPeer('redisStreamSink', 'ioredis'));
     const redis = new Redis(resolved.url, { connectionName: 'pg-once-relay', ...resolved.redisOptions });
@@ -163,7 +153,7 @@ export function redisStreamSink(options: RedisStreamSinkOptions): Sink {
   }
 
   async function start(info: SinkStartInfo): Promise<void> {
-    const redis = await connected();
+    const redis = await client.get();
     let config: Map<string, string>;
     try {
       await settleWithin(redis.ping(), AbortSignal.timeout(resolved.timeoutMs), resolved.timeoutMs);
@@ -171,8 +161,8 @@ export function redisStreamSink(options: RedisStreamSinkOptions): Sink {
     } catch (error) {
       // A relay whose start failed does not close its sinks: without this, ioredis would go on
       // reconnecting and keep the process alive.
+      void client.forget();
       redis.disconnect();
-      client = undefined;
       throw deliveryFailure('redisStreamSink', `connecting to ${redactedUrl(resolved.url)} failed`, error, lastConnectionError);
     }
     for (const warning of configWarnings(config)) info.warn(warning);
@@ -191,7 +181,7 @@ export function redisStreamSink(options: RedisStreamSinkOptions): Sink {
     try {
       stream = streamOf(event, resolved);
       context.signal.throwIfAborted();
-      const redis = await settleWithin(connected(), context.signal, resolved.timeoutMs);
+      const redis = await settleWithin(client.get(), context.signal, resolved.timeoutMs);
       const trim = resolved.maxLen === undefined ? '' : String(resolved.maxLen);
       await settleWithin(
         redis.onceAppend(
@@ -214,10 +204,7 @@ export function redisStreamSink(options: RedisStreamSinkOptions): Sink {
   }
 
   async function close(): Promise<void> {
-    closed = true;
-    const pending = client;
-    client = undefined;
-    const redis = await pending?.catch(() => undefined);
+    const redis = await client.close();
     if (!redis) return;
     // QUIT answers once every earlier reply was read; a client that is not connected has
     // nothing to wait for (and QUIT would sit in its offline queue).
