@@ -61,9 +61,10 @@ export interface AmqpSinkOptions {
   /**
    * Extra options for rabbitmq-client's `Connection`: `connectionName`, `tls`, `hosts` of a
    * cluster, `heartbeat`, reconnect delays (`retryLow`, `retryHigh`)... `url` above always wins.
-   * (Default: none)
+   * Typed loosely so that pg-once's types load without rabbitmq-client installed; for checking,
+   * write `{ ... } satisfies ConnectionOptions` (from 'rabbitmq-client'). (Default: none)
    */
-  connectOptions?: Omit<ConnectionOptions, 'url'>;
+  connectOptions?: Readonly<Record<string, unknown>>;
   /**
    * How long a publish may wait for the broker's confirm, in milliseconds, connection included
    * (a publish made while reconnecting waits for the connection). (Default: 10 000)
@@ -85,7 +86,7 @@ export const amqpSinkOptionsSchema = z
     routingKey: functionOf<(event: DeliveryEvent) => string>('routing key').optional(),
     unroutable: z.enum(['retry', 'reject', 'drop']).default('retry'),
     connectOptions: z
-      .custom<Omit<ConnectionOptions, 'url'>>(
+      .custom<Readonly<Record<string, unknown>>>(
         (value) => typeof value === 'object' && value !== null && !Array.isArray(value),
         { message: 'expected an object of rabbitmq-client connection options' },
       )
@@ -113,7 +114,8 @@ export function amqpSink(options: AmqpSinkOptions): Sink {
   /** One connection and one confirm-mode channel for the sink's life; the client keeps them up. */
   async function open(): Promise<Link> {
     const { Connection } = await import('rabbitmq-client').catch(missingPeer('amqpSink', 'rabbitmq-client'));
-    const connection = new Connection({ connectionName: 'pg-once relay', ...resolved.connectOptions, url: resolved.url });
+    const connectOptions = resolved.connectOptions as Omit<ConnectionOptions, 'url'> | undefined;
+    const connection = new Connection({ connectionName: 'pg-once relay', ...connectOptions, url: resolved.url });
     // Without a listener, the client's 'error' event (each failed reconnect) would crash the
     // process. The client retries by itself; the error is quoted when a publish fails.
     connection.on('error', (error: unknown) => {

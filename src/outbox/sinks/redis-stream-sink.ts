@@ -90,9 +90,11 @@ export interface RedisStreamSinkOptions {
   dedupeKeyPrefix?: string;
   /**
    * Extra options for ioredis: `username`/`password`, `tls`, `connectTimeout`, `retryStrategy`...
-   * `url` above wins for what it names. (Default: none)
+   * `url` above wins for what it names. Typed loosely so that pg-once's types load without ioredis
+   * installed; for checking, write `{ ... } satisfies RedisOptions` (from 'ioredis').
+   * (Default: none)
    */
-  redisOptions?: RedisOptions;
+  redisOptions?: Readonly<Record<string, unknown>>;
   /** How long an append may wait for Redis's answer, in milliseconds, reconnection included. (Default: 5 000) */
   timeoutMs?: number;
 }
@@ -115,7 +117,7 @@ export const redisStreamSinkOptionsSchema = z
     configCheck: z.enum(['warn', 'off']).default('warn'),
     dedupeKeyPrefix: z.string().default('once:dedupe:'),
     redisOptions: z
-      .custom<RedisOptions>((value) => typeof value === 'object' && value !== null && !Array.isArray(value), {
+      .custom<Readonly<Record<string, unknown>>>((value) => typeof value === 'object' && value !== null && !Array.isArray(value), {
         message: 'expected an object of ioredis options',
       })
       .optional(),
@@ -139,7 +141,8 @@ export function redisStreamSink(options: RedisStreamSinkOptions): Sink {
    */
   async function open(): Promise<Client> {
     const { Redis } = await import('ioredis').catch(missingPeer('redisStreamSink', 'ioredis'));
-    const redis = new Redis(resolved.url, { connectionName: 'pg-once-relay', ...resolved.redisOptions });
+    const redisOptions = resolved.redisOptions as RedisOptions | undefined;
+    const redis = new Redis(resolved.url, { connectionName: 'pg-once-relay', ...redisOptions });
     // ioredis logs unhandled 'error' events to the console on every failed reconnect; the error
     // is quoted instead when an append fails.
     redis.on('error', (error: unknown) => {
