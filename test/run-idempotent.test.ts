@@ -351,6 +351,38 @@ describe('runIdempotent: failures leave nothing behind', () => {
     expect((await fx.orders()).filter((r) => r.key === key)).toEqual([]);
   });
 
+  it('stores a thrown non-object chosen by storeError, and keeps it stored', async () => {
+    const key = freshKey('thrown-string');
+    const thrown = await errorOf(
+      withTenant(fx.app, 'tenant-a', (tx) =>
+        runIdempotent(
+          tx,
+          key,
+          async () => {
+            throw 'card declined';
+          },
+          { storeError: () => true },
+        ),
+      ),
+    );
+    expect(thrown).toBe('card declined');
+    const [record] = await fx.rows<{ status: string }>('idempotency_keys', `key = '${key}'`);
+    expect(record?.status).toBe('failed');
+    const replayed = await errorOf(withTenant(fx.app, 'tenant-a', (tx) => runIdempotent(tx, key, async () => 'ran again')));
+    expect(replayed).toBeInstanceOf(StoredCallError);
+    expect(replayed).toMatchObject({ message: 'card declined' });
+  });
+
+  it('replays the bytes of the first answer: object keys keep their order, numbers their spelling', async () => {
+    const key = freshKey('bytes');
+    const value = { zeta: 1, alpha: { z: [3, 2, 1], a: 'x' }, big: 1e21, longer_key: true, b: null };
+    const first = await withTenant(fx.app, 'tenant-a', (tx) => runIdempotent(tx, key, async () => value));
+    const replay = await withTenant(fx.app, 'tenant-a', (tx) => runIdempotent(tx, key, async () => null));
+    expect(JSON.stringify(first)).toBe(JSON.stringify(value));
+    expect(JSON.stringify(replay)).toBe(JSON.stringify(value));
+    expect(replay).toStrictEqual(first);
+  });
+
   it('stores a failure chosen by storeError and re-throws an equivalent error on every replay', async () => {
     const key = freshKey('stored-failure');
     class CardDeclinedError extends Error {
