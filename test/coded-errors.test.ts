@@ -199,7 +199,20 @@ const triggers: Record<string, () => Promise<unknown>> = {
   LEASE_LOST: async () => {
     const key = freshKey('lease');
     let resume!: () => void;
-    const slow = runIdempotentExternal(fx.app, 't', key, () => new Promise((resolve) => (resume = () => resolve('slow'))), { leaseMs: 150 });
+    let running!: () => void;
+    const started = new Promise<void>((resolve) => (running = resolve));
+    const slow = runIdempotentExternal(
+      fx.app,
+      't',
+      key,
+      () =>
+        new Promise((resolve) => {
+          resume = () => resolve('slow');
+          running();
+        }),
+      { leaseMs: 150 },
+    );
+    await started;
     await runIdempotentExternal(fx.app, 't', key, async () => 'taker', { waitMs: 5_000 });
     resume();
     return slow;

@@ -176,11 +176,14 @@ describe('runIdempotentExternal', () => {
     const held = new Promise<void>((resolve) => (release = resolve));
     let signal!: AbortSignal;
     const abortedFirst: string[] = [];
+    let running!: () => void;
+    const started = new Promise<void>((resolve) => (running = resolve));
     const slow = runIdempotentExternal(
       fx.app,
       'tenant-x',
       key,
       async (context) => {
+        running();
         signal = context.signal;
         signal.addEventListener('abort', () => abortedFirst.push('aborted'));
         await held;
@@ -188,6 +191,7 @@ describe('runIdempotentExternal', () => {
       },
       { leaseMs: 200 },
     );
+    await started;
     // Another worker takes over as soon as the database lets it; by then the signal has aborted.
     const taker = await runIdempotentExternal.detailed(
       fx.app,
@@ -253,11 +257,16 @@ describe('runIdempotentExternal', () => {
   it('a duplicate polling a live lease holds no connection, and its wait is audited as waited', async () => {
     const key = freshKey('poll');
     let release!: () => void;
+    let running!: () => void;
+    const started = new Promise<void>((resolve) => (running = resolve));
     const first = runIdempotentExternal(fx.app, 'tenant-x', key, async () => {
-      await new Promise<void>((resolve) => (release = resolve));
+      await new Promise<void>((resolve) => {
+        release = resolve;
+        running();
+      });
       return 'done';
     });
-    await sleep(100);
+    await started;
     const waiting = runIdempotentExternal.detailed(fx.app, 'tenant-x', key, async () => 'dup', { waitMs: 5_000 });
     await sleep(150);
     const { rows } = await fx.database.admin.query(
