@@ -33,7 +33,9 @@ export type OnceErrorCode =
   | 'RATE_LIMITED'
   | 'WRONG_ROLE'
   | 'LEASE_LOST'
-  | 'WEBHOOK_INVALID';
+  | 'WEBHOOK_INVALID'
+  | 'REENTRANT_CALL'
+  | 'TRANSACTION_MISUSE';
 
 /** One problem found while validating options or input; a flattened zod issue. */
 export interface OnceIssue {
@@ -339,6 +341,28 @@ export class WebhookVerificationError extends OnceError {
   }
 }
 
+/**
+ * The key of an idempotent call was used again inside that same call (its `fn`, directly or
+ * through code it calls), whose claim is not finished: that call can never succeed, so it is
+ * refused at once rather than after waiting `waitMs` for itself.
+ */
+export class ReentrantCallError extends OnceError {
+  readonly code = 'REENTRANT_CALL';
+  readonly retryable = false;
+  readonly httpStatus = 500;
+}
+
+/**
+ * The transaction pg-once runs in was ended or reconfigured under it: `fn` issued COMMIT or
+ * ROLLBACK itself (its claim would stay in progress, or vanish), or `SET TRANSACTION` after the
+ * transaction began (SQLSTATE 25001; withTenant's transaction is READ COMMITTED by design).
+ */
+export class TransactionMisuseError extends OnceError {
+  readonly code = 'TRANSACTION_MISUSE';
+  readonly retryable = false;
+  readonly httpStatus = 500;
+}
+
 /** Base of the migration failures; `code` tells which. */
 export abstract class MigrationError extends OnceError {
   readonly retryable = false;
@@ -420,6 +444,8 @@ export const SQLSTATE_CLAIM_CONTENDED = 'ONC02';
 export const SQLSTATE_CALL_ABORTED = 'ONC03';
 /** A role a migration needs does not exist and the migrating owner may not create it. */
 export const SQLSTATE_ROLE_MISSING = 'ONC10';
+/** SET TRANSACTION ISOLATION LEVEL after the transaction's first query. */
+const SQLSTATE_ACTIVE_TRANSACTION = '25001';
 /** Postgres' own codes that mean "retry the transaction". */
 const RETRYABLE_SQLSTATES = new Set(['40001', '40P01', SQLSTATE_CLAIM_CONTENDED]);
 
@@ -437,6 +463,12 @@ export function translateDatabaseError(error: unknown): unknown {
   }
   if (sqlstate === SQLSTATE_CALL_ABORTED) {
     return new CallAbortedError((error as Error).message, { cause: error });
+  }
+  if (sqlstate === SQLSTATE_ACTIVE_TRANSACTION) {
+    return new TransactionMisuseError(
+      `pg-once: ${(error as Error).message}; withTenant's transaction is READ COMMITTED and began before fn ran.`,
+      { cause: error },
+    );
   }
   if (typeof sqlstate === 'string' && RETRYABLE_SQLSTATES.has(sqlstate)) {
     return new TransactionConflictError(`pg-once: ${(error as Error).message}; retry the transaction.`, { cause: error });

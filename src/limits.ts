@@ -50,10 +50,18 @@ export async function setRateLimit(target: DatabaseTarget, limit: RateLimit): Pr
 export async function removeRateLimit(target: DatabaseTarget, selector: { tenant: string; tool?: string }): Promise<boolean> {
   return withSession(target, async (session) => {
     await assertSchemaOwner(session, 'limits remove');
-    const { rows } = await session.query(`DELETE FROM once.rate_limits WHERE tenant_id = $1 AND tool = $2 RETURNING 1`, [
-      selector.tenant,
-      selector.tool ?? '',
-    ]);
+    const tool = selector.tool ?? '';
+    const { rows } = await session.query(`DELETE FROM once.rate_limits WHERE tenant_id = $1 AND tool = $2 RETURNING 1`, [selector.tenant, tool]);
+    // The buckets the limit filled go with it, or a limit set again later would start from the
+    // old one's debt. The default's buckets are those of tenants without a limit of their own.
+    await session.query(
+      `DELETE FROM once.rate_limit_state s
+        WHERE s.tool = $2
+          AND (s.tenant_id = $1
+               OR ($1 = $3
+                   AND NOT EXISTS (SELECT 1 FROM once.rate_limits l WHERE l.tenant_id = s.tenant_id AND l.tool = s.tool)))`,
+      [selector.tenant, tool, DEFAULT_LIMIT_TENANT],
+    );
     return rows.length > 0;
   });
 }

@@ -81,6 +81,15 @@ export const withTenantOptionsSchema = z
      * which case tenants are NOT isolated by the database. (Default: false, or `configure()`'s)
      */
     allowRlsBypass: z.boolean().optional(),
+    /**
+     * The transaction's idle_in_transaction_session_timeout, in milliseconds, set for it alone
+     * (SET LOCAL), and only ever lower than the session's: a client host that vanishes mid-call
+     * without closing its connection has its transaction, and the claim in it, ended by the server
+     * after this long idle, instead of when TCP keepalive gives up (2 hours by default). Raise it
+     * for a fn that pauses longer between two statements; 0 leaves the server's setting.
+     * (Default: 60 000)
+     */
+    idleInTransactionTimeoutMs: z.number().int().min(0).max(24 * 60 * 60 * 1_000).optional(),
   })
   .strict();
 export type WithTenantOptions = z.input<typeof withTenantOptionsSchema>;
@@ -113,6 +122,13 @@ export const runIdempotentOptionsSchema = z
     maxResultBytes: z.number().int().positive().default(DEFAULT_MAX_RESULT_BYTES),
     /** Called for every dedupe audit event of this call. (Default: `configure()`'s logger) */
     logger: z.custom<(event: DedupeAuditEvent) => void>((value) => typeof value === 'function').optional(),
+    /**
+     * How many connections of this call's pool (its Kysely instance) may wait for concurrent
+     * duplicates at once. A waiting duplicate holds its connection; one that finds this many
+     * already waiting answers IdempotencyInProgressError at once instead, so the rest of the pool
+     * keeps serving other calls. Keep it below the pool's size. (Default: 4)
+     */
+    maxWaiting: z.number().int().min(0).max(10_000).default(4),
   })
   .strict();
 export type RunIdempotentOptions = z.input<typeof runIdempotentOptionsSchema>;
@@ -134,6 +150,7 @@ export const runIdempotentExternalOptionsSchema = runIdempotentOptionsSchema
   })
   .strict();
 export type RunIdempotentExternalOptions = z.input<typeof runIdempotentExternalOptionsSchema>;
+export type ResolvedRunIdempotentExternalOptions = z.output<typeof runIdempotentExternalOptionsSchema>;
 
 export const outboxEventSchema = z
   .object({

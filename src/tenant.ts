@@ -6,8 +6,9 @@
  */
 import type { Kysely, Transaction } from 'kysely';
 import { sql } from 'kysely';
-import { InvalidTenantError, NotInstalledError, RlsBypassError, translateDatabaseError, WrongRoleError } from './errors.ts';
-import { isRecordedFailure } from './idempotency/recorded-failure.ts';
+import { CallAbortedError, InvalidTenantError, NotInstalledError, RlsBypassError, translateDatabaseError, WrongRoleError } from './errors.ts';
+import { isRecordedIn } from './idempotency/recorded-failure.ts';
+import { setTransactionState, type TransactionState } from './idempotency/transaction-state.ts';
 import { INSTALLED_ROLE_COLUMNS } from './internal/role-names.ts';
 import { textProblem } from './internal/safe-text.ts';
 import { parseOptions, type WithTenantOptions, withTenantOptionsSchema } from './options.ts';
@@ -49,10 +50,11 @@ export async function withTenant<DB, T>(
   options?: WithTenantOptions,
 ): Promise<T> {
   assertValidTenantId(tenantId);
-  const allowRlsBypass =
-    (options === undefined ? undefined : parseOptions(withTenantOptionsSchema, options, 'withTenant options').allowRlsBypass) ??
-    settings().allowRlsBypass ??
-    false;
+  const parsed = options === undefined ? undefined : parseOptions(withTenantOptionsSchema, options, 'withTenant options');
+  const allowRlsBypass = parsed?.allowRlsBypass ?? settings().allowRlsBypass ?? false;
+  const idleMs = parsed?.idleInTransactionTimeoutMs ?? IDLE_IN_TRANSACTION_TIMEOUT_MILLISECONDS;
+  const requestedAt = performance.now();
+  let state: TransactionState | undefined;
 
   const known = roleByInstance.get(db);
   if (known) refuseRole(known, allowRlsBypass);
@@ -65,11 +67,13 @@ export async function withTenant<DB, T>(
       .transaction()
       .setIsolationLevel('read committed')
       .execute(async (tx) => {
-        await setTenant(db, tx, tenantId, allowRlsBypass);
+        state = { db, tenantId, poolWaitMs: performance.now() - requestedAt };
+        setTransactionState(tx, state);
+        await setTenant(db, tx, tenantId, allowRlsBypass, idleMs);
         try {
           return await fn(tx);
         } catch (error) {
-          if (!isRecordedFailure(error)) throw error;
+          if (!isRecordedIn(tx, error)) throw error;
           recorded = { error };
           return undefined as T;
         }
@@ -77,17 +81,59 @@ export async function withTenant<DB, T>(
     if (recorded) throw recorded.error;
     return result;
   } catch (error) {
-    throw translateDatabaseError(error);
+    throw translateTransactionError(error, state);
   }
 }
 
-async function setTenant(db: Kysely<any>, tx: Transaction<any>, tenantId: string, allowRlsBypass: boolean): Promise<void> {
+/** The default of `idleInTransactionTimeoutMs`: one minute. */
+export const IDLE_IN_TRANSACTION_TIMEOUT_MILLISECONDS = 60 * 1_000;
+
+/** SQLSTATE in_failed_sql_transaction: a statement in a transaction that is already aborted. */
+const IN_FAILED_TRANSACTION = '25P02';
+
+/**
+ * An idempotent call that failed aborts its transaction on purpose (once.abort_call). Code that
+ * caught its error and went on sees that as a raw 25P02 on its next statement, or, when it
+ * swallowed the error and returned, as Kysely's AbortedTransactionError at COMMIT (Postgres rolls
+ * back instead): both are CALL_ABORTED, with the call's own error as the cause.
+ */
+function translateTransactionError(error: unknown, state: TransactionState | undefined): unknown {
+  if (state?.abortedBy && (isKyselyAbortedTransaction(error) || (error as { code?: unknown } | null)?.code === IN_FAILED_TRANSACTION)) {
+    return new CallAbortedError(
+      'pg-once: an idempotent call failed in this transaction, which it aborted on purpose so that nothing of the call ' +
+        'could commit; nothing of the transaction committed. Let the error propagate, or retry the whole transaction.',
+      { cause: state.abortedBy.error },
+    );
+  }
+  return translateDatabaseError(error);
+}
+
+/** Kysely 0.28+ marks its AbortedTransactionError with this registered symbol (0.27 has none). */
+function isKyselyAbortedTransaction(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && (error as Record<symbol, unknown>)[Symbol.for('kysely.AbortedTransactionError')] === true;
+}
+
+/**
+ * The transaction's idle-in-transaction timeout, lowered to `idleMs` unless the session's is lower
+ * already (0, disabled, counts as higher). Part of the tenant's statement, so it costs no round
+ * trip. SHOW's units (ms, s, min, h, d) all read as intervals.
+ */
+function idleTimeout(idleMs: number) {
+  if (idleMs === 0) return sql`NULL`;
+  return sql`set_config('idle_in_transaction_session_timeout',
+               CASE WHEN current_setting('idle_in_transaction_session_timeout')::interval
+                         BETWEEN interval '1 millisecond' AND ${idleMs} * interval '1 millisecond'
+                    THEN current_setting('idle_in_transaction_session_timeout')
+                    ELSE ${String(idleMs)} END, true)`;
+}
+
+async function setTenant(db: Kysely<any>, tx: Transaction<any>, tenantId: string, allowRlsBypass: boolean, idleMs: number): Promise<void> {
   if (roleByInstance.has(db)) {
-    await sql`SELECT set_config('once.tenant_id', ${tenantId}, true)`.execute(tx);
+    await sql`SELECT set_config('once.tenant_id', ${tenantId}, true), ${idleTimeout(idleMs)}`.execute(tx);
     return;
   }
   const { rows } = await sql<{ role: string; bypass: boolean; app: string | null; member: boolean | null }>`
-    SELECT set_config('once.tenant_id', ${tenantId}, true) AS tenant, current_user AS role,
+    SELECT set_config('once.tenant_id', ${tenantId}, true) AS tenant, ${idleTimeout(idleMs)} AS idle, current_user AS role,
            (SELECT r.rolsuper OR r.rolbypassrls FROM pg_roles r WHERE r.rolname = current_user) AS bypass,
            names.app, pg_has_role(current_user, names.app, 'MEMBER') AS member
       FROM (SELECT ${sql.raw(INSTALLED_ROLE_COLUMNS)}) names`.execute(tx);

@@ -170,6 +170,116 @@ describe('runIdempotentExternal', () => {
     expect(await runIdempotentExternal(fx.app, 'tenant-x', key, charger())).toEqual(takenOver.value);
   });
 
+  it("without a heartbeat, fn's signal aborts when its lease runs out, before another worker can take over", async () => {
+    const key = freshKey('expiry');
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let signal!: AbortSignal;
+    const abortedFirst: string[] = [];
+    let running!: () => void;
+    const started = new Promise<void>((resolve) => (running = resolve));
+    const slow = runIdempotentExternal(
+      fx.app,
+      'tenant-x',
+      key,
+      async (context) => {
+        running();
+        signal = context.signal;
+        signal.addEventListener('abort', () => abortedFirst.push('aborted'));
+        await held;
+        return 'slow';
+      },
+      { leaseMs: 200 },
+    );
+    await started;
+    // Another worker takes over as soon as the database lets it; by then the signal has aborted.
+    const taker = await runIdempotentExternal.detailed(
+      fx.app,
+      'tenant-x',
+      key,
+      async () => {
+        abortedFirst.push('taken over');
+        return 'taker';
+      },
+      { waitMs: 5_000 },
+    );
+    expect(taker.outcome).toBe('executed');
+    expect(abortedFirst).toEqual(['aborted', 'taken over']);
+    expect(signal.reason).toBeInstanceOf(LeaseLostError);
+    release();
+    await expect(slow).rejects.toBeInstanceOf(LeaseLostError);
+  });
+
+  it('a heartbeat keeps the signal from aborting; a lease left to run out aborts it even with no one waiting', async () => {
+    const kept = freshKey('kept');
+    const value = await runIdempotentExternal(
+      fx.app,
+      'tenant-x',
+      kept,
+      async (context) => {
+        for (let i = 0; i < 6; i += 1) {
+          await sleep(80);
+          expect(await context.heartbeat()).toBe(true);
+        }
+        return context.signal.aborted;
+      },
+      { leaseMs: 200 },
+    );
+    expect(value).toBe(false);
+
+    const lapsed = freshKey('lapsed');
+    const outcome = await runIdempotentExternal(
+      fx.app,
+      'tenant-x',
+      lapsed,
+      async (context) => {
+        await new Promise((resolve) => context.signal.addEventListener('abort', resolve));
+        // Past its lease, a heartbeat no longer renews it: the worker was told to stop.
+        return { aborted: context.signal.aborted, renewed: await context.heartbeat() };
+      },
+      { leaseMs: 150 },
+    );
+    // Nobody took it over, so the result is still stored under its token.
+    expect(outcome).toEqual({ aborted: true, renewed: false });
+    expect(await runIdempotentExternal(fx.app, 'tenant-x', lapsed, async () => ({ aborted: false, renewed: true }))).toEqual(outcome);
+  });
+
+  it('an already-aborted signal runs nothing and claims nothing', async () => {
+    const key = freshKey('pre-aborted');
+    const fn = charger();
+    const reason = new Error('cancelled by the caller');
+    const error = await runIdempotentExternal(fx.app, 'tenant-x', key, fn, { signal: AbortSignal.abort(reason) }).catch((e: unknown) => e);
+    expect(error).toBe(reason);
+    expect(fn.runs).toBe(0);
+    expect(await fx.rows('idempotency_keys', `key = '${key}'`)).toEqual([]);
+  });
+
+  it('a duplicate polling a live lease holds no connection, and its wait is audited as waited', async () => {
+    const key = freshKey('poll');
+    let release!: () => void;
+    let running!: () => void;
+    const started = new Promise<void>((resolve) => (running = resolve));
+    const first = runIdempotentExternal(fx.app, 'tenant-x', key, async () => {
+      await new Promise<void>((resolve) => {
+        release = resolve;
+        running();
+      });
+      return 'done';
+    });
+    await started;
+    const waiting = runIdempotentExternal.detailed(fx.app, 'tenant-x', key, async () => 'dup', { waitMs: 5_000 });
+    await sleep(150);
+    const { rows } = await fx.database.admin.query(
+      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'`,
+    );
+    expect(rows[0].n).toBe(0);
+    release();
+    expect(await waiting).toMatchObject({ value: 'done', outcome: 'replayed', waited: true });
+    await first;
+    const audit = await fx.rows<{ kind: string }>('dedupe_audit', `key = '${key}'`);
+    expect(audit.map((row) => row.kind)).toEqual(['waited']);
+  });
+
   it('a failure that is not stored gives the key back; a stored one replays', async () => {
     const key = freshKey('fails');
     await expect(

@@ -23,6 +23,7 @@ import {
   WrongRoleError,
 } from '../src/index.ts';
 import { errorOf } from './support/error-of.ts';
+import { SHIPPED_FOR_NEW_DATABASE } from './support/shipped-migrations.ts';
 import { type ServerScratch, serverScratch } from './support/server-roles.ts';
 
 const run = promisify(execFile);
@@ -62,7 +63,7 @@ describe('migrate as a non-superuser database owner', () => {
   it('(b) with CREATEROLE, the managed-Postgres case: installs, is a no-op the second time, and the owner grants the roles', async () => {
     const { database, ownerUrl } = await ownedDatabase(true);
     const first = await migrate(ownerUrl);
-    expect(first.applied.map((m) => m.name)).toEqual(['baseline/0005_baseline']);
+    expect(first.applied.map((m) => m.name)).toEqual(SHIPPED_FOR_NEW_DATABASE);
     expect(first.roles.app).toBe(`once_${database}_app`);
     const second = await migrate(ownerUrl);
     expect(second.applied).toEqual([]);

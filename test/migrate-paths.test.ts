@@ -5,6 +5,7 @@
  * the roles' names mapped to their kind: tables, columns, indexes, policies, privileges down to
  * columns, function bodies and owners, and the database's CONNECT grants.
  */
+import { sql } from 'kysely';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { migrate, withTenant, runIdempotent, WrongRoleError } from '../src/index.ts';
@@ -13,6 +14,7 @@ import { grantWorkerSchema } from '../src/internal/grant-worker-schema.ts';
 import { migrationFiles } from '../src/internal/migration-files.ts';
 import { LEGACY_ROLE_NAMES } from '../src/internal/role-names.ts';
 import { errorOf } from './support/error-of.ts';
+import { numberedAfter } from './support/shipped-migrations.ts';
 import { type ServerScratch, serverScratch } from './support/server-roles.ts';
 
 let scratch: ServerScratch;
@@ -111,13 +113,18 @@ describe('a database of pg-once 0.1 (0001-0004) and a new one end in the same sc
     const login = scratch.name('once_login');
     const password = await scratch.login(login);
     await scratch.admin(`GRANT once_app TO ${login}`);
-    const before = await withTenant(scratch.kysely(scratch.url(legacy, login, password)), 'tenant-1', (tx) =>
-      runIdempotent(tx, 'charge:1', async () => ({ charged: 7 })),
-    );
+    // Its call, as 0.1's runIdempotent made it (once.claim, then the result stored as jsonb):
+    // the code of this version needs once.claim_key (0007), so it runs after `migrate`.
+    const before = { charged: 7 };
+    await withTenant(scratch.kysely(scratch.url(legacy, login, password)), 'tenant-1', async (tx) => {
+      await sql`SELECT * FROM once.claim('charge:1', '', NULL, NULL, 86400000, 1000)`.execute(tx);
+      await sql`UPDATE once.idempotency_keys SET status = 'completed', result = ${JSON.stringify(before)}::jsonb, completed_at = now()
+                 WHERE key = 'charge:1'`.execute(tx);
+    });
 
     const lines: string[] = [];
     const upgrade = await migrate(scratch.url(legacy), { onLog: (line) => lines.push(line) });
-    expect(upgrade.applied.map((m) => m.name)).toEqual(['0005_per_database_roles']);
+    expect(upgrade.applied.map((m) => m.name)).toEqual(['0005_per_database_roles', ...numberedAfter(5)]);
     expect(upgrade.roles.app).toBe(`once_${legacy}_app`);
     expect(lines).toContain(`role ${login} holds the cluster-wide once_app, which no longer opens this database; if it should: GRANT ${upgrade.roles.app} TO ${login};`);
     expect((await migrate(scratch.url(legacy))).applied).toEqual([]);

@@ -8,12 +8,13 @@ import {
   MigrationChecksumError,
   MigrationDatabaseAheadError,
 } from '../src/index.ts';
+import { LATEST_VERSION, SHIPPED_FOR_NEW_DATABASE } from './support/shipped-migrations.ts';
 import { createTestDatabase, testPool, type TestDatabase } from './support/test-database.ts';
 
 const run = promisify(execFile);
 // A database without pg-once starts from the newest baseline (see sql/baseline/ and
 // test/migrate-paths.test.ts for the databases that applied 0001-0004).
-const SHIPPED = ['baseline/0005_baseline'];
+const SHIPPED = SHIPPED_FOR_NEW_DATABASE;
 
 let database: TestDatabase | undefined;
 afterEach(async () => {
@@ -38,7 +39,7 @@ describe('migrate', () => {
     const db = await freshDatabase();
     const result = await migrate(db.adminUrl);
     expect(result.applied.map((m) => m.name)).toEqual(SHIPPED);
-    expect(result.version).toBe(5);
+    expect(result.version).toBe(LATEST_VERSION);
     expect(result.workerSchema).toBe('installed');
     // Named after the database (roles are cluster-wide; each database gets its own).
     expect(result.roles).toEqual({ app: `once_${db.name}_app`, relay: `once_${db.name}_relay`, maintenance: `once_${db.name}_maintenance` });

@@ -129,6 +129,29 @@ describe('rate limits', () => {
     }
   });
 
+  it('removing a limit removes its buckets: a limit set again starts full', async () => {
+    const bucketRows = async (tenant: string) =>
+      (await fx.database.admin.query('SELECT tool FROM once.rate_limit_state WHERE tenant_id = $1', [tenant])).rows;
+    await setRateLimit(fx.database.adminUrl, { tenant: 'bucket-t', perSecond: 0.01, burst: 1 });
+    await call('bucket-t');
+    await expect(call('bucket-t')).rejects.toBeInstanceOf(RateLimitedError);
+    expect(await removeRateLimit(fx.database.adminUrl, { tenant: 'bucket-t' })).toBe(true);
+    expect(await bucketRows('bucket-t')).toEqual([]);
+    await setRateLimit(fx.database.adminUrl, { tenant: 'bucket-t', perSecond: 0.01, burst: 1 });
+    expect((await call('bucket-t')).outcome).toBe('executed');
+    expect(await removeRateLimit(fx.database.adminUrl, { tenant: 'bucket-t' })).toBe(true);
+
+    // The default's buckets are those of tenants without a limit of their own.
+    await setRateLimit(fx.database.adminUrl, { tenant: '*', perSecond: 0.01, burst: 5 });
+    await setRateLimit(fx.database.adminUrl, { tenant: 'bucket-own', perSecond: 0.01, burst: 5 });
+    await call('bucket-default');
+    await call('bucket-own');
+    expect(await removeRateLimit(fx.database.adminUrl, { tenant: '*' })).toBe(true);
+    expect(await bucketRows('bucket-default')).toEqual([]);
+    expect(await bucketRows('bucket-own')).toEqual([{ tool: '' }]);
+    expect(await removeRateLimit(fx.database.adminUrl, { tenant: 'bucket-own' })).toBe(true);
+  });
+
   it('the application role cannot read other tenants\' limits or change any', async () => {
     await setRateLimit(fx.database.adminUrl, { tenant: 'secret-tenant', perSecond: 1, burst: 1 });
     const seen = await withTenant(fx.app, 'limited-a', (tx) => sql<{ tenant_id: string }>`SELECT tenant_id FROM once.rate_limits`.execute(tx));

@@ -108,8 +108,10 @@ describe('runIdempotent: first call and replays', () => {
       await sleep(150); // keep the first call open while the duplicates arrive
       return result;
     };
+    // All 32 may wait (the pool has 34 connections); by default at most 4 of a pool's
+    // connections wait, and the rest answer IDEMPOTENCY_IN_PROGRESS at once (bounded-waits.test.ts).
     const results = await Promise.all(
-      Array.from({ length: 32 }, () => withTenant(fx.app, 'tenant-a', (tx) => runIdempotent.detailed(tx, key, slow))),
+      Array.from({ length: 32 }, () => withTenant(fx.app, 'tenant-a', (tx) => runIdempotent.detailed(tx, key, slow, { maxWaiting: 32 }))),
     );
     expect(handler.calls).toBe(1);
     expect((await fx.orders('tenant-a')).filter((r) => r.key === key)).toHaveLength(1);
@@ -134,9 +136,10 @@ describe('runIdempotent: first call and replays', () => {
     const second = withTenant(fx.app, 'tenant-a', (tx) => runIdempotent.detailed(tx, key, handler));
     await expect(first).rejects.toThrow('first attempt fails');
     const outcome = await second;
-    // It waited for the first call, which left nothing behind: the wait is not reported (nothing
-    // in the database says it happened), the execution is.
-    expect(outcome.outcome).toBe('executed');
+    // It waited for the first call, which left nothing behind, then executed; the wait is
+    // reported too (the advisory lock of once.claim_key says it happened).
+    expect(outcome).toMatchObject({ outcome: 'executed', waited: true });
+    expect(await fx.rows('dedupe_audit', `key = '${key}' AND kind = 'waited'`)).toHaveLength(1);
     expect(handler.calls).toBe(2);
     expect((await fx.orders('tenant-a')).filter((r) => r.key === key)).toHaveLength(1);
   });
@@ -346,6 +349,38 @@ describe('runIdempotent: failures leave nothing behind', () => {
     expect(outcome === 'swallowed' || outcome instanceof Error).toBe(true);
     expect(await fx.rows('idempotency_keys', `key = '${key}'`)).toEqual([]);
     expect((await fx.orders()).filter((r) => r.key === key)).toEqual([]);
+  });
+
+  it('stores a thrown non-object chosen by storeError, and keeps it stored', async () => {
+    const key = freshKey('thrown-string');
+    const thrown = await errorOf(
+      withTenant(fx.app, 'tenant-a', (tx) =>
+        runIdempotent(
+          tx,
+          key,
+          async () => {
+            throw 'card declined';
+          },
+          { storeError: () => true },
+        ),
+      ),
+    );
+    expect(thrown).toBe('card declined');
+    const [record] = await fx.rows<{ status: string }>('idempotency_keys', `key = '${key}'`);
+    expect(record?.status).toBe('failed');
+    const replayed = await errorOf(withTenant(fx.app, 'tenant-a', (tx) => runIdempotent(tx, key, async () => 'ran again')));
+    expect(replayed).toBeInstanceOf(StoredCallError);
+    expect(replayed).toMatchObject({ message: 'card declined' });
+  });
+
+  it('replays the bytes of the first answer: object keys keep their order, numbers their spelling', async () => {
+    const key = freshKey('bytes');
+    const value = { zeta: 1, alpha: { z: [3, 2, 1], a: 'x' }, big: 1e21, longer_key: true, b: null };
+    const first = await withTenant(fx.app, 'tenant-a', (tx) => runIdempotent(tx, key, async () => value));
+    const replay = await withTenant(fx.app, 'tenant-a', (tx) => runIdempotent(tx, key, async () => null));
+    expect(JSON.stringify(first)).toBe(JSON.stringify(value));
+    expect(JSON.stringify(replay)).toBe(JSON.stringify(value));
+    expect(replay).toStrictEqual(first);
   });
 
   it('stores a failure chosen by storeError and re-throws an equivalent error on every replay', async () => {

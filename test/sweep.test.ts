@@ -34,6 +34,31 @@ async function keysLeft(): Promise<string[]> {
 }
 
 describe('sweep', () => {
+  it('a sweep racing the takeover of an expired key does not make the call report a wait', async () => {
+    await call('t', 'raced', 'old value');
+    await age("UPDATE once.idempotency_keys SET expires_at = now() - interval '1 second' WHERE key = 'raced'");
+    // The sweep's batch deletes the expired record and holds it until its transaction ends.
+    const sweeper = await fx.database.admin.connect();
+    try {
+      await sweeper.query('BEGIN');
+      await sweeper.query('SELECT once.sweep_idempotency_keys(100)');
+      const takeover = call('t', 'raced', 'new value');
+      // The call's takeover waits on the row the sweep holds.
+      for (let waiting = false; !waiting; ) {
+        const { rows } = await age(
+          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        );
+        waiting = rows[0].n > 0;
+      }
+      await sweeper.query('COMMIT');
+      // No duplicate was involved: it executed, and says it did not wait.
+      expect(await takeover).toMatchObject({ value: 'new value', outcome: 'executed', waited: false });
+    } finally {
+      sweeper.release();
+    }
+    expect(await fx.rows('dedupe_audit', "key = 'raced' AND kind = 'waited'")).toEqual([]);
+  });
+
   it('deletes exactly the expired records, old delivered events and old audit rows', async () => {
     for (const key of ['expired-1', 'expired-2', 'expired-3', 'live-1', 'live-2']) await call('t', key);
     await call('t', 'live-1'); // a replay: one audit row

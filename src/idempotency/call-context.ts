@@ -13,6 +13,8 @@ export interface CallContext {
   version: string;
   /** Events enqueued so far by this call; the next event's position. */
   position: number;
+  /** The call this one runs inside of, if any (re-entrancy is refused along this chain). */
+  parent?: CallContext | undefined;
 }
 
 export const callContext = new AsyncLocalStorage<CallContext>();

@@ -5,6 +5,7 @@
 import type { Transaction } from 'kysely';
 import {
   IdempotencyInProgressError,
+  ReentrantCallError,
   IdempotencyKeyReusedError,
   RateLimitedError,
   ResultNotSerializableError,
@@ -20,6 +21,8 @@ import type { Jsonify } from './jsonify.ts';
 import { markRecordedFailure } from './recorded-failure.ts';
 import type { RateCharge } from './store-outcome.ts';
 import { StoredCallError } from './stored-error.ts';
+import { transactionState } from './transaction-state.ts';
+import { tryTakeWaitSlot } from './wait-slots.ts';
 
 export interface IdempotentOutcome<T> {
   /** What fn returned, as JSON round-trips it: identical on the first call and every replay. */
@@ -42,23 +45,72 @@ export function claimRequest(key: string, opts: ResolvedRunIdempotentOptions): C
 }
 
 /**
- * The claim, plus the one case the database cannot wait for by itself: a committed in-progress
- * claim with a live lease (the two-phase mode), which is polled with backoff until `waitMs`.
+ * The claim of the in-transaction mode, within `waitMs`. The first round trip never waits: it
+ * claims, replays, or learns that the key is claimed by a call still in flight ('busy', or a
+ * two-phase call's live lease). Only then does the call take one of its pool's wait slots
+ * (wait-slots.ts explains why they are bounded) and wait, blocking in the database on the claim
+ * in flight or polling a live lease with backoff. Time spent queueing for the pooled connection
+ * counts against `waitMs`: a caller who waited 800 ms for a connection has 200 ms of a 1 s
+ * budget left, so its total wait stays within what it asked for.
  */
-export async function claimWithinWait(tx: Transaction<any>, request: ClaimRequest): Promise<ClaimRow> {
-  const deadline = Date.now() + request.waitMs;
-  let pause = 25;
-  for (let polled = false; ; polled = true) {
-    const found = await claim(tx, { ...request, waitMs: Math.max(1, deadline - Date.now()) });
-    if (found.outcome !== 'in_progress') return polled ? { ...found, waited: true } : found;
-    const remaining = deadline - Date.now();
-    if (remaining <= 0) {
-      const leaseLeft = found.locked_until ? found.locked_until.getTime() - Date.now() : request.waitMs;
-      throw new IdempotencyInProgressError(request.key, retryAfterMs(Math.max(leaseLeft, 0)));
+export async function claimWithinWait(tx: Transaction<any>, request: ClaimRequest, maxWaiting: number): Promise<ClaimRow> {
+  const state = transactionState(tx);
+  const deadline = performance.now() + request.waitMs - (state?.poolWaitMs ?? 0);
+  const left = () => Math.max(0, deadline - performance.now());
+  let found = await claim(tx, request, { waitMs: left(), block: false, waited: false });
+  if (!mustWait(found, request.key)) return found;
+  // A transaction the caller opened itself has no known pool, so its waits are not counted.
+  const release = state ? tryTakeWaitSlot(state.db, maxWaiting) : () => {};
+  if (!release) throw inProgressError(request, found);
+  try {
+    let pause = 25;
+    for (;;) {
+      if (left() <= 0) throw inProgressError(request, found);
+      if (found.outcome === 'in_progress') {
+        await sleep(Math.min(pause, left()));
+        pause = Math.min(pause * 2, 500);
+      }
+      found = await claim(tx, request, { waitMs: left(), block: true, waited: true });
+      if (!mustWait(found, request.key)) return found;
     }
-    await new Promise((resolve) => setTimeout(resolve, Math.min(pause, remaining)));
-    pause = Math.min(pause * 2, 500);
+  } finally {
+    release();
   }
+}
+
+/** True when the key is claimed by a call in flight; throws at once when that call is this one. */
+export function mustWait(found: ClaimRow, key: string): boolean {
+  if (found.outcome === 'reentrant') throw reentrantError(key);
+  return found.outcome === 'busy' || found.outcome === 'in_progress';
+}
+
+export function reentrantError(key: string): ReentrantCallError {
+  return new ReentrantCallError(
+    `pg-once: key "${key}" was used again inside its own call, which has not finished and would wait for itself; ` +
+      'give the inner call a key of its own.',
+  );
+}
+
+/** Past the wait: retry when the live lease (two-phase mode) should be over, else soon. */
+export function inProgressError(request: ClaimRequest, found: ClaimRow): IdempotencyInProgressError {
+  const leaseLeft = found.locked_until ? found.locked_until.getTime() - Date.now() : request.waitMs;
+  return new IdempotencyInProgressError(request.key, retryAfterMs(Math.max(leaseLeft, 0)));
+}
+
+/** Waits `ms`, or until `signal` aborts (then rejects with its reason). */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
 }
 
 /**

@@ -1,11 +1,12 @@
 /**
- * The claim: one round trip to once.claim() (sql/0002_claim_function.sql), which inserts the
+ * The claim: one round trip to once.claim_key() (sql/0007_bounded_claims.sql), which inserts the
  * in-progress record, or finds the result to replay, the reused key, the expired record to take
- * over, or waits for a concurrent duplicate. All of that in one statement, because every round
- * trip here is paid by every tool call.
+ * over, or (only when asked to block) waits for a concurrent duplicate. All of that in one
+ * statement, because every round trip here is paid by every tool call.
  */
 import { sql, type Transaction } from 'kysely';
-import { IdempotencyInProgressError, translateDatabaseError } from '../errors.ts';
+import { CallAbortedError, IdempotencyInProgressError, translateDatabaseError } from '../errors.ts';
+import { transactionState } from './transaction-state.ts';
 
 export interface ClaimRequest {
   key: string;
@@ -19,10 +20,10 @@ export interface ClaimRequest {
 }
 
 export interface ClaimRow {
-  outcome: 'claimed' | 'replay' | 'key_reused' | 'in_progress' | 'rate_limited';
+  outcome: 'claimed' | 'replay' | 'key_reused' | 'in_progress' | 'rate_limited' | 'busy' | 'reentrant';
   tenant_id: string;
   status: 'in_progress' | 'completed' | 'failed';
-  /** JSON text of the stored result; null when fn returned undefined. */
+  /** JSON text of the stored result, as written; null when fn returned undefined. */
   result: string | null;
   error: StoredError | null;
   waited: boolean;
@@ -44,22 +45,62 @@ export interface StoredError {
   retryable?: boolean;
 }
 
-/** SQLSTATE lock_not_available: the claim's lock_timeout (waitMs) ran out. */
-const LOCK_NOT_AVAILABLE = '55P03';
+/** How one round trip may wait: `block` false answers 'busy' instead of waiting for a claim in flight. */
+export interface ClaimMode {
+  /** The longest this statement may wait, in all, in milliseconds. */
+  waitMs: number;
+  block: boolean;
+  /** An earlier round trip of this call waited already (recorded as 'waited', not 'replay'). */
+  waited: boolean;
+}
 
-export async function claim(tx: Transaction<any>, request: ClaimRequest): Promise<ClaimRow> {
+/** SQLSTATE lock_not_available: the claim's wait ran out. */
+const LOCK_NOT_AVAILABLE = '55P03';
+/** SQLSTATE query_canceled: a statement_timeout (or a cancel) ended the wait. */
+const QUERY_CANCELED = '57014';
+/** SQLSTATE in_failed_sql_transaction: a statement in a transaction that is already aborted. */
+const IN_FAILED_TRANSACTION = '25P02';
+
+export async function claim(tx: Transaction<any>, request: ClaimRequest, mode: ClaimMode): Promise<ClaimRow> {
   try {
+    if (mode.block) await raiseStatementTimeout(tx, mode.waitMs);
     const { rows } = await sql<ClaimRow>`
-      SELECT * FROM once.claim(${request.key}, ${request.version}, ${request.tool ?? null},
-                               ${request.fingerprint}, ${request.ttlMs}, ${request.waitMs},
-                               ${request.lease?.ms ?? null}, ${request.lease?.token ?? null})`.execute(tx);
+      SELECT * FROM once.claim_key(${request.key}, ${request.version}, ${request.tool ?? null},
+                                   ${request.fingerprint}, ${request.ttlMs}, ${Math.max(0, Math.ceil(mode.waitMs))},
+                                   ${request.lease?.ms ?? null}, ${request.lease?.token ?? null}, ${mode.block}, ${mode.waited})`.execute(tx);
     return rows[0]!;
   } catch (error) {
-    if ((error as { code?: unknown }).code === LOCK_NOT_AVAILABLE) {
-      throw new IdempotencyInProgressError(request.key, retryAfterMs(request.waitMs), { cause: error });
-    }
-    throw translateDatabaseError(error);
+    throw claimError(tx, request, mode, error);
   }
+}
+
+/**
+ * A role's statement_timeout shorter than the wait would end it with a raw SQLSTATE 57014. The
+ * timer of a statement is armed when it starts, so it is raised here, for the claim statement that
+ * follows only: once.claim_key puts the saved value back first thing. Never lowered, and left
+ * alone when disabled (0). One more round trip, paid only by calls about to wait.
+ */
+async function raiseStatementTimeout(tx: Transaction<any>, waitMs: number): Promise<void> {
+  const neededMs = Math.ceil(waitMs) + STATEMENT_MARGIN_MILLISECONDS;
+  await sql`
+    SELECT set_config('once.saved_statement_timeout', s.setting, true),
+           set_config('statement_timeout', ${String(neededMs)}, true)
+      FROM pg_settings s
+     WHERE s.name = 'statement_timeout' AND s.setting::bigint > 0 AND s.setting::bigint < ${neededMs}`.execute(tx);
+}
+/** Room for the claim's own work after its wait, in milliseconds. */
+const STATEMENT_MARGIN_MILLISECONDS = 1_000;
+
+function claimError(tx: Transaction<any>, request: ClaimRequest, mode: ClaimMode, error: unknown): unknown {
+  const sqlstate = (error as { code?: unknown }).code;
+  if (sqlstate === LOCK_NOT_AVAILABLE || sqlstate === QUERY_CANCELED) {
+    return new IdempotencyInProgressError(request.key, retryAfterMs(mode.waitMs), { cause: error });
+  }
+  const abortedBy = transactionState(tx)?.abortedBy;
+  if (sqlstate === IN_FAILED_TRANSACTION && abortedBy) {
+    return new CallAbortedError('pg-once: an idempotent call failed earlier in this transaction, which it aborted on purpose.', { cause: abortedBy.error });
+  }
+  return translateDatabaseError(error);
 }
 
 /** A retry hint: soon enough to catch a quick first call, never longer than 5 s. */

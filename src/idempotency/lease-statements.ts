@@ -35,7 +35,7 @@ export function storeLeased(
   const error = outcome.status === 'failed' ? outcome.errorText : null;
   return guarded(() =>
     sql`UPDATE once.idempotency_keys
-           SET status = ${outcome.status}, result = ${result}::jsonb, error = ${error}::jsonb, completed_at = now(),
+           SET status = ${outcome.status}, result = ${result}::jsonb, result_text = ${result}, error = ${error}::jsonb, completed_at = now(),
                locked_until = NULL, lease_token = NULL
          WHERE tenant_id = ${id.tenantId} AND key = ${id.key} AND version = ${id.version}
            AND status = 'in_progress' AND lease_token = ${token}

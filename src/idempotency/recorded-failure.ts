@@ -5,6 +5,9 @@
  * even though the error propagates. withTenant does that for errors marked here; callers running
  * their own transaction check `isRecordedFailure(error)` before deciding to roll back.
  */
+import type { Transaction } from 'kysely';
+import { transactionState } from './transaction-state.ts';
+
 const recorded = new WeakSet<object>();
 
 export function markRecordedFailure<E>(error: E): E {
@@ -15,4 +18,21 @@ export function markRecordedFailure<E>(error: E): E {
 /** True when `error` came out of runIdempotent as a recorded outcome: commit, then handle it. */
 export function isRecordedFailure(error: unknown): boolean {
   return typeof error === 'object' && error !== null && recorded.has(error);
+}
+
+/**
+ * markRecordedFailure for an error thrown in `tx`: a thrown value that is not an object (a string,
+ * a number) cannot be marked, so it is noted on the transaction instead, where withTenant looks
+ * (see isRecordedIn). Without it, withTenant rolled back the failure it had just stored.
+ */
+export function recordFailure<E>(tx: Transaction<any>, error: E): E {
+  if (typeof error === 'object' && error !== null) return markRecordedFailure(error);
+  const state = transactionState(tx);
+  if (state) (state.recordedValues ??= []).push(error);
+  return error;
+}
+
+/** True when `error` is a recorded outcome of a call made in `tx`. */
+export function isRecordedIn(tx: Transaction<any>, error: unknown): boolean {
+  return isRecordedFailure(error) || transactionState(tx)?.recordedValues?.includes(error) === true;
 }

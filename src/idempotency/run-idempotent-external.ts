@@ -10,16 +10,33 @@
  *    token.
  * A duplicate while the lease is live waits (bounded by waitMs), then replays. A worker that dies
  * mid-call holds the key until its lease runs out; the next call then takes over and runs fn again
- * with the same idempotencyKey. heartbeat() extends the lease for long calls.
+ * with the same idempotencyKey. heartbeat() extends the lease for long calls; without it, fn's
+ * signal aborts when the lease runs out.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { type Kysely, sql } from 'kysely';
 import { LeaseLostError, RateLimitedError } from '../errors.ts';
 import { assertValidKey } from '../keys.ts';
-import { parseOptions, type RunIdempotentExternalOptions, runIdempotentExternalOptionsSchema } from '../options.ts';
+import {
+  parseOptions,
+  type ResolvedRunIdempotentExternalOptions,
+  type RunIdempotentExternalOptions,
+  runIdempotentExternalOptionsSchema,
+} from '../options.ts';
 import { withTenant } from '../tenant.ts';
 import { traceCall } from '../telemetry.ts';
-import { claimRequest, claimWithinWait, type IdempotentOutcome, rateCharge, settleClaim, storableResult, wantsStored } from './claim-outcome.ts';
+import { claim, type ClaimRow } from './claim.ts';
+import {
+  claimRequest,
+  type IdempotentOutcome,
+  inProgressError,
+  mustWait,
+  rateCharge,
+  settleClaim,
+  sleep,
+  storableResult,
+  wantsStored,
+} from './claim-outcome.ts';
 import type { Jsonify } from './jsonify.ts';
 import { chargeBucket, releaseLease, renewLease, storeLeased } from './lease-statements.ts';
 import { markRecordedFailure } from './recorded-failure.ts';
@@ -56,41 +73,35 @@ async function runExternalDetailed<T>(
 ): Promise<IdempotentOutcome<T>> {
   assertValidKey(key);
   const opts = parseOptions(runIdempotentExternalOptionsSchema, options ?? {}, 'runIdempotentExternal options');
+  // Cancelled before it began: nothing is claimed and fn never runs.
+  opts.signal?.throwIfAborted();
   const token = randomUUID();
   const tenantOptions = opts.tenantOptions;
   const record: RecordId = { tenantId, key, version: opts.version };
 
   // Phase 1: claim and commit (or replay, or a recorded error that withTenant commits).
-  const claimed = await withTenant(
-    db,
-    tenantId,
-    async (tx) => {
-      const found = await claimWithinWait(tx, { ...claimRequest(key, opts), lease: { ms: opts.leaseMs, token } });
-      const settled = settleClaim<T>(found, key, opts);
-      if (settled) return settled;
-      const charge = rateCharge(found);
-      if (charge && !(await chargeBucket(tx, tenantId, charge))) {
-        // Lost the race for the last token: undo the claim, keep an audit row, as the claim would.
-        await sql`DELETE FROM once.idempotency_keys WHERE tenant_id = ${tenantId} AND key = ${key} AND version = ${opts.version}`.execute(tx);
-        await sql`INSERT INTO once.dedupe_audit (key, tool, kind, detail)
-                  VALUES (${key}, ${opts.tool ?? null}, 'rate_limited', ${JSON.stringify({ version: opts.version, limit_tool: charge.tool })}::jsonb)`.execute(tx);
-        throw markRecordedFailure(new RateLimitedError(key, Math.max(1, Math.ceil(charge.emissionMs))));
-      }
-      return { waited: found.waited };
-    },
-    tenantOptions,
-  );
+  const claimed = await claimLeased<T>(db, tenantId, key, opts, token);
   if ('outcome' in claimed) return claimed;
+  if (opts.signal?.aborted) {
+    await withTenant(db, tenantId, (tx) => releaseLease(tx, record, token), tenantOptions).catch(() => {});
+    opts.signal.throwIfAborted();
+  }
 
   // Phase 2: the effect, outside any transaction.
   const idempotencyKey = downstreamKey(tenantId, key, opts.version);
   const controller = new AbortController();
   const onCallerAbort = () => controller.abort(opts.signal!.reason);
   opts.signal?.addEventListener('abort', onCallerAbort, { once: true });
+  const lease = leaseClock(claimed.claimedAt, opts.leaseMs, () =>
+    controller.abort(new LeaseLostError(`pg-once: the lease of key "${key}" ran out before the call finished; another worker may take it over.`)),
+  );
   const heartbeat = async () => {
+    if (controller.signal.aborted) return false;
+    const sentAt = performance.now();
     const held = await withTenant(db, tenantId, (tx) => renewLease(tx, record, token, opts.leaseMs), tenantOptions);
     if (!held) controller.abort(new LeaseLostError(`pg-once: the lease of key "${key}" was taken over by another worker.`));
-    return held;
+    else if (!controller.signal.aborted) lease.renewed(sentAt);
+    return held && !controller.signal.aborted;
   };
   const timer = opts.heartbeatIntervalMs === undefined ? undefined : setInterval(() => void heartbeat().catch(() => {}), opts.heartbeatIntervalMs);
   const context: ExternalCallContext = {
@@ -118,6 +129,7 @@ async function runExternalDetailed<T>(
     throw error;
   } finally {
     if (timer) clearInterval(timer);
+    lease.stop();
     opts.signal?.removeEventListener('abort', onCallerAbort);
   }
 
@@ -137,6 +149,80 @@ async function runExternalDetailed<T>(
     );
   }
   return { value: (text === undefined ? undefined : JSON.parse(text)) as Jsonify<T>, outcome: 'executed', waited: claimed.waited };
+}
+
+/**
+ * Phase 1: claim with a lease and commit, each attempt in a short transaction of its own. A
+ * duplicate of a call in flight (its lease live, or its claim not yet committed) polls with
+ * backoff BETWEEN transactions, so it holds no pooled connection while it waits; `waitMs` bounds
+ * the whole wait, pool included, and the caller's signal ends it.
+ */
+async function claimLeased<T>(
+  db: Kysely<any>,
+  tenantId: string,
+  key: string,
+  opts: ResolvedRunIdempotentExternalOptions,
+  token: string,
+): Promise<IdempotentOutcome<T> | { waited: boolean; claimedAt: number }> {
+  const request = { ...claimRequest(key, opts), lease: { ms: opts.leaseMs, token } };
+  const deadline = performance.now() + opts.waitMs;
+  let waited = false;
+  let pause = 25;
+  for (;;) {
+    const left = Math.max(0, deadline - performance.now());
+    const step = await withTenant(
+      db,
+      tenantId,
+      async (tx): Promise<IdempotentOutcome<T> | { waited: boolean; claimedAt: number } | { busy: ClaimRow }> => {
+        // Before the claim is sent: the lease the database grants ends no earlier than this + leaseMs.
+        const claimedAt = performance.now();
+        const found = await claim(tx, request, { waitMs: left, block: false, waited });
+        if (mustWait(found, key)) return { busy: found };
+        const settled = settleClaim<T>(found, key, opts);
+        if (settled) return settled;
+        const charge = rateCharge(found);
+        if (charge && !(await chargeBucket(tx, tenantId, charge))) {
+          // Lost the race for the last token: undo the claim, keep an audit row, as the claim would.
+          await sql`DELETE FROM once.idempotency_keys WHERE tenant_id = ${tenantId} AND key = ${key} AND version = ${opts.version}`.execute(tx);
+          await sql`INSERT INTO once.dedupe_audit (key, tool, kind, detail)
+                    VALUES (${key}, ${opts.tool ?? null}, 'rate_limited', ${JSON.stringify({ version: opts.version, limit_tool: charge.tool })}::jsonb)`.execute(tx);
+          throw markRecordedFailure(new RateLimitedError(key, Math.max(1, Math.ceil(charge.emissionMs))));
+        }
+        return { waited: found.waited, claimedAt };
+      },
+      opts.tenantOptions,
+    );
+    if (!('busy' in step)) return step;
+    waited = true;
+    const remaining = deadline - performance.now();
+    if (remaining <= 0) throw inProgressError(request, step.busy);
+    await sleep(Math.min(pause, remaining), opts.signal);
+    pause = Math.min(pause * 2, 500);
+  }
+}
+
+/**
+ * When this worker's lease ends, by the local clock: from just before the claim (or a renewal)
+ * was sent, which is no later than the database's own start of it, so the signal aborts before
+ * the database would let another worker take over. A timer fires `onExpired` then, whether or not
+ * fn ever calls heartbeat(): without it, a worker past its lease ran on unaware while another
+ * took the call over.
+ */
+function leaseClock(startedAt: number, leaseMs: number, onExpired: () => void) {
+  let endsAt = startedAt + leaseMs;
+  let timer: NodeJS.Timeout | undefined;
+  const arm = () => {
+    clearTimeout(timer);
+    timer = setTimeout(onExpired, Math.max(0, endsAt - performance.now()));
+  };
+  arm();
+  return {
+    renewed(sentAt: number) {
+      endsAt = Math.max(endsAt, sentAt + leaseMs);
+      arm();
+    },
+    stop: () => clearTimeout(timer),
+  };
 }
 
 /** The span and counters around every two-phase call (no-ops without an OpenTelemetry SDK). */

@@ -6,7 +6,7 @@
  * A replay: the claim alone (it returns the stored result and writes the audit row itself).
  */
 import { sql, type Transaction } from 'kysely';
-import { NotInTransactionError, RateLimitedError } from '../errors.ts';
+import { NotInTransactionError, RateLimitedError, TenantMissingError, TransactionMisuseError } from '../errors.ts';
 import { isTransaction } from '../internal/is-transaction.ts';
 import { assertValidKey } from '../keys.ts';
 import {
@@ -22,13 +22,15 @@ import {
   claimWithinWait,
   type IdempotentOutcome,
   rateCharge,
+  reentrantError,
   settleClaim,
   storableResult,
   wantsStored,
 } from './claim-outcome.ts';
 import type { Jsonify } from './jsonify.ts';
-import { markRecordedFailure } from './recorded-failure.ts';
-import { abortCall, type RateCharge, type RecordId, storeFailure, storeResult } from './store-outcome.ts';
+import { recordFailure } from './recorded-failure.ts';
+import { abortCall, failEndedCall, type RateCharge, type RecordId, storeFailure, storeResult } from './store-outcome.ts';
+import { transactionState } from './transaction-state.ts';
 import { describeError } from './stored-error.ts';
 
 export type { IdempotentOutcome } from './claim-outcome.ts';
@@ -63,11 +65,24 @@ async function runIdempotentCall<T>(
   }
   assertValidKey(key);
   const opts = options === undefined ? DEFAULT_OPTIONS : parseOptions(runIdempotentOptionsSchema, options, 'runIdempotent options');
-  const found = await claimWithinWait(tx, claimRequest(key, opts));
+  refuseReentry(tx, key, opts.version);
+  const found = await claimWithinWait(tx, claimRequest(key, opts), opts.maxWaiting);
   onTenant(found.tenant_id);
   const settled = settleClaim<T>(found, key, opts);
   if (settled) return settled;
   return execute(tx, { tenantId: found.tenant_id, key, version: opts.version }, fn, opts, found.waited, rateCharge(found));
+}
+
+/**
+ * The same key inside its own call (fn calls runIdempotent with it, directly or deep down) would
+ * wait for its own claim, which cannot end before it does. Known here without a round trip when
+ * the outer call is on the async call chain; once.claim_key also refuses it in the database.
+ */
+function refuseReentry(tx: Transaction<any>, key: string, version: string): void {
+  const tenantId = transactionState(tx)?.tenantId;
+  for (let call = callContext.getStore(); call; call = call.parent) {
+    if (call.key === key && call.version === version && (call.tx === tx || call.tenantId === tenantId)) throw reentrantError(key);
+  }
 }
 
 async function execute<T>(
@@ -85,12 +100,12 @@ async function execute<T>(
 
   let value: T;
   try {
-    value = await callContext.run({ tx, ...record, position: 0 }, () => fn(tx));
+    value = await callContext.run({ tx, ...record, position: 0, parent: callContext.getStore() }, () => fn(tx));
   } catch (error) {
     if (savepoint && wantsStored(opts.storeError, error)) {
       await sql`ROLLBACK TO SAVEPOINT ${sql.id(savepoint)}`.execute(tx);
-      await storeFailure(tx, record, JSON.stringify(describeError(error)));
-      throw markRecordedFailure(error);
+      await detectEndedTransaction(tx, record, () => storeFailure(tx, record, JSON.stringify(describeError(error))));
+      throw recordFailure(tx, error);
     }
     await abortCall(tx, error);
     throw error;
@@ -103,13 +118,34 @@ async function execute<T>(
     await abortCall(tx, error);
     throw error;
   }
-  if (!(await storeResult(tx, record, text, charge))) {
+  if (!(await detectEndedTransaction(tx, record, () => storeResult(tx, record, text, charge)))) {
     // Lost the race for the tenant's last token after fn ran: its writes roll back with the call.
     const error = new RateLimitedError(record.key, Math.max(1, Math.ceil(charge!.emissionMs)));
     await abortCall(tx, error);
     throw error;
   }
   return { value: (text === undefined ? undefined : JSON.parse(text)) as Jsonify<T>, outcome: 'executed', waited };
+}
+
+/**
+ * Runs the statement that stores the outcome. It is the first of pg-once's statements after fn,
+ * so it is where a fn that ended the transaction itself (COMMIT or ROLLBACK) shows: the tenant,
+ * set for the transaction only, is gone (ONC01). That is a coded error at once, and a committed
+ * claim is stored as failed rather than left in progress for its ttl (see failEndedCall).
+ */
+async function detectEndedTransaction<R>(tx: Transaction<any>, record: RecordId, store: () => Promise<R>): Promise<R> {
+  try {
+    return await store();
+  } catch (error) {
+    if (!(error instanceof TenantMissingError)) throw error;
+    const ended = new TransactionMisuseError(
+      `pg-once: the transaction of key "${record.key}" ended while its call ran: fn must not COMMIT or ROLLBACK it ` +
+        '(use a savepoint, or a transaction of its own on another connection).',
+      { cause: error },
+    );
+    await failEndedCall(tx, record, JSON.stringify(describeError(ended)));
+    throw ended;
+  }
 }
 
 /**

@@ -5,6 +5,7 @@
  */
 import { sql, type Transaction } from 'kysely';
 import { translateDatabaseError } from '../errors.ts';
+import { transactionState } from './transaction-state.ts';
 
 export interface RecordId {
   tenantId: string;
@@ -34,7 +35,8 @@ export async function storeResult(
     if (!charge) {
       await sql`
         UPDATE once.idempotency_keys
-           SET status = 'completed', result = ${resultText ?? null}::jsonb, completed_at = now()
+           SET status = 'completed', result = ${resultText ?? null}::jsonb, result_text = ${resultText ?? null},
+               lease_token = NULL, completed_at = now()
          WHERE tenant_id = ${id.tenantId} AND key = ${id.key} AND version = ${id.version}`.execute(tx);
       return true;
     }
@@ -50,7 +52,8 @@ export async function storeResult(
         RETURNING 1
       )
       UPDATE once.idempotency_keys
-         SET status = 'completed', result = ${resultText ?? null}::jsonb, completed_at = now()
+         SET status = 'completed', result = ${resultText ?? null}::jsonb, result_text = ${resultText ?? null},
+             lease_token = NULL, completed_at = now()
        WHERE tenant_id = ${id.tenantId} AND key = ${id.key} AND version = ${id.version}
          AND EXISTS (SELECT 1 FROM charged)
       RETURNING 1`.execute(tx);
@@ -64,7 +67,7 @@ export async function storeFailure(tx: Transaction<any>, id: RecordId, errorText
   try {
     await sql`
       UPDATE once.idempotency_keys
-         SET status = 'failed', error = ${errorText}::jsonb, completed_at = now()
+         SET status = 'failed', error = ${errorText}::jsonb, lease_token = NULL, completed_at = now()
        WHERE tenant_id = ${id.tenantId} AND key = ${id.key} AND version = ${id.version}`.execute(tx);
   } catch (error) {
     throw translateDatabaseError(error);
@@ -77,6 +80,22 @@ export async function storeFailure(tx: Transaction<any>, id: RecordId, errorText
  * "transaction is aborted" error when fn's failure already aborted it.
  */
 export async function abortCall(tx: Transaction<any>, reason: unknown): Promise<void> {
+  // Remembered so that what the caller sees next in this transaction (SQLSTATE 25P02, or Kysely's
+  // AbortedTransactionError at commit) is reported as CALL_ABORTED, with this call's error.
+  const state = transactionState(tx);
+  if (state) state.abortedBy ??= { error: reason };
   const text = reason instanceof Error ? `${reason.name}: ${reason.message}` : String(reason);
   await sql`SELECT once.abort_call(${text.slice(0, 500)})`.execute(tx).catch(() => {});
+}
+
+/**
+ * After `fn` ended the transaction itself (COMMIT or ROLLBACK), the connection runs statements
+ * outside any transaction, without a tenant. A COMMIT made the claim durable as in progress, with
+ * no lease: every retry would answer IDEMPOTENCY_IN_PROGRESS for the record's whole ttl. It is
+ * stored as failed instead (fn's committed writes must not run a second time), in one statement
+ * that sets the tenant for itself (see once.fail_ended_call). After a ROLLBACK there is no record
+ * and nothing to do.
+ */
+export async function failEndedCall(tx: Transaction<any>, id: RecordId, errorText: string): Promise<void> {
+  await sql`SELECT once.fail_ended_call(${id.tenantId}, ${id.key}, ${id.version}, ${errorText}::jsonb)`.execute(tx).catch(() => {});
 }
