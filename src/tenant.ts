@@ -40,7 +40,16 @@ interface RoleCheck {
   /** This database's application role, or null when pg-once is not installed here. */
   appRole: string | null;
   member: boolean;
+  /** Whether the schema has what this version of pg-once calls (migrate applied its files). */
+  current: boolean;
 }
+
+/**
+ * The newest function this package calls (sql/0007): its absence means the database's schema is
+ * older than the code, which would otherwise fail at the claim with a bare "function does not
+ * exist". Read from the catalog, which every login may read.
+ */
+const NEWEST_FUNCTION = 'claim_key';
 const roleByInstance = new WeakMap<Kysely<any>, RoleCheck>();
 
 export async function withTenant<DB, T>(
@@ -132,10 +141,12 @@ async function setTenant(db: Kysely<any>, tx: Transaction<any>, tenantId: string
     await sql`SELECT set_config('once.tenant_id', ${tenantId}, true), ${idleTimeout(idleMs)}`.execute(tx);
     return;
   }
-  const { rows } = await sql<{ role: string; bypass: boolean; app: string | null; member: boolean | null }>`
+  const { rows } = await sql<{ role: string; bypass: boolean; app: string | null; member: boolean | null; current: boolean }>`
     SELECT set_config('once.tenant_id', ${tenantId}, true) AS tenant, ${idleTimeout(idleMs)} AS idle, current_user AS role,
            (SELECT r.rolsuper OR r.rolbypassrls FROM pg_roles r WHERE r.rolname = current_user) AS bypass,
-           names.app, pg_has_role(current_user, names.app, 'MEMBER') AS member
+           names.app, pg_has_role(current_user, names.app, 'MEMBER') AS member,
+           EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                    WHERE n.nspname = 'once' AND p.proname = ${NEWEST_FUNCTION}) AS current
       FROM (SELECT ${sql.raw(INSTALLED_ROLE_COLUMNS)}) names`.execute(tx);
   const row = rows[0];
   const check: RoleCheck = {
@@ -143,12 +154,18 @@ async function setTenant(db: Kysely<any>, tx: Transaction<any>, tenantId: string
     bypass: row?.bypass === true,
     appRole: row?.app ?? null,
     member: row?.member === true,
+    current: row?.current === true,
   };
   roleByInstance.set(db, check);
   refuseRole(check, allowRlsBypass);
 }
 
 function refuseRole(check: RoleCheck, allowRlsBypass: boolean): void {
+  if (check.appRole !== null && !check.current) {
+    throw new NotInstalledError(
+      "pg-once: this database's pg-once schema is older than this package: run `pg-once migrate` (as the database's owner) before deploying it.",
+    );
+  }
   if (check.bypass) {
     if (!allowRlsBypass) throw new RlsBypassError(check.role);
     return;

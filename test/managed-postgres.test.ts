@@ -22,6 +22,8 @@ import {
   withTenant,
   WrongRoleError,
 } from '../src/index.ts';
+import { applyPending } from '../src/migrate.ts';
+import { migrationFiles } from '../src/internal/migration-files.ts';
 import { errorOf } from './support/error-of.ts';
 import { SHIPPED_FOR_NEW_DATABASE } from './support/shipped-migrations.ts';
 import { type ServerScratch, serverScratch } from './support/server-roles.ts';
@@ -254,5 +256,29 @@ describe('every use with the wrong role is a coded error naming the role needed'
     expect(await errorOf(withTenant(scratch.kysely(scratch.url(empty, plain, plainPassword)), 't', async () => 1))).toBeInstanceOf(
       NotInstalledError,
     );
+  });
+});
+
+describe('a schema older than the package', () => {
+  it('is a coded NOT_INSTALLED saying to run migrate, not a bare "function does not exist" at the claim', async () => {
+    const database = scratch.name('once_old');
+    await scratch.database(database);
+    const client = new pg.Client({ connectionString: scratch.url(database) });
+    await client.connect();
+    let roles;
+    try {
+      // The schema as the baseline of 0005 left it, before the files that came after it.
+      roles = (await applyPending(client, await migrationFiles(), { useBaseline: true, toVersion: 5 })).roles;
+    } finally {
+      await client.end();
+    }
+    const app = scratch.name('once_login');
+    const password = await scratch.login(app);
+    await scratch.admin(`GRANT ${roles.app} TO ${app}`);
+    const error = await errorOf(callOnce(scratch.url(database, app, password), 't', 'k'));
+    expect(error).toBeInstanceOf(NotInstalledError);
+    expect(error.message).toContain('older than this package');
+    await migrate(scratch.url(database));
+    expect((await callOnce(scratch.url(database, app, password), 't', 'k')).outcome).toBe('executed');
   });
 });
