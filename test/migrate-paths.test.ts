@@ -5,7 +5,6 @@
  * the roles' names mapped to their kind: tables, columns, indexes, policies, privileges down to
  * columns, function bodies and owners, and the database's CONNECT grants.
  */
-import { sql } from 'kysely';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { migrate, withTenant, runIdempotent, WrongRoleError } from '../src/index.ts';
@@ -116,11 +115,18 @@ describe('a database of pg-once 0.1 (0001-0004) and a new one end in the same sc
     // Its call, as 0.1's runIdempotent made it (once.claim, then the result stored as jsonb):
     // the code of this version needs once.claim_key (0007), so it runs after `migrate`.
     const before = { charged: 7 };
-    await withTenant(scratch.kysely(scratch.url(legacy, login, password)), 'tenant-1', async (tx) => {
-      await sql`SELECT * FROM once.claim('charge:1', '', NULL, NULL, 86400000, 1000)`.execute(tx);
-      await sql`UPDATE once.idempotency_keys SET status = 'completed', result = ${JSON.stringify(before)}::jsonb, completed_at = now()
-                 WHERE key = 'charge:1'`.execute(tx);
-    });
+    const old = new pg.Client({ connectionString: scratch.url(legacy, login, password) });
+    await old.connect();
+    try {
+      await old.query("BEGIN; SELECT set_config('once.tenant_id', 'tenant-1', true)");
+      await old.query(`SELECT * FROM once.claim('charge:1', '', NULL, NULL, 86400000, 1000)`);
+      await old.query(`UPDATE once.idempotency_keys SET status = 'completed', result = $1::jsonb, completed_at = now() WHERE key = 'charge:1'`, [
+        JSON.stringify(before),
+      ]);
+      await old.query('COMMIT');
+    } finally {
+      await old.end();
+    }
 
     const lines: string[] = [];
     const upgrade = await migrate(scratch.url(legacy), { onLog: (line) => lines.push(line) });

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import { inject } from 'vitest';
-import { installedRoleNames } from '../../src/internal/role-names.ts';
+import { installedRoleNames, LEGACY_ROLE_NAMES } from '../../src/internal/role-names.ts';
 import { databaseUrlFor, quoteIdentifier } from './database-url.ts';
 import { testPool } from './test-database.ts';
 
@@ -75,8 +75,10 @@ export function serverScratch(): ServerScratch {
         if (installed) groups.push(installed.app, installed.relay, installed.maintenance);
         await admin(`DROP DATABASE IF EXISTS ${quoteIdentifier(database)} WITH (FORCE)`);
       }
-      // Group roles first: a login that created them (CREATEROLE) is their grantor.
-      for (const role of [...new Set([...groups, ...roles])]) {
+      // Group roles first: a login that created them (CREATEROLE) is their grantor. The
+      // cluster-wide roles of 0.1 may serve other databases: never dropped here.
+      const legacy = new Set(Object.values(LEGACY_ROLE_NAMES));
+      for (const role of [...new Set([...groups, ...roles])].filter((name) => !legacy.has(name))) {
         await admin(`DROP ROLE IF EXISTS ${quoteIdentifier(role)}`);
       }
     },
