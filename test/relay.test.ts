@@ -166,6 +166,32 @@ describe('relay', () => {
     expect(await requeueDeadEvents(relayUrl, 'all')).toBe(1);
   });
 
+  it('counts a sink that throws synchronously as a failed attempt: the relay survives, the event dies, the rest flows', async () => {
+    const refs = await fillOutbox(fx.app, { count: 20, tenants: 2 });
+    const poison = refs[7]!.id;
+    let calls = 0;
+    const delivered = new Set<string>();
+    await relay({
+      maxAttempts: 3,
+      sinks: {
+        // Not async: the throw happens before any promise exists.
+        '>': (event) => {
+          if (event.id === poison) {
+            calls += 1;
+            throw new TypeError('cannot serialise the payload');
+          }
+          delivered.add(event.id);
+          return Promise.resolve();
+        },
+      },
+    });
+    await waitForOutbox(fx.database.admin, (c) => c.delivered === 19 && c.dead === 1);
+    expect(calls).toBe(3);
+    expect(delivered.size).toBe(19);
+    const [dead] = await listDeadEvents(relayUrl);
+    expect(dead).toMatchObject({ id: poison, attempts: 3, lastError: 'TypeError: cannot serialise the payload' });
+  });
+
   it('refuses to requeue an id that is not a dead event', async () => {
     await expect(requeueDeadEvents(relayUrl, ['999999'])).rejects.toMatchObject({ code: 'EVENT_NOT_FOUND' });
     await expect(requeueDeadEvents(relayUrl, ['abc'])).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });

@@ -20,7 +20,7 @@ import { type BackoffPolicy, defaultBackoff, retryHorizonMs } from './backoff.ts
 import { listenForWakeups, type Wakeup } from './relay-wakeup.ts';
 import { routeTopics, type SinkRouter } from './route-topic.ts';
 import type { Sink } from './sink.ts';
-import { type ClaimedEvent, claimEvents } from './sql/claim-events.ts';
+import { type Claim, type ClaimedEvent, claimEvents } from './sql/claim-events.ts';
 import type { EventRef } from './sql/event-refs.ts';
 import { markDelivered } from './sql/mark-delivered.ts';
 import { type Failure, markFailed } from './sql/mark-failed.ts';
@@ -71,6 +71,10 @@ class OutboxRelay implements Relay {
   private delivered: EventRef[] = [];
   private failed: Failure[] = [];
   private settling: Promise<void> | undefined;
+  /** Cut-short events claimed and not finished; while any is held, the loop claims nothing more. */
+  private cutShortHeld = 0;
+  /** A cut-short event is being delivered, alone. */
+  private isolating = false;
   private stopping = false;
   private stopped: Promise<void> | undefined;
   private loopDone: Promise<void> | undefined;
@@ -172,28 +176,43 @@ class OutboxRelay implements Relay {
   private async loop(): Promise<void> {
     while (!this.stopping) {
       const room = this.batchSize - this.inFlight.size - this.queue.length;
-      if (room <= 0 || this.queue.length >= this.options.concurrency) {
+      if (room <= 0 || this.queue.length >= this.options.concurrency || this.cutShortHeld > 0) {
         await this.sleep(); // a finishing delivery wakes us
         continue;
       }
-      let events: ClaimedEvent[];
+      let claim: Claim;
       try {
-        events = await claimEvents(this.pool, room, this.options.leaseMs, this.id);
+        claim = await claimEvents(this.pool, room, this.options.leaseMs, this.id, this.options.maxAttempts);
       } catch (error) {
         this.logger.error('claiming events failed; retrying', error);
         await this.sleep(ERROR_PAUSE_MILLISECONDS);
         continue;
       }
+      for (const event of claim.exhausted) {
+        this.logger.warn(`event ${event.id} of tenant ${event.tenantId} is dead: its last attempt ended without an outcome (crash or kill)`);
+        instruments().deliveries.add(1, { 'once.outcome': 'dead', 'once.topic': event.topic });
+      }
+      const events = claim.events;
+      this.cutShortHeld += events.filter((event) => event.cutShort).length;
       this.queue.push(...events);
       this.pump();
       // A full batch means more may be waiting: claim again as soon as there is room.
-      if (events.length < room) await this.sleep(this.options.pollIntervalMs);
+      if (events.length + claim.exhausted.length < room) await this.sleep(this.options.pollIntervalMs);
     }
   }
 
-  /** Starts queued deliveries while slots are free. */
+  /**
+   * Starts queued deliveries while slots are free. A cut-short event (its previous attempt ended
+   * without an outcome, maybe because it crashed the relay) runs alone: it waits for the slots to
+   * empty, and nothing starts beside it, so if it is a poison it takes down no other delivery.
+   */
   private pump(): void {
-    while (this.inFlight.size < this.options.concurrency && this.queue.length > 0 && !this.stopping) {
+    while (this.inFlight.size < this.options.concurrency && this.queue.length > 0 && !this.stopping && !this.isolating) {
+      const next = this.queue[0]!;
+      if (next.cutShort) {
+        if (this.inFlight.size > 0) return;
+        this.isolating = true;
+      }
       this.deliver(this.queue.shift()!);
     }
   }
@@ -240,22 +259,39 @@ class OutboxRelay implements Relay {
       .finally(() => {
         clearTimeout(timeout);
         this.inFlight.delete(key);
+        if (event.cutShort) {
+          this.cutShortHeld -= 1;
+          this.isolating = false;
+        }
         this.settle();
         this.pump();
         this.wake();
-      });
+      })
+      // The outcome is recorded first thing in each branch; telemetry failing after that must not
+      // become an unhandled rejection (which ends the process).
+      .catch((error: unknown) => this.logger.error('recording a delivery outcome failed', error));
   }
 
-  /** Runs the sink, but never waits past an abort: a sink that ignores its signal is left behind. */
+  /**
+   * Runs the sink, but never waits past an abort: a sink that ignores its signal is left behind.
+   * Whatever the sink does wrong is a failed attempt, never an escape from the delivery loop: it
+   * is called inside an async function, so a synchronous throw becomes a rejection too (a sink
+   * `(e) => { if (bad(e)) throw ... }` would otherwise crash the relay on every restart), and a
+   * sink that returns something else than a promise simply counts as done.
+   */
   private runSink(event: ClaimedEvent, signal: AbortSignal): Promise<void> {
-    const sink: Sink | undefined = this.route(event.topic);
-    if (!sink) return Promise.reject(new NoSinkError(`no sink is configured for topic "${event.topic}"`));
-    const { attempt, ...delivery } = event;
+    const { attempt, cutShort: _, ...delivery } = event;
+    const call = async () => {
+      const sink: Sink | undefined = this.route(event.topic);
+      if (!sink) throw new NoSinkError(`no sink is configured for topic "${event.topic}"`);
+      await sink(delivery, { attempt, signal });
+    };
     const aborted = new Promise<never>((_, reject) => {
       if (signal.aborted) reject(signal.reason);
       signal.addEventListener('abort', () => reject(signal.reason), { once: true });
     });
-    return Promise.race([sink(delivery, { attempt, signal }), aborted]);
+    aborted.catch(() => {}); // when the sink wins the race, nobody else awaits this one
+    return Promise.race([call(), aborted]);
   }
 
   private failure(event: ClaimedEvent, error: unknown): Failure {

@@ -4,6 +4,15 @@ import type { DeliveryEvent } from '../sink.ts';
 export interface ClaimedEvent extends DeliveryEvent {
   /** This attempt's number (attempts are counted when claimed). */
   attempt: number;
+  /** The previous attempt ended without an outcome (a crash?): deliver it with nothing else in flight. */
+  cutShort: boolean;
+}
+
+/** What a claim returns: events to deliver, and events it found out of attempts and declared dead. */
+export interface Claim {
+  events: ClaimedEvent[];
+  /** Events whose last attempt was cut short (a crash, a kill): dead now, not delivered. */
+  exhausted: ClaimedEvent[];
 }
 
 interface Row {
@@ -15,6 +24,8 @@ interface Row {
   payload: unknown;
   headers: Record<string, string>;
   attempts: number;
+  status: 'pending' | 'dead';
+  cut_short: boolean;
   created_at: Date;
 }
 
@@ -30,13 +41,25 @@ interface Row {
  * `limit`; events in backoff or in flight lie beyond now() and cost nothing.
  *
  * FOR UPDATE SKIP LOCKED makes concurrent relays take disjoint batches without waiting for each
- * other; the row lock lasts only this statement, the lease does the rest. Attempts are counted
- * here, so an event that crashes relays still reaches max attempts instead of looping forever.
+ * other; the row lock lasts only this statement, the lease does the rest.
+ *
+ * Crashes. Attempts are counted here, so an event that crashes relays still reaches max attempts
+ * instead of looping forever. An event claimed with locked_by still set was cut short: its lease
+ * ran out without an outcome (the relay crashed, was killed, or lost its database). Such an
+ * event may be the poison that killed the relay, or an innocent that was in flight beside it, so
+ * it is claimed ALONE (one per claim, and no other event in that claim; the relay runs it with
+ * nothing else in flight, see start-relay.ts): a poison then takes only itself down, and the
+ * innocents of a crash are delivered one by one, fewest attempts first, each losing only the one
+ * attempt of the first crash. Without this, every crash would burn an attempt of every event
+ * beside the poison, and after maxAttempts crashes the innocents would be dead with it.
+ * An event found with `attempts >= maxAttempts` used its last attempt without an outcome (a
+ * failed last attempt is settled dead at once), so it is declared dead right here, with a
+ * last_error that says so, instead of being delivered again.
  * Named: the relay's hottest statement, parsed and planned once per connection.
  */
 const TEXT = `
 WITH candidates AS (
-  SELECT e.tenant_id, e.id
+  SELECT e.tenant_id, e.id, e.attempts, e.next_attempt_at, e.locked_by IS NOT NULL AS cut_short
     FROM once.outbox_events e
    WHERE e.status = 'pending'
      AND e.next_attempt_at <= now()
@@ -47,18 +70,43 @@ WITH candidates AS (
    ORDER BY e.next_attempt_at, e.id
    LIMIT $1
    FOR UPDATE SKIP LOCKED
+),
+chosen AS (
+  SELECT c.tenant_id, c.id, c.cut_short FROM candidates c WHERE c.attempts >= $4::int
+  UNION ALL
+  (SELECT c.tenant_id, c.id, c.cut_short FROM candidates c WHERE c.cut_short AND c.attempts < $4::int
+    ORDER BY c.attempts, c.next_attempt_at, c.id LIMIT 1)
+  UNION ALL
+  SELECT c.tenant_id, c.id, c.cut_short FROM candidates c
+   WHERE NOT c.cut_short AND c.attempts < $4::int
+     AND NOT EXISTS (SELECT 1 FROM candidates s WHERE s.cut_short AND s.attempts < $4::int)
 )
 UPDATE once.outbox_events e
-   SET next_attempt_at = now() + $2 * interval '1 millisecond', locked_by = $3, attempts = e.attempts + 1
-  FROM candidates c
+   SET status = CASE WHEN e.attempts >= $4::int THEN 'dead' ELSE 'pending' END,
+       next_attempt_at = CASE WHEN e.attempts >= $4::int THEN e.next_attempt_at ELSE now() + $2 * interval '1 millisecond' END,
+       locked_by = CASE WHEN e.attempts >= $4::int THEN NULL ELSE $3 END,
+       attempts = CASE WHEN e.attempts >= $4::int THEN e.attempts ELSE e.attempts + 1 END,
+       last_error = CASE WHEN e.attempts >= $4::int
+         THEN 'attempt ' || e.attempts || ' of ' || $4::int || ' ended without an outcome (the relay delivering it crashed, '
+              || 'was killed or lost its database connection); no attempts left'
+         ELSE e.last_error END
+  FROM chosen c
  WHERE e.tenant_id = c.tenant_id AND e.id = c.id
-RETURNING e.tenant_id, e.id, e.dedupe_id, e.topic, e.ordering_key, e.payload, e.headers, e.attempts, e.created_at`;
+RETURNING e.tenant_id, e.id, e.dedupe_id, e.topic, e.ordering_key, e.payload, e.headers, e.attempts, e.status, c.cut_short, e.created_at`;
 
-export async function claimEvents(pool: pg.Pool, limit: number, leaseMs: number, relayId: string): Promise<ClaimedEvent[]> {
-  const { rows } = await pool.query<Row>({ name: 'once_claim_events', text: TEXT, values: [limit, leaseMs, relayId] });
+export async function claimEvents(pool: pg.Pool, limit: number, leaseMs: number, relayId: string, maxAttempts: number): Promise<Claim> {
+  const { rows } = await pool.query<Row>({ name: 'once_claim_events', text: TEXT, values: [limit, leaseMs, relayId, maxAttempts] });
   // RETURNING follows no order; deliveries start in id order.
   rows.sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
-  return rows.map((row) => ({
+  const events = rows.map(toEvent);
+  return {
+    events: events.filter((_, index) => rows[index]!.status === 'pending'),
+    exhausted: events.filter((_, index) => rows[index]!.status === 'dead'),
+  };
+}
+
+function toEvent(row: Row): ClaimedEvent {
+  return {
     id: String(row.id),
     dedupeId: row.dedupe_id,
     tenantId: row.tenant_id,
@@ -68,5 +116,6 @@ export async function claimEvents(pool: pg.Pool, limit: number, leaseMs: number,
     headers: row.headers,
     createdAt: row.created_at,
     attempt: row.attempts,
-  }));
+    cutShort: row.cut_short,
+  };
 }
