@@ -192,6 +192,51 @@ describe('relay', () => {
     expect(dead).toMatchObject({ id: poison, attempts: 3, lastError: 'TypeError: cannot serialise the payload' });
   });
 
+  it('fences outcomes by the claim: a relay whose lease lapsed cannot kill or reset an event another relay is delivering', async () => {
+    const [ref] = await fillOutbox(fx.app, { count: 1, tenants: 1 });
+    const gate = <T,>() => {
+      let open!: (value: T) => void;
+      const promise = new Promise<T>((resolve) => (open = resolve));
+      return { promise, open };
+    };
+    const firstStarted = gate<void>();
+    const firstOutcome = gate<void>();
+    // A long lease: A's heartbeat does not run during the test; the lapse is made by hand below,
+    // as if A's renewals had failed. A long poll interval: B, not A, claims the lapsed event.
+    const a = await relay({
+      leaseMs: 600_000,
+      pollIntervalMs: 60_000,
+      sinks: {
+        '>': async () => {
+          firstStarted.open();
+          await firstOutcome.promise;
+          throw new DeliveryRejectedError('HTTP 410 Gone'); // "dead" had it been A's to settle
+        },
+      },
+    });
+    await firstStarted.promise;
+    await fx.database.admin.query('UPDATE once.outbox_events SET next_attempt_at = now() WHERE id = $1', [ref!.id]);
+
+    const secondStarted = gate<void>();
+    const secondOutcome = gate<void>();
+    const b = await relay({
+      sinks: {
+        '>': async () => {
+          secondStarted.open();
+          await secondOutcome.promise;
+        },
+      },
+    });
+    await secondStarted.promise;
+    firstOutcome.open();
+    await a.stop(); // A's outcome has been written (or refused) by the time stop() returns
+    const { rows } = await fx.database.admin.query('SELECT status, attempts, locked_by FROM once.outbox_events WHERE id = $1', [ref!.id]);
+    expect(rows[0]).toEqual({ status: 'pending', attempts: 2, locked_by: b.id });
+
+    secondOutcome.open();
+    await waitForOutbox(fx.database.admin, (c) => c.delivered === 1);
+  });
+
   it('refuses to requeue an id that is not a dead event', async () => {
     await expect(requeueDeadEvents(relayUrl, ['999999'])).rejects.toMatchObject({ code: 'EVENT_NOT_FOUND' });
     await expect(requeueDeadEvents(relayUrl, ['abc'])).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });

@@ -21,7 +21,7 @@ import { listenForWakeups, type Wakeup } from './relay-wakeup.ts';
 import { routeTopics, type SinkRouter } from './route-topic.ts';
 import type { Sink } from './sink.ts';
 import { type Claim, type ClaimedEvent, claimEvents } from './sql/claim-events.ts';
-import type { EventRef } from './sql/event-refs.ts';
+import type { LeaseRef } from './sql/event-refs.ts';
 import { markDelivered } from './sql/mark-delivered.ts';
 import { type Failure, markFailed } from './sql/mark-failed.ts';
 import { releaseEvents } from './sql/release-events.ts';
@@ -68,7 +68,7 @@ class OutboxRelay implements Relay {
   /** Claimed and leased, waiting for a delivery slot. */
   private queue: ClaimedEvent[] = [];
   private readonly batchSize: number;
-  private delivered: EventRef[] = [];
+  private delivered: LeaseRef[] = [];
   private failed: Failure[] = [];
   private settling: Promise<void> | undefined;
   /** Cut-short events claimed and not finished; while any is held, the loop claims nothing more. */
@@ -301,6 +301,7 @@ class OutboxRelay implements Relay {
     return {
       tenantId: event.tenantId,
       id: event.id,
+      attempt: event.attempt,
       dead,
       delayMs: dead ? 0 : (hinted ?? this.backoff(event.attempt)),
       error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
@@ -317,7 +318,7 @@ class OutboxRelay implements Relay {
           this.delivered = [];
           this.failed = [];
           try {
-            await Promise.all([markDelivered(this.pool, delivered), markFailed(this.pool, failed)]);
+            await Promise.all([markDelivered(this.pool, delivered, this.id), markFailed(this.pool, failed, this.id)]);
           } catch (error) {
             // Keep the outcomes and try again: until settled, the events stay leased to us (and
             // if we die now, they are delivered again under the same dedupe id).
@@ -337,9 +338,9 @@ class OutboxRelay implements Relay {
     // Everything this relay holds: delivering, queued, and delivered or failed but not yet settled
     // (a settle that is retrying after an error must not lose its events to another relay).
     const refs = [...this.inFlight.values()]
-      .map(({ event }): EventRef => event)
+      .map(({ event }): LeaseRef => event)
       .concat(this.queue, this.delivered, this.failed)
-      .map((event) => ({ tenantId: event.tenantId, id: event.id }));
+      .map((event) => ({ tenantId: event.tenantId, id: event.id, attempt: event.attempt }));
     try {
       await renewLeases(this.pool, refs, this.options.leaseMs, this.id);
     } catch (error) {
@@ -387,7 +388,7 @@ class OutboxRelay implements Relay {
     clearInterval(this.heartbeat);
     try {
       const released = abandoned.map(({ event }) => event).concat(unstarted);
-      await releaseEvents(this.pool, released.map((event) => ({ tenantId: event.tenantId, id: event.id })), this.id);
+      await releaseEvents(this.pool, released.map((event) => ({ tenantId: event.tenantId, id: event.id, attempt: event.attempt })), this.id);
     } catch (error) {
       this.logger.error('releasing in-flight events failed; their leases will expire instead', error);
     }
