@@ -19,6 +19,7 @@ import {
 } from '../src/index.ts';
 import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
 import { fillOutbox, waitForOutbox } from './support/outbox-helpers.ts';
+import { testPool } from './support/test-database.ts';
 
 let fx: AppFixture;
 let relayUrl: string;
@@ -235,6 +236,40 @@ describe('relay', () => {
 
     secondOutcome.open();
     await waitForOutbox(fx.database.admin, (c) => c.delivered === 1);
+  });
+
+  it('runs under a role whose DateStyle and TimeZone are unusual, with its own pool or a given one', async () => {
+    const oddUrl = await fx.database.createLoginRole('once_relay');
+    const role = new URL(oddUrl).username;
+    await fx.database.admin.query(`ALTER ROLE "${role}" SET DateStyle = 'SQL, DMY'`);
+    await fx.database.admin.query(`ALTER ROLE "${role}" SET TimeZone = 'Asia/Kathmandu'`);
+    await fx.database.admin.query(`ALTER ROLE "${role}" SET IntervalStyle = 'sql_standard'`);
+    const refs = await fillOutbox(fx.app, { count: 4, tenants: 2 });
+    const { rows } = await fx.database.admin.query<{ id: string; created_at: Date }>('SELECT id, created_at FROM once.outbox_events');
+    const createdAt = new Map(rows.map((row) => [String(row.id), row.created_at.getTime()]));
+
+    const seen = new Map<string, number>();
+    const sink = async (event: DeliveryEvent) => void seen.set(event.id, event.createdAt.getTime());
+    await relay({ connectionString: oddUrl, sweep: false, sinks: { '>': sink } });
+    await waitForOutbox(fx.database.admin, (c) => c.delivered === 4);
+    expect(seen).toEqual(createdAt);
+
+    // A pool of the caller's: the relay cannot pin its sessions, and must not depend on them.
+    await Promise.all(relays.splice(0).map((r) => r.stop()));
+    await fx.database.admin.query("UPDATE once.outbox_events SET status = 'pending', delivered_at = NULL, next_attempt_at = now()");
+    seen.clear();
+    const pool = testPool({ connectionString: oddUrl, max: 4 });
+    try {
+      const { rows: style } = await pool.query('SHOW DateStyle');
+      expect(style[0].DateStyle).toBe('SQL, DMY');
+      await relay({ connectionString: undefined, pool, sweep: false, sinks: { '>': sink } } as RelayOptions);
+      await waitForOutbox(fx.database.admin, (c) => c.delivered === 4);
+      expect(seen).toEqual(createdAt);
+      expect(refs).toHaveLength(4);
+    } finally {
+      await Promise.all(relays.splice(0).map((r) => r.stop()));
+      await pool.end();
+    }
   });
 
   it('refuses to requeue an id that is not a dead event', async () => {

@@ -17,6 +17,7 @@ import { SWEEP_TASK, sweepCronItems } from '../sweep-schedule.ts';
 import { DeliveryFailedError, DeliveryRejectedError, NoSinkError } from '../errors.ts';
 import { parseOptions, type RelayLogger, type RelayOptions, relayOptionsSchema, type ResolvedRelayOptions } from '../options.ts';
 import { type BackoffPolicy, defaultBackoff, retryHorizonMs } from './backoff.ts';
+import { createRelayPool, relayConnectionConfig } from './relay-pool.ts';
 import { listenForWakeups, type Wakeup } from './relay-wakeup.ts';
 import { routeTopics, type SinkRouter } from './route-topic.ts';
 import type { Sink } from './sink.ts';
@@ -88,8 +89,7 @@ class OutboxRelay implements Relay {
     this.options = options;
     this.logger = options.logger ?? consoleLogger;
     this.ownsPool = options.pool === undefined;
-    // Claims, settles, heartbeats and the odd release: a handful of connections is plenty.
-    this.pool = options.pool ?? new pg.Pool({ connectionString: options.connectionString, max: 4 });
+    this.pool = options.pool ?? createRelayPool(options.connectionString!);
     if (this.ownsPool) {
       // Both listeners: without them a server restart crashes the process (see README, "Pools").
       this.pool.on('error', (error) => this.logger.warn(`idle connection failed: ${error.message}`));
@@ -116,7 +116,7 @@ class OutboxRelay implements Relay {
       throw error;
     }
     const clientConfig: pg.ClientConfig = this.ownsPool
-      ? { connectionString: this.options.connectionString }
+      ? relayConnectionConfig(this.options.connectionString!)
       : ((this.pool as pg.Pool & { options: pg.ClientConfig }).options ?? {});
     this.wakeup = listenForWakeups(clientConfig, () => this.wake(), (error) => this.logger.warn(`wake-up listener: ${(error as Error).message}`));
     this.heartbeat = setInterval(() => void this.renew(), Math.max(100, Math.floor(this.options.leaseMs / 3)));

@@ -26,7 +26,7 @@ interface Row {
   attempts: number;
   status: 'pending' | 'dead';
   cut_short: boolean;
-  created_at: Date;
+  created_ms: number;
 }
 
 /**
@@ -55,6 +55,9 @@ interface Row {
  * An event found with `attempts >= maxAttempts` used its last attempt without an outcome (a
  * failed last attempt is settled dead at once), so it is declared dead right here, with a
  * last_error that says so, instead of being delivered again.
+ * created_at comes back as epoch milliseconds, a number: a timestamp's text form follows the
+ * session's DateStyle, and a pool given by the caller may have any (node-postgres parses only
+ * ISO, and returns null otherwise).
  * Named: the relay's hottest statement, parsed and planned once per connection.
  */
 const TEXT = `
@@ -92,7 +95,8 @@ UPDATE once.outbox_events e
          ELSE e.last_error END
   FROM chosen c
  WHERE e.tenant_id = c.tenant_id AND e.id = c.id
-RETURNING e.tenant_id, e.id, e.dedupe_id, e.topic, e.ordering_key, e.payload, e.headers, e.attempts, e.status, c.cut_short, e.created_at`;
+RETURNING e.tenant_id, e.id, e.dedupe_id, e.topic, e.ordering_key, e.payload, e.headers, e.attempts, e.status, c.cut_short,
+          extract(epoch FROM e.created_at)::float8 * 1000 AS created_ms`;
 
 export async function claimEvents(pool: pg.Pool, limit: number, leaseMs: number, relayId: string, maxAttempts: number): Promise<Claim> {
   const { rows } = await pool.query<Row>({ name: 'once_claim_events', text: TEXT, values: [limit, leaseMs, relayId, maxAttempts] });
@@ -114,7 +118,7 @@ function toEvent(row: Row): ClaimedEvent {
     orderingKey: row.ordering_key,
     payload: row.payload,
     headers: row.headers,
-    createdAt: row.created_at,
+    createdAt: new Date(row.created_ms),
     attempt: row.attempts,
     cutShort: row.cut_short,
   };
