@@ -19,6 +19,7 @@ import { parseOptions, type RelayLogger, type RelayOptions, relayOptionsSchema, 
 import { type BackoffPolicy, defaultBackoff, retryHorizonMs } from './backoff.ts';
 import { createRelayPool, relayConnectionConfig } from './relay-pool.ts';
 import { listenForWakeups, type Wakeup } from './relay-wakeup.ts';
+import { DatabaseClock } from './database-clock.ts';
 import { routeTopics, type SinkRouter } from './route-topic.ts';
 import type { Sink } from './sink.ts';
 import { type Claim, type ClaimedEvent, claimEvents } from './sql/claim-events.ts';
@@ -37,6 +38,8 @@ export interface Relay {
 
 /** After a database error the loop pauses this long before trying again, in milliseconds. */
 const ERROR_PAUSE_MILLISECONDS = 1_000;
+/** How often the offset between the host clock and the database clock is measured again. */
+const CLOCK_SYNC_MILLISECONDS = 60 * 1_000;
 
 export async function startRelay(options: RelayOptions): Promise<Relay> {
   const resolved = parseOptions(relayOptionsSchema, options, 'relay options');
@@ -81,6 +84,8 @@ class OutboxRelay implements Relay {
   private loopDone: Promise<void> | undefined;
   private wakeLoop: (() => void) | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
+  private clockSync: NodeJS.Timeout | undefined;
+  private readonly clock: DatabaseClock;
   private wakeup: Wakeup | undefined;
   private worker: Runner | undefined;
   private readonly signalHandler = (signal: NodeJS.Signals) => void this.onSignal(signal);
@@ -95,6 +100,7 @@ class OutboxRelay implements Relay {
       this.pool.on('error', (error) => this.logger.warn(`idle connection failed: ${error.message}`));
       this.pool.on('connect', (client) => client.on('error', (error) => this.logger.warn(`connection failed: ${error.message}`)));
     }
+    this.clock = new DatabaseClock((text) => this.pool.query(text));
     this.route = routeTopics(options.sinks);
     this.backoff = defaultBackoff(options.backoff);
     this.batchSize = options.batchSize ?? Math.max(512, options.concurrency * 4);
@@ -109,6 +115,7 @@ class OutboxRelay implements Relay {
       for (const sink of this.sinks) await sink.start?.(info);
       // Fail fast on a wrong connection string or missing grants, not on the first poll.
       await this.pool.query('SELECT 1 FROM once.outbox_events LIMIT 0');
+      await this.clock.measure();
       this.worker = await this.startSweeps();
     } catch (error) {
       await this.closeSinks();
@@ -119,6 +126,10 @@ class OutboxRelay implements Relay {
       ? relayConnectionConfig(this.options.connectionString!)
       : ((this.pool as pg.Pool & { options: pg.ClientConfig }).options ?? {});
     this.wakeup = listenForWakeups(clientConfig, () => this.wake(), (error) => this.logger.warn(`wake-up listener: ${(error as Error).message}`));
+    this.clockSync = setInterval(() => {
+      this.clock.measure().catch((error: unknown) => this.logger.warn(`measuring the database clock failed: ${(error as Error).message}`));
+    }, CLOCK_SYNC_MILLISECONDS);
+    this.clockSync.unref();
     this.heartbeat = setInterval(() => void this.renew(), Math.max(100, Math.floor(this.options.leaseMs / 3)));
     if (this.options.handleSignals) {
       process.once('SIGTERM', this.signalHandler);
@@ -244,7 +255,7 @@ class OutboxRelay implements Relay {
           span.end();
           const telemetry = instruments();
           telemetry.deliveries.add(1, { 'once.outcome': 'delivered', 'once.topic': event.topic });
-          telemetry.deliveryLatency.record(Date.now() - event.createdAt.getTime(), { 'once.topic': event.topic });
+          telemetry.deliveryLatency.record(this.clock.now().getTime() - event.createdAt.getTime(), { 'once.topic': event.topic });
         },
         (error: unknown) => {
           if (entry.released) return void endWithError(span, error);
@@ -284,7 +295,7 @@ class OutboxRelay implements Relay {
     const call = async () => {
       const sink: Sink | undefined = this.route(event.topic);
       if (!sink) throw new NoSinkError(`no sink is configured for topic "${event.topic}"`);
-      await sink(delivery, { attempt, signal });
+      await sink(delivery, { attempt, signal, now: () => this.clock.now() });
     };
     const aborted = new Promise<never>((_, reject) => {
       if (signal.aborted) reject(signal.reason);
@@ -386,6 +397,7 @@ class OutboxRelay implements Relay {
     }
     const unstarted = this.queue.splice(0);
     clearInterval(this.heartbeat);
+    clearInterval(this.clockSync);
     try {
       const released = abandoned.map(({ event }) => event).concat(unstarted);
       await releaseEvents(this.pool, released.map((event) => ({ tenantId: event.tenantId, id: event.id, attempt: event.attempt })), this.id);
