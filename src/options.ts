@@ -169,9 +169,11 @@ export const relayOptionsSchema = z
     /** Deliveries in flight at once. (Default: 32) */
     concurrency: z.number().int().min(1).max(1_000).default(32),
     /**
-     * Events claimed (and leased) per round trip, held in a local queue until a delivery slot is
-     * free. Larger batches drain a backlog faster (measured: 512 drains 1.5x faster than 128);
-     * each held event is leased. (Default: the larger of 512 and 4 x concurrency)
+     * The most events claimed per round trip and held in the local queue until a delivery slot
+     * is free. The queue holds what the slots start in the next 50 ms (measured), at least
+     * `concurrency`, at most this: a fast sink drains a backlog in large batches (measured: 512
+     * drains 1.5x faster than 128), a slow one holds few events a dead relay would hold.
+     * (Default: the larger of 512 and 4 x concurrency)
      */
     batchSize: z.number().int().min(1).max(10_000).optional(),
     /** Attempts before an event is declared dead. (Default: 25) */
@@ -187,8 +189,9 @@ export const relayOptionsSchema = z
       .strict()
       .default({ initialMs: 250, maxMs: 300_000 }),
     /**
-     * How long a claimed event stays reserved for this relay, in milliseconds, renewed every third
-     * of it while the delivery runs. A relay that dies releases its events when this runs out.
+     * How long a started delivery stays reserved for this relay, in milliseconds, renewed while it
+     * runs. A relay that dies releases its started events when this runs out; events it had
+     * claimed but not started hold a lease of 750 ms (or this, if shorter), renewed while queued.
      * (Default: 10 000)
      */
     leaseMs: z.number().int().min(500).max(600_000).default(10_000),

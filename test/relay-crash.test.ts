@@ -7,7 +7,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
-import { enqueue, withTenant } from '../src/index.ts';
+import { enqueue, startRelay, withTenant } from '../src/index.ts';
 import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
 import { fillOutbox, waitForOutbox } from './support/outbox-helpers.ts';
 
@@ -96,4 +96,41 @@ it('a poison event that kills every relay delivering it is dead after maxAttempt
   });
   expect(restarts).toBeLessThanOrEqual(5);
   expect(await waitForOutbox(fx.database.admin, () => true)).toEqual({ pending: 0, delivered: 60, dead: 1 });
+});
+
+it('after a SIGKILL, events the dead relay had claimed but not started go to another relay at once; started ones wait for their lease', async () => {
+  await fillOutbox(fx.app, { count: 100, tenants: 2 });
+  // Every delivery of this relay hangs; a lease far longer than the test may run.
+  const dying = startRelayChild({ LEASE_MS: '600000', CONCURRENCY: '4', HANG: 'all' });
+  await dying.line('DELIVERING');
+  // Kill it once its four deliveries have run long enough to hold the long lease (a delivery
+  // killed in its first few hundred milliseconds still has the short one, and is freed sooner).
+  const longLeases = async () =>
+    (
+      await fx.database.admin.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM once.outbox_events WHERE status = 'pending' AND locked_by IS NOT NULL AND next_attempt_at > now() + interval '1 minute'",
+      )
+    ).rows[0]!.n;
+  while ((await longLeases()) < 4) await new Promise((resolve) => setTimeout(resolve, 20));
+  const { rows: held } = await fx.database.admin.query<{ n: number }>('SELECT count(*)::int AS n FROM once.outbox_events WHERE locked_by IS NOT NULL');
+  expect(held[0]!.n).toBeGreaterThan(4); // and some claimed, queued, not started
+  await dying.kill();
+
+  const delivered = new Set<string>();
+  const survivor = await startRelay({
+    connectionString: relayUrl,
+    handleSignals: false,
+    sweep: false,
+    logger: { warn: () => {}, error: () => {} },
+    sinks: { '>': async (event) => void delivered.add(event.id) },
+  });
+  try {
+    // The four deliveries that had started stay leased to the dead relay (for ten minutes);
+    // everything else, including what it had claimed and queued, is delivered now.
+    await waitForOutbox(fx.database.admin, (c) => c.delivered === 96, 30_000);
+    expect(await longLeases()).toBe(4);
+    expect(delivered.size).toBe(96);
+  } finally {
+    await survivor.stop();
+  }
 });

@@ -2,10 +2,13 @@
  * startRelay: delivers committed outbox events to sinks, at least once, always under the event's
  * dedupe id, retrying with backoff until delivered or dead.
  *
- * Shape: one claim loop (claim-events.ts) fills up to `concurrency` deliveries; each delivery
+ * Shape: one claim loop (claim-events.ts) fills up to `concurrency` deliveries plus a small
+ * prefetch queue (what the slots will start in the next PREFETCH_MILLISECONDS); each delivery
  * runs its sink with a timeout; outcomes are settled in batches (mark-delivered.ts,
- * mark-failed.ts); a heartbeat renews the leases of deliveries still running. A relay that dies
- * simply stops renewing, and its events become claimable again when their lease runs out.
+ * mark-failed.ts); a heartbeat renews the leases of what the relay holds, queued events for
+ * under a second, started ones for leaseMs (lease-plan.ts). A relay that dies simply stops
+ * renewing: its queued events are claimable again within a second, its started ones when their
+ * lease runs out.
  */
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -20,10 +23,12 @@ import { type BackoffPolicy, defaultBackoff, retryHorizonMs } from './backoff.ts
 import { createRelayPool, relayConnectionConfig } from './relay-pool.ts';
 import { listenForWakeups, type Wakeup } from './relay-wakeup.ts';
 import { DatabaseClock } from './database-clock.ts';
+import { HEARTBEAT_MILLISECONDS, queuedLeaseMs, renewalsDue } from './lease-plan.ts';
+import { StartRate } from './start-rate.ts';
 import { routeTopics, type SinkRouter } from './route-topic.ts';
 import type { Sink } from './sink.ts';
 import { type Claim, type ClaimedEvent, claimEvents } from './sql/claim-events.ts';
-import type { LeaseRef } from './sql/event-refs.ts';
+import type { EventRef, LeaseRef } from './sql/event-refs.ts';
 import { markDelivered } from './sql/mark-delivered.ts';
 import { type Failure, markFailed } from './sql/mark-failed.ts';
 import { releaseEvents } from './sql/release-events.ts';
@@ -38,6 +43,13 @@ export interface Relay {
 
 /** After a database error the loop pauses this long before trying again, in milliseconds. */
 const ERROR_PAUSE_MILLISECONDS = 1_000;
+/**
+ * The prefetch queue holds what the delivery slots will start in this many milliseconds (at the
+ * rate measured over the last second; at least `concurrency`, at most batchSize), and the next
+ * claim goes out when half of it is left. Short, because a queued event is one that a newly due
+ * event of another tenant waits behind, and one that a dead relay holds for a queued lease.
+ */
+const PREFETCH_MILLISECONDS = 50;
 /** How often the offset between the host clock and the database clock is measured again. */
 const CLOCK_SYNC_MILLISECONDS = 60 * 1_000;
 
@@ -53,6 +65,10 @@ interface InFlight {
   controller: AbortController;
   /** Set when shutdown gave up on this delivery: its outcome is ignored, the event released. */
   released: boolean;
+}
+
+function eventKey(event: EventRef): string {
+  return `${event.tenantId}\u0000${event.id}`;
 }
 
 const consoleLogger: RelayLogger = {
@@ -72,14 +88,18 @@ class OutboxRelay implements Relay {
   /** Claimed and leased, waiting for a delivery slot. */
   private queue: ClaimedEvent[] = [];
   private readonly batchSize: number;
+  private readonly startRate = new StartRate();
   private delivered: LeaseRef[] = [];
   private failed: Failure[] = [];
+  /** Delivered or failed, not settled yet: still leased, renewed while the settle retries. */
+  private readonly unsettled = new Map<string, ClaimedEvent>();
   private settling: Promise<void> | undefined;
   /** Cut-short events claimed and not finished; while any is held, the loop claims nothing more. */
   private cutShortHeld = 0;
   /** A cut-short event is being delivered, alone. */
   private isolating = false;
   private stopping = false;
+  private renewing = false;
   private stopped: Promise<void> | undefined;
   private loopDone: Promise<void> | undefined;
   private wakeLoop: (() => void) | undefined;
@@ -130,7 +150,10 @@ class OutboxRelay implements Relay {
       this.clock.measure().catch((error: unknown) => this.logger.warn(`measuring the database clock failed: ${(error as Error).message}`));
     }, CLOCK_SYNC_MILLISECONDS);
     this.clockSync.unref();
-    this.heartbeat = setInterval(() => void this.renew(), Math.max(100, Math.floor(this.options.leaseMs / 3)));
+    this.heartbeat = setInterval(() => {
+      this.startRate.tick();
+      void this.renew();
+    }, HEARTBEAT_MILLISECONDS);
     if (this.options.handleSignals) {
       process.once('SIGTERM', this.signalHandler);
       process.once('SIGINT', this.signalHandler);
@@ -179,21 +202,28 @@ class OutboxRelay implements Relay {
     });
   }
 
+  /** Queued events wanted: what the slots start in PREFETCH_MILLISECONDS, within [concurrency, batchSize]. */
+  private get prefetch(): number {
+    const wanted = Math.ceil((this.startRate.perSecond * PREFETCH_MILLISECONDS) / 1_000);
+    return Math.min(this.batchSize, Math.max(this.options.concurrency, wanted));
+  }
+
   /**
-   * Keeps up to batchSize events claimed: delivering (up to concurrency) or queued locally. The
-   * next claim goes out while the previous batch is still being delivered, so the database round
-   * trip overlaps the deliveries instead of alternating with them.
+   * Keeps the delivery slots busy and a small queue ahead of them. The next claim goes out while
+   * the queue still holds half its target, so the database round trip overlaps the deliveries
+   * instead of alternating with them.
    */
   private async loop(): Promise<void> {
     while (!this.stopping) {
-      const room = this.batchSize - this.inFlight.size - this.queue.length;
-      if (room <= 0 || this.queue.length >= this.options.concurrency || this.cutShortHeld > 0) {
+      const prefetch = this.prefetch;
+      const room = this.options.concurrency - this.inFlight.size + prefetch - this.queue.length;
+      if (room <= 0 || this.queue.length > prefetch / 2 || this.cutShortHeld > 0) {
         await this.sleep(); // a finishing delivery wakes us
         continue;
       }
       let claim: Claim;
       try {
-        claim = await claimEvents(this.pool, room, this.options.leaseMs, this.id, this.options.maxAttempts);
+        claim = await claimEvents(this.pool, room, queuedLeaseMs(this.options.leaseMs), this.id, this.options.maxAttempts);
       } catch (error) {
         this.logger.error('claiming events failed; retrying', error);
         await this.sleep(ERROR_PAUSE_MILLISECONDS);
@@ -225,11 +255,12 @@ class OutboxRelay implements Relay {
         this.isolating = true;
       }
       this.deliver(this.queue.shift()!);
+      this.startRate.add();
     }
   }
 
   private deliver(event: ClaimedEvent): void {
-    const key = `${event.tenantId}\u0000${event.id}`;
+    const key = eventKey(event);
     const controller = new AbortController();
     const entry: InFlight = { event, controller, released: false };
     this.inFlight.set(key, entry);
@@ -251,6 +282,7 @@ class OutboxRelay implements Relay {
         () => {
           if (entry.released) return void span.end();
           this.delivered.push(event);
+          this.unsettled.set(key, event);
           span.setAttribute('once.outcome', 'delivered');
           span.end();
           const telemetry = instruments();
@@ -261,6 +293,7 @@ class OutboxRelay implements Relay {
           if (entry.released) return void endWithError(span, error);
           const failure = this.failure(event, error);
           this.failed.push(failure);
+          this.unsettled.set(key, event);
           const outcome = failure.dead ? 'dead' : 'retry';
           span.setAttribute('once.outcome', outcome);
           endWithError(span, error);
@@ -330,6 +363,7 @@ class OutboxRelay implements Relay {
           this.failed = [];
           try {
             await Promise.all([markDelivered(this.pool, delivered, this.id), markFailed(this.pool, failed, this.id)]);
+            for (const event of [...delivered, ...failed]) this.unsettled.delete(eventKey(event));
           } catch (error) {
             // Keep the outcomes and try again: until settled, the events stay leased to us (and
             // if we die now, they are delivered again under the same dedupe id).
@@ -345,17 +379,32 @@ class OutboxRelay implements Relay {
     })();
   }
 
+  /**
+   * Renews the leases about to run out of everything this relay holds: started deliveries for
+   * leaseMs; queued events, and outcomes waiting to be settled (a settle that is retrying after an
+   * error must not lose its events to another relay), for the short queued lease.
+   */
   private async renew(): Promise<void> {
-    // Everything this relay holds: delivering, queued, and delivered or failed but not yet settled
-    // (a settle that is retrying after an error must not lose its events to another relay).
-    const refs = [...this.inFlight.values()]
-      .map(({ event }): LeaseRef => event)
-      .concat(this.queue, this.delivered, this.failed)
-      .map((event) => ({ tenantId: event.tenantId, id: event.id, attempt: event.attempt }));
+    if (this.renewing) return; // the previous heartbeat's statement is still out
+    const now = Date.now();
+    const queuedMs = queuedLeaseMs(this.options.leaseMs);
+    const renewals = [
+      ...renewalsDue([...this.inFlight.values()].map(({ event }) => event), this.options.leaseMs, now),
+      ...renewalsDue(this.queue, queuedMs, now),
+      ...renewalsDue(this.unsettled.values(), queuedMs, now),
+    ];
+    if (renewals.length === 0) return;
+    this.renewing = true;
     try {
-      await renewLeases(this.pool, refs, this.options.leaseMs, this.id);
+      const sentAt = Date.now();
+      const renewed = new Set((await renewLeases(this.pool, renewals, this.id)).map(eventKey));
+      for (const renewal of renewals) {
+        if (renewed.has(eventKey(renewal))) renewal.held.leaseUntil = sentAt + renewal.leaseMs;
+      }
     } catch (error) {
       this.logger.warn(`renewing leases failed: ${(error as Error).message}`);
+    } finally {
+      this.renewing = false;
     }
   }
 

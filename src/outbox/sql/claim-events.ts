@@ -4,8 +4,10 @@ import type { DeliveryEvent } from '../sink.ts';
 export interface ClaimedEvent extends DeliveryEvent {
   /** This attempt's number (attempts are counted when claimed). */
   attempt: number;
-  /** The previous attempt ended without an outcome (a crash?): deliver it with nothing else in flight. */
+  /** Cut short more than once (see TEXT): deliver it with nothing else in flight. */
   cutShort: boolean;
+  /** When the lease runs out, by the host clock (epoch ms; counted from when the claim was sent). */
+  leaseUntil: number;
 }
 
 /** What a claim returns: events to deliver, and events it found out of attempts and declared dead. */
@@ -46,12 +48,14 @@ interface Row {
  * Crashes. Attempts are counted here, so an event that crashes relays still reaches max attempts
  * instead of looping forever. An event claimed with locked_by still set was cut short: its lease
  * ran out without an outcome (the relay crashed, was killed, or lost its database). Such an
- * event may be the poison that killed the relay, or an innocent that was in flight beside it, so
- * it is claimed ALONE (one per claim, and no other event in that claim; the relay runs it with
- * nothing else in flight, see start-relay.ts): a poison then takes only itself down, and the
- * innocents of a crash are delivered one by one, fewest attempts first, each losing only the one
- * attempt of the first crash. Without this, every crash would burn an attempt of every event
- * beside the poison, and after maxAttempts crashes the innocents would be dead with it.
+ * event may be the poison that killed the relay, or an innocent that was in flight beside it.
+ * After one crash it is claimed as usual (a relay killed by its orchestrator is no reason to slow
+ * down); cut short again at its second attempt or later, it is claimed ALONE (one per claim, and
+ * no other event in that claim; the relay runs it with nothing else in flight, see
+ * start-relay.ts): a poison then takes only itself down, and the innocents that were beside it
+ * twice are delivered one by one, fewest attempts first, each having lost two attempts. Without
+ * this, every crash would burn an attempt of every event beside the poison, and after maxAttempts
+ * crashes the innocents would be dead with it.
  * An event found with `attempts >= maxAttempts` used its last attempt without an outcome (a
  * failed last attempt is settled dead at once), so it is declared dead right here, with a
  * last_error that says so, instead of being delivered again.
@@ -62,7 +66,7 @@ interface Row {
  */
 const TEXT = `
 WITH candidates AS (
-  SELECT e.tenant_id, e.id, e.attempts, e.next_attempt_at, e.locked_by IS NOT NULL AS cut_short
+  SELECT e.tenant_id, e.id, e.attempts, e.next_attempt_at, e.locked_by IS NOT NULL AND e.attempts >= 2 AS cut_short
     FROM once.outbox_events e
    WHERE e.status = 'pending'
      AND e.next_attempt_at <= now()
@@ -99,17 +103,18 @@ RETURNING e.tenant_id, e.id, e.dedupe_id, e.topic, e.ordering_key, e.payload, e.
           extract(epoch FROM e.created_at)::float8 * 1000 AS created_ms`;
 
 export async function claimEvents(pool: pg.Pool, limit: number, leaseMs: number, relayId: string, maxAttempts: number): Promise<Claim> {
+  const sentAt = Date.now();
   const { rows } = await pool.query<Row>({ name: 'once_claim_events', text: TEXT, values: [limit, leaseMs, relayId, maxAttempts] });
   // RETURNING follows no order; deliveries start in id order.
   rows.sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
-  const events = rows.map(toEvent);
+  const events = rows.map((row) => toEvent(row, sentAt + leaseMs));
   return {
     events: events.filter((_, index) => rows[index]!.status === 'pending'),
     exhausted: events.filter((_, index) => rows[index]!.status === 'dead'),
   };
 }
 
-function toEvent(row: Row): ClaimedEvent {
+function toEvent(row: Row, leaseUntil: number): ClaimedEvent {
   return {
     id: String(row.id),
     dedupeId: row.dedupe_id,
@@ -121,5 +126,6 @@ function toEvent(row: Row): ClaimedEvent {
     createdAt: new Date(row.created_ms),
     attempt: row.attempts,
     cutShort: row.cut_short,
+    leaseUntil,
   };
 }

@@ -1,28 +1,36 @@
 import type pg from 'pg';
-import { type LeaseRef, leaseArrays } from './event-refs.ts';
+import { type EventRef, type LeaseRef, leaseArrays } from './event-refs.ts';
 
 /**
- * The heartbeat: pushes the lease (next_attempt_at) of events this relay holds further out, so a
+ * The heartbeat: pushes the lease (next_attempt_at) of events this relay holds further out, each
+ * by its own lease (short for queued events, leaseMs for started ones; see lease-plan.ts), so a
  * slow but live delivery (or one waiting to be settled) is never taken over. Fenced by the claim
  * (see event-refs.ts): an event whose lease already ran out and was claimed again, by another
- * relay or by this one, belongs to that newer claim. SKIP LOCKED: a row being settled right now needs no renewal, and waiting for it while
- * the settle statement waits for a row locked here would deadlock (seen under load).
+ * relay or by this one, belongs to that newer claim. SKIP LOCKED: a row being settled right now
+ * needs no renewal, and waiting for it while the settle statement waits for a row locked here
+ * would deadlock (seen under load). Returns the events renewed.
  */
 const TEXT = `
 WITH held AS (
-  SELECT e.tenant_id, e.id
+  SELECT e.tenant_id, e.id, r.lease_ms
     FROM once.outbox_events e
-    JOIN unnest($1::text[], $2::bigint[], $3::int[]) AS r(tenant_id, id, attempt)
+    JOIN unnest($1::text[], $2::bigint[], $3::int[], $4::int[]) AS r(tenant_id, id, attempt, lease_ms)
       ON e.tenant_id = r.tenant_id AND e.id = r.id AND e.attempts = r.attempt
    WHERE e.status = 'pending' AND e.locked_by = $5
    FOR UPDATE OF e SKIP LOCKED
 )
 UPDATE once.outbox_events e
-   SET next_attempt_at = now() + $4 * interval '1 millisecond'
+   SET next_attempt_at = now() + h.lease_ms * interval '1 millisecond'
   FROM held h
- WHERE e.tenant_id = h.tenant_id AND e.id = h.id`;
+ WHERE e.tenant_id = h.tenant_id AND e.id = h.id
+RETURNING e.tenant_id, e.id`;
 
-export async function renewLeases(pool: pg.Pool, events: readonly LeaseRef[], leaseMs: number, relayId: string): Promise<void> {
-  if (events.length === 0) return;
-  await pool.query(TEXT, [...leaseArrays(events), leaseMs, relayId]);
+export async function renewLeases(pool: pg.Pool, leases: readonly (LeaseRef & { leaseMs: number })[], relayId: string): Promise<EventRef[]> {
+  if (leases.length === 0) return [];
+  const { rows } = await pool.query<{ tenant_id: string; id: string }>({
+    name: 'once_renew_leases',
+    text: TEXT,
+    values: [...leaseArrays(leases), leases.map((lease) => lease.leaseMs), relayId],
+  });
+  return rows.map((row) => ({ tenantId: row.tenant_id, id: String(row.id) }));
 }
