@@ -202,11 +202,14 @@ describe('relay', () => {
     };
     const firstStarted = gate<void>();
     const firstOutcome = gate<void>();
-    // A long lease: A's heartbeat does not run during the test; the lapse is made by hand below,
-    // as if A's renewals had failed. A long poll interval: B, not A, claims the lapsed event.
+    // A long lease: once A's heartbeat has moved the lease from the short queued one to this, it
+    // does not renew again during the test; the lapse is made by hand below, as if A's renewals
+    // had failed. One slot and batches of one: A claims nothing more while it delivers, so B,
+    // not A, claims the lapsed event.
     const a = await relay({
       leaseMs: 600_000,
-      pollIntervalMs: 60_000,
+      concurrency: 1,
+      batchSize: 1,
       sinks: {
         '>': async () => {
           firstStarted.open();
@@ -216,6 +219,9 @@ describe('relay', () => {
       },
     });
     await firstStarted.promise;
+    const leasedLong = async () =>
+      (await fx.database.admin.query("SELECT next_attempt_at > now() + interval '1 minute' AS long FROM once.outbox_events WHERE id = $1", [ref!.id])).rows[0].long;
+    while (!(await leasedLong())) await new Promise((resolve) => setTimeout(resolve, 20));
     await fx.database.admin.query('UPDATE once.outbox_events SET next_attempt_at = now() WHERE id = $1', [ref!.id]);
 
     const secondStarted = gate<void>();

@@ -210,14 +210,15 @@ class OutboxRelay implements Relay {
 
   /**
    * Keeps the delivery slots busy and a small queue ahead of them. The next claim goes out while
-   * the queue still holds half its target, so the database round trip overlaps the deliveries
-   * instead of alternating with them.
+   * the queue still holds a quarter of its target, so the database round trip overlaps the
+   * deliveries instead of alternating with them.
    */
   private async loop(): Promise<void> {
     while (!this.stopping) {
       const prefetch = this.prefetch;
-      const room = this.options.concurrency - this.inFlight.size + prefetch - this.queue.length;
-      if (room <= 0 || this.queue.length > prefetch / 2 || this.cutShortHeld > 0) {
+      // Held at most: the slots plus twice the prefetch (the claim goes out at a quarter of it).
+      const room = Math.min(this.batchSize, this.options.concurrency + 2 * prefetch) - this.inFlight.size - this.queue.length;
+      if (room <= 0 || this.queue.length >= Math.max(this.options.concurrency, prefetch / 4) || this.cutShortHeld > 0) {
         await this.sleep(); // a finishing delivery wakes us
         continue;
       }
