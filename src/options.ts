@@ -203,8 +203,20 @@ export const relayOptionsSchema = z
      * (Default: 5)
      */
     pollIntervalMs: z.number().int().min(1).max(60_000).default(5),
-    /** On stop, how long in-flight deliveries may finish before they are aborted and released, in milliseconds. (Default: 10 000) */
+    /**
+     * How long stop() may take, in milliseconds, whatever the network does: in-flight deliveries
+     * may finish during the first half (at least; up to all but 2 s of it), then the rest are
+     * aborted and released and outcomes settled. What does not make it in time is left to the
+     * leases. (Default: 10 000)
+     */
     shutdownTimeoutMs: z.number().int().min(0).default(10_000),
+    /**
+     * The longest any statement of the relay may run, in milliseconds: statement_timeout on the
+     * relay's own connections, and a client-side timeout (this plus 1 s) on every statement, after
+     * which the connection is dropped; so a silent connection (a half-open socket, a network that
+     * drops packets) stalls nothing for longer than this. (Default: 10 000)
+     */
+    statementTimeoutMs: z.number().int().min(100).max(600_000).default(10_000),
     /**
      * TTL sweeps, scheduled with graphile-worker's cron (one run per tick across all relays):
      * `{ schedule, batchSize, outboxRetention, auditRetention }`, or false for none.

@@ -346,7 +346,7 @@ describe('relay', () => {
     const [ref] = await fillOutbox(fx.app, { count: 1, tenants: 1 });
     let signal: AbortSignal | undefined;
     const hanging = await relay({
-      shutdownTimeoutMs: 50,
+      shutdownTimeoutMs: 400, // half for the delivery, half for releasing it
       sinks: {
         '>': (_event, context) => {
           signal = context.signal;

@@ -20,7 +20,7 @@ import { SWEEP_TASK, sweepCronItems } from '../sweep-schedule.ts';
 import { DeliveryFailedError, DeliveryRejectedError, NoSinkError } from '../errors.ts';
 import { parseOptions, type RelayLogger, type RelayOptions, relayOptionsSchema, type ResolvedRelayOptions } from '../options.ts';
 import { type BackoffPolicy, defaultBackoff, retryHorizonMs } from './backoff.ts';
-import { createRelayPool, relayConnectionConfig } from './relay-pool.ts';
+import { createRelayPool, type RelayDatabase, relayConnectionConfig, timedDatabase } from './relay-pool.ts';
 import { listenForWakeups, type Wakeup } from './relay-wakeup.ts';
 import { DatabaseClock } from './database-clock.ts';
 import { HEARTBEAT_MILLISECONDS, queuedLeaseMs, renewalsDue } from './lease-plan.ts';
@@ -50,6 +50,8 @@ const ERROR_PAUSE_MILLISECONDS = 1_000;
  * event of another tenant waits behind, and one that a dead relay holds for a queued lease.
  */
 const PREFETCH_MILLISECONDS = 50;
+/** Of shutdownTimeoutMs, at most this much (and at most half) is kept for releasing and settling, in milliseconds. */
+const SHUTDOWN_CLEANUP_MILLISECONDS = 2_000;
 /** How often the offset between the host clock and the database clock is measured again. */
 const CLOCK_SYNC_MILLISECONDS = 60 * 1_000;
 
@@ -67,6 +69,20 @@ interface InFlight {
   released: boolean;
 }
 
+/** Waits for `promise` (never throwing) but not past `deadline` (epoch milliseconds). */
+async function within(promise: Promise<unknown> | undefined, deadline: number): Promise<void> {
+  if (!promise) return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    promise.then(
+      () => {},
+      () => {},
+    ),
+    new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, deadline - Date.now())))),
+  ]);
+  clearTimeout(timer);
+}
+
 function eventKey(event: EventRef): string {
   return `${event.tenantId}\u0000${event.id}`;
 }
@@ -80,6 +96,8 @@ class OutboxRelay implements Relay {
   readonly id = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   private readonly options: ResolvedRelayOptions;
   private readonly pool: pg.Pool;
+  /** The pool, with a client-side timeout on every statement: what all of the relay's SQL runs on. */
+  private readonly db: RelayDatabase;
   private readonly ownsPool: boolean;
   private readonly route: SinkRouter;
   private readonly backoff: BackoffPolicy;
@@ -91,14 +109,21 @@ class OutboxRelay implements Relay {
   private readonly startRate = new StartRate();
   private delivered: LeaseRef[] = [];
   private failed: Failure[] = [];
-  /** Delivered or failed, not settled yet: still leased, renewed while the settle retries. */
-  private readonly unsettled = new Map<string, ClaimedEvent>();
+  /**
+   * Delivered or failed, not settled yet, with the time of the outcome: still leased, renewed
+   * while the settle retries, but only for up to leaseMs: a settle that cannot get through for
+   * that long lets the lease lapse, and another relay delivers the event again (a duplicate the
+   * receiver drops by dedupe id) rather than the event staying held by a relay that is stuck.
+   */
+  private readonly unsettled = new Map<string, { event: ClaimedEvent; at: number }>();
   private settling: Promise<void> | undefined;
   /** Cut-short events claimed and not finished; while any is held, the loop claims nothing more. */
   private cutShortHeld = 0;
   /** A cut-short event is being delivered, alone. */
   private isolating = false;
   private stopping = false;
+  /** Shutdown is over (or out of time): nothing retries any more. */
+  private closed = false;
   private renewing = false;
   private stopped: Promise<void> | undefined;
   private loopDone: Promise<void> | undefined;
@@ -114,13 +139,14 @@ class OutboxRelay implements Relay {
     this.options = options;
     this.logger = options.logger ?? consoleLogger;
     this.ownsPool = options.pool === undefined;
-    this.pool = options.pool ?? createRelayPool(options.connectionString!);
+    this.pool = options.pool ?? createRelayPool(options.connectionString!, options.statementTimeoutMs);
+    this.db = timedDatabase(this.pool, options.statementTimeoutMs);
     if (this.ownsPool) {
       // Both listeners: without them a server restart crashes the process (see README, "Pools").
       this.pool.on('error', (error) => this.logger.warn(`idle connection failed: ${error.message}`));
       this.pool.on('connect', (client) => client.on('error', (error) => this.logger.warn(`connection failed: ${error.message}`)));
     }
-    this.clock = new DatabaseClock((text) => this.pool.query(text));
+    this.clock = new DatabaseClock((text) => this.db.query({ text }));
     this.route = routeTopics(options.sinks);
     this.backoff = defaultBackoff(options.backoff);
     this.batchSize = options.batchSize ?? Math.max(512, options.concurrency * 4);
@@ -134,7 +160,7 @@ class OutboxRelay implements Relay {
     try {
       for (const sink of this.sinks) await sink.start?.(info);
       // Fail fast on a wrong connection string or missing grants, not on the first poll.
-      await this.pool.query('SELECT 1 FROM once.outbox_events LIMIT 0');
+      await this.db.query({ text: 'SELECT 1 FROM once.outbox_events LIMIT 0' });
       await this.clock.measure();
       this.worker = await this.startSweeps();
     } catch (error) {
@@ -143,7 +169,7 @@ class OutboxRelay implements Relay {
       throw error;
     }
     const clientConfig: pg.ClientConfig = this.ownsPool
-      ? relayConnectionConfig(this.options.connectionString!)
+      ? relayConnectionConfig(this.options.connectionString!, this.options.statementTimeoutMs)
       : ((this.pool as pg.Pool & { options: pg.ClientConfig }).options ?? {});
     this.wakeup = listenForWakeups(clientConfig, () => this.wake(), (error) => this.logger.warn(`wake-up listener: ${(error as Error).message}`));
     this.clockSync = setInterval(() => {
@@ -224,7 +250,7 @@ class OutboxRelay implements Relay {
       }
       let claim: Claim;
       try {
-        claim = await claimEvents(this.pool, room, queuedLeaseMs(this.options.leaseMs), this.id, this.options.maxAttempts);
+        claim = await claimEvents(this.db, room, queuedLeaseMs(this.options.leaseMs), this.id, this.options.maxAttempts);
       } catch (error) {
         this.logger.error('claiming events failed; retrying', error);
         await this.sleep(ERROR_PAUSE_MILLISECONDS);
@@ -283,7 +309,7 @@ class OutboxRelay implements Relay {
         () => {
           if (entry.released) return void span.end();
           this.delivered.push(event);
-          this.unsettled.set(key, event);
+          this.unsettled.set(key, { event, at: Date.now() });
           span.setAttribute('once.outcome', 'delivered');
           span.end();
           const telemetry = instruments();
@@ -294,7 +320,7 @@ class OutboxRelay implements Relay {
           if (entry.released) return void endWithError(span, error);
           const failure = this.failure(event, error);
           this.failed.push(failure);
-          this.unsettled.set(key, event);
+          this.unsettled.set(key, { event, at: Date.now() });
           const outcome = failure.dead ? 'dead' : 'retry';
           span.setAttribute('once.outcome', outcome);
           endWithError(span, error);
@@ -357,13 +383,13 @@ class OutboxRelay implements Relay {
   private settle(): void {
     this.settling ??= (async () => {
       try {
-        while (this.delivered.length > 0 || this.failed.length > 0) {
+        while ((this.delivered.length > 0 || this.failed.length > 0) && !this.closed) {
           const delivered = this.delivered;
           const failed = this.failed;
           this.delivered = [];
           this.failed = [];
           try {
-            await Promise.all([markDelivered(this.pool, delivered, this.id), markFailed(this.pool, failed, this.id)]);
+            await Promise.all([markDelivered(this.db, delivered, this.id), markFailed(this.db, failed, this.id)]);
             for (const event of [...delivered, ...failed]) this.unsettled.delete(eventKey(event));
           } catch (error) {
             // Keep the outcomes and try again: until settled, the events stay leased to us (and
@@ -392,13 +418,17 @@ class OutboxRelay implements Relay {
     const renewals = [
       ...renewalsDue([...this.inFlight.values()].map(({ event }) => event), this.options.leaseMs, now),
       ...renewalsDue(this.queue, queuedMs, now),
-      ...renewalsDue(this.unsettled.values(), queuedMs, now),
+      ...renewalsDue(
+        [...this.unsettled.values()].filter(({ at }) => now - at < this.options.leaseMs).map(({ event }) => event),
+        queuedMs,
+        now,
+      ),
     ];
     if (renewals.length === 0) return;
     this.renewing = true;
     try {
       const sentAt = Date.now();
-      const renewed = new Set((await renewLeases(this.pool, renewals, this.id)).map(eventKey));
+      const renewed = new Set((await renewLeases(this.db, renewals, this.id)).map(eventKey));
       for (const renewal of renewals) {
         if (renewed.has(eventKey(renewal))) renewal.held.leaseUntil = sentAt + renewal.leaseMs;
       }
@@ -427,17 +457,25 @@ class OutboxRelay implements Relay {
     });
   }
 
+  /**
+   * Returns within shutdownTimeoutMs whatever the network does: every step is bounded by the
+   * deadline, and what has not finished by then is left to the leases (queued events are free
+   * within a second, abandoned deliveries within leaseMs; both are delivered again under the same
+   * dedupe id). In-flight deliveries get the first part of the time, releasing and settling the
+   * rest.
+   */
   private async shutdown(): Promise<void> {
+    const deadline = Date.now() + this.options.shutdownTimeoutMs;
+    const deliveriesDeadline = deadline - Math.min(SHUTDOWN_CLEANUP_MILLISECONDS, this.options.shutdownTimeoutMs / 2);
     this.stopping = true;
     this.wake();
-    await this.loopDone;
     process.removeListener('SIGTERM', this.signalHandler);
     process.removeListener('SIGINT', this.signalHandler);
+    await within(this.loopDone, deliveriesDeadline); // a claim may be out; it cannot hold us
 
-    // Let running deliveries finish, within the shutdown timeout.
-    const deadline = Date.now() + this.options.shutdownTimeoutMs;
-    while (this.inFlight.size > 0 && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, Math.min(20, deadline - Date.now())));
+    // Let running deliveries finish, within their share of the shutdown timeout.
+    while (this.inFlight.size > 0 && Date.now() < deliveriesDeadline) {
+      await new Promise((resolve) => setTimeout(resolve, Math.min(20, deliveriesDeadline - Date.now())));
     }
     // Give up on the rest: abort them and hand their events back, uncounted, with the queued ones.
     const abandoned = [...this.inFlight.values()];
@@ -448,18 +486,25 @@ class OutboxRelay implements Relay {
     const unstarted = this.queue.splice(0);
     clearInterval(this.heartbeat);
     clearInterval(this.clockSync);
-    try {
-      const released = abandoned.map(({ event }) => event).concat(unstarted);
-      await releaseEvents(this.pool, released.map((event) => ({ tenantId: event.tenantId, id: event.id, attempt: event.attempt })), this.id);
-    } catch (error) {
-      this.logger.error('releasing in-flight events failed; their leases will expire instead', error);
-    }
+    const released = abandoned.map(({ event }) => event).concat(unstarted);
+    await within(
+      releaseEvents(this.db, released, this.id).catch((error: unknown) =>
+        this.logger.error('releasing in-flight events failed; their leases will expire instead', error),
+      ),
+      deadline,
+    );
     this.settle();
-    await this.settling;
-    await this.wakeup?.close();
-    await this.worker?.stop().catch((error: unknown) => this.logger.error('stopping the sweep scheduler failed', error));
-    await this.closeSinks();
-    if (this.ownsPool) await this.pool.end();
+    await within(this.settling, deadline);
+    await within(
+      Promise.all([
+        this.wakeup?.close(),
+        this.worker?.stop().catch((error: unknown) => this.logger.error('stopping the sweep scheduler failed', error)),
+        this.closeSinks(),
+      ]),
+      deadline,
+    );
+    this.closed = true; // a settle still retrying gives up: the leases take over
+    if (this.ownsPool) await within(this.pool.end().catch(() => {}), deadline);
   }
 
   /** Stops gracefully, then lets the signal do what it would have done without us. */

@@ -1,4 +1,4 @@
-import type pg from 'pg';
+import type { RelayDatabase } from '../relay-pool.ts';
 import type { DeliveryEvent } from '../sink.ts';
 
 export interface ClaimedEvent extends DeliveryEvent {
@@ -102,9 +102,9 @@ UPDATE once.outbox_events e
 RETURNING e.tenant_id, e.id, e.dedupe_id, e.topic, e.ordering_key, e.payload, e.headers, e.attempts, e.status, c.cut_short,
           extract(epoch FROM e.created_at)::float8 * 1000 AS created_ms`;
 
-export async function claimEvents(pool: pg.Pool, limit: number, leaseMs: number, relayId: string, maxAttempts: number): Promise<Claim> {
+export async function claimEvents(db: RelayDatabase, limit: number, leaseMs: number, relayId: string, maxAttempts: number): Promise<Claim> {
   const sentAt = Date.now();
-  const { rows } = await pool.query<Row>({ name: 'once_claim_events', text: TEXT, values: [limit, leaseMs, relayId, maxAttempts] });
+  const { rows } = await db.query<Row>({ name: 'once_claim_events', text: TEXT, values: [limit, leaseMs, relayId, maxAttempts] });
   // RETURNING follows no order; deliveries start in id order.
   rows.sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
   const events = rows.map((row) => toEvent(row, sentAt + leaseMs));

@@ -1,4 +1,4 @@
-import type pg from 'pg';
+import type { RelayDatabase } from '../relay-pool.ts';
 import { type LeaseRef, leaseArrays } from './event-refs.ts';
 
 /**
@@ -15,7 +15,7 @@ UPDATE once.outbox_events e
  WHERE e.tenant_id = d.tenant_id AND e.id = d.id
    AND e.status = 'pending' AND e.locked_by = $4 AND e.attempts = d.attempt`;
 
-export async function markDelivered(pool: pg.Pool, events: readonly LeaseRef[], relayId: string): Promise<void> {
+export async function markDelivered(db: RelayDatabase, events: readonly LeaseRef[], relayId: string): Promise<void> {
   if (events.length === 0) return;
-  await pool.query({ name: 'once_mark_delivered', text: TEXT, values: [...leaseArrays(events), relayId] });
+  await db.query({ name: 'once_mark_delivered', text: TEXT, values: [...leaseArrays(events), relayId] });
 }

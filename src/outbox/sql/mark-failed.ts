@@ -1,4 +1,4 @@
-import type pg from 'pg';
+import type { RelayDatabase } from '../relay-pool.ts';
 import { type LeaseRef, leaseArrays } from './event-refs.ts';
 
 export interface Failure extends LeaseRef {
@@ -23,9 +23,9 @@ UPDATE once.outbox_events e
  WHERE e.tenant_id = f.tenant_id AND e.id = f.id
    AND e.status = 'pending' AND e.locked_by = $7 AND e.attempts = f.attempt`;
 
-export async function markFailed(pool: pg.Pool, failures: readonly Failure[], relayId: string): Promise<void> {
+export async function markFailed(db: RelayDatabase, failures: readonly Failure[], relayId: string): Promise<void> {
   if (failures.length === 0) return;
-  await pool.query({
+  await db.query({
     name: 'once_mark_failed',
     text: TEXT,
     values: [

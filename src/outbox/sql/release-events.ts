@@ -1,4 +1,4 @@
-import type pg from 'pg';
+import type { RelayDatabase } from '../relay-pool.ts';
 import { type LeaseRef, leaseArrays } from './event-refs.ts';
 
 /**
@@ -13,7 +13,7 @@ UPDATE once.outbox_events e
  WHERE e.tenant_id = r.tenant_id AND e.id = r.id
    AND e.status = 'pending' AND e.locked_by = $4 AND e.attempts = r.attempt`;
 
-export async function releaseEvents(pool: pg.Pool, events: readonly LeaseRef[], relayId: string): Promise<void> {
+export async function releaseEvents(db: RelayDatabase, events: readonly LeaseRef[], relayId: string): Promise<void> {
   if (events.length === 0) return;
-  await pool.query(TEXT, [...leaseArrays(events), relayId]);
+  await db.query({ text: TEXT, values: [...leaseArrays(events), relayId] });
 }

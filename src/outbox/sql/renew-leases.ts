@@ -1,4 +1,4 @@
-import type pg from 'pg';
+import type { RelayDatabase } from '../relay-pool.ts';
 import { type EventRef, type LeaseRef, leaseArrays } from './event-refs.ts';
 
 /**
@@ -25,9 +25,9 @@ UPDATE once.outbox_events e
  WHERE e.tenant_id = h.tenant_id AND e.id = h.id
 RETURNING e.tenant_id, e.id`;
 
-export async function renewLeases(pool: pg.Pool, leases: readonly (LeaseRef & { leaseMs: number })[], relayId: string): Promise<EventRef[]> {
+export async function renewLeases(db: RelayDatabase, leases: readonly (LeaseRef & { leaseMs: number })[], relayId: string): Promise<EventRef[]> {
   if (leases.length === 0) return [];
-  const { rows } = await pool.query<{ tenant_id: string; id: string }>({
+  const { rows } = await db.query<{ tenant_id: string; id: string }>({
     name: 'once_renew_leases',
     text: TEXT,
     values: [...leaseArrays(leases), leases.map((lease) => lease.leaseMs), relayId],
