@@ -25,6 +25,7 @@ import { listenForWakeups, type Wakeup } from './relay-wakeup.ts';
 import { DatabaseClock } from './database-clock.ts';
 import { HEARTBEAT_MILLISECONDS, queuedLeaseMs, renewalsDue } from './lease-plan.ts';
 import { StartRate } from './start-rate.ts';
+import { TenantQueue } from './tenant-queue.ts';
 import { routeTopics, type SinkRouter } from './route-topic.ts';
 import type { Sink } from './sink.ts';
 import { type Claim, type ClaimedEvent, claimEvents } from './sql/claim-events.ts';
@@ -50,6 +51,8 @@ const ERROR_PAUSE_MILLISECONDS = 1_000;
  * event of another tenant waits behind, and one that a dead relay holds for a queued lease.
  */
 const PREFETCH_MILLISECONDS = 50;
+/** While busy, a claim goes out at least this often (when a quarter of the slots is free), in milliseconds. */
+const CLAIM_GAP_MILLISECONDS = 20;
 /** Of shutdownTimeoutMs, at most this much (and at most half) is kept for releasing and settling, in milliseconds. */
 const SHUTDOWN_CLEANUP_MILLISECONDS = 2_000;
 /** How often the offset between the host clock and the database clock is measured again. */
@@ -103,8 +106,11 @@ class OutboxRelay implements Relay {
   private readonly backoff: BackoffPolicy;
   private readonly logger: RelayLogger;
   private readonly inFlight = new Map<string, InFlight>();
-  /** Claimed and leased, waiting for a delivery slot. */
-  private queue: ClaimedEvent[] = [];
+  /** Claimed and leased, waiting for a delivery slot; taken tenant by tenant in turn. */
+  private readonly queue = new TenantQueue<ClaimedEvent>();
+  /** Where the next claim starts its round of tenants (see claim-events.ts). */
+  private lastTenant = '';
+  private lastClaimAt = 0;
   private readonly batchSize: number;
   private readonly startRate = new StartRate();
   private delivered: LeaseRef[] = [];
@@ -244,13 +250,21 @@ class OutboxRelay implements Relay {
       const prefetch = this.prefetch;
       // Held at most: the slots plus twice the prefetch (the claim goes out at a quarter of it).
       const room = Math.min(this.batchSize, this.options.concurrency + 2 * prefetch) - this.inFlight.size - this.queue.length;
-      if (room <= 0 || this.queue.length >= Math.max(this.options.concurrency, prefetch / 4) || this.cutShortHeld > 0) {
-        await this.sleep(); // a finishing delivery wakes us
+      // Claim when the queue runs low, and also every CLAIM_GAP_MILLISECONDS while there is some
+      // room: a newly due event of a quiet tenant then waits at most that long for a claim
+      // (and then for no one: the queue takes tenants in turn), however long the queue is.
+      const sinceClaim = Date.now() - this.lastClaimAt;
+      const low = this.queue.length < Math.max(this.options.concurrency, prefetch / 4);
+      const gap = sinceClaim >= CLAIM_GAP_MILLISECONDS && room >= Math.ceil(this.options.concurrency / 4);
+      if (room <= 0 || this.cutShortHeld > 0 || !(low || gap)) {
+        // A finishing delivery wakes us; so does the claim gap running out, if there is room.
+        await this.sleep(room > 0 && this.cutShortHeld === 0 ? Math.max(1, CLAIM_GAP_MILLISECONDS - sinceClaim) : undefined);
         continue;
       }
+      this.lastClaimAt = Date.now();
       let claim: Claim;
       try {
-        claim = await claimEvents(this.db, room, queuedLeaseMs(this.options.leaseMs), this.id, this.options.maxAttempts);
+        claim = await claimEvents(this.db, room, queuedLeaseMs(this.options.leaseMs), this.id, this.options.maxAttempts, this.lastTenant);
       } catch (error) {
         this.logger.error('claiming events failed; retrying', error);
         await this.sleep(ERROR_PAUSE_MILLISECONDS);
@@ -261,8 +275,9 @@ class OutboxRelay implements Relay {
         instruments().deliveries.add(1, { 'once.outcome': 'dead', 'once.topic': event.topic });
       }
       const events = claim.events;
+      this.lastTenant = claim.lastTenant;
       this.cutShortHeld += events.filter((event) => event.cutShort).length;
-      this.queue.push(...events);
+      this.queue.push(events);
       this.pump();
       // A full batch means more may be waiting: claim again as soon as there is room.
       if (events.length + claim.exhausted.length < room) await this.sleep(this.options.pollIntervalMs);
@@ -276,7 +291,7 @@ class OutboxRelay implements Relay {
    */
   private pump(): void {
     while (this.inFlight.size < this.options.concurrency && this.queue.length > 0 && !this.stopping && !this.isolating) {
-      const next = this.queue[0]!;
+      const next = this.queue.peek()!;
       if (next.cutShort) {
         if (this.inFlight.size > 0) return;
         this.isolating = true;
@@ -417,7 +432,7 @@ class OutboxRelay implements Relay {
     const queuedMs = queuedLeaseMs(this.options.leaseMs);
     const renewals = [
       ...renewalsDue([...this.inFlight.values()].map(({ event }) => event), this.options.leaseMs, now),
-      ...renewalsDue(this.queue, queuedMs, now),
+      ...renewalsDue(this.queue.values(), queuedMs, now),
       ...renewalsDue(
         [...this.unsettled.values()].filter(({ at }) => now - at < this.options.leaseMs).map(({ event }) => event),
         queuedMs,
@@ -483,7 +498,7 @@ class OutboxRelay implements Relay {
       entry.released = true;
       entry.controller.abort(new DeliveryFailedError('the relay is shutting down'));
     }
-    const unstarted = this.queue.splice(0);
+    const unstarted = this.queue.drain();
     clearInterval(this.heartbeat);
     clearInterval(this.clockSync);
     const released = abandoned.map(({ event }) => event).concat(unstarted);

@@ -15,6 +15,8 @@ export interface Claim {
   events: ClaimedEvent[];
   /** Events whose last attempt was cut short (a crash, a kill): dead now, not delivered. */
   exhausted: ClaimedEvent[];
+  /** The last tenant this claim served, in its round-robin order: where the next claim starts. */
+  lastTenant: string;
 }
 
 interface Row {
@@ -39,8 +41,18 @@ interface Row {
  * Deliverable: pending, due (next_attempt_at passed: no backoff or live lease), and, for an event
  * with an ordering key, the head of its key (no earlier pending event of the same tenant and key).
  * So a key has at most one event in flight, a failing event holds back only its own key, and events
- * without a key flow in parallel. The scan follows the (next_attempt_at, id) index and stops at
- * `limit`; events in backoff or in flight lie beyond now() and cost nothing.
+ * without a key flow in parallel.
+ *
+ * Fair across tenants: not one global oldest-first scan (in which a tenant's backlog of 20,000
+ * holds back another tenant's single new event until the backlog is gone) but tenants in turn:
+ * - `tenants` walks the tenants that have pending events, a skip scan over the
+ *   (tenant_id, next_attempt_at, id) index (sql/0006): one probe per tenant, however many events;
+ * - `due` keeps those with a due event, starting after `$5`, the last tenant the previous claim
+ *   served (round-robin when there are more due tenants than `limit`);
+ * - each gets an equal share of `limit` (at least one), its own events oldest first, read from
+ *   the same index: a backlog costs its share, the rows beyond it are never read.
+ * A claim that leaves part of `limit` unused (a tenant had fewer due events than its share) is
+ * followed by another one soon enough; see start-relay.ts.
  *
  * FOR UPDATE SKIP LOCKED makes concurrent relays take disjoint batches without waiting for each
  * other; the row lock lasts only this statement, the lease does the rest.
@@ -59,24 +71,50 @@ interface Row {
  * An event found with `attempts >= maxAttempts` used its last attempt without an outcome (a
  * failed last attempt is settled dead at once), so it is declared dead right here, with a
  * last_error that says so, instead of being delivered again.
+ *
  * created_at comes back as epoch milliseconds, a number: a timestamp's text form follows the
  * session's DateStyle, and a pool given by the caller may have any (node-postgres parses only
  * ISO, and returns null otherwise).
  * Named: the relay's hottest statement, parsed and planned once per connection.
  */
 const TEXT = `
-WITH candidates AS (
-  SELECT e.tenant_id, e.id, e.attempts, e.next_attempt_at, e.locked_by IS NOT NULL AND e.attempts >= 2 AS cut_short
-    FROM once.outbox_events e
-   WHERE e.status = 'pending'
-     AND e.next_attempt_at <= now()
-     AND (e.ordering_key IS NULL OR NOT EXISTS (
-           SELECT 1 FROM once.outbox_events p
-            WHERE p.tenant_id = e.tenant_id AND p.ordering_key = e.ordering_key
-              AND p.status = 'pending' AND p.id < e.id))
-   ORDER BY e.next_attempt_at, e.id
+WITH RECURSIVE tenants(tenant_id) AS (
+  (SELECT e.tenant_id FROM once.outbox_events e WHERE e.status = 'pending' ORDER BY e.tenant_id LIMIT 1)
+  UNION ALL
+  SELECT (SELECT e.tenant_id FROM once.outbox_events e
+           WHERE e.status = 'pending' AND e.tenant_id > t.tenant_id ORDER BY e.tenant_id LIMIT 1)
+    FROM tenants t
+   WHERE t.tenant_id IS NOT NULL
+),
+due AS (
+  SELECT t.tenant_id
+    FROM tenants t
+   WHERE t.tenant_id IS NOT NULL
+     AND EXISTS (SELECT 1 FROM once.outbox_events e
+                  WHERE e.tenant_id = t.tenant_id AND e.status = 'pending' AND e.next_attempt_at <= now())
+   ORDER BY t.tenant_id COLLATE "C" <= $5::text COLLATE "C", t.tenant_id COLLATE "C"
    LIMIT $1
-   FOR UPDATE SKIP LOCKED
+),
+share AS (
+  SELECT greatest(1, ceil($1::float8 / greatest(count(*), 1)))::int AS n FROM due
+),
+candidates AS (
+  SELECT c.*
+    FROM due d
+   CROSS JOIN LATERAL (
+     SELECT e.tenant_id, e.id, e.attempts, e.next_attempt_at, e.locked_by IS NOT NULL AND e.attempts >= 2 AS cut_short
+       FROM once.outbox_events e
+      WHERE e.tenant_id = d.tenant_id
+        AND e.status = 'pending'
+        AND e.next_attempt_at <= now()
+        AND (e.ordering_key IS NULL OR NOT EXISTS (
+              SELECT 1 FROM once.outbox_events p
+               WHERE p.tenant_id = e.tenant_id AND p.ordering_key = e.ordering_key
+                 AND p.status = 'pending' AND p.id < e.id))
+      ORDER BY e.next_attempt_at, e.id
+      LIMIT (SELECT n FROM share)
+      FOR UPDATE OF e SKIP LOCKED
+   ) c
 ),
 chosen AS (
   SELECT c.tenant_id, c.id, c.cut_short FROM candidates c WHERE c.attempts >= $4::int
@@ -102,13 +140,29 @@ UPDATE once.outbox_events e
 RETURNING e.tenant_id, e.id, e.dedupe_id, e.topic, e.ordering_key, e.payload, e.headers, e.attempts, e.status, c.cut_short,
           extract(epoch FROM e.created_at)::float8 * 1000 AS created_ms`;
 
-export async function claimEvents(db: RelayDatabase, limit: number, leaseMs: number, relayId: string, maxAttempts: number): Promise<Claim> {
+/**
+ * `after`: the last tenant the previous claim served ('' at first); this claim starts with the
+ * due tenants after it, in tenant_id order, and wraps around.
+ */
+export async function claimEvents(
+  db: RelayDatabase,
+  limit: number,
+  leaseMs: number,
+  relayId: string,
+  maxAttempts: number,
+  after: string,
+): Promise<Claim> {
   const sentAt = Date.now();
-  const { rows } = await db.query<Row>({ name: 'once_claim_events', text: TEXT, values: [limit, leaseMs, relayId, maxAttempts] });
+  const { rows } = await db.query<Row>({ name: 'once_claim_events', text: TEXT, values: [limit, leaseMs, relayId, maxAttempts, after] });
   // RETURNING follows no order; deliveries start in id order.
   rows.sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
   const events = rows.map((row) => toEvent(row, sentAt + leaseMs));
+  // Tenants after `after` come first (in code-unit order, as COLLATE "C" above), then the wrap-around.
+  const rank = (tenant: string) => `${tenant > after ? 0 : 1}${tenant}`;
+  let lastTenant: string | undefined;
+  for (const row of rows) if (lastTenant === undefined || rank(row.tenant_id) > rank(lastTenant)) lastTenant = row.tenant_id;
   return {
+    lastTenant: lastTenant ?? after,
     events: events.filter((_, index) => rows[index]!.status === 'pending'),
     exhausted: events.filter((_, index) => rows[index]!.status === 'dead'),
   };
