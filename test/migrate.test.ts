@@ -11,7 +11,7 @@ import {
 import { createTestDatabase, testPool, type TestDatabase } from './support/test-database.ts';
 
 const run = promisify(execFile);
-const SHIPPED = ['0001_schema_rls_roles', '0002_rate_limits', '0003_claim_function', '0004_operations'];
+const SHIPPED = ['0001_schema_rls_roles', '0002_rate_limits', '0003_claim_function', '0004_operations', '0006_outbox_fair_claims'];
 
 let database: TestDatabase | undefined;
 afterEach(async () => {
