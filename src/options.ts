@@ -159,7 +159,12 @@ export const relayOptionsSchema = z
   .object({
     /** Connection string of a role granted once_relay. Give this or `pool`. */
     connectionString: z.string().min(1).optional(),
-    /** A pg.Pool of a role granted once_relay (not ended by stop()). Give this or `connectionString`. */
+    /**
+     * A pg.Pool of a role granted once_relay (not ended by stop()). Give this or `connectionString`.
+     * The relay cannot pin the settings of a pool it did not create: give the role
+     * `ALTER ROLE ... SET jit = off` and a statement_timeout (the relay's own connections have
+     * both; each statement still gets a client-side timeout).
+     */
     pool: z.custom<pg.Pool>((value) => typeof value === 'object' && value !== null && typeof (value as pg.Pool).query === 'function').optional(),
     /**
      * Where events go, by topic: exact topics, or patterns with NATS-style wildcards (`*` one

@@ -46,7 +46,10 @@ interface Row {
  * Fair across tenants: not one global oldest-first scan (in which a tenant's backlog of 20,000
  * holds back another tenant's single new event until the backlog is gone) but tenants in turn:
  * - `tenants` walks the tenants that have pending events, a skip scan over the
- *   (tenant_id, next_attempt_at, id) index (sql/0006): one probe per tenant, however many events;
+ *   (tenant_id, next_attempt_at, id) index (sql/0006): one probe per tenant, however many events,
+ *   which also reads the tenant's earliest next_attempt_at (its first entry). The cost of a claim
+ *   grows with the number of tenants that have pending events (in flight and backing off
+ *   included): about a microsecond each, so thousands of such tenants cost milliseconds a poll;
  * - `due` keeps those with a due event, starting after `$5`, the last tenant the previous claim
  *   served (round-robin when there are more due tenants than `limit`);
  * - each gets an equal share of `limit` (at least one), its own events oldest first, read from
@@ -82,20 +85,21 @@ interface Row {
  * Named: the relay's hottest statement, parsed and planned once per connection.
  */
 const TEXT = `
-WITH RECURSIVE tenants(tenant_id) AS (
-  (SELECT e.tenant_id FROM once.outbox_events e WHERE e.status = 'pending' ORDER BY e.tenant_id LIMIT 1)
+WITH RECURSIVE tenants(tenant_id, earliest) AS (
+  (SELECT e.tenant_id, e.next_attempt_at FROM once.outbox_events e
+    WHERE e.status = 'pending' ORDER BY e.tenant_id, e.next_attempt_at LIMIT 1)
   UNION ALL
-  SELECT (SELECT e.tenant_id FROM once.outbox_events e
-           WHERE e.status = 'pending' AND e.tenant_id > t.tenant_id ORDER BY e.tenant_id LIMIT 1)
+  SELECT n.tenant_id, n.next_attempt_at
     FROM tenants t
-   WHERE t.tenant_id IS NOT NULL
+   CROSS JOIN LATERAL (
+     SELECT e.tenant_id, e.next_attempt_at FROM once.outbox_events e
+      WHERE e.status = 'pending' AND e.tenant_id > t.tenant_id
+      ORDER BY e.tenant_id, e.next_attempt_at LIMIT 1) n
 ),
 due AS (
   SELECT t.tenant_id
     FROM tenants t
-   WHERE t.tenant_id IS NOT NULL
-     AND EXISTS (SELECT 1 FROM once.outbox_events e
-                  WHERE e.tenant_id = t.tenant_id AND e.status = 'pending' AND e.next_attempt_at <= now())
+   WHERE t.earliest <= now()
    ORDER BY t.tenant_id COLLATE "C" <= $5::text COLLATE "C", t.tenant_id COLLATE "C"
    LIMIT $1
 ),
