@@ -2,32 +2,24 @@
  * The database clock of the relay (DeliveryContext.now): a relay host whose clock is an hour off
  * still stamps deliveries with the database's time.
  */
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { startRelay, type DeliveryContext } from '../src/index.ts';
 import { DatabaseClock } from '../src/outbox/database-clock.ts';
-import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
+import { QUIET_RELAY, useRelayFixture } from './support/relay-fixture.ts';
 import { fillOutbox, waitForOutbox } from './support/outbox-helpers.ts';
 import { testPool } from './support/test-database.ts';
 
-let fx: AppFixture;
-let relayUrl: string;
-beforeAll(async () => {
-  fx = await createAppFixture(4);
-  relayUrl = await fx.database.createLoginRole('once_relay');
-});
-afterAll(async () => {
-  await fx?.close();
-});
+const setting = useRelayFixture();
 
 const HOUR_MILLISECONDS = 60 * 60 * 1_000;
 
 async function databaseNow(): Promise<number> {
-  const { rows } = await fx.database.admin.query<{ ms: number }>('SELECT extract(epoch FROM clock_timestamp())::float8 * 1000 AS ms');
+  const { rows } = await setting.fx.database.admin.query<{ ms: number }>('SELECT extract(epoch FROM clock_timestamp())::float8 * 1000 AS ms');
   return rows[0]!.ms;
 }
 
 it('applies the measured offset: a host clock an hour behind still reads the database time', async () => {
-  const pool = testPool({ connectionString: relayUrl, max: 1 });
+  const pool = testPool({ connectionString: setting.relayUrl, max: 1 });
   try {
     const clock = new DatabaseClock((text) => pool.query(text), () => Date.now() - HOUR_MILLISECONDS);
     // Before a measurement, the clock is the host's: an hour off.
@@ -47,13 +39,11 @@ it('applies the measured offset: a host clock an hour behind still reads the dat
 });
 
 it('gives sinks context.now(), the database clock', async () => {
-  await fillOutbox(fx.app, { count: 3, tenants: 1 });
+  await fillOutbox(setting.fx.app, { count: 3, tenants: 1 });
   const readings: { before: number; now: number }[] = [];
   const relay = await startRelay({
-    connectionString: relayUrl,
-    handleSignals: false,
-    sweep: false,
-    logger: { warn: () => {}, error: () => {} },
+    connectionString: setting.relayUrl,
+    ...QUIET_RELAY,
     sinks: {
       '>': async (_event, context: DeliveryContext) => {
         readings.push({ before: Date.now(), now: context.now!().getTime() });
@@ -61,7 +51,7 @@ it('gives sinks context.now(), the database clock', async () => {
     },
   });
   try {
-    await waitForOutbox(fx.database.admin, (c) => c.delivered === 3);
+    await waitForOutbox(setting.fx.database.admin, (c) => c.delivered === 3);
   } finally {
     await relay.stop();
   }

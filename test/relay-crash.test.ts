@@ -6,25 +6,19 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
-import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
+import { afterAll, beforeEach, expect, it } from 'vitest';
 import { enqueue, startRelay, withTenant } from '../src/index.ts';
-import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
+import { QUIET_RELAY, useRelayFixture } from './support/relay-fixture.ts';
 import { fillOutbox, waitForOutbox } from './support/outbox-helpers.ts';
 
-let fx: AppFixture;
-let relayUrl: string;
+const setting = useRelayFixture();
 const children: ChildProcess[] = [];
 
-beforeAll(async () => {
-  fx = await createAppFixture(4);
-  relayUrl = await fx.database.createLoginRole('once_relay');
-});
 afterAll(async () => {
   for (const child of children) child.kill('SIGKILL');
-  await fx?.close();
 });
 beforeEach(async () => {
-  await fx.database.admin.query('DELETE FROM once.outbox_events');
+  await setting.fx.database.admin.query('DELETE FROM once.outbox_events');
 });
 
 interface RelayChild {
@@ -36,7 +30,7 @@ interface RelayChild {
 
 function startRelayChild(env: Record<string, string>): RelayChild {
   const child = spawn(process.execPath, ['test/fixtures/relay-poison.ts'], {
-    env: { ...process.env, DATABASE_URL: relayUrl, ...env },
+    env: { ...process.env, DATABASE_URL: setting.relayUrl, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   children.push(child);
@@ -63,14 +57,14 @@ function startRelayChild(env: Record<string, string>): RelayChild {
 }
 
 async function enqueuePoison(): Promise<string> {
-  return withTenant(fx.app, 'tenant-0', async (tx) => (await enqueue(tx, { topic: 'poison', payload: 'kills relays' })).id);
+  return withTenant(setting.fx.app, 'tenant-0', async (tx) => (await enqueue(tx, { topic: 'poison', payload: 'kills relays' })).id);
 }
 
 it('a poison event that kills every relay delivering it is dead after maxAttempts kills; all others are delivered', async () => {
-  await fillOutbox(fx.app, { count: 30, tenants: 2 });
+  await fillOutbox(setting.fx.app, { count: 30, tenants: 2 });
   const poison = await enqueuePoison();
-  await fillOutbox(fx.app, { count: 30, tenants: 2 });
-  const poisonRow = async () => (await fx.database.admin.query('SELECT status, attempts, last_error FROM once.outbox_events WHERE id = $1', [poison])).rows[0];
+  await fillOutbox(setting.fx.app, { count: 30, tenants: 2 });
+  const poisonRow = async () => (await setting.fx.database.admin.query('SELECT status, attempts, last_error FROM once.outbox_events WHERE id = $1', [poison])).rows[0];
 
   let restarts = 0;
   for (; restarts < 5 && (await poisonRow()).status !== 'dead'; restarts += 1) {
@@ -85,7 +79,7 @@ it('a poison event that kills every relay delivering it is dead after maxAttempt
       })(),
     ]);
     if (outcome === 'dead') {
-      await waitForOutbox(fx.database.admin, (c) => c.delivered === 60);
+      await waitForOutbox(setting.fx.database.admin, (c) => c.delivered === 60);
     }
     await relay.kill();
   }
@@ -95,11 +89,11 @@ it('a poison event that kills every relay delivering it is dead after maxAttempt
     last_error: expect.stringContaining('ended without an outcome'),
   });
   expect(restarts).toBeLessThanOrEqual(5);
-  expect(await waitForOutbox(fx.database.admin, () => true)).toEqual({ pending: 0, delivered: 60, dead: 1 });
+  expect(await waitForOutbox(setting.fx.database.admin, () => true)).toEqual({ pending: 0, delivered: 60, dead: 1 });
 });
 
 it('after a SIGKILL, events the dead relay had claimed but not started go to another relay at once; started ones wait for their lease', async () => {
-  await fillOutbox(fx.app, { count: 100, tenants: 2 });
+  await fillOutbox(setting.fx.app, { count: 100, tenants: 2 });
   // Every delivery of this relay hangs; a lease far longer than the test may run.
   const dying = startRelayChild({ LEASE_MS: '600000', CONCURRENCY: '4', HANG: 'all' });
   await dying.line('DELIVERING');
@@ -107,27 +101,25 @@ it('after a SIGKILL, events the dead relay had claimed but not started go to ano
   // killed in its first few hundred milliseconds still has the short one, and is freed sooner).
   const longLeases = async () =>
     (
-      await fx.database.admin.query<{ n: number }>(
+      await setting.fx.database.admin.query<{ n: number }>(
         "SELECT count(*)::int AS n FROM once.outbox_events WHERE status = 'pending' AND locked_by IS NOT NULL AND next_attempt_at > now() + interval '1 minute'",
       )
     ).rows[0]!.n;
   while ((await longLeases()) < 4) await new Promise((resolve) => setTimeout(resolve, 20));
-  const { rows: held } = await fx.database.admin.query<{ n: number }>('SELECT count(*)::int AS n FROM once.outbox_events WHERE locked_by IS NOT NULL');
+  const { rows: held } = await setting.fx.database.admin.query<{ n: number }>('SELECT count(*)::int AS n FROM once.outbox_events WHERE locked_by IS NOT NULL');
   expect(held[0]!.n).toBeGreaterThan(4); // and some claimed, queued, not started
   await dying.kill();
 
   const delivered = new Set<string>();
   const survivor = await startRelay({
-    connectionString: relayUrl,
-    handleSignals: false,
-    sweep: false,
-    logger: { warn: () => {}, error: () => {} },
+    connectionString: setting.relayUrl,
+    ...QUIET_RELAY,
     sinks: { '>': async (event) => void delivered.add(event.id) },
   });
   try {
     // The four deliveries that had started stay leased to the dead relay (for ten minutes);
     // everything else, including what it had claimed and queued, is delivered now.
-    await waitForOutbox(fx.database.admin, (c) => c.delivered === 96, 30_000);
+    await waitForOutbox(setting.fx.database.admin, (c) => c.delivered === 96, 30_000);
     expect(await longLeases()).toBe(4);
     expect(delivered.size).toBe(96);
   } finally {

@@ -3,40 +3,30 @@
  * another tenant's single event, whether it was waiting before the relay started or arrives in
  * the middle of the drain.
  */
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { enqueue, startRelay, withTenant } from '../src/index.ts';
-import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
+import { QUIET_RELAY, useRelayFixture } from './support/relay-fixture.ts';
 import { waitForOutbox } from './support/outbox-helpers.ts';
 
-let fx: AppFixture;
-let relayUrl: string;
-beforeAll(async () => {
-  fx = await createAppFixture(4);
-  relayUrl = await fx.database.createLoginRole('once_relay');
-});
-afterAll(async () => {
-  await fx?.close();
-});
+const setting = useRelayFixture();
 
 const BACKLOG = 20_000;
 
 it(`a tenant's backlog of ${BACKLOG.toLocaleString('en-US')} events does not hold back another tenant's event`, async () => {
   // The backlog, written directly (as the superuser) for speed; all of it due before B's event.
-  await fx.database.admin.query(
+  await setting.fx.database.admin.query(
     `INSERT INTO once.outbox_events (tenant_id, dedupe_id, topic, payload)
      SELECT 'tenant-a', 'a-' || i, 'backlog', jsonb_build_object('i', i) FROM generate_series(1, $1) i`,
     [BACKLOG],
   );
-  const enqueueB = (payload: string) => withTenant(fx.app, 'tenant-b', async (tx) => (await enqueue(tx, { topic: 'b', payload })).id);
+  const enqueueB = (payload: string) => withTenant(setting.fx.app, 'tenant-b', async (tx) => (await enqueue(tx, { topic: 'b', payload })).id);
   const waiting = await enqueueB('waiting before the relay started');
 
   const order: string[] = [];
   let arriving: string | undefined;
   const relay = await startRelay({
-    connectionString: relayUrl,
-    handleSignals: false,
-    sweep: false,
-    logger: { warn: () => {}, error: () => {} },
+    connectionString: setting.relayUrl,
+    ...QUIET_RELAY,
     sinks: {
       '>': async (event) => {
         order.push(event.id);
@@ -46,7 +36,7 @@ it(`a tenant's backlog of ${BACKLOG.toLocaleString('en-US')} events does not hol
     },
   });
   try {
-    await waitForOutbox(fx.database.admin, () => arriving !== undefined && order.includes(arriving), 60_000);
+    await waitForOutbox(setting.fx.database.admin, () => arriving !== undefined && order.includes(arriving), 60_000);
   } finally {
     await relay.stop();
   }
@@ -55,6 +45,6 @@ it(`a tenant's backlog of ${BACKLOG.toLocaleString('en-US')} events does not hol
   expect(order.indexOf(waiting)).toBeGreaterThanOrEqual(0);
   expect(order.indexOf(waiting)).toBeLessThan(1_000);
   expect(order.indexOf(arriving!) - 2_000).toBeLessThan(2_000);
-  const { rows } = await fx.database.admin.query<{ n: number }>("SELECT count(*)::int AS n FROM once.outbox_events WHERE tenant_id = 'tenant-a' AND status = 'pending'");
+  const { rows } = await setting.fx.database.admin.query<{ n: number }>("SELECT count(*)::int AS n FROM once.outbox_events WHERE tenant_id = 'tenant-a' AND status = 'pending'");
   expect(rows[0]!.n).toBeGreaterThan(BACKLOG / 2); // A's backlog was still large all along
 });

@@ -4,35 +4,29 @@
  * drops those connections and goes on, or leaves its events to another relay; stop() returns
  * within shutdownTimeoutMs whatever the network does.
  */
-import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
+import { afterAll, beforeEach, expect, it } from 'vitest';
 import { type DeliveryEvent, type Relay, type RelayOptions, startRelay } from '../src/index.ts';
-import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
 import { type BlackholeProxy, startBlackholeProxy } from './support/blackhole-proxy.ts';
+import { QUIET_RELAY, useRelayFixture } from './support/relay-fixture.ts';
 import { fillOutbox, waitForOutbox } from './support/outbox-helpers.ts';
 
-let fx: AppFixture;
-let relayUrl: string;
+const setting = useRelayFixture();
 const relays: Relay[] = [];
 const proxies: BlackholeProxy[] = [];
 
-beforeAll(async () => {
-  fx = await createAppFixture(4);
-  relayUrl = await fx.database.createLoginRole('once_relay');
-});
 afterAll(async () => {
   await Promise.all(relays.map((relay) => relay.stop()));
   await Promise.all(proxies.map((proxy) => proxy.close()));
-  await fx?.close();
 });
 beforeEach(async () => {
   await Promise.all(relays.splice(0).map((relay) => relay.stop()));
-  await fx.database.admin.query('DELETE FROM once.outbox_events');
+  await setting.fx.database.admin.query('DELETE FROM once.outbox_events');
 });
 
 const SHUTDOWN_TIMEOUT_MILLISECONDS = 1_000;
 
 async function proxy(): Promise<BlackholeProxy> {
-  const url = new URL(relayUrl);
+  const url = new URL(setting.relayUrl);
   const started = await startBlackholeProxy({ host: url.hostname, port: Number(url.port || 5432) });
   proxies.push(started);
   return started;
@@ -45,9 +39,7 @@ async function relay(connectionString: string, sink: (event: DeliveryEvent) => P
     statementTimeoutMs: 500,
     leaseMs: 2_000,
     shutdownTimeoutMs: SHUTDOWN_TIMEOUT_MILLISECONDS,
-    sweep: false,
-    handleSignals: false,
-    logger: { warn: () => {}, error: () => {} },
+    ...QUIET_RELAY,
     ...options,
   });
   relays.push(started);
@@ -68,22 +60,22 @@ async function stopOutcome(stopping: Relay): Promise<'stopped' | 'hung'> {
 it('a claim whose connection goes silent times out; the relay drops the connection and delivers everything', async () => {
   const network = await proxy();
   const delivered = new Set<string>();
-  const a = await relay(network.url(relayUrl), async (event) => void delivered.add(event.id));
+  const a = await relay(network.url(setting.relayUrl), async (event) => void delivered.add(event.id));
   // The relay polls every few milliseconds: the black hole swallows a claim in flight, or an idle
   // connection the next claim will use. New connections get through.
   network.blackhole();
-  await fillOutbox(fx.app, { count: 50, tenants: 2 });
-  await waitForOutbox(fx.database.admin, (c) => c.delivered === 50, 30_000);
+  await fillOutbox(setting.fx.app, { count: 50, tenants: 2 });
+  await waitForOutbox(setting.fx.database.admin, (c) => c.delivered === 50, 30_000);
   expect(delivered.size).toBe(50);
   expect(await stopOutcome(a)).toBe('stopped');
 });
 
 it('a settle whose connection goes silent for good: another relay delivers everything, and stop() returns', async () => {
-  const refs = await fillOutbox(fx.app, { count: 30, tenants: 2 });
+  const refs = await fillOutbox(setting.fx.app, { count: 30, tenants: 2 });
   const network = await proxy();
   const delivered = new Set<string>();
   let darkened = false;
-  const a = await relay(network.url(relayUrl), async (event) => {
+  const a = await relay(network.url(setting.relayUrl), async (event) => {
     delivered.add(event.id);
     if (!darkened) {
       darkened = true;
@@ -92,9 +84,9 @@ it('a settle whose connection goes silent for good: another relay delivers every
       network.blackhole({ newConnections: true });
     }
   });
-  await waitForOutbox(fx.database.admin, () => darkened);
-  await relay(relayUrl, async (event) => void delivered.add(event.id));
-  await waitForOutbox(fx.database.admin, (c) => c.delivered === 30, 30_000);
+  await waitForOutbox(setting.fx.database.admin, () => darkened);
+  await relay(setting.relayUrl, async (event) => void delivered.add(event.id));
+  await waitForOutbox(setting.fx.database.admin, (c) => c.delivered === 30, 30_000);
   expect(delivered).toEqual(new Set(refs.map((ref) => ref.id)));
   expect(await stopOutcome(a)).toBe('stopped');
 });
