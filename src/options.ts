@@ -181,6 +181,12 @@ export const relayOptionsSchema = z
      * (Default: the larger of 512 and 4 x concurrency)
      */
     batchSize: z.number().int().min(1).max(10_000).optional(),
+    /**
+     * Payload and header bytes (as JSON text) the relay holds at once, claimed and not finished:
+     * claims are sized to stay within it, whatever the size of the events. A single event larger
+     * than this is still claimed, alone. (Default: 33 554 432, i.e. 32 MiB)
+     */
+    maxHeldBytes: z.number().int().min(65_536).default(33_554_432),
     /** Attempts before an event is declared dead. (Default: 25) */
     maxAttempts: z.number().int().min(1).max(1_000).default(25),
     /** Exponential backoff with jitter between attempts. (Default: 250 ms, doubling, capped at 5 minutes) */

@@ -23,11 +23,11 @@ import { type BackoffPolicy, defaultBackoff, retryHorizonMs } from './backoff.ts
 import { createRelayPool, type RelayDatabase, relayConnectionConfig, timedDatabase } from './relay-pool.ts';
 import { listenForWakeups, type Wakeup } from './relay-wakeup.ts';
 import { DatabaseClock } from './database-clock.ts';
-import { HEARTBEAT_MILLISECONDS, queuedLeaseMs, renewalsDue } from './lease-plan.ts';
+import { HEARTBEAT_MILLISECONDS, type HeldLease, queuedLeaseMs, renewalsDue } from './lease-plan.ts';
 import { StartRate } from './start-rate.ts';
 import { TenantQueue } from './tenant-queue.ts';
 import { routeTopics, type SinkRouter } from './route-topic.ts';
-import type { Sink } from './sink.ts';
+import type { DeliveryEvent, Sink } from './sink.ts';
 import { type Claim, type ClaimedEvent, claimEvents } from './sql/claim-events.ts';
 import type { EventRef, LeaseRef } from './sql/event-refs.ts';
 import { markDelivered } from './sql/mark-delivered.ts';
@@ -55,6 +55,13 @@ const PREFETCH_MILLISECONDS = 50;
 const CLAIM_GAP_MILLISECONDS = 20;
 /** Of shutdownTimeoutMs, at most this much (and at most half) is kept for releasing and settling, in milliseconds. */
 const SHUTDOWN_CLEANUP_MILLISECONDS = 2_000;
+/**
+ * Bytes per event assumed before the first claim: the largest payload enqueue accepts, so the
+ * first claim cannot overshoot maxHeldBytes however large the events are.
+ */
+const INITIAL_BYTES_PER_EVENT = 1_048_576;
+/** Floor of the bytes-per-event estimate (a row's own overhead), so tiny events do not mean unbounded counts. */
+const MIN_BYTES_PER_EVENT = 256;
 /** How often the offset between the host clock and the database clock is measured again. */
 const CLOCK_SYNC_MILLISECONDS = 60 * 1_000;
 
@@ -86,6 +93,11 @@ async function within(promise: Promise<unknown> | undefined, deadline: number): 
   clearTimeout(timer);
 }
 
+/** What the relay keeps of an event once its delivery is over: the claim, not the payload. */
+function leaseOf(event: HeldLease): HeldLease {
+  return { tenantId: event.tenantId, id: event.id, attempt: event.attempt, leaseUntil: event.leaseUntil };
+}
+
 function eventKey(event: EventRef): string {
   return `${event.tenantId}\u0000${event.id}`;
 }
@@ -111,6 +123,10 @@ class OutboxRelay implements Relay {
   /** Where the next claim starts its round of tenants (see claim-events.ts). */
   private lastTenant = '';
   private lastClaimAt = 0;
+  /** Payload and header bytes of the events claimed and not finished (queued or in flight). */
+  private heldBytes = 0;
+  /** Bytes per event, as seen in recent claims: how many events fit in what maxHeldBytes leaves. */
+  private bytesPerEvent = INITIAL_BYTES_PER_EVENT;
   private readonly batchSize: number;
   private readonly startRate = new StartRate();
   private delivered: LeaseRef[] = [];
@@ -121,7 +137,7 @@ class OutboxRelay implements Relay {
    * that long lets the lease lapse, and another relay delivers the event again (a duplicate the
    * receiver drops by dedupe id) rather than the event staying held by a relay that is stuck.
    */
-  private readonly unsettled = new Map<string, { event: ClaimedEvent; at: number }>();
+  private readonly unsettled = new Map<string, { event: HeldLease; at: number }>();
   private settling: Promise<void> | undefined;
   /** Cut-short events claimed and not finished; while any is held, the loop claims nothing more. */
   private cutShortHeld = 0;
@@ -248,8 +264,13 @@ class OutboxRelay implements Relay {
   private async loop(): Promise<void> {
     while (!this.stopping) {
       const prefetch = this.prefetch;
-      // Held at most: the slots plus twice the prefetch (the claim goes out at a quarter of it).
-      const room = Math.min(this.batchSize, this.options.concurrency + 2 * prefetch) - this.inFlight.size - this.queue.length;
+      // Held at most: the slots plus twice the prefetch (the claim goes out at a quarter of it),
+      // and maxHeldBytes of payloads, at the bytes per event seen so far.
+      const byteRoom = this.options.maxHeldBytes - this.heldBytes;
+      const room = Math.min(
+        Math.min(this.batchSize, this.options.concurrency + 2 * prefetch) - this.inFlight.size - this.queue.length,
+        byteRoom <= 0 ? 0 : Math.max(1, Math.floor(byteRoom / this.bytesPerEvent)),
+      );
       // Claim when the queue runs low, and also every CLAIM_GAP_MILLISECONDS while there is some
       // room: a newly due event of a quiet tenant then waits at most that long for a claim
       // (and then for no one: the queue takes tenants in turn), however long the queue is.
@@ -264,7 +285,15 @@ class OutboxRelay implements Relay {
       this.lastClaimAt = Date.now();
       let claim: Claim;
       try {
-        claim = await claimEvents(this.db, room, queuedLeaseMs(this.options.leaseMs), this.id, this.options.maxAttempts, this.lastTenant);
+        claim = await claimEvents(
+          this.db,
+          room,
+          queuedLeaseMs(this.options.leaseMs),
+          this.id,
+          this.options.maxAttempts,
+          this.lastTenant,
+          byteRoom,
+        );
       } catch (error) {
         this.logger.error('claiming events failed; retrying', error);
         await this.sleep(ERROR_PAUSE_MILLISECONDS);
@@ -276,12 +305,25 @@ class OutboxRelay implements Relay {
       }
       const events = claim.events;
       this.lastTenant = claim.lastTenant;
+      this.holdBytes(events);
       this.cutShortHeld += events.filter((event) => event.cutShort).length;
       this.queue.push(events);
       this.pump();
       // A full batch means more may be waiting: claim again as soon as there is room.
       if (events.length + claim.exhausted.length < room) await this.sleep(this.options.pollIntervalMs);
     }
+  }
+
+  /**
+   * Counts what a claim brought into memory, and learns the bytes per event: at once when events
+   * grow (the next claim must not overshoot), by halves when they shrink.
+   */
+  private holdBytes(events: readonly ClaimedEvent[]): void {
+    if (events.length === 0) return;
+    const bytes = events.reduce((sum, event) => sum + event.bytes, 0);
+    this.heldBytes += bytes;
+    const average = bytes / events.length;
+    this.bytesPerEvent = Math.max(MIN_BYTES_PER_EVENT, average > this.bytesPerEvent ? average : (this.bytesPerEvent + average) / 2);
   }
 
   /**
@@ -323,8 +365,9 @@ class OutboxRelay implements Relay {
       .then(
         () => {
           if (entry.released) return void span.end();
-          this.delivered.push(event);
-          this.unsettled.set(key, { event, at: Date.now() });
+          const ref = leaseOf(event);
+          this.delivered.push(ref);
+          this.unsettled.set(key, { event: ref, at: Date.now() });
           span.setAttribute('once.outcome', 'delivered');
           span.end();
           const telemetry = instruments();
@@ -335,7 +378,7 @@ class OutboxRelay implements Relay {
           if (entry.released) return void endWithError(span, error);
           const failure = this.failure(event, error);
           this.failed.push(failure);
-          this.unsettled.set(key, { event, at: Date.now() });
+          this.unsettled.set(key, { event: leaseOf(event), at: Date.now() });
           const outcome = failure.dead ? 'dead' : 'retry';
           span.setAttribute('once.outcome', outcome);
           endWithError(span, error);
@@ -345,6 +388,7 @@ class OutboxRelay implements Relay {
       .finally(() => {
         clearTimeout(timeout);
         this.inFlight.delete(key);
+        this.heldBytes -= event.bytes;
         if (event.cutShort) {
           this.cutShortHeld -= 1;
           this.isolating = false;
@@ -366,7 +410,17 @@ class OutboxRelay implements Relay {
    * sink that returns something else than a promise simply counts as done.
    */
   private runSink(event: ClaimedEvent, signal: AbortSignal): Promise<void> {
-    const { attempt, cutShort: _, ...delivery } = event;
+    const { attempt } = event;
+    const delivery: DeliveryEvent = {
+      id: event.id,
+      dedupeId: event.dedupeId,
+      tenantId: event.tenantId,
+      topic: event.topic,
+      orderingKey: event.orderingKey,
+      payload: event.payload,
+      headers: event.headers,
+      createdAt: event.createdAt,
+    };
     const call = async () => {
       const sink: Sink | undefined = this.route(event.topic);
       if (!sink) throw new NoSinkError(`no sink is configured for topic "${event.topic}"`);

@@ -1,3 +1,6 @@
+import pg from 'pg';
+
+const pgTypes = pg.types;
 import type { RelayDatabase } from '../relay-pool.ts';
 import type { DeliveryEvent } from '../sink.ts';
 
@@ -8,6 +11,8 @@ export interface ClaimedEvent extends DeliveryEvent {
   cutShort: boolean;
   /** When the lease runs out, by the host clock (epoch ms; counted from when the claim was sent). */
   leaseUntil: number;
+  /** Size of the payload and headers as JSON text (what the relay holds in memory), in bytes. */
+  bytes: number;
 }
 
 /** What a claim returns: events to deliver, and events it found out of attempts and declared dead. */
@@ -25,8 +30,8 @@ interface Row {
   dedupe_id: string;
   topic: string;
   ordering_key: string | null;
-  payload: unknown;
-  headers: Record<string, string>;
+  payload: SizedJson;
+  headers: SizedJson;
   attempts: number;
   status: 'pending' | 'dead';
   cut_short: boolean;
@@ -78,6 +83,10 @@ interface Row {
  * created_at comes back as epoch milliseconds, a number: a timestamp's text form follows the
  * session's DateStyle, and a pool given by the caller may have any (node-postgres parses only
  * ISO, and returns null otherwise).
+ * Bounded in bytes: the events are taken tenant by tenant in turn (the first of each tenant, then
+ * the second of each, ...) until their stored size reaches `$6` (always at least one). Stored
+ * size is what Postgres keeps, compressed, so it is a lower bound of the JSON text the relay
+ * will hold; the relay also sizes `limit` by the bytes per event it has seen (start-relay.ts).
  * The chosen rows reach the UPDATE as arrays (`picked`, unnest): the planner cannot know how many
  * rows the per-tenant LIMIT yields and guessed thousands, joining by a hash of the whole table (a
  * sequential scan, 20-50 ms per claim on a 50,000 backlog); an unnest is estimated small, so the
@@ -110,7 +119,8 @@ candidates AS (
   SELECT c.*
     FROM due d
    CROSS JOIN LATERAL (
-     SELECT e.tenant_id, e.id, e.attempts, e.next_attempt_at, e.locked_by IS NOT NULL AND e.attempts >= 2 AS cut_short
+     SELECT e.tenant_id, e.id, e.attempts, e.next_attempt_at, e.locked_by IS NOT NULL AND e.attempts >= 2 AS cut_short,
+            pg_column_size(e.payload) + pg_column_size(e.headers) AS stored_bytes
        FROM once.outbox_events e
       WHERE e.tenant_id = d.tenant_id
         AND e.status = 'pending'
@@ -130,8 +140,13 @@ chosen AS (
   (SELECT c.tenant_id, c.id, c.cut_short FROM candidates c WHERE c.cut_short AND c.attempts < $4::int
     ORDER BY c.attempts, c.next_attempt_at, c.id LIMIT 1)
   UNION ALL
-  SELECT c.tenant_id, c.id, c.cut_short FROM candidates c
-   WHERE NOT c.cut_short AND c.attempts < $4::int
+  SELECT r.tenant_id, r.id, r.cut_short
+    FROM (SELECT c.tenant_id, c.id, c.cut_short,
+                 sum(c.stored_bytes) OVER (ORDER BY c.turn, c.tenant_id, c.next_attempt_at, c.id) - c.stored_bytes AS before
+            FROM (SELECT c.*, row_number() OVER (PARTITION BY c.tenant_id ORDER BY c.next_attempt_at, c.id) AS turn
+                    FROM candidates c
+                   WHERE NOT c.cut_short AND c.attempts < $4::int) c) r
+   WHERE r.before < $6::bigint
      AND NOT EXISTS (SELECT 1 FROM candidates s WHERE s.cut_short AND s.attempts < $4::int)
 ),
 picked AS (
@@ -151,6 +166,23 @@ UPDATE once.outbox_events e
 RETURNING e.tenant_id, e.id, e.dedupe_id, e.topic, e.ordering_key, e.payload, e.headers, e.attempts, e.status, c.cut_short,
           extract(epoch FROM e.created_at)::float8 * 1000 AS created_ms`;
 
+/** A json/jsonb value, and the length of the text it was parsed from (what it costs in memory). */
+interface SizedJson {
+  value: unknown;
+  bytes: number;
+}
+
+const JSON_OID = 114;
+const JSONB_OID = 3802;
+
+/** Type parsers for this statement only: json and jsonb parsed as usual, and measured. */
+const sizedJsonTypes = {
+  getTypeParser: (oid: number, format?: string) => {
+    if (oid === JSON_OID || oid === JSONB_OID) return (text: string): SizedJson => ({ value: JSON.parse(text), bytes: text.length });
+    return (pgTypes.getTypeParser as (oid: number, format?: string) => unknown)(oid, format);
+  },
+};
+
 /**
  * `after`: the last tenant the previous claim served ('' at first); this claim starts with the
  * due tenants after it, in tenant_id order, and wraps around.
@@ -162,9 +194,15 @@ export async function claimEvents(
   relayId: string,
   maxAttempts: number,
   after: string,
+  maxBytes: number,
 ): Promise<Claim> {
   const sentAt = Date.now();
-  const { rows } = await db.query<Row>({ name: 'once_claim_events', text: TEXT, values: [limit, leaseMs, relayId, maxAttempts, after] });
+  const { rows } = await db.query<Row>({
+    name: 'once_claim_events',
+    text: TEXT,
+    values: [limit, leaseMs, relayId, maxAttempts, after, maxBytes],
+    types: sizedJsonTypes,
+  } as pg.QueryConfig);
   // RETURNING follows no order; deliveries start in id order.
   rows.sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
   const events = rows.map((row) => toEvent(row, sentAt + leaseMs));
@@ -186,11 +224,12 @@ function toEvent(row: Row, leaseUntil: number): ClaimedEvent {
     tenantId: row.tenant_id,
     topic: row.topic,
     orderingKey: row.ordering_key,
-    payload: row.payload,
-    headers: row.headers,
+    payload: row.payload.value,
+    headers: row.headers.value as Record<string, string>,
     createdAt: new Date(row.created_ms),
     attempt: row.attempts,
     cutShort: row.cut_short,
     leaseUntil,
+    bytes: row.payload.bytes + row.headers.bytes,
   };
 }
