@@ -18,13 +18,17 @@ import { percentile, printTable } from './harness.ts';
 import type { BenchDatabase } from './setup.ts';
 
 const silent = new Logger(() => () => {});
+const MIB = 1_048_576;
 
-async function fillOutbox(admin: pg.Pool, count: number): Promise<void> {
+/** `count` events of 10 tenants; with `payloadBytes`, each payload is a JSON string that long. */
+async function fillOutbox(admin: pg.Pool, count: number, payloadBytes?: number): Promise<void> {
   await admin.query('TRUNCATE once.outbox_events');
   await admin.query(
     `INSERT INTO once.outbox_events (tenant_id, dedupe_id, topic, payload)
-     SELECT 'tenant-' || (i % 10), 'bench-' || i, 'bench.event', jsonb_build_object('i', i) FROM generate_series(1, $1) i`,
-    [count],
+     SELECT 'tenant-' || (i % 10), 'bench-' || i, 'bench.event',
+            CASE WHEN $2::int IS NULL THEN jsonb_build_object('i', i) ELSE to_jsonb(repeat(md5(i::text), $2::int / 32)) END
+       FROM generate_series(1, $1) i`,
+    [count, payloadBytes ?? null],
   );
   await admin.query('VACUUM ANALYZE once.outbox_events');
 }
@@ -208,9 +212,12 @@ function summarise(latencies: number[]): Latency {
   return { p50: percentile(sorted, 50), p99: percentile(sorted, 99), samples: sorted.length };
 }
 
-/** Peak RSS of a relay process draining `count` events, in MB. */
-async function relayRss(bench: BenchDatabase, admin: pg.Pool, count: number): Promise<{ peakMb: number; seconds: number }> {
-  await fillOutbox(admin, count);
+/**
+ * Peak RSS of a relay process draining `count` events, in MB. With `payloadBytes`, payloads of
+ * that size (repeated text: Postgres stores them compressed, the relay receives every byte).
+ */
+export async function relayRss(bench: BenchDatabase, admin: pg.Pool, count: number, payloadBytes?: number): Promise<{ peakMb: number; seconds: number }> {
+  await fillOutbox(admin, count, payloadBytes);
   const started = performance.now();
   const child = spawn(process.execPath, [new URL('./relay-child.ts', import.meta.url).pathname], {
     env: { ...process.env, DATABASE_URL: bench.relayUrl },
@@ -237,10 +244,12 @@ async function relayRss(bench: BenchDatabase, admin: pg.Pool, count: number): Pr
 
 export async function runRelayBench(
   bench: BenchDatabase,
-  options: { events: number; rssEvents: number; latencySeconds: number; fairnessBacklog?: number },
+  options: { events: number; rssEvents: number; latencySeconds: number; fairnessBacklog?: number; bigEvents?: number },
 ) {
   // 50,000 at the default scale (run.ts passes events = 20,000 x BENCH_SCALE).
   const fairnessBacklog = options.fairnessBacklog ?? Math.round(options.events * 2.5);
+  // 10,000 events of 1 MiB at the default scale.
+  const bigEvents = options.bigEvents ?? Math.round(options.events / 2);
   const admin = new pg.Pool({ connectionString: bench.adminUrl, max: 2 });
   admin.on('error', () => {});
   try {
@@ -260,6 +269,7 @@ export async function runRelayBench(
     };
     const rss = await relayRss(bench, admin, options.rssEvents);
     const fairness = await fairnessPgOnce(bench, admin, fairnessBacklog);
+    const bigRss = await relayRss(bench, admin, bigEvents, MIB);
 
     console.log(`\nRelay: drain of ${options.events.toLocaleString('en-US')} queued events to a no-op sink`);
     printTable(
@@ -280,12 +290,13 @@ export async function runRelayBench(
     );
     console.log(`\nRelay RSS while draining ${options.rssEvents.toLocaleString('en-US')} events: peak ${rss.peakMb.toFixed(0)} MB (target <= 150), drained in ${rss.seconds.toFixed(1)} s`);
     printFairness(fairness, fairnessBacklog);
+    console.log(`\nRelay RSS while draining ${bigEvents.toLocaleString('en-US')} events of 1 MiB: peak ${bigRss.peakMb.toFixed(0)} MB (target <= 250), drained in ${bigRss.seconds.toFixed(1)} s`);
     const ratios = {
       'drain vs graphile-worker default (target >= 1.0)': drain.pgOnce / drain.graphileWorkerDefault,
       'drain vs graphile-worker batched (target >= 0.6)': drain.pgOnce / drain.graphileWorkerBatched,
     };
     for (const [name, value] of Object.entries(ratios)) console.log(`  ${name}: ${value.toFixed(2)}`);
-    return { drain, latency, rss, fairness, ratios };
+    return { drain, latency, rss, bigRss, fairness, ratios };
   } finally {
     await admin.end();
   }

@@ -183,10 +183,11 @@ export const relayOptionsSchema = z
     batchSize: z.number().int().min(1).max(10_000).optional(),
     /**
      * Payload and header bytes (as JSON text) the relay holds at once, claimed and not finished:
-     * claims are sized to stay within it, whatever the size of the events. A single event larger
-     * than this is still claimed, alone. (Default: 33 554 432, i.e. 32 MiB)
+     * claims are sized to stay within it (each claim bringing at most a quarter of it), whatever
+     * the size of the events. A single event larger than a quarter is still claimed, alone.
+     * (Default: 16 777 216, i.e. 16 MiB)
      */
-    maxHeldBytes: z.number().int().min(65_536).default(33_554_432),
+    maxHeldBytes: z.number().int().min(65_536).default(16_777_216),
     /** Attempts before an event is declared dead. (Default: 25) */
     maxAttempts: z.number().int().min(1).max(1_000).default(25),
     /** Exponential backoff with jitter between attempts. (Default: 250 ms, doubling, capped at 5 minutes) */
