@@ -6,7 +6,10 @@
  * - relay RSS while draining 100,000 events (a relay in a child process, sampled from /proc);
  * - fairness across tenants: tenant A's backlog of 50,000 drains through a 10 ms sink
  *   (concurrency 32) while tenant B commits one event a second; B's latency from commit to sink
- *   call, and A's drain rate with B beside it vs alone.
+ *   call, and A's drain rate with B beside it vs alone;
+ * - relay RSS while draining events of 1 MiB;
+ * - blocked keys: server time of an idle poll (the claim statement finding nothing to claim) with
+ *   100,000 due events behind 100 ordering-key heads that are backing off.
  */
 import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
@@ -14,6 +17,7 @@ import { Logger, run } from 'graphile-worker';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import { enqueue, startRelay, withTenant } from '../src/index.ts';
+import { CLAIM_EVENTS_TEXT } from '../src/outbox/sql/claim-events.ts';
 import { percentile, printTable } from './harness.ts';
 import type { BenchDatabase } from './setup.ts';
 
@@ -207,6 +211,38 @@ export async function fairnessPgOnce(bench: BenchDatabase, admin: pg.Pool, backl
   return { b: summarise(withB.latencies), aAlone: alone.rate, aWithB: withB.rate, aDrop: (alone.rate - withB.rate) / alone.rate };
 }
 
+/**
+ * Server time of the claim statement (EXPLAIN ANALYZE, TIMING OFF: the execution time without
+ * per-node clocks) when `followers` due events sit behind `keys` ordering-key heads that are
+ * backing off, and nothing else is pending: what every idle poll costs. Best of 5.
+ */
+export async function blockedKeysPoll(admin: pg.Pool, followers: number, keys = 100): Promise<{ bestMs: number; medianMs: number }> {
+  await admin.query('TRUNCATE once.outbox_events');
+  await admin.query(
+    `INSERT INTO once.outbox_events (tenant_id, dedupe_id, topic, ordering_key, payload, next_attempt_at)
+     SELECT 'tenant-k', 'k-' || i, 'blocked', 'key-' || (i % $2::int), '1', CASE WHEN i <= $2::int THEN now() + interval '1 hour' ELSE now() END
+       FROM generate_series(1, $1::int + $2::int) i`,
+    [followers, keys],
+  );
+  await admin.query('VACUUM ANALYZE once.outbox_events');
+  const times: number[] = [];
+  for (let round = 0; round < 5; round += 1) {
+    const client = await admin.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query('SET LOCAL jit = off'); // as on the relay's own connections
+      const { rows } = await client.query(`EXPLAIN (ANALYZE, TIMING OFF) ${CLAIM_EVENTS_TEXT}`, [512, 750, 'bench', 25, '', 16 * MIB]);
+      const plan = rows.map((row: Record<string, string>) => row['QUERY PLAN']).join('\n');
+      times.push(Number(/Execution Time: ([\d.]+)/.exec(plan)![1]));
+    } finally {
+      await client.query('ROLLBACK');
+      client.release();
+    }
+  }
+  times.sort((a, b) => a - b);
+  return { bestMs: times[0]!, medianMs: times[2]! };
+}
+
 function summarise(latencies: number[]): Latency {
   const sorted = [...latencies].sort((a, b) => a - b);
   return { p50: percentile(sorted, 50), p99: percentile(sorted, 99), samples: sorted.length };
@@ -270,6 +306,7 @@ export async function runRelayBench(
     const rss = await relayRss(bench, admin, options.rssEvents);
     const fairness = await fairnessPgOnce(bench, admin, fairnessBacklog);
     const bigRss = await relayRss(bench, admin, bigEvents, MIB);
+    const blockedKeys = await blockedKeysPoll(admin, 100_000);
 
     console.log(`\nRelay: drain of ${options.events.toLocaleString('en-US')} queued events to a no-op sink`);
     printTable(
@@ -290,13 +327,14 @@ export async function runRelayBench(
     );
     console.log(`\nRelay RSS while draining ${options.rssEvents.toLocaleString('en-US')} events: peak ${rss.peakMb.toFixed(0)} MB (target <= 150), drained in ${rss.seconds.toFixed(1)} s`);
     printFairness(fairness, fairnessBacklog);
+    console.log(`\nIdle poll with 100,000 due events behind 100 backing-off ordering-key heads: ${blockedKeys.bestMs.toFixed(2)} ms server time (median of 5: ${blockedKeys.medianMs.toFixed(2)}; target <= 1)`);
     console.log(`\nRelay RSS while draining ${bigEvents.toLocaleString('en-US')} events of 1 MiB: peak ${bigRss.peakMb.toFixed(0)} MB (target <= 250), drained in ${bigRss.seconds.toFixed(1)} s`);
     const ratios = {
       'drain vs graphile-worker default (target >= 1.0)': drain.pgOnce / drain.graphileWorkerDefault,
       'drain vs graphile-worker batched (target >= 0.6)': drain.pgOnce / drain.graphileWorkerBatched,
     };
     for (const [name, value] of Object.entries(ratios)) console.log(`  ${name}: ${value.toFixed(2)}`);
-    return { drain, latency, rss, bigRss, fairness, ratios };
+    return { drain, latency, rss, bigRss, blockedKeys, fairness, ratios };
   } finally {
     await admin.end();
   }

@@ -93,46 +93,70 @@ interface Row {
  * join is a primary-key lookup per claimed row.
  * Named: the relay's hottest statement, parsed and planned once per connection.
  */
-const TEXT = `
+export const CLAIM_EVENTS_TEXT = `
 WITH RECURSIVE tenants(tenant_id, earliest) AS (
   (SELECT e.tenant_id, e.next_attempt_at FROM once.outbox_events e
-    WHERE e.status = 'pending' ORDER BY e.tenant_id, e.next_attempt_at LIMIT 1)
+    WHERE e.status = 'pending' AND e.ordering_key IS NULL ORDER BY e.tenant_id, e.next_attempt_at LIMIT 1)
   UNION ALL
   SELECT n.tenant_id, n.next_attempt_at
     FROM tenants t
    CROSS JOIN LATERAL (
      SELECT e.tenant_id, e.next_attempt_at FROM once.outbox_events e
-      WHERE e.status = 'pending' AND e.tenant_id > t.tenant_id
+      WHERE e.status = 'pending' AND e.ordering_key IS NULL AND e.tenant_id > t.tenant_id
       ORDER BY e.tenant_id, e.next_attempt_at LIMIT 1) n
 ),
+heads(tenant_id, ordering_key, id, next_attempt_at) AS (
+  (SELECT e.tenant_id, e.ordering_key, e.id, e.next_attempt_at FROM once.outbox_events e
+    WHERE e.status = 'pending' AND e.ordering_key IS NOT NULL ORDER BY e.tenant_id, e.ordering_key, e.id LIMIT 1)
+  UNION ALL
+  SELECT n.tenant_id, n.ordering_key, n.id, n.next_attempt_at
+    FROM heads h
+   CROSS JOIN LATERAL (
+     SELECT e.tenant_id, e.ordering_key, e.id, e.next_attempt_at FROM once.outbox_events e
+      WHERE e.status = 'pending' AND e.ordering_key IS NOT NULL AND (e.tenant_id, e.ordering_key) > (h.tenant_id, h.ordering_key)
+      ORDER BY e.tenant_id, e.ordering_key, e.id LIMIT 1) n
+),
 due AS (
-  SELECT t.tenant_id
-    FROM tenants t
-   WHERE t.earliest <= now()
-   ORDER BY t.tenant_id COLLATE "C" <= $5::text COLLATE "C", t.tenant_id COLLATE "C"
+  SELECT u.tenant_id
+    FROM (SELECT t.tenant_id FROM tenants t WHERE t.earliest <= now()
+          UNION
+          SELECT h.tenant_id FROM heads h WHERE h.next_attempt_at <= now()) u
+   ORDER BY u.tenant_id COLLATE "C" <= $5::text COLLATE "C", u.tenant_id COLLATE "C"
    LIMIT $1
 ),
 share AS (
   SELECT greatest(1, ceil($1::float8 / greatest(count(*), 1)))::int AS n FROM due
 ),
-candidates AS (
+unkeyed AS (
   SELECT c.*
     FROM due d
    CROSS JOIN LATERAL (
      SELECT e.tenant_id, e.id, e.attempts, e.next_attempt_at, e.locked_by IS NOT NULL AND e.attempts >= 2 AS cut_short,
             pg_column_size(e.payload) + pg_column_size(e.headers) AS stored_bytes
        FROM once.outbox_events e
-      WHERE e.tenant_id = d.tenant_id
-        AND e.status = 'pending'
-        AND e.next_attempt_at <= now()
-        AND (e.ordering_key IS NULL OR NOT EXISTS (
-              SELECT 1 FROM once.outbox_events p
-               WHERE p.tenant_id = e.tenant_id AND p.ordering_key = e.ordering_key
-                 AND p.status = 'pending' AND p.id < e.id))
+      WHERE e.tenant_id = d.tenant_id AND e.status = 'pending' AND e.ordering_key IS NULL AND e.next_attempt_at <= now()
       ORDER BY e.next_attempt_at, e.id
       LIMIT (SELECT n FROM share)
       FOR UPDATE OF e SKIP LOCKED
    ) c
+),
+keyed AS (
+  SELECT c.*
+    FROM due d
+   CROSS JOIN LATERAL (
+     SELECT e.tenant_id, e.id, e.attempts, e.next_attempt_at, e.locked_by IS NOT NULL AND e.attempts >= 2 AS cut_short,
+            pg_column_size(e.payload) + pg_column_size(e.headers) AS stored_bytes
+       FROM heads h
+       JOIN once.outbox_events e ON e.tenant_id = h.tenant_id AND e.id = h.id
+      WHERE h.tenant_id = d.tenant_id AND h.next_attempt_at <= now()
+        AND e.status = 'pending' AND e.next_attempt_at <= now()
+      ORDER BY e.next_attempt_at, e.id
+      LIMIT (SELECT n FROM share)
+      FOR UPDATE OF e SKIP LOCKED
+   ) c
+),
+candidates AS (
+  SELECT * FROM unkeyed UNION ALL SELECT * FROM keyed
 ),
 chosen AS (
   SELECT c.tenant_id, c.id, c.cut_short FROM candidates c WHERE c.attempts >= $4::int
@@ -142,11 +166,13 @@ chosen AS (
   UNION ALL
   SELECT r.tenant_id, r.id, r.cut_short
     FROM (SELECT c.tenant_id, c.id, c.cut_short,
-                 sum(c.stored_bytes) OVER (ORDER BY c.turn, c.tenant_id, c.next_attempt_at, c.id) - c.stored_bytes AS before
+                 sum(c.stored_bytes) OVER w - c.stored_bytes AS before,
+                 row_number() OVER w AS position
             FROM (SELECT c.*, row_number() OVER (PARTITION BY c.tenant_id ORDER BY c.next_attempt_at, c.id) AS turn
                     FROM candidates c
-                   WHERE NOT c.cut_short AND c.attempts < $4::int) c) r
-   WHERE r.before < $6::bigint
+                   WHERE NOT c.cut_short AND c.attempts < $4::int) c
+          WINDOW w AS (ORDER BY c.turn, c.tenant_id, c.next_attempt_at, c.id)) r
+   WHERE r.before < $6::bigint AND r.position <= $1
      AND NOT EXISTS (SELECT 1 FROM candidates s WHERE s.cut_short AND s.attempts < $4::int)
 ),
 picked AS (
@@ -199,7 +225,7 @@ export async function claimEvents(
   const sentAt = Date.now();
   const { rows } = await db.query<Row>({
     name: 'once_claim_events',
-    text: TEXT,
+    text: CLAIM_EVENTS_TEXT,
     values: [limit, leaseMs, relayId, maxAttempts, after, maxBytes],
     types: sizedJsonTypes,
   } as pg.QueryConfig);
