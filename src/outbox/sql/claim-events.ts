@@ -93,6 +93,11 @@ interface Row {
  * join is a primary-key lookup per claimed row.
  * Named: the relay's hottest statement, parsed and planned once per connection.
  */
+/** What the claim knows of each candidate, keyed or not: the same columns from both sources. */
+const CANDIDATE_COLUMNS = `e.tenant_id, e.id, e.attempts, e.next_attempt_at,
+            e.locked_by IS NOT NULL AND e.attempts >= 2 AS cut_short,
+            pg_column_size(e.payload) + pg_column_size(e.headers) AS stored_bytes`;
+
 export const CLAIM_EVENTS_TEXT = `
 WITH RECURSIVE tenants(tenant_id, earliest) AS (
   (SELECT e.tenant_id, e.next_attempt_at FROM once.outbox_events e
@@ -131,8 +136,7 @@ unkeyed AS (
   SELECT c.*
     FROM due d
    CROSS JOIN LATERAL (
-     SELECT e.tenant_id, e.id, e.attempts, e.next_attempt_at, e.locked_by IS NOT NULL AND e.attempts >= 2 AS cut_short,
-            pg_column_size(e.payload) + pg_column_size(e.headers) AS stored_bytes
+     SELECT ${CANDIDATE_COLUMNS}
        FROM once.outbox_events e
       WHERE e.tenant_id = d.tenant_id AND e.status = 'pending' AND e.ordering_key IS NULL AND e.next_attempt_at <= now()
       ORDER BY e.next_attempt_at, e.id
@@ -144,8 +148,7 @@ keyed AS (
   SELECT c.*
     FROM due d
    CROSS JOIN LATERAL (
-     SELECT e.tenant_id, e.id, e.attempts, e.next_attempt_at, e.locked_by IS NOT NULL AND e.attempts >= 2 AS cut_short,
-            pg_column_size(e.payload) + pg_column_size(e.headers) AS stored_bytes
+     SELECT ${CANDIDATE_COLUMNS}
        FROM heads h
        JOIN once.outbox_events e ON e.tenant_id = h.tenant_id AND e.id = h.id
       WHERE h.tenant_id = d.tenant_id AND h.next_attempt_at <= now()
