@@ -48,17 +48,22 @@ interface Row {
  * So a key has at most one event in flight, a failing event holds back only its own key, and events
  * without a key flow in parallel.
  *
- * Fair across tenants: not one global oldest-first scan (in which a tenant's backlog of 20,000
- * holds back another tenant's single new event until the backlog is gone) but tenants in turn:
- * - `tenants` walks the tenants that have pending events, a skip scan over the
+ * Fair across tenants, and blind to blocked keys: not one global oldest-first scan (in which a
+ * tenant's backlog of 20,000 holds back another tenant's single new event until the backlog is
+ * gone, and every due follower of a backing-off key head is read and rejected on every poll):
+ * - `tenants` walks the tenants that have pending events without a key, a skip scan over the
  *   (tenant_id, next_attempt_at, id) index (sql/0006): one probe per tenant, however many events,
- *   which also reads the tenant's earliest next_attempt_at (its first entry). The cost of a claim
- *   grows with the number of tenants that have pending events (in flight and backing off
- *   included): about a microsecond each, so thousands of such tenants cost milliseconds a poll;
- * - `due` keeps those with a due event, starting after `$5`, the last tenant the previous claim
- *   served (round-robin when there are more due tenants than `limit`);
- * - each gets an equal share of `limit` (at least one), its own events oldest first, read from
- *   the same index: a backlog costs its share, the rows beyond it are never read.
+ *   which also reads the tenant's earliest next_attempt_at (its first entry);
+ * - `heads` walks the ordering keys that have pending events, a skip scan over the
+ *   (tenant_id, ordering_key, id) INCLUDE (next_attempt_at) index: one probe per key, reading only
+ *   the key's head (its oldest pending event), so followers cost nothing, due or not;
+ * - `due` keeps the tenants with a due event or a due head, starting after `$5`, the last tenant
+ *   the previous claim served (round-robin when there are more due tenants than `limit`);
+ * - each gets an equal share of `limit` (at least one) of its unkeyed events, oldest first, read
+ *   from the same index (a backlog costs its share; the rows beyond it are never read), and as
+ *   many of its due heads; then the total is cut at `limit`, tenant by tenant in turn.
+ * The cost of a claim grows with the number of tenants and keys that have pending events (in
+ * flight and backing off included), a probe each, not with the number of events.
  * A claim that leaves part of `limit` unused (a tenant had fewer due events than its share) is
  * followed by another one soon enough; see start-relay.ts.
  *
@@ -83,6 +88,7 @@ interface Row {
  * created_at comes back as epoch milliseconds, a number: a timestamp's text form follows the
  * session's DateStyle, and a pool given by the caller may have any (node-postgres parses only
  * ISO, and returns null otherwise).
+ *
  * Bounded in bytes: the events are taken tenant by tenant in turn (the first of each tenant, then
  * the second of each, ...) until their stored size reaches `$6` (always at least one). Stored
  * size is what Postgres keeps, compressed, so it is a lower bound of the JSON text the relay
