@@ -297,7 +297,6 @@ class OutboxRelay implements Relay {
           this.id,
           this.options.maxAttempts,
           this.lastTenant,
-          byteRoom,
         );
       } catch (error) {
         this.logger.error('claiming events failed; retrying', error);

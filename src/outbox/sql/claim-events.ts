@@ -61,7 +61,7 @@ interface Row {
  *   the previous claim served (round-robin when there are more due tenants than `limit`);
  * - each gets an equal share of `limit` (at least one) of its unkeyed events, oldest first, read
  *   from the same index (a backlog costs its share; the rows beyond it are never read), and as
- *   many of its due heads; then the total is cut at `limit`, tenant by tenant in turn.
+ *   many of its due heads (so a claim may bring up to twice `limit` when tenants have both).
  * The cost of a claim grows with the number of tenants and keys that have pending events (in
  * flight and backing off included), a probe each, not with the number of events.
  * A claim that leaves part of `limit` unused (a tenant had fewer due events than its share) is
@@ -89,10 +89,9 @@ interface Row {
  * session's DateStyle, and a pool given by the caller may have any (node-postgres parses only
  * ISO, and returns null otherwise).
  *
- * Bounded in bytes: the events are taken tenant by tenant in turn (the first of each tenant, then
- * the second of each, ...) until their stored size reaches `$6` (always at least one). Stored
- * size is what Postgres keeps, compressed, so it is a lower bound of the JSON text the relay
- * will hold; the relay also sizes `limit` by the bytes per event it has seen (start-relay.ts).
+ * Bounded in bytes by the relay, which sizes `limit` by the bytes per event it has seen
+ * (start-relay.ts); a cap here (a running sum of stored sizes) cost a third of the statement's
+ * time and, stored sizes being compressed, bounded nothing a large repetitive payload brings.
  * The chosen rows reach the UPDATE as arrays (`picked`, unnest): the planner cannot know how many
  * rows the per-tenant LIMIT yields and guessed thousands, joining by a hash of the whole table (a
  * sequential scan, 20-50 ms per claim on a 50,000 backlog); an unnest is estimated small, so the
@@ -101,8 +100,7 @@ interface Row {
  */
 /** What the claim knows of each candidate, keyed or not: the same columns from both sources. */
 const CANDIDATE_COLUMNS = `e.tenant_id, e.id, e.attempts, e.next_attempt_at,
-            e.locked_by IS NOT NULL AND e.attempts >= 2 AS cut_short,
-            pg_column_size(e.payload) + pg_column_size(e.headers) AS stored_bytes`;
+            e.locked_by IS NOT NULL AND e.attempts >= 2 AS cut_short`;
 
 export const CLAIM_EVENTS_TEXT = `
 WITH RECURSIVE tenants(tenant_id, earliest) AS (
@@ -173,15 +171,8 @@ chosen AS (
   (SELECT c.tenant_id, c.id, c.cut_short FROM candidates c WHERE c.cut_short AND c.attempts < $4::int
     ORDER BY c.attempts, c.next_attempt_at, c.id LIMIT 1)
   UNION ALL
-  SELECT r.tenant_id, r.id, r.cut_short
-    FROM (SELECT c.tenant_id, c.id, c.cut_short,
-                 sum(c.stored_bytes) OVER w - c.stored_bytes AS before,
-                 row_number() OVER w AS position
-            FROM (SELECT c.*, row_number() OVER (PARTITION BY c.tenant_id ORDER BY c.next_attempt_at, c.id) AS turn
-                    FROM candidates c
-                   WHERE NOT c.cut_short AND c.attempts < $4::int) c
-          WINDOW w AS (ORDER BY c.turn, c.tenant_id, c.next_attempt_at, c.id)) r
-   WHERE r.before < $6::bigint AND r.position <= $1
+  SELECT c.tenant_id, c.id, c.cut_short FROM candidates c
+   WHERE NOT c.cut_short AND c.attempts < $4::int
      AND NOT EXISTS (SELECT 1 FROM candidates s WHERE s.cut_short AND s.attempts < $4::int)
 ),
 picked AS (
@@ -229,13 +220,12 @@ export async function claimEvents(
   relayId: string,
   maxAttempts: number,
   after: string,
-  maxBytes: number,
 ): Promise<Claim> {
   const sentAt = Date.now();
   const { rows } = await db.query<Row>({
     name: 'once_claim_events',
     text: CLAIM_EVENTS_TEXT,
-    values: [limit, leaseMs, relayId, maxAttempts, after, maxBytes],
+    values: [limit, leaseMs, relayId, maxAttempts, after],
     types: sizedJsonTypes,
   } as pg.QueryConfig);
   // RETURNING follows no order; deliveries start in id order.
