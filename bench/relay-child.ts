@@ -5,7 +5,12 @@
 import pg from 'pg';
 import { startRelay } from '../src/index.ts';
 
-const relay = await startRelay({ connectionString: process.env.DATABASE_URL!, sinks: { '>': async () => {} }, handleSignals: false });
+const relay = await startRelay({
+  connectionString: process.env.DATABASE_URL!,
+  sinks: { '>': async () => {} },
+  handleSignals: false,
+  ...(process.env.MAX_HELD_BYTES ? { maxHeldBytes: Number(process.env.MAX_HELD_BYTES) } : {}),
+});
 const probe = new pg.Client({ connectionString: process.env.DATABASE_URL! });
 await probe.connect();
 for (;;) {

@@ -3,7 +3,13 @@
  * - drain rate of 20,000 queued events to a no-op sink, vs raw graphile-worker draining 20,000
  *   no-op jobs in the same run, with its default settings and with its batched local queue;
  * - latency from commit to sink call at light load (50 events/s), pg-once vs graphile-worker;
- * - relay RSS while draining 100,000 events (a relay in a child process, sampled from /proc).
+ * - relay RSS while draining 100,000 events (a relay in a child process, sampled from /proc);
+ * - fairness across tenants: tenant A's backlog of 50,000 drains through a 10 ms sink
+ *   (concurrency 32) while tenant B commits one event a second; B's latency from commit to sink
+ *   call, and A's drain rate with B beside it vs alone;
+ * - relay RSS while draining events of 1 MiB;
+ * - blocked keys: server time of an idle poll (the claim statement finding nothing to claim) with
+ *   100,000 due events behind 100 ordering-key heads that are backing off.
  */
 import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
@@ -11,17 +17,22 @@ import { Logger, run } from 'graphile-worker';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import { enqueue, startRelay, withTenant } from '../src/index.ts';
+import { CLAIM_EVENTS_TEXT } from '../src/outbox/sql/claim-events.ts';
 import { percentile, printTable } from './harness.ts';
 import type { BenchDatabase } from './setup.ts';
 
 const silent = new Logger(() => () => {});
+const MIB = 1_048_576;
 
-async function fillOutbox(admin: pg.Pool, count: number): Promise<void> {
+/** `count` events of 10 tenants; with `payloadBytes`, each payload is a JSON string that long. */
+async function fillOutbox(admin: pg.Pool, count: number, payloadBytes?: number): Promise<void> {
   await admin.query('TRUNCATE once.outbox_events');
   await admin.query(
     `INSERT INTO once.outbox_events (tenant_id, dedupe_id, topic, payload)
-     SELECT 'tenant-' || (i % 10), 'bench-' || i, 'bench.event', jsonb_build_object('i', i) FROM generate_series(1, $1) i`,
-    [count],
+     SELECT 'tenant-' || (i % 10), 'bench-' || i, 'bench.event',
+            CASE WHEN $2::int IS NULL THEN jsonb_build_object('i', i) ELSE to_jsonb(repeat(md5(i::text), $2::int / 32)) END
+       FROM generate_series(1, $1) i`,
+    [count, payloadBytes ?? null],
   );
   await admin.query('VACUUM ANALYZE once.outbox_events');
 }
@@ -134,14 +145,115 @@ async function latencyGraphileWorker(bench: BenchDatabase, admin: pg.Pool, secon
   return summarise(latencies);
 }
 
+export interface Fairness {
+  /** B's latency from commit to sink call, while A's backlog drains (ms). */
+  b: Latency;
+  /** A's drain rate alone, and with B's trickle beside it (events/s). */
+  aAlone: number;
+  aWithB: number;
+  /** (alone - with B) / alone. */
+  aDrop: number;
+}
+
+/** Tenant A's backlog through a 10 ms sink at concurrency 32; B commits `bPerSecond` while it drains. */
+export async function fairnessPgOnce(bench: BenchDatabase, admin: pg.Pool, backlog: number, bPerSecond = 1): Promise<Fairness> {
+  const SINK_MILLISECONDS = 10;
+  const drainA = async (withB: boolean) => {
+    await admin.query('TRUNCATE once.outbox_events');
+    await admin.query(
+      `INSERT INTO once.outbox_events (tenant_id, dedupe_id, topic, payload)
+       SELECT 'tenant-a', 'a-' || i, 'backlog', jsonb_build_object('i', i) FROM generate_series(1, $1) i`,
+      [backlog],
+    );
+    await admin.query('VACUUM ANALYZE once.outbox_events');
+    const committedAt = new Map<number, number>();
+    const latencies: number[] = [];
+    let aLeft = backlog;
+    let aDone!: () => void;
+    const aDrained = new Promise<void>((resolve) => (aDone = resolve));
+    const relay = await startRelay({
+      connectionString: bench.relayUrl,
+      handleSignals: false,
+      sweep: false,
+      concurrency: 32,
+      sinks: {
+        '>': async (event) => {
+          const at = performance.now();
+          if (event.tenantId === 'tenant-b') {
+            const seq = (event.payload as { seq: number }).seq;
+            queueMicrotask(() => setImmediate(() => latencies.push(Math.max(0, at - (committedAt.get(seq) ?? at)))));
+          }
+          await new Promise((resolve) => setTimeout(resolve, SINK_MILLISECONDS));
+          if (event.tenantId === 'tenant-a' && --aLeft === 0) aDone();
+        },
+      },
+    });
+    const started = performance.now();
+    const db = bench.kysely(1);
+    let writing = withB;
+    const writer = (async () => {
+      for (let seq = 0; writing; seq += 1) {
+        await new Promise((resolve) => setTimeout(resolve, 1_000 / bPerSecond));
+        if (!writing) break;
+        await withTenant(db, 'tenant-b', (tx) => enqueue(tx, { topic: 'trickle', payload: { seq } }));
+        committedAt.set(seq, performance.now());
+      }
+    })();
+    await aDrained;
+    const rate = backlog / ((performance.now() - started) / 1_000);
+    writing = false;
+    await writer;
+    await relay.stop();
+    return { rate, latencies };
+  };
+  const alone = await drainA(false);
+  const withB = await drainA(true);
+  return { b: summarise(withB.latencies), aAlone: alone.rate, aWithB: withB.rate, aDrop: (alone.rate - withB.rate) / alone.rate };
+}
+
+/**
+ * Server time of the claim statement (EXPLAIN ANALYZE, TIMING OFF: the execution time without
+ * per-node clocks) when `followers` due events sit behind `keys` ordering-key heads that are
+ * backing off, and nothing else is pending: what every idle poll costs. Best of 5.
+ */
+export async function blockedKeysPoll(admin: pg.Pool, followers: number, keys = 100): Promise<{ bestMs: number; medianMs: number }> {
+  await admin.query('TRUNCATE once.outbox_events');
+  await admin.query(
+    `INSERT INTO once.outbox_events (tenant_id, dedupe_id, topic, ordering_key, payload, next_attempt_at)
+     SELECT 'tenant-k', 'k-' || i, 'blocked', 'key-' || (i % $2::int), '1', CASE WHEN i <= $2::int THEN now() + interval '1 hour' ELSE now() END
+       FROM generate_series(1, $1::int + $2::int) i`,
+    [followers, keys],
+  );
+  await admin.query('VACUUM ANALYZE once.outbox_events');
+  const times: number[] = [];
+  for (let round = 0; round < 5; round += 1) {
+    const client = await admin.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query('SET LOCAL jit = off'); // as on the relay's own connections
+      const { rows } = await client.query(`EXPLAIN (ANALYZE, TIMING OFF) ${CLAIM_EVENTS_TEXT}`, [512, 750, 'bench', 25, '']);
+      const plan = rows.map((row: Record<string, string>) => row['QUERY PLAN']).join('\n');
+      times.push(Number(/Execution Time: ([\d.]+)/.exec(plan)![1]));
+    } finally {
+      await client.query('ROLLBACK');
+      client.release();
+    }
+  }
+  times.sort((a, b) => a - b);
+  return { bestMs: times[0]!, medianMs: times[2]! };
+}
+
 function summarise(latencies: number[]): Latency {
   const sorted = [...latencies].sort((a, b) => a - b);
   return { p50: percentile(sorted, 50), p99: percentile(sorted, 99), samples: sorted.length };
 }
 
-/** Peak RSS of a relay process draining `count` events, in MB. */
-async function relayRss(bench: BenchDatabase, admin: pg.Pool, count: number): Promise<{ peakMb: number; seconds: number }> {
-  await fillOutbox(admin, count);
+/**
+ * Peak RSS of a relay process draining `count` events, in MB. With `payloadBytes`, payloads of
+ * that size (repeated text: Postgres stores them compressed, the relay receives every byte).
+ */
+export async function relayRss(bench: BenchDatabase, admin: pg.Pool, count: number, payloadBytes?: number): Promise<{ peakMb: number; seconds: number }> {
+  await fillOutbox(admin, count, payloadBytes);
   const started = performance.now();
   const child = spawn(process.execPath, [new URL('./relay-child.ts', import.meta.url).pathname], {
     env: { ...process.env, DATABASE_URL: bench.relayUrl },
@@ -166,7 +278,14 @@ async function relayRss(bench: BenchDatabase, admin: pg.Pool, count: number): Pr
   return { peakMb: peakKb / 1024, seconds: (performance.now() - started) / 1_000 };
 }
 
-export async function runRelayBench(bench: BenchDatabase, options: { events: number; rssEvents: number; latencySeconds: number }) {
+export async function runRelayBench(
+  bench: BenchDatabase,
+  options: { events: number; rssEvents: number; latencySeconds: number; fairnessBacklog?: number; bigEvents?: number },
+) {
+  // 50,000 at the default scale (run.ts passes events = 20,000 x BENCH_SCALE).
+  const fairnessBacklog = options.fairnessBacklog ?? Math.round(options.events * 2.5);
+  // 10,000 events of 1 MiB at the default scale.
+  const bigEvents = options.bigEvents ?? Math.round(options.events / 2);
   const admin = new pg.Pool({ connectionString: bench.adminUrl, max: 2 });
   admin.on('error', () => {});
   try {
@@ -185,6 +304,9 @@ export async function runRelayBench(bench: BenchDatabase, options: { events: num
       graphileWorker: await latencyGraphileWorker(bench, admin, options.latencySeconds, 50),
     };
     const rss = await relayRss(bench, admin, options.rssEvents);
+    const fairness = await fairnessPgOnce(bench, admin, fairnessBacklog);
+    const bigRss = await relayRss(bench, admin, bigEvents, MIB);
+    const blockedKeys = await blockedKeysPoll(admin, 100_000);
 
     console.log(`\nRelay: drain of ${options.events.toLocaleString('en-US')} queued events to a no-op sink`);
     printTable(
@@ -204,13 +326,31 @@ export async function runRelayBench(bench: BenchDatabase, options: { events: num
       ],
     );
     console.log(`\nRelay RSS while draining ${options.rssEvents.toLocaleString('en-US')} events: peak ${rss.peakMb.toFixed(0)} MB (target <= 150), drained in ${rss.seconds.toFixed(1)} s`);
+    printFairness(fairness, fairnessBacklog);
+    console.log(`\nIdle poll with 100,000 due events behind 100 backing-off ordering-key heads: ${blockedKeys.bestMs.toFixed(2)} ms server time (median of 5: ${blockedKeys.medianMs.toFixed(2)}; target <= 1)`);
+    console.log(`\nRelay RSS while draining ${bigEvents.toLocaleString('en-US')} events of 1 MiB: peak ${bigRss.peakMb.toFixed(0)} MB (target <= 250), drained in ${bigRss.seconds.toFixed(1)} s`);
     const ratios = {
       'drain vs graphile-worker default (target >= 1.0)': drain.pgOnce / drain.graphileWorkerDefault,
       'drain vs graphile-worker batched (target >= 0.6)': drain.pgOnce / drain.graphileWorkerBatched,
     };
     for (const [name, value] of Object.entries(ratios)) console.log(`  ${name}: ${value.toFixed(2)}`);
-    return { drain, latency, rss, ratios };
+    return { drain, latency, rss, bigRss, blockedKeys, fairness, ratios };
   } finally {
     await admin.end();
   }
+}
+
+export function printFairness(fairness: Fairness, backlog: number): void {
+  console.log(`\nFairness: tenant A's backlog of ${backlog.toLocaleString('en-US')} through a 10 ms sink (concurrency 32), tenant B 1 event/s`);
+  printTable(
+    ['', 'value', 'target'],
+    [
+      ["B's commit-to-sink p50 (ms)", fairness.b.p50, '-'],
+      ["B's commit-to-sink p99 (ms)", fairness.b.p99, '<= 50'],
+      ["B's samples", fairness.b.samples, '-'],
+      ["A's drain alone (events/s)", fairness.aAlone, '-'],
+      ["A's drain with B (events/s)", fairness.aWithB, '-'],
+      ["A's drain rate drop (%)", fairness.aDrop * 100, '<= 10'],
+    ],
+  );
 }

@@ -190,7 +190,12 @@ export const relayOptionsSchema = z
   .object({
     /** Connection string of a login granted the database's relay role. Give this or `pool`. */
     connectionString: z.string().min(1).optional(),
-    /** A pg.Pool of a login granted the database's relay role (not ended by stop()). Give this or `connectionString`. */
+    /**
+     * A pg.Pool of a login granted the database's relay role (not ended by stop()). Give this or `connectionString`.
+     * The relay cannot pin the settings of a pool it did not create: give the role
+     * `ALTER ROLE ... SET jit = off` and a statement_timeout (the relay's own connections have
+     * both; each statement still gets a client-side timeout).
+     */
     pool: z.custom<pg.Pool>((value) => typeof value === 'object' && value !== null && typeof (value as pg.Pool).query === 'function').optional(),
     /**
      * Where events go, by topic: exact topics, or patterns with NATS-style wildcards (`*` one
@@ -200,11 +205,20 @@ export const relayOptionsSchema = z
     /** Deliveries in flight at once. (Default: 32) */
     concurrency: z.number().int().min(1).max(1_000).default(32),
     /**
-     * Events claimed (and leased) per round trip, held in a local queue until a delivery slot is
-     * free. Larger batches drain a backlog faster (measured: 512 drains 1.5x faster than 128);
-     * each held event is leased. (Default: the larger of 512 and 4 x concurrency)
+     * The most events claimed per round trip and held in the local queue until a delivery slot
+     * is free. The queue holds what the slots start in the next 50 ms (measured), at least
+     * `concurrency`, at most this: a fast sink drains a backlog in large batches (measured: 512
+     * drains 1.5x faster than 128), a slow one holds few events a dead relay would hold.
+     * (Default: the larger of 512 and 4 x concurrency)
      */
     batchSize: z.number().int().min(1).max(10_000).optional(),
+    /**
+     * Payload and header bytes (as JSON text) the relay holds at once, claimed and not finished:
+     * claims are sized to stay within it (each claim bringing at most a quarter of it), whatever
+     * the size of the events. A single event larger than a quarter is still claimed, alone.
+     * (Default: 16 777 216, i.e. 16 MiB)
+     */
+    maxHeldBytes: z.number().int().min(65_536).default(16_777_216),
     /** Attempts before an event is declared dead. (Default: 25) */
     maxAttempts: z.number().int().min(1).max(1_000).default(25),
     /** Exponential backoff with jitter between attempts. (Default: 250 ms, doubling, capped at 5 minutes) */
@@ -218,8 +232,9 @@ export const relayOptionsSchema = z
       .strict()
       .default({ initialMs: 250, maxMs: 300_000 }),
     /**
-     * How long a claimed event stays reserved for this relay, in milliseconds, renewed every third
-     * of it while the delivery runs. A relay that dies releases its events when this runs out.
+     * How long a started delivery stays reserved for this relay, in milliseconds, renewed while it
+     * runs. A relay that dies releases its started events when this runs out; events it had
+     * claimed but not started hold a lease of 750 ms (or this, if shorter), renewed while queued.
      * (Default: 10 000)
      */
     leaseMs: z.number().int().min(500).max(600_000).default(10_000),
@@ -231,8 +246,20 @@ export const relayOptionsSchema = z
      * (Default: 5)
      */
     pollIntervalMs: z.number().int().min(1).max(60_000).default(5),
-    /** On stop, how long in-flight deliveries may finish before they are aborted and released, in milliseconds. (Default: 10 000) */
+    /**
+     * How long stop() may take, in milliseconds, whatever the network does: in-flight deliveries
+     * may finish during the first half (at least; up to all but 2 s of it), then the rest are
+     * aborted and released and outcomes settled. What does not make it in time is left to the
+     * leases. (Default: 10 000)
+     */
     shutdownTimeoutMs: z.number().int().min(0).default(10_000),
+    /**
+     * The longest any statement of the relay may run, in milliseconds: statement_timeout on the
+     * relay's own connections, and a client-side timeout (this plus 1 s) on every statement, after
+     * which the connection is dropped; so a silent connection (a half-open socket, a network that
+     * drops packets) stalls nothing for longer than this. (Default: 10 000)
+     */
+    statementTimeoutMs: z.number().int().min(100).max(600_000).default(10_000),
     /**
      * TTL sweeps, scheduled with graphile-worker's cron (one run per tick across all relays):
      * `{ schedule, batchSize, outboxRetention, auditRetention }`, or false for none.

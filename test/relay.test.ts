@@ -19,6 +19,7 @@ import {
 } from '../src/index.ts';
 import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
 import { fillOutbox, waitForOutbox } from './support/outbox-helpers.ts';
+import { testPool } from './support/test-database.ts';
 
 let fx: AppFixture;
 let relayUrl: string;
@@ -166,6 +167,117 @@ describe('relay', () => {
     expect(await requeueDeadEvents(relayUrl, 'all')).toBe(1);
   });
 
+  it('counts a sink that throws synchronously as a failed attempt: the relay survives, the event dies, the rest flows', async () => {
+    const refs = await fillOutbox(fx.app, { count: 20, tenants: 2 });
+    const poison = refs[7]!.id;
+    let calls = 0;
+    const delivered = new Set<string>();
+    await relay({
+      maxAttempts: 3,
+      sinks: {
+        // Not async: the throw happens before any promise exists.
+        '>': (event) => {
+          if (event.id === poison) {
+            calls += 1;
+            throw new TypeError('cannot serialise the payload');
+          }
+          delivered.add(event.id);
+          return Promise.resolve();
+        },
+      },
+    });
+    await waitForOutbox(fx.database.admin, (c) => c.delivered === 19 && c.dead === 1);
+    expect(calls).toBe(3);
+    expect(delivered.size).toBe(19);
+    const [dead] = await listDeadEvents(relayUrl);
+    expect(dead).toMatchObject({ id: poison, attempts: 3, lastError: 'TypeError: cannot serialise the payload' });
+  });
+
+  it('fences outcomes by the claim: a relay whose lease lapsed cannot kill or reset an event another relay is delivering', async () => {
+    const [ref] = await fillOutbox(fx.app, { count: 1, tenants: 1 });
+    const gate = <T,>() => {
+      let open!: (value: T) => void;
+      const promise = new Promise<T>((resolve) => (open = resolve));
+      return { promise, open };
+    };
+    const firstStarted = gate<void>();
+    const firstOutcome = gate<void>();
+    // A long lease: once A's heartbeat has moved the lease from the short queued one to this, it
+    // does not renew again during the test; the lapse is made by hand below, as if A's renewals
+    // had failed. One slot and batches of one: A claims nothing more while it delivers, so B,
+    // not A, claims the lapsed event.
+    const a = await relay({
+      leaseMs: 600_000,
+      concurrency: 1,
+      batchSize: 1,
+      sinks: {
+        '>': async () => {
+          firstStarted.open();
+          await firstOutcome.promise;
+          throw new DeliveryRejectedError('HTTP 410 Gone'); // "dead" had it been A's to settle
+        },
+      },
+    });
+    await firstStarted.promise;
+    const leasedLong = async () =>
+      (await fx.database.admin.query("SELECT next_attempt_at > now() + interval '1 minute' AS long FROM once.outbox_events WHERE id = $1", [ref!.id])).rows[0].long;
+    while (!(await leasedLong())) await new Promise((resolve) => setTimeout(resolve, 20));
+    await fx.database.admin.query('UPDATE once.outbox_events SET next_attempt_at = now() WHERE id = $1', [ref!.id]);
+
+    const secondStarted = gate<void>();
+    const secondOutcome = gate<void>();
+    const b = await relay({
+      sinks: {
+        '>': async () => {
+          secondStarted.open();
+          await secondOutcome.promise;
+        },
+      },
+    });
+    await secondStarted.promise;
+    firstOutcome.open();
+    await a.stop(); // A's outcome has been written (or refused) by the time stop() returns
+    const { rows } = await fx.database.admin.query('SELECT status, attempts, locked_by FROM once.outbox_events WHERE id = $1', [ref!.id]);
+    expect(rows[0]).toEqual({ status: 'pending', attempts: 2, locked_by: b.id });
+
+    secondOutcome.open();
+    await waitForOutbox(fx.database.admin, (c) => c.delivered === 1);
+  });
+
+  it('runs under a role whose DateStyle and TimeZone are unusual, with its own pool or a given one', async () => {
+    const oddUrl = await fx.database.createLoginRole('relay');
+    const role = new URL(oddUrl).username;
+    await fx.database.admin.query(`ALTER ROLE "${role}" SET DateStyle = 'SQL, DMY'`);
+    await fx.database.admin.query(`ALTER ROLE "${role}" SET TimeZone = 'Asia/Kathmandu'`);
+    await fx.database.admin.query(`ALTER ROLE "${role}" SET IntervalStyle = 'sql_standard'`);
+    const refs = await fillOutbox(fx.app, { count: 4, tenants: 2 });
+    const { rows } = await fx.database.admin.query<{ id: string; created_at: Date }>('SELECT id, created_at FROM once.outbox_events');
+    const createdAt = new Map(rows.map((row) => [String(row.id), row.created_at.getTime()]));
+
+    const seen = new Map<string, number>();
+    const sink = async (event: DeliveryEvent) => void seen.set(event.id, event.createdAt.getTime());
+    await relay({ connectionString: oddUrl, sweep: false, sinks: { '>': sink } });
+    await waitForOutbox(fx.database.admin, (c) => c.delivered === 4);
+    expect(seen).toEqual(createdAt);
+
+    // A pool of the caller's: the relay cannot pin its sessions, and must not depend on them.
+    await Promise.all(relays.splice(0).map((r) => r.stop()));
+    await fx.database.admin.query("UPDATE once.outbox_events SET status = 'pending', delivered_at = NULL, next_attempt_at = now()");
+    seen.clear();
+    const pool = testPool({ connectionString: oddUrl, max: 4 });
+    try {
+      const { rows: style } = await pool.query('SHOW DateStyle');
+      expect(style[0].DateStyle).toBe('SQL, DMY');
+      await relay({ connectionString: undefined, pool, sweep: false, sinks: { '>': sink } } as RelayOptions);
+      await waitForOutbox(fx.database.admin, (c) => c.delivered === 4);
+      expect(seen).toEqual(createdAt);
+      expect(refs).toHaveLength(4);
+    } finally {
+      await Promise.all(relays.splice(0).map((r) => r.stop()));
+      await pool.end();
+    }
+  });
+
   it('refuses to requeue an id that is not a dead event', async () => {
     await expect(requeueDeadEvents(relayUrl, ['999999'])).rejects.toMatchObject({ code: 'EVENT_NOT_FOUND' });
     await expect(requeueDeadEvents(relayUrl, ['abc'])).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
@@ -234,7 +346,7 @@ describe('relay', () => {
     const [ref] = await fillOutbox(fx.app, { count: 1, tenants: 1 });
     let signal: AbortSignal | undefined;
     const hanging = await relay({
-      shutdownTimeoutMs: 50,
+      shutdownTimeoutMs: 400, // half for the delivery, half for releasing it
       sinks: {
         '>': (_event, context) => {
           signal = context.signal;

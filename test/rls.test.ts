@@ -1,6 +1,6 @@
 /**
  * Tenant isolation by row-level security, exercised as login roles that are neither superuser nor
- * BYPASSRLS (granted once_app or once_relay), exactly as a deployed application would connect.
+ * BYPASSRLS (granted the database's app or relay role), exactly as a deployed application would connect.
  */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -77,7 +77,7 @@ afterAll(async () => {
   await db?.drop();
 });
 
-describe('the application role (once_app)', () => {
+describe('the application role', () => {
   it('connects as a role that cannot bypass RLS', async () => {
     const { rows } = await app.query<{ rolsuper: boolean; rolbypassrls: boolean }>(
       'SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user',
@@ -172,7 +172,7 @@ describe('the application role (once_app)', () => {
   });
 });
 
-describe('the relay role (once_relay)', () => {
+describe('the relay role', () => {
   it('reads outbox events of every tenant', async () => {
     const { rows } = await relay.query<{ tenant_id: string }>(
       "SELECT DISTINCT tenant_id FROM once.outbox_events WHERE dedupe_id LIKE '%-row' ORDER BY 1",

@@ -6,6 +6,8 @@
 import pg from 'pg';
 
 export const WAKE_CHANNEL = 'once_outbox';
+/** How long close() waits for the server to acknowledge the end of the session, in milliseconds. */
+const CLOSE_GRACE_MILLISECONDS = 500;
 
 export interface Wakeup {
   close(): Promise<void>;
@@ -57,7 +59,17 @@ export function listenForWakeups(connectionConfig: pg.ClientConfig, onWake: () =
     async close() {
       closed = true;
       if (timer) clearTimeout(timer);
-      await client?.end().catch(() => {});
+      const last = client;
+      if (!last) return;
+      // A polite goodbye, but not forever: on a connection that went silent, end() would wait
+      // for an answer that never comes (and keep the process alive). Then the socket is cut.
+      let grace: NodeJS.Timeout | undefined;
+      await Promise.race([
+        last.end().catch(() => {}),
+        new Promise<void>((resolve) => (grace = setTimeout(resolve, CLOSE_GRACE_MILLISECONDS))),
+      ]);
+      clearTimeout(grace);
+      (last as pg.Client & { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
     },
   };
 }

@@ -24,6 +24,15 @@ export interface DeliveryContext {
   attempt: number;
   /** Aborted when the delivery times out or the relay shuts down: stop and throw. */
   signal: AbortSignal;
+  /**
+   * The database's clock, as the relay sees it: use it, not `new Date()`, for any timestamp the
+   * receiver checks (a webhook's `webhook-timestamp`), so a relay host with a skewed clock is
+   * harmless. The relay measures the offset between its host and the database (`SELECT
+   * clock_timestamp()`, corrected by half the round trip; the best of 3 samples) at start and
+   * every minute after, and applies it to the host clock; accurate to about half a round trip.
+   * Optional in the type so that sinks can be called by other code (`context.now?.()`).
+   */
+  now?(): Date;
 }
 
 /** What the relay tells a sink when it starts. */

@@ -2,10 +2,13 @@
  * startRelay: delivers committed outbox events to sinks, at least once, always under the event's
  * dedupe id, retrying with backoff until delivered or dead.
  *
- * Shape: one claim loop (claim-events.ts) fills up to `concurrency` deliveries; each delivery
+ * Shape: one claim loop (claim-events.ts) fills up to `concurrency` deliveries plus a small
+ * prefetch queue (what the slots will start in the next PREFETCH_MILLISECONDS); each delivery
  * runs its sink with a timeout; outcomes are settled in batches (mark-delivered.ts,
- * mark-failed.ts); a heartbeat renews the leases of deliveries still running. A relay that dies
- * simply stops renewing, and its events become claimable again when their lease runs out.
+ * mark-failed.ts); a heartbeat renews the leases of what the relay holds, queued events for
+ * under a second, started ones for leaseMs (lease-plan.ts). A relay that dies simply stops
+ * renewing: its queued events are claimable again within a second, its started ones when their
+ * lease runs out.
  */
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -16,14 +19,18 @@ import { endWithError, instruments, tracer } from '../telemetry.ts';
 import { SWEEP_TASK, sweepCronItems } from '../sweep-schedule.ts';
 import { DeliveryFailedError, DeliveryRejectedError, NoSinkError } from '../errors.ts';
 import { assertRelayRole } from '../internal/operator-role.ts';
-import { withSession } from '../internal/session.ts';
 import { parseOptions, type RelayLogger, type RelayOptions, relayOptionsSchema, type ResolvedRelayOptions } from '../options.ts';
 import { type BackoffPolicy, defaultBackoff, retryHorizonMs } from './backoff.ts';
+import { createRelayPool, type RelayDatabase, relayConnectionConfig, timedDatabase } from './relay-pool.ts';
 import { listenForWakeups, type Wakeup } from './relay-wakeup.ts';
+import { DatabaseClock } from './database-clock.ts';
+import { HEARTBEAT_MILLISECONDS, type HeldLease, queuedLeaseMs, renewalsDue } from './lease-plan.ts';
+import { StartRate } from './start-rate.ts';
+import { TenantQueue } from './tenant-queue.ts';
 import { routeTopics, type SinkRouter } from './route-topic.ts';
-import type { Sink } from './sink.ts';
-import { type ClaimedEvent, claimEvents } from './sql/claim-events.ts';
-import type { EventRef } from './sql/event-refs.ts';
+import type { DeliveryEvent, Sink } from './sink.ts';
+import { type Claim, type ClaimedEvent, claimEvents } from './sql/claim-events.ts';
+import type { EventRef, LeaseRef } from './sql/event-refs.ts';
 import { markDelivered } from './sql/mark-delivered.ts';
 import { type Failure, markFailed } from './sql/mark-failed.ts';
 import { releaseEvents } from './sql/release-events.ts';
@@ -38,6 +45,28 @@ export interface Relay {
 
 /** After a database error the loop pauses this long before trying again, in milliseconds. */
 const ERROR_PAUSE_MILLISECONDS = 1_000;
+/**
+ * The prefetch queue holds what the delivery slots will start in this many milliseconds (at the
+ * rate measured over the last second; at least `concurrency`, at most batchSize), and the next
+ * claim goes out when half of it is left. Short, because a queued event is one that a newly due
+ * event of another tenant waits behind, and one that a dead relay holds for a queued lease.
+ */
+const PREFETCH_MILLISECONDS = 50;
+/** While busy, a claim goes out at least this often (when a quarter of the slots is free), in milliseconds. */
+const CLAIM_GAP_MILLISECONDS = 20;
+/** Of shutdownTimeoutMs, at most this much (and at most half) is kept for releasing and settling, in milliseconds. */
+const SHUTDOWN_CLEANUP_MILLISECONDS = 2_000;
+/**
+ * Bytes per event assumed before the first claim: the largest payload enqueue accepts, so the
+ * first claim cannot overshoot maxHeldBytes however large the events are.
+ */
+const INITIAL_BYTES_PER_EVENT = 1_048_576;
+/** A claim brings at most maxHeldBytes divided by this. */
+const CLAIM_SHARE_OF_HELD_BYTES = 4;
+/** Floor of the bytes-per-event estimate (a row's own overhead), so tiny events do not mean unbounded counts. */
+const MIN_BYTES_PER_EVENT = 256;
+/** How often the offset between the host clock and the database clock is measured again. */
+const CLOCK_SYNC_MILLISECONDS = 60 * 1_000;
 
 export async function startRelay(options: RelayOptions): Promise<Relay> {
   const resolved = parseOptions(relayOptionsSchema, options, 'relay options');
@@ -53,6 +82,29 @@ interface InFlight {
   released: boolean;
 }
 
+/** Waits for `promise` (never throwing) but not past `deadline` (epoch milliseconds). */
+async function within(promise: Promise<unknown> | undefined, deadline: number): Promise<void> {
+  if (!promise) return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    promise.then(
+      () => {},
+      () => {},
+    ),
+    new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, deadline - Date.now())))),
+  ]);
+  clearTimeout(timer);
+}
+
+/** What the relay keeps of an event once its delivery is over: the claim, not the payload. */
+function leaseOf(event: HeldLease): HeldLease {
+  return { tenantId: event.tenantId, id: event.id, attempt: event.attempt, leaseUntil: event.leaseUntil };
+}
+
+function eventKey(event: EventRef): string {
+  return `${event.tenantId}\u0000${event.id}`;
+}
+
 const consoleLogger: RelayLogger = {
   warn: (message) => console.warn(`[pg-once relay] ${message}`),
   error: (message, error) => console.error(`[pg-once relay] ${message}`, error ?? ''),
@@ -62,22 +114,48 @@ class OutboxRelay implements Relay {
   readonly id = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   private readonly options: ResolvedRelayOptions;
   private readonly pool: pg.Pool;
+  /** The pool, with a client-side timeout on every statement: what all of the relay's SQL runs on. */
+  private readonly db: RelayDatabase;
   private readonly ownsPool: boolean;
   private readonly route: SinkRouter;
   private readonly backoff: BackoffPolicy;
   private readonly logger: RelayLogger;
   private readonly inFlight = new Map<string, InFlight>();
-  /** Claimed and leased, waiting for a delivery slot. */
-  private queue: ClaimedEvent[] = [];
+  /** Claimed and leased, waiting for a delivery slot; taken tenant by tenant in turn. */
+  private readonly queue = new TenantQueue<ClaimedEvent>();
+  /** Where the next claim starts its round of tenants (see claim-events.ts). */
+  private lastTenant = '';
+  private lastClaimAt = 0;
+  /** Payload and header bytes of the events claimed and not finished (queued or in flight). */
+  private heldBytes = 0;
+  /** Bytes per event, as seen in recent claims: how many events fit in what maxHeldBytes leaves. */
+  private bytesPerEvent = INITIAL_BYTES_PER_EVENT;
   private readonly batchSize: number;
-  private delivered: EventRef[] = [];
+  private readonly startRate = new StartRate();
+  private delivered: LeaseRef[] = [];
   private failed: Failure[] = [];
+  /**
+   * Delivered or failed, not settled yet, with the time of the outcome: still leased, renewed
+   * while the settle retries, but only for up to leaseMs: a settle that cannot get through for
+   * that long lets the lease lapse, and another relay delivers the event again (a duplicate the
+   * receiver drops by dedupe id) rather than the event staying held by a relay that is stuck.
+   */
+  private readonly unsettled = new Map<string, { event: HeldLease; at: number }>();
   private settling: Promise<void> | undefined;
+  /** Cut-short events claimed and not finished; while any is held, the loop claims nothing more. */
+  private cutShortHeld = 0;
+  /** A cut-short event is being delivered, alone. */
+  private isolating = false;
   private stopping = false;
+  /** Shutdown is over (or out of time): nothing retries any more. */
+  private closed = false;
+  private renewing = false;
   private stopped: Promise<void> | undefined;
   private loopDone: Promise<void> | undefined;
   private wakeLoop: (() => void) | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
+  private clockSync: NodeJS.Timeout | undefined;
+  private readonly clock: DatabaseClock;
   private wakeup: Wakeup | undefined;
   private worker: Runner | undefined;
   private readonly signalHandler = (signal: NodeJS.Signals) => void this.onSignal(signal);
@@ -86,13 +164,14 @@ class OutboxRelay implements Relay {
     this.options = options;
     this.logger = options.logger ?? consoleLogger;
     this.ownsPool = options.pool === undefined;
-    // Claims, settles, heartbeats and the odd release: a handful of connections is plenty.
-    this.pool = options.pool ?? new pg.Pool({ connectionString: options.connectionString, max: 4 });
+    this.pool = options.pool ?? createRelayPool(options.connectionString!, options.statementTimeoutMs);
+    this.db = timedDatabase(this.pool, options.statementTimeoutMs);
     if (this.ownsPool) {
       // Both listeners: without them a server restart crashes the process (see README, "Pools").
       this.pool.on('error', (error) => this.logger.warn(`idle connection failed: ${error.message}`));
       this.pool.on('connect', (client) => client.on('error', (error) => this.logger.warn(`connection failed: ${error.message}`)));
     }
+    this.clock = new DatabaseClock((text) => this.db.query({ text }));
     this.route = routeTopics(options.sinks);
     this.backoff = defaultBackoff(options.backoff);
     this.batchSize = options.batchSize ?? Math.max(512, options.concurrency * 4);
@@ -106,8 +185,11 @@ class OutboxRelay implements Relay {
     try {
       for (const sink of this.sinks) await sink.start?.(info);
       // Fail fast on a wrong connection string or role, not with a bare "permission denied" at
-      // the first poll (or, as the app role under forced RLS, by silently finding nothing).
-      await withSession(this.pool, (session) => assertRelayRole(session, 'the relay'));
+      // the first poll (or, as the app role under forced RLS, by silently finding nothing). Each
+      // statement under the relay's timeouts, as every other.
+      const session = { query: async (text: string, values?: readonly unknown[]) => ({ rows: (await this.db.query({ text, values: values ? [...values] : [] })).rows as never[] }) };
+      await assertRelayRole(session, 'the relay');
+      await this.clock.measure();
       this.worker = await this.startSweeps();
     } catch (error) {
       await this.closeSinks();
@@ -115,10 +197,17 @@ class OutboxRelay implements Relay {
       throw error;
     }
     const clientConfig: pg.ClientConfig = this.ownsPool
-      ? { connectionString: this.options.connectionString }
+      ? relayConnectionConfig(this.options.connectionString!, this.options.statementTimeoutMs)
       : ((this.pool as pg.Pool & { options: pg.ClientConfig }).options ?? {});
     this.wakeup = listenForWakeups(clientConfig, () => this.wake(), (error) => this.logger.warn(`wake-up listener: ${(error as Error).message}`));
-    this.heartbeat = setInterval(() => void this.renew(), Math.max(100, Math.floor(this.options.leaseMs / 3)));
+    this.clockSync = setInterval(() => {
+      this.clock.measure().catch((error: unknown) => this.logger.warn(`measuring the database clock failed: ${(error as Error).message}`));
+    }, CLOCK_SYNC_MILLISECONDS);
+    this.clockSync.unref();
+    this.heartbeat = setInterval(() => {
+      this.startRate.tick();
+      void this.renew();
+    }, HEARTBEAT_MILLISECONDS);
     if (this.options.handleSignals) {
       process.once('SIGTERM', this.signalHandler);
       process.once('SIGINT', this.signalHandler);
@@ -167,42 +256,103 @@ class OutboxRelay implements Relay {
     });
   }
 
+  /** Queued events wanted: what the slots start in PREFETCH_MILLISECONDS, within [concurrency, batchSize]. */
+  private get prefetch(): number {
+    const wanted = Math.ceil((this.startRate.perSecond * PREFETCH_MILLISECONDS) / 1_000);
+    return Math.min(this.batchSize, Math.max(this.options.concurrency, wanted));
+  }
+
   /**
-   * Keeps up to batchSize events claimed: delivering (up to concurrency) or queued locally. The
-   * next claim goes out while the previous batch is still being delivered, so the database round
-   * trip overlaps the deliveries instead of alternating with them.
+   * Keeps the delivery slots busy and a small queue ahead of them. The next claim goes out while
+   * the queue still holds a quarter of its target, so the database round trip overlaps the
+   * deliveries instead of alternating with them.
    */
   private async loop(): Promise<void> {
     while (!this.stopping) {
-      const room = this.batchSize - this.inFlight.size - this.queue.length;
-      if (room <= 0 || this.queue.length >= this.options.concurrency) {
-        await this.sleep(); // a finishing delivery wakes us
+      const prefetch = this.prefetch;
+      // Held at most: the slots plus twice the prefetch (the claim goes out at a quarter of it),
+      // and maxHeldBytes of payloads, at the bytes per event seen so far. One claim brings at
+      // most a quarter of maxHeldBytes: its result passes through the driver's buffers and two
+      // copies as text before it is parsed, so large claims cost memory twice over (measured:
+      // 1 MiB events, 32 MiB held, whole-budget claims peaked at 292 MB RSS, quarter claims 247).
+      const byteRoom = Math.min(this.options.maxHeldBytes - this.heldBytes, this.options.maxHeldBytes / CLAIM_SHARE_OF_HELD_BYTES);
+      const room = Math.min(
+        Math.min(this.batchSize, this.options.concurrency + 2 * prefetch) - this.inFlight.size - this.queue.length,
+        byteRoom <= 0 ? 0 : Math.max(1, Math.floor(byteRoom / this.bytesPerEvent)),
+      );
+      // Claim when the queue runs low, and also every CLAIM_GAP_MILLISECONDS while there is some
+      // room: a newly due event of a quiet tenant then waits at most that long for a claim
+      // (and then for no one: the queue takes tenants in turn), however long the queue is.
+      const sinceClaim = Date.now() - this.lastClaimAt;
+      const low = this.queue.length < Math.max(this.options.concurrency, prefetch / 4);
+      const gap = sinceClaim >= CLAIM_GAP_MILLISECONDS && room >= Math.ceil(this.options.concurrency / 4);
+      if (room <= 0 || this.cutShortHeld > 0 || !(low || gap)) {
+        // A finishing delivery wakes us; so does the claim gap running out, if there is room.
+        await this.sleep(room > 0 && this.cutShortHeld === 0 ? Math.max(1, CLAIM_GAP_MILLISECONDS - sinceClaim) : undefined);
         continue;
       }
-      let events: ClaimedEvent[];
+      this.lastClaimAt = Date.now();
+      let claim: Claim;
       try {
-        events = await claimEvents(this.pool, room, this.options.leaseMs, this.id);
+        claim = await claimEvents(
+          this.db,
+          room,
+          queuedLeaseMs(this.options.leaseMs),
+          this.id,
+          this.options.maxAttempts,
+          this.lastTenant,
+        );
       } catch (error) {
         this.logger.error('claiming events failed; retrying', error);
         await this.sleep(ERROR_PAUSE_MILLISECONDS);
         continue;
       }
-      this.queue.push(...events);
+      for (const event of claim.exhausted) {
+        this.logger.warn(`event ${event.id} of tenant ${event.tenantId} is dead: its last attempt ended without an outcome (crash or kill)`);
+        instruments().deliveries.add(1, { 'once.outcome': 'dead', 'once.topic': event.topic });
+      }
+      const events = claim.events;
+      this.lastTenant = claim.lastTenant;
+      this.holdBytes(events);
+      this.cutShortHeld += events.filter((event) => event.cutShort).length;
+      this.queue.push(events);
       this.pump();
       // A full batch means more may be waiting: claim again as soon as there is room.
-      if (events.length < room) await this.sleep(this.options.pollIntervalMs);
+      if (events.length + claim.exhausted.length < room) await this.sleep(this.options.pollIntervalMs);
     }
   }
 
-  /** Starts queued deliveries while slots are free. */
+  /**
+   * Counts what a claim brought into memory, and learns the bytes per event: at once when events
+   * grow (the next claim must not overshoot), by halves when they shrink.
+   */
+  private holdBytes(events: readonly ClaimedEvent[]): void {
+    if (events.length === 0) return;
+    const bytes = events.reduce((sum, event) => sum + event.bytes, 0);
+    this.heldBytes += bytes;
+    const average = bytes / events.length;
+    this.bytesPerEvent = Math.max(MIN_BYTES_PER_EVENT, average > this.bytesPerEvent ? average : (this.bytesPerEvent + average) / 2);
+  }
+
+  /**
+   * Starts queued deliveries while slots are free. A cut-short event (its previous attempt ended
+   * without an outcome, maybe because it crashed the relay) runs alone: it waits for the slots to
+   * empty, and nothing starts beside it, so if it is a poison it takes down no other delivery.
+   */
   private pump(): void {
-    while (this.inFlight.size < this.options.concurrency && this.queue.length > 0 && !this.stopping) {
+    while (this.inFlight.size < this.options.concurrency && this.queue.length > 0 && !this.stopping && !this.isolating) {
+      const next = this.queue.peek()!;
+      if (next.cutShort) {
+        if (this.inFlight.size > 0) return;
+        this.isolating = true;
+      }
       this.deliver(this.queue.shift()!);
+      this.startRate.add();
     }
   }
 
   private deliver(event: ClaimedEvent): void {
-    const key = `${event.tenantId}\u0000${event.id}`;
+    const key = eventKey(event);
     const controller = new AbortController();
     const entry: InFlight = { event, controller, released: false };
     this.inFlight.set(key, entry);
@@ -223,17 +373,20 @@ class OutboxRelay implements Relay {
       .then(
         () => {
           if (entry.released) return void span.end();
-          this.delivered.push(event);
+          const ref = leaseOf(event);
+          this.delivered.push(ref);
+          this.unsettled.set(key, { event: ref, at: Date.now() });
           span.setAttribute('once.outcome', 'delivered');
           span.end();
           const telemetry = instruments();
           telemetry.deliveries.add(1, { 'once.outcome': 'delivered', 'once.topic': event.topic });
-          telemetry.deliveryLatency.record(Date.now() - event.createdAt.getTime(), { 'once.topic': event.topic });
+          telemetry.deliveryLatency.record(this.clock.now().getTime() - event.createdAt.getTime(), { 'once.topic': event.topic });
         },
         (error: unknown) => {
           if (entry.released) return void endWithError(span, error);
           const failure = this.failure(event, error);
           this.failed.push(failure);
+          this.unsettled.set(key, { event: leaseOf(event), at: Date.now() });
           const outcome = failure.dead ? 'dead' : 'retry';
           span.setAttribute('once.outcome', outcome);
           endWithError(span, error);
@@ -243,22 +396,50 @@ class OutboxRelay implements Relay {
       .finally(() => {
         clearTimeout(timeout);
         this.inFlight.delete(key);
+        this.heldBytes -= event.bytes;
+        if (event.cutShort) {
+          this.cutShortHeld -= 1;
+          this.isolating = false;
+        }
         this.settle();
         this.pump();
         this.wake();
-      });
+      })
+      // The outcome is recorded first thing in each branch; telemetry failing after that must not
+      // become an unhandled rejection (which ends the process).
+      .catch((error: unknown) => this.logger.error('recording a delivery outcome failed', error));
   }
 
-  /** Runs the sink, but never waits past an abort: a sink that ignores its signal is left behind. */
+  /**
+   * Runs the sink, but never waits past an abort: a sink that ignores its signal is left behind.
+   * Whatever the sink does wrong is a failed attempt, never an escape from the delivery loop: it
+   * is called inside an async function, so a synchronous throw becomes a rejection too (a sink
+   * `(e) => { if (bad(e)) throw ... }` would otherwise crash the relay on every restart), and a
+   * sink that returns something else than a promise simply counts as done.
+   */
   private runSink(event: ClaimedEvent, signal: AbortSignal): Promise<void> {
-    const sink: Sink | undefined = this.route(event.topic);
-    if (!sink) return Promise.reject(new NoSinkError(`no sink is configured for topic "${event.topic}"`));
-    const { attempt, ...delivery } = event;
+    const { attempt } = event;
+    const delivery: DeliveryEvent = {
+      id: event.id,
+      dedupeId: event.dedupeId,
+      tenantId: event.tenantId,
+      topic: event.topic,
+      orderingKey: event.orderingKey,
+      payload: event.payload,
+      headers: event.headers,
+      createdAt: event.createdAt,
+    };
+    const call = async () => {
+      const sink: Sink | undefined = this.route(event.topic);
+      if (!sink) throw new NoSinkError(`no sink is configured for topic "${event.topic}"`);
+      await sink(delivery, { attempt, signal, now: () => this.clock.now() });
+    };
     const aborted = new Promise<never>((_, reject) => {
       if (signal.aborted) reject(signal.reason);
       signal.addEventListener('abort', () => reject(signal.reason), { once: true });
     });
-    return Promise.race([sink(delivery, { attempt, signal }), aborted]);
+    aborted.catch(() => {}); // when the sink wins the race, nobody else awaits this one
+    return Promise.race([call(), aborted]);
   }
 
   private failure(event: ClaimedEvent, error: unknown): Failure {
@@ -268,6 +449,7 @@ class OutboxRelay implements Relay {
     return {
       tenantId: event.tenantId,
       id: event.id,
+      attempt: event.attempt,
       dead,
       delayMs: dead ? 0 : (hinted ?? this.backoff(event.attempt)),
       error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
@@ -278,13 +460,14 @@ class OutboxRelay implements Relay {
   private settle(): void {
     this.settling ??= (async () => {
       try {
-        while (this.delivered.length > 0 || this.failed.length > 0) {
+        while ((this.delivered.length > 0 || this.failed.length > 0) && !this.closed) {
           const delivered = this.delivered;
           const failed = this.failed;
           this.delivered = [];
           this.failed = [];
           try {
-            await Promise.all([markDelivered(this.pool, delivered), markFailed(this.pool, failed)]);
+            await Promise.all([markDelivered(this.db, delivered, this.id), markFailed(this.db, failed, this.id)]);
+            for (const event of [...delivered, ...failed]) this.unsettled.delete(eventKey(event));
           } catch (error) {
             // Keep the outcomes and try again: until settled, the events stay leased to us (and
             // if we die now, they are delivered again under the same dedupe id).
@@ -300,17 +483,36 @@ class OutboxRelay implements Relay {
     })();
   }
 
+  /**
+   * Renews the leases about to run out of everything this relay holds: started deliveries for
+   * leaseMs; queued events, and outcomes waiting to be settled (a settle that is retrying after an
+   * error must not lose its events to another relay), for the short queued lease.
+   */
   private async renew(): Promise<void> {
-    // Everything this relay holds: delivering, queued, and delivered or failed but not yet settled
-    // (a settle that is retrying after an error must not lose its events to another relay).
-    const refs = [...this.inFlight.values()]
-      .map(({ event }): EventRef => event)
-      .concat(this.queue, this.delivered, this.failed)
-      .map((event) => ({ tenantId: event.tenantId, id: event.id }));
+    if (this.renewing) return; // the previous heartbeat's statement is still out
+    const now = Date.now();
+    const queuedMs = queuedLeaseMs(this.options.leaseMs);
+    const renewals = [
+      ...renewalsDue([...this.inFlight.values()].map(({ event }) => event), this.options.leaseMs, now),
+      ...renewalsDue(this.queue.values(), queuedMs, now),
+      ...renewalsDue(
+        [...this.unsettled.values()].filter(({ at }) => now - at < this.options.leaseMs).map(({ event }) => event),
+        queuedMs,
+        now,
+      ),
+    ];
+    if (renewals.length === 0) return;
+    this.renewing = true;
     try {
-      await renewLeases(this.pool, refs, this.options.leaseMs, this.id);
+      const sentAt = Date.now();
+      const renewed = new Set((await renewLeases(this.db, renewals, this.id)).map(eventKey));
+      for (const renewal of renewals) {
+        if (renewed.has(eventKey(renewal))) renewal.held.leaseUntil = sentAt + renewal.leaseMs;
+      }
     } catch (error) {
       this.logger.warn(`renewing leases failed: ${(error as Error).message}`);
+    } finally {
+      this.renewing = false;
     }
   }
 
@@ -332,17 +534,25 @@ class OutboxRelay implements Relay {
     });
   }
 
+  /**
+   * Returns within shutdownTimeoutMs whatever the network does: every step is bounded by the
+   * deadline, and what has not finished by then is left to the leases (queued events are free
+   * within a second, abandoned deliveries within leaseMs; both are delivered again under the same
+   * dedupe id). In-flight deliveries get the first part of the time, releasing and settling the
+   * rest.
+   */
   private async shutdown(): Promise<void> {
+    const deadline = Date.now() + this.options.shutdownTimeoutMs;
+    const deliveriesDeadline = deadline - Math.min(SHUTDOWN_CLEANUP_MILLISECONDS, this.options.shutdownTimeoutMs / 2);
     this.stopping = true;
     this.wake();
-    await this.loopDone;
     process.removeListener('SIGTERM', this.signalHandler);
     process.removeListener('SIGINT', this.signalHandler);
+    await within(this.loopDone, deliveriesDeadline); // a claim may be out; it cannot hold us
 
-    // Let running deliveries finish, within the shutdown timeout.
-    const deadline = Date.now() + this.options.shutdownTimeoutMs;
-    while (this.inFlight.size > 0 && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, Math.min(20, deadline - Date.now())));
+    // Let running deliveries finish, within their share of the shutdown timeout.
+    while (this.inFlight.size > 0 && Date.now() < deliveriesDeadline) {
+      await new Promise((resolve) => setTimeout(resolve, Math.min(20, deliveriesDeadline - Date.now())));
     }
     // Give up on the rest: abort them and hand their events back, uncounted, with the queued ones.
     const abandoned = [...this.inFlight.values()];
@@ -350,20 +560,28 @@ class OutboxRelay implements Relay {
       entry.released = true;
       entry.controller.abort(new DeliveryFailedError('the relay is shutting down'));
     }
-    const unstarted = this.queue.splice(0);
+    const unstarted = this.queue.drain();
     clearInterval(this.heartbeat);
-    try {
-      const released = abandoned.map(({ event }) => event).concat(unstarted);
-      await releaseEvents(this.pool, released.map((event) => ({ tenantId: event.tenantId, id: event.id })), this.id);
-    } catch (error) {
-      this.logger.error('releasing in-flight events failed; their leases will expire instead', error);
-    }
+    clearInterval(this.clockSync);
+    const released = abandoned.map(({ event }) => event).concat(unstarted);
+    await within(
+      releaseEvents(this.db, released, this.id).catch((error: unknown) =>
+        this.logger.error('releasing in-flight events failed; their leases will expire instead', error),
+      ),
+      deadline,
+    );
     this.settle();
-    await this.settling;
-    await this.wakeup?.close();
-    await this.worker?.stop().catch((error: unknown) => this.logger.error('stopping the sweep scheduler failed', error));
-    await this.closeSinks();
-    if (this.ownsPool) await this.pool.end();
+    await within(this.settling, deadline);
+    await within(
+      Promise.all([
+        this.wakeup?.close(),
+        this.worker?.stop().catch((error: unknown) => this.logger.error('stopping the sweep scheduler failed', error)),
+        this.closeSinks(),
+      ]),
+      deadline,
+    );
+    this.closed = true; // a settle still retrying gives up: the leases take over
+    if (this.ownsPool) await within(this.pool.end().catch(() => {}), deadline);
   }
 
   /** Stops gracefully, then lets the signal do what it would have done without us. */

@@ -1,6 +1,6 @@
 /**
  * The common setting of the core tests: a database of the file's own, an application login role
- * (NOSUPERUSER NOBYPASSRLS, granted once_app) reached through Kysely, and a business table
+ * (NOSUPERUSER NOBYPASSRLS, granted the database's app role) reached through Kysely, and a business table
  * `orders` under the same per-tenant RLS as pg-once's tables, the way a user's schema would be.
  */
 import type { Kysely } from 'kysely';

@@ -1,9 +1,27 @@
-import type pg from 'pg';
+import pg from 'pg';
+
+const pgTypes = pg.types;
+import type { RelayDatabase } from '../relay-pool.ts';
 import type { DeliveryEvent } from '../sink.ts';
 
 export interface ClaimedEvent extends DeliveryEvent {
   /** This attempt's number (attempts are counted when claimed). */
   attempt: number;
+  /** Cut short more than once (see TEXT): deliver it with nothing else in flight. */
+  cutShort: boolean;
+  /** When the lease runs out, by the host clock (epoch ms; counted from when the claim was sent). */
+  leaseUntil: number;
+  /** Size of the payload and headers as JSON text (what the relay holds in memory), in bytes. */
+  bytes: number;
+}
+
+/** What a claim returns: events to deliver, and events it found out of attempts and declared dead. */
+export interface Claim {
+  events: ClaimedEvent[];
+  /** Events whose last attempt was cut short (a crash, a kill): dead now, not delivered. */
+  exhausted: ClaimedEvent[];
+  /** The last tenant this claim served, in its round-robin order: where the next claim starts. */
+  lastTenant: string;
 }
 
 interface Row {
@@ -12,10 +30,12 @@ interface Row {
   dedupe_id: string;
   topic: string;
   ordering_key: string | null;
-  payload: unknown;
-  headers: Record<string, string>;
+  payload: SizedJson;
+  headers: SizedJson;
   attempts: number;
-  created_at: Date;
+  status: 'pending' | 'dead';
+  cut_short: boolean;
+  created_ms: number;
 }
 
 /**
@@ -26,47 +46,215 @@ interface Row {
  * Deliverable: pending, due (next_attempt_at passed: no backoff or live lease), and, for an event
  * with an ordering key, the head of its key (no earlier pending event of the same tenant and key).
  * So a key has at most one event in flight, a failing event holds back only its own key, and events
- * without a key flow in parallel. The scan follows the (next_attempt_at, id) index and stops at
- * `limit`; events in backoff or in flight lie beyond now() and cost nothing.
+ * without a key flow in parallel.
+ *
+ * Fair across tenants, and blind to blocked keys: not one global oldest-first scan (in which a
+ * tenant's backlog of 20,000 holds back another tenant's single new event until the backlog is
+ * gone, and every due follower of a backing-off key head is read and rejected on every poll):
+ * - `tenants` walks the tenants that have pending events without a key, a skip scan over the
+ *   (tenant_id, next_attempt_at, id) index (sql/0006): one probe per tenant, however many events,
+ *   which also reads the tenant's earliest next_attempt_at (its first entry);
+ * - `heads` walks the ordering keys that have pending events, a skip scan over the
+ *   (tenant_id, ordering_key, id) INCLUDE (next_attempt_at) index: one probe per key, reading only
+ *   the key's head (its oldest pending event), so followers cost nothing, due or not;
+ * - `due` keeps the tenants with a due event or a due head, starting after `$5`, the last tenant
+ *   the previous claim served (round-robin when there are more due tenants than `limit`);
+ * - each gets an equal share of `limit` (at least one) of its unkeyed events, oldest first, read
+ *   from the same index (a backlog costs its share; the rows beyond it are never read), and as
+ *   many of its due heads (so a claim may bring up to twice `limit` when tenants have both).
+ * The cost of a claim grows with the number of tenants and keys that have pending events (in
+ * flight and backing off included), a probe each, not with the number of events.
+ * A claim that leaves part of `limit` unused (a tenant had fewer due events than its share) is
+ * followed by another one soon enough; see start-relay.ts.
  *
  * FOR UPDATE SKIP LOCKED makes concurrent relays take disjoint batches without waiting for each
- * other; the row lock lasts only this statement, the lease does the rest. Attempts are counted
- * here, so an event that crashes relays still reaches max attempts instead of looping forever.
+ * other; the row lock lasts only this statement, the lease does the rest.
+ *
+ * Crashes. Attempts are counted here, so an event that crashes relays still reaches max attempts
+ * instead of looping forever. An event claimed with locked_by still set was cut short: its lease
+ * ran out without an outcome (the relay crashed, was killed, or lost its database). Such an
+ * event may be the poison that killed the relay, or an innocent that was in flight beside it.
+ * After one crash it is claimed as usual (a relay killed by its orchestrator is no reason to slow
+ * down); cut short again at its second attempt or later, it is claimed ALONE (one per claim, and
+ * no other event in that claim; the relay runs it with nothing else in flight, see
+ * start-relay.ts): a poison then takes only itself down, and the innocents that were beside it
+ * twice are delivered one by one, fewest attempts first, each having lost two attempts. Without
+ * this, every crash would burn an attempt of every event beside the poison, and after maxAttempts
+ * crashes the innocents would be dead with it.
+ * An event found with `attempts >= maxAttempts` used its last attempt without an outcome (a
+ * failed last attempt is settled dead at once), so it is declared dead right here, with a
+ * last_error that says so, instead of being delivered again.
+ *
+ * created_at comes back as epoch milliseconds, a number: a timestamp's text form follows the
+ * session's DateStyle, and a pool given by the caller may have any (node-postgres parses only
+ * ISO, and returns null otherwise).
+ *
+ * Bounded in bytes by the relay, which sizes `limit` by the bytes per event it has seen
+ * (start-relay.ts); a cap here (a running sum of stored sizes) cost a third of the statement's
+ * time and, stored sizes being compressed, bounded nothing a large repetitive payload brings.
+ * The chosen rows reach the UPDATE as arrays (`picked`, unnest): the planner cannot know how many
+ * rows the per-tenant LIMIT yields and guessed thousands, joining by a hash of the whole table (a
+ * sequential scan, 20-50 ms per claim on a 50,000 backlog); an unnest is estimated small, so the
+ * join is a primary-key lookup per claimed row.
  * Named: the relay's hottest statement, parsed and planned once per connection.
  */
-const TEXT = `
-WITH candidates AS (
-  SELECT e.tenant_id, e.id
-    FROM once.outbox_events e
-   WHERE e.status = 'pending'
-     AND e.next_attempt_at <= now()
-     AND (e.ordering_key IS NULL OR NOT EXISTS (
-           SELECT 1 FROM once.outbox_events p
-            WHERE p.tenant_id = e.tenant_id AND p.ordering_key = e.ordering_key
-              AND p.status = 'pending' AND p.id < e.id))
-   ORDER BY e.next_attempt_at, e.id
+/** What the claim knows of each candidate, keyed or not: the same columns from both sources. */
+const CANDIDATE_COLUMNS = `e.tenant_id, e.id, e.attempts, e.next_attempt_at,
+            e.locked_by IS NOT NULL AND e.attempts >= 2 AS cut_short`;
+
+export const CLAIM_EVENTS_TEXT = `
+WITH RECURSIVE tenants(tenant_id, earliest) AS (
+  (SELECT e.tenant_id, e.next_attempt_at FROM once.outbox_events e
+    WHERE e.status = 'pending' AND e.ordering_key IS NULL ORDER BY e.tenant_id, e.next_attempt_at LIMIT 1)
+  UNION ALL
+  SELECT n.tenant_id, n.next_attempt_at
+    FROM tenants t
+   CROSS JOIN LATERAL (
+     SELECT e.tenant_id, e.next_attempt_at FROM once.outbox_events e
+      WHERE e.status = 'pending' AND e.ordering_key IS NULL AND e.tenant_id > t.tenant_id
+      ORDER BY e.tenant_id, e.next_attempt_at LIMIT 1) n
+),
+heads(tenant_id, ordering_key, id, next_attempt_at) AS (
+  (SELECT e.tenant_id, e.ordering_key, e.id, e.next_attempt_at FROM once.outbox_events e
+    WHERE e.status = 'pending' AND e.ordering_key IS NOT NULL ORDER BY e.tenant_id, e.ordering_key, e.id LIMIT 1)
+  UNION ALL
+  SELECT n.tenant_id, n.ordering_key, n.id, n.next_attempt_at
+    FROM heads h
+   CROSS JOIN LATERAL (
+     SELECT e.tenant_id, e.ordering_key, e.id, e.next_attempt_at FROM once.outbox_events e
+      WHERE e.status = 'pending' AND e.ordering_key IS NOT NULL AND (e.tenant_id, e.ordering_key) > (h.tenant_id, h.ordering_key)
+      ORDER BY e.tenant_id, e.ordering_key, e.id LIMIT 1) n
+),
+due AS (
+  SELECT u.tenant_id
+    FROM (SELECT t.tenant_id FROM tenants t WHERE t.earliest <= now()
+          UNION
+          SELECT h.tenant_id FROM heads h WHERE h.next_attempt_at <= now()) u
+   ORDER BY u.tenant_id COLLATE "C" <= $5::text COLLATE "C", u.tenant_id COLLATE "C"
    LIMIT $1
-   FOR UPDATE SKIP LOCKED
+),
+share AS (
+  SELECT greatest(1, ceil($1::float8 / greatest(count(*), 1)))::int AS n FROM due
+),
+unkeyed AS (
+  SELECT c.*
+    FROM due d
+   CROSS JOIN LATERAL (
+     SELECT ${CANDIDATE_COLUMNS}
+       FROM once.outbox_events e
+      WHERE e.tenant_id = d.tenant_id AND e.status = 'pending' AND e.ordering_key IS NULL AND e.next_attempt_at <= now()
+      ORDER BY e.next_attempt_at, e.id
+      LIMIT (SELECT n FROM share)
+      FOR UPDATE OF e SKIP LOCKED
+   ) c
+),
+keyed AS (
+  SELECT c.*
+    FROM due d
+   CROSS JOIN LATERAL (
+     SELECT ${CANDIDATE_COLUMNS}
+       FROM heads h
+       JOIN once.outbox_events e ON e.tenant_id = h.tenant_id AND e.id = h.id
+      WHERE h.tenant_id = d.tenant_id AND h.next_attempt_at <= now()
+        AND e.status = 'pending' AND e.next_attempt_at <= now()
+      ORDER BY e.next_attempt_at, e.id
+      LIMIT (SELECT n FROM share)
+      FOR UPDATE OF e SKIP LOCKED
+   ) c
+),
+candidates AS (
+  SELECT * FROM unkeyed UNION ALL SELECT * FROM keyed
+),
+chosen AS (
+  SELECT c.tenant_id, c.id, c.cut_short FROM candidates c WHERE c.attempts >= $4::int
+  UNION ALL
+  (SELECT c.tenant_id, c.id, c.cut_short FROM candidates c WHERE c.cut_short AND c.attempts < $4::int
+    ORDER BY c.attempts, c.next_attempt_at, c.id LIMIT 1)
+  UNION ALL
+  SELECT c.tenant_id, c.id, c.cut_short FROM candidates c
+   WHERE NOT c.cut_short AND c.attempts < $4::int
+     AND NOT EXISTS (SELECT 1 FROM candidates s WHERE s.cut_short AND s.attempts < $4::int)
+),
+picked AS (
+  SELECT array_agg(tenant_id) AS tenants, array_agg(id) AS ids, array_agg(cut_short) AS cut FROM chosen
 )
 UPDATE once.outbox_events e
-   SET next_attempt_at = now() + $2 * interval '1 millisecond', locked_by = $3, attempts = e.attempts + 1
-  FROM candidates c
+   SET status = CASE WHEN e.attempts >= $4::int THEN 'dead' ELSE 'pending' END,
+       next_attempt_at = CASE WHEN e.attempts >= $4::int THEN e.next_attempt_at ELSE now() + $2 * interval '1 millisecond' END,
+       locked_by = CASE WHEN e.attempts >= $4::int THEN NULL ELSE $3 END,
+       attempts = CASE WHEN e.attempts >= $4::int THEN e.attempts ELSE e.attempts + 1 END,
+       last_error = CASE WHEN e.attempts >= $4::int
+         THEN 'attempt ' || e.attempts || ' of ' || $4::int || ' ended without an outcome (the relay delivering it crashed, '
+              || 'was killed or lost its database connection); no attempts left'
+         ELSE e.last_error END
+  FROM picked, unnest(picked.tenants, picked.ids, picked.cut) AS c(tenant_id, id, cut_short)
  WHERE e.tenant_id = c.tenant_id AND e.id = c.id
-RETURNING e.tenant_id, e.id, e.dedupe_id, e.topic, e.ordering_key, e.payload, e.headers, e.attempts, e.created_at`;
+RETURNING e.tenant_id, e.id, e.dedupe_id, e.topic, e.ordering_key, e.payload, e.headers, e.attempts, e.status, c.cut_short,
+          extract(epoch FROM e.created_at)::float8 * 1000 AS created_ms`;
 
-export async function claimEvents(pool: pg.Pool, limit: number, leaseMs: number, relayId: string): Promise<ClaimedEvent[]> {
-  const { rows } = await pool.query<Row>({ name: 'once_claim_events', text: TEXT, values: [limit, leaseMs, relayId] });
+/** A json/jsonb value, and the length of the text it was parsed from (what it costs in memory). */
+interface SizedJson {
+  value: unknown;
+  bytes: number;
+}
+
+const JSON_OID = 114;
+const JSONB_OID = 3802;
+
+/** Type parsers for this statement only: json and jsonb parsed as usual, and measured. */
+const sizedJsonTypes = {
+  getTypeParser: (oid: number, format?: string) => {
+    if (oid === JSON_OID || oid === JSONB_OID) return (text: string): SizedJson => ({ value: JSON.parse(text), bytes: text.length });
+    return (pgTypes.getTypeParser as (oid: number, format?: string) => unknown)(oid, format);
+  },
+};
+
+/**
+ * `after`: the last tenant the previous claim served ('' at first); this claim starts with the
+ * due tenants after it, in tenant_id order, and wraps around.
+ */
+export async function claimEvents(
+  db: RelayDatabase,
+  limit: number,
+  leaseMs: number,
+  relayId: string,
+  maxAttempts: number,
+  after: string,
+): Promise<Claim> {
+  const sentAt = Date.now();
+  const { rows } = await db.query<Row>({
+    name: 'once_claim_events',
+    text: CLAIM_EVENTS_TEXT,
+    values: [limit, leaseMs, relayId, maxAttempts, after],
+    types: sizedJsonTypes,
+  } as pg.QueryConfig);
   // RETURNING follows no order; deliveries start in id order.
   rows.sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
-  return rows.map((row) => ({
+  const events = rows.map((row) => toEvent(row, sentAt + leaseMs));
+  // Tenants after `after` come first (in code-unit order, as COLLATE "C" above), then the wrap-around.
+  const rank = (tenant: string) => `${tenant > after ? 0 : 1}${tenant}`;
+  let lastTenant: string | undefined;
+  for (const row of rows) if (lastTenant === undefined || rank(row.tenant_id) > rank(lastTenant)) lastTenant = row.tenant_id;
+  return {
+    lastTenant: lastTenant ?? after,
+    events: events.filter((_, index) => rows[index]!.status === 'pending'),
+    exhausted: events.filter((_, index) => rows[index]!.status === 'dead'),
+  };
+}
+
+function toEvent(row: Row, leaseUntil: number): ClaimedEvent {
+  return {
     id: String(row.id),
     dedupeId: row.dedupe_id,
     tenantId: row.tenant_id,
     topic: row.topic,
     orderingKey: row.ordering_key,
-    payload: row.payload,
-    headers: row.headers,
-    createdAt: row.created_at,
+    payload: row.payload.value,
+    headers: row.headers.value as Record<string, string>,
+    createdAt: new Date(row.created_ms),
     attempt: row.attempts,
-  }));
+    cutShort: row.cut_short,
+    leaseUntil,
+    bytes: row.payload.bytes + row.headers.bytes,
+  };
 }

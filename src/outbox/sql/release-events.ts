@@ -1,17 +1,19 @@
-import type pg from 'pg';
-import { type EventRef, refArrays } from './event-refs.ts';
+import type { RelayDatabase } from '../relay-pool.ts';
+import { type LeaseRef, leaseArrays } from './event-refs.ts';
 
 /**
  * Gives events back without an outcome (graceful shutdown cut their delivery short): due at once,
  * and the attempt that was interrupted is not counted, so another relay takes them immediately.
+ * Fenced by the claim (see event-refs.ts).
  */
 const TEXT = `
 UPDATE once.outbox_events e
    SET next_attempt_at = now(), locked_by = NULL, attempts = greatest(e.attempts - 1, 0)
-  FROM unnest($1::text[], $2::bigint[]) AS r(tenant_id, id)
- WHERE e.tenant_id = r.tenant_id AND e.id = r.id AND e.status = 'pending' AND e.locked_by = $3`;
+  FROM unnest($1::text[], $2::bigint[], $3::int[]) AS r(tenant_id, id, attempt)
+ WHERE e.tenant_id = r.tenant_id AND e.id = r.id
+   AND e.status = 'pending' AND e.locked_by = $4 AND e.attempts = r.attempt`;
 
-export async function releaseEvents(pool: pg.Pool, events: readonly EventRef[], relayId: string): Promise<void> {
+export async function releaseEvents(db: RelayDatabase, events: readonly LeaseRef[], relayId: string): Promise<void> {
   if (events.length === 0) return;
-  await pool.query(TEXT, [...refArrays(events), relayId]);
+  await db.query({ text: TEXT, values: [...leaseArrays(events), relayId] });
 }

@@ -1,27 +1,36 @@
-import type pg from 'pg';
-import { type EventRef, refArrays } from './event-refs.ts';
+import type { RelayDatabase } from '../relay-pool.ts';
+import { type EventRef, type LeaseRef, leaseArrays } from './event-refs.ts';
 
 /**
- * The heartbeat: pushes the lease (next_attempt_at) of events this relay holds further out, so a
- * slow but live delivery (or one waiting to be settled) is never taken over. Only rows still
- * leased by this relay: one whose lease already ran out and was claimed by another relay stays
- * theirs. SKIP LOCKED: a row being settled right now needs no renewal, and waiting for it while
- * the settle statement waits for a row locked here would deadlock (seen under load).
+ * The heartbeat: pushes the lease (next_attempt_at) of events this relay holds further out, each
+ * by its own lease (short for queued events, leaseMs for started ones; see lease-plan.ts), so a
+ * slow but live delivery (or one waiting to be settled) is never taken over. Fenced by the claim
+ * (see event-refs.ts): an event whose lease already ran out and was claimed again, by another
+ * relay or by this one, belongs to that newer claim. SKIP LOCKED: a row being settled right now
+ * needs no renewal, and waiting for it while the settle statement waits for a row locked here
+ * would deadlock (seen under load). Returns the events renewed.
  */
 const TEXT = `
 WITH held AS (
-  SELECT e.tenant_id, e.id
+  SELECT e.tenant_id, e.id, r.lease_ms
     FROM once.outbox_events e
-    JOIN unnest($1::text[], $2::bigint[]) AS r(tenant_id, id) ON e.tenant_id = r.tenant_id AND e.id = r.id
-   WHERE e.status = 'pending' AND e.locked_by = $4
+    JOIN unnest($1::text[], $2::bigint[], $3::int[], $4::int[]) AS r(tenant_id, id, attempt, lease_ms)
+      ON e.tenant_id = r.tenant_id AND e.id = r.id AND e.attempts = r.attempt
+   WHERE e.status = 'pending' AND e.locked_by = $5
    FOR UPDATE OF e SKIP LOCKED
 )
 UPDATE once.outbox_events e
-   SET next_attempt_at = now() + $3 * interval '1 millisecond'
+   SET next_attempt_at = now() + h.lease_ms * interval '1 millisecond'
   FROM held h
- WHERE e.tenant_id = h.tenant_id AND e.id = h.id`;
+ WHERE e.tenant_id = h.tenant_id AND e.id = h.id
+RETURNING e.tenant_id, e.id`;
 
-export async function renewLeases(pool: pg.Pool, events: readonly EventRef[], leaseMs: number, relayId: string): Promise<void> {
-  if (events.length === 0) return;
-  await pool.query(TEXT, [...refArrays(events), leaseMs, relayId]);
+export async function renewLeases(db: RelayDatabase, leases: readonly (LeaseRef & { leaseMs: number })[], relayId: string): Promise<EventRef[]> {
+  if (leases.length === 0) return [];
+  const { rows } = await db.query<{ tenant_id: string; id: string }>({
+    name: 'once_renew_leases',
+    text: TEXT,
+    values: [...leaseArrays(leases), leases.map((lease) => lease.leaseMs), relayId],
+  });
+  return rows.map((row) => ({ tenantId: row.tenant_id, id: String(row.id) }));
 }
