@@ -158,19 +158,15 @@ class OutboxRelay implements Relay {
   private readonly clock: DatabaseClock;
   private wakeup: Wakeup | undefined;
   private worker: Runner | undefined;
+  private workerPool: pg.Pool | undefined;
   private readonly signalHandler = (signal: NodeJS.Signals) => void this.onSignal(signal);
 
   constructor(options: ResolvedRelayOptions) {
     this.options = options;
     this.logger = options.logger ?? consoleLogger;
     this.ownsPool = options.pool === undefined;
-    this.pool = options.pool ?? createRelayPool(options.connectionString!, options.statementTimeoutMs);
+    this.pool = options.pool ?? this.ownPool();
     this.db = timedDatabase(this.pool, options.statementTimeoutMs);
-    if (this.ownsPool) {
-      // Both listeners: without them a server restart crashes the process (see README, "Pools").
-      this.pool.on('error', (error) => this.logger.warn(`idle connection failed: ${error.message}`));
-      this.pool.on('connect', (client) => client.on('error', (error) => this.logger.warn(`connection failed: ${error.message}`)));
-    }
     this.clock = new DatabaseClock((text) => this.db.query({ text }));
     this.route = routeTopics(options.sinks);
     this.backoff = defaultBackoff(options.backoff);
@@ -193,6 +189,7 @@ class OutboxRelay implements Relay {
       this.worker = await this.startSweeps();
     } catch (error) {
       await this.closeSinks();
+      await this.workerPool?.end();
       if (this.ownsPool) await this.pool.end();
       throw error;
     }
@@ -230,20 +227,34 @@ class OutboxRelay implements Relay {
   }
 
   /**
+   * A pool of the relay's own, with both error listeners: without them a server restart, or a
+   * connection terminated while the pool is ending, is an uncaught exception (README, "Pools").
+   */
+  private ownPool(): pg.Pool {
+    const pool = createRelayPool(this.options.connectionString!, this.options.statementTimeoutMs);
+    pool.on('error', (error) => this.logger.warn(`idle connection failed: ${error.message}`));
+    pool.on('connect', (client) => client.on('error', (error) => this.logger.warn(`connection failed: ${error.message}`)));
+    return pool;
+  }
+
+  /**
    * graphile-worker runs the sweep on its cron: it records each tick in its own tables and adds
-   * the job under a job key, so however many relays run, each tick sweeps once. It gets a pool of
-   * its own (its LISTEN connection and job queries must not queue behind deliveries).
+   * the job under a job key, so however many relays run, each tick sweeps once.
    */
   private async startSweeps(): Promise<Runner | undefined> {
     const config = this.options.sweep;
     if (config === false) return undefined;
+    // graphile-worker gets a pool of its own (its LISTEN connection and job queries must not
+    // queue behind deliveries), made here rather than from the connection string so that its
+    // connections have the same listeners and settings as the relay's.
+    this.workerPool = this.ownsPool ? this.ownPool() : undefined;
     const { schedule, ...sweepOptions } = config;
     const logger = new Logger(() => (level, message) => {
       if (level === 'error') this.logger.error(`sweeps: ${message}`);
       else if (level === 'warning') this.logger.warn(`sweeps: ${message}`);
     });
     return run({
-      ...(this.ownsPool ? { connectionString: this.options.connectionString! } : { pgPool: this.pool }),
+      pgPool: this.workerPool ?? this.pool,
       concurrency: 1,
       noHandleSignals: true,
       logger,
@@ -581,6 +592,7 @@ class OutboxRelay implements Relay {
       deadline,
     );
     this.closed = true; // a settle still retrying gives up: the leases take over
+    await within(this.workerPool?.end().catch(() => {}) ?? Promise.resolve(), deadline);
     if (this.ownsPool) await within(this.pool.end().catch(() => {}), deadline);
   }
 
