@@ -9,6 +9,7 @@ import type pg from 'pg';
 import type { DedupeAuditEvent } from './idempotency/audit-event.ts';
 import type { Sink } from './outbox/sink.ts';
 import { parseDuration } from './internal/duration.ts';
+import { DEFAULT_SWEEP_SCHEDULE, sweepCronItems } from './sweep-schedule.ts';
 import { textProblem } from './internal/safe-text.ts';
 import { rolePrefixProblem } from './internal/role-names.ts';
 
@@ -16,6 +17,28 @@ import { rolePrefixProblem } from './internal/role-names.ts';
 function callback<F extends (...args: never[]) => unknown>() {
   return z.custom<F>((value) => typeof value === 'function', { message: 'Expected a function' });
 }
+
+/** A duration: milliseconds, or text like '7d' or '1h30m' (internal/duration.ts); to milliseconds. */
+export const durationSchema = z.union([z.number(), z.string()]).transform((value, context) => {
+  const milliseconds = parseDuration(value);
+  if (milliseconds === undefined || milliseconds < 0) {
+    context.addIssue({ code: 'custom', message: `expected a duration: milliseconds or text like '7d' (got ${JSON.stringify(value)})` });
+    return z.NEVER;
+  }
+  return milliseconds;
+});
+
+/** Rows a sweep deletes per statement. */
+export const sweepBatchSizeSchema = z.number().int().min(1).max(100_000);
+
+/** A cron expression (UTC, graphile-worker's syntax), refused at once rather than at every tick. */
+const cronSchema = z.string().superRefine((schedule, context) => {
+  try {
+    sweepCronItems(schedule);
+  } catch (error) {
+    context.addIssue({ code: 'custom', message: `not a cron schedule: ${(error as Error).message}` });
+  }
+});
 
 /** A role prefix: see internal/role-names.ts for what is accepted and why. */
 export const rolePrefixSchema = z.string().superRefine((prefix, context) => {
@@ -271,10 +294,11 @@ export const relayOptionsSchema = z
         z
           .object({
             /** A cron expression, in UTC. (Default: every 5 minutes) */
-            schedule: z.string().min(9).default('*/5 * * * *'),
-            batchSize: z.number().int().min(1).optional(),
-            outboxRetention: z.union([z.number(), z.string()]).optional(),
-            auditRetention: z.union([z.number(), z.string()]).optional(),
+            schedule: cronSchema.default(DEFAULT_SWEEP_SCHEDULE),
+            /** As sweep()'s, checked here so that a bad value fails the start, not every tick. */
+            batchSize: sweepBatchSizeSchema.optional(),
+            outboxRetention: durationSchema.optional(),
+            auditRetention: durationSchema.optional(),
           })
           .strict(),
       ])
@@ -303,15 +327,23 @@ export interface RelayLogger {
 export function parseOptions<S extends z.ZodType>(schema: S, input: unknown, what: string): z.output<S> {
   const parsed = schema.safeParse(input ?? {});
   if (parsed.success) return parsed.data;
-  throw new InvalidOptionsError(
-    what,
-    parsed.error.issues.flatMap((issue): OnceIssue[] =>
-      // One issue per unknown key, with the key in its path, so callers can find the field
-      // without reading messages.
-      issue.code === 'unrecognized_keys'
-        ? issue.keys.map((key) => ({ path: [...issue.path, key], message: `unknown option "${key}"`, code: issue.code }))
-        : [{ path: issue.path, message: issue.message, code: issue.code }],
-    ),
-    { cause: parsed.error },
-  );
+  throw new InvalidOptionsError(what, parsed.error.issues.flatMap(toOnceIssues), { cause: parsed.error });
+}
+
+function toOnceIssues(issue: z.core.$ZodIssue): OnceIssue[] {
+  // One issue per unknown key, with the key in its path, so callers can find the field without
+  // reading messages.
+  if (issue.code === 'unrecognized_keys') {
+    return issue.keys.map((key) => ({ path: [...issue.path, key], message: `unknown option "${key}"`, code: issue.code }));
+  }
+  // A union (e.g. `false | { ...options }`) reports only "Invalid input"; the branch whose
+  // issues reach deepest is the one the caller meant, and its issues name the field.
+  if (issue.code === 'invalid_union' && issue.errors.length > 0) {
+    const depth = (branch: readonly z.core.$ZodIssue[]) => Math.max(...branch.map((inner) => inner.path.length));
+    const meant = [...issue.errors].sort((a, b) => depth(b) - depth(a))[0]!;
+    if (depth(meant) > 0) {
+      return meant.flatMap((inner) => toOnceIssues({ ...inner, path: [...issue.path, ...inner.path] } as z.core.$ZodIssue));
+    }
+  }
+  return [{ path: issue.path, message: issue.message, code: issue.code }];
 }

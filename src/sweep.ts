@@ -11,27 +11,16 @@
  */
 import { z } from 'zod';
 import { type DatabaseTarget, type Session, withSession } from './internal/session.ts';
-import { parseDuration } from './internal/duration.ts';
 import { assertRelayRole } from './internal/operator-role.ts';
-import { parseOptions } from './options.ts';
+import { durationSchema, parseOptions, sweepBatchSizeSchema } from './options.ts';
 
-const retention = (fallback: string) =>
-  z
-    .union([z.number(), z.string()])
-    .default(fallback)
-    .transform((value, context) => {
-      const milliseconds = parseDuration(value);
-      if (milliseconds === undefined || milliseconds < 0) {
-        context.addIssue({ code: 'custom', message: `expected a duration: milliseconds or text like '7d' (got ${JSON.stringify(value)})` });
-        return z.NEVER;
-      }
-      return milliseconds;
-    });
+/** A retention as users write it, with its default, in milliseconds. */
+const retention = (fallback: string) => z.union([z.number(), z.string()]).default(fallback).pipe(durationSchema);
 
 export const sweepOptionsSchema = z
   .object({
     /** Rows deleted per statement. (Default: 5 000) */
-    batchSize: z.number().int().min(1).max(100_000).default(5_000),
+    batchSize: sweepBatchSizeSchema.default(5_000),
     /** Keep delivered outbox events this long after delivery. (Default: '7d') */
     outboxRetention: retention('7d'),
     /** Keep audit rows this long. (Default: '30d') */

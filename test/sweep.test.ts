@@ -5,7 +5,7 @@
  */
 
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { enqueue, runIdempotent, startRelay, sweep, WrongRoleError, withTenant } from '../src/index.ts';
+import { enqueue, InvalidOptionsError, runIdempotent, startRelay, sweep, WrongRoleError, withTenant } from '../src/index.ts';
 import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
 
 let fx: AppFixture;
@@ -143,6 +143,21 @@ describe('sweep', () => {
   it('rejects bad options', async () => {
     await expect(sweep(relayUrl, { outboxRetention: 'soon' })).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
     await expect(sweep(relayUrl, { batchSize: 0 })).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
+  });
+
+  it('the relay refuses bad sweep options when it starts, not at every cron tick', async () => {
+    const start = (sweepOptions: object) =>
+      startRelay({ connectionString: relayUrl, handleSignals: false, sinks: { '>': async () => {} }, sweep: sweepOptions as never });
+    for (const [bad, path] of [
+      [{ outboxRetention: 'forever' }, 'outboxRetention'],
+      [{ auditRetention: -5 }, 'auditRetention'],
+      [{ batchSize: 0 }, 'batchSize'],
+      [{ schedule: 'every five minutes' }, 'schedule'],
+    ] as const) {
+      const error = await start(bad).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(InvalidOptionsError);
+      expect(JSON.stringify((error as InvalidOptionsError).issues)).toContain(path);
+    }
   });
 
   it("is scheduled by the relay on graphile-worker's cron, and runs as the relay role", async () => {
