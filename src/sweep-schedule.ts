@@ -32,16 +32,25 @@ export function nextSweepAt(schedule: string, from: Date = new Date()): Date | u
 }
 
 export type SweepRecord =
-  /** `lastRunAt` is null when no relay's cron has ticked yet. */
-  | { lastRunAt: Date | null }
+  /**
+   * `lastRunAt` is null when no sweep has run yet. `source`: once.sweeps, the record of completed
+   * sweeps (sql/0008, by the relay's cron or by hand), or, on a schema older than that,
+   * graphile-worker's record of the cron's last tick.
+   */
+  | { lastRunAt: Date | null; source: 'sweeps' | 'cron' }
   | { unreadable: 'no-worker-schema' | 'no-access' };
 
 /**
- * The last tick of the sweep cron, as graphile-worker records it (`last_execution` is written
- * when a relay's cron adds the tick's job). "Never swept" must not be confused with "could not
- * look": an application login may not read graphile-worker's schema at all.
+ * When the last sweep ran. "Never swept" must not be confused with "could not look": an
+ * application login may read neither once.sweeps nor graphile-worker's schema.
  */
 export async function lastSweep(session: Session): Promise<SweepRecord> {
+  const sweeps = await tableAccess(session, 'once', 'sweeps');
+  if (sweeps === 'readable') {
+    const { rows } = await session.query<{ at: Date | null }>('SELECT max(at) AS at FROM once.sweeps');
+    return { lastRunAt: rows[0]?.at ?? null, source: 'sweeps' };
+  }
+  if (sweeps === 'denied') return { unreadable: 'no-access' };
   const access = await tableAccess(session, 'graphile_worker', '_private_known_crontabs');
   if (access === 'missing') return { unreadable: 'no-worker-schema' };
   if (access === 'denied') return { unreadable: 'no-access' };
@@ -49,5 +58,5 @@ export async function lastSweep(session: Session): Promise<SweepRecord> {
     'SELECT last_execution FROM graphile_worker._private_known_crontabs WHERE identifier = $1',
     [SWEEP_TASK],
   );
-  return { lastRunAt: ticks[0]?.last_execution ?? null };
+  return { lastRunAt: ticks[0]?.last_execution ?? null, source: 'cron' };
 }

@@ -87,10 +87,21 @@ export async function sweep(target: DatabaseTarget, options?: SweepOptions): Pro
         break;
       }
     }
+    const deleted = { idempotencyKeys: result.idempotencyKeys, outboxEvents: result.outboxEvents, dedupeAudit: result.dedupeAudit };
+    await session.query(RECORD_SWEEP, [JSON.stringify(deleted), result.truncated]);
     result.milliseconds = Math.round(performance.now() - started);
     return result;
   });
 }
+
+/**
+ * Each sweep leaves a row in once.sweeps (sql/0008), whoever ran it, so operators can tell when
+ * the last one ran; old rows of its own and relays not seen for a week go in the same statement.
+ */
+const RECORD_SWEEP = `
+WITH old_sweeps AS (DELETE FROM once.sweeps WHERE at < now() - interval '30 days'),
+     gone_relays AS (DELETE FROM once.relays WHERE seen_at < now() - interval '7 days')
+INSERT INTO once.sweeps (deleted, truncated) VALUES ($1::jsonb, $2)`;
 
 async function sweepTable(
   session: Session,

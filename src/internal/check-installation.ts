@@ -73,8 +73,11 @@ const EXPECTED_TABLES: Record<string, ExpectedTable> = {
   rate_limit_state: { forced: false, policies: { tenant_isolation: tenantIsolation } },
 };
 
-/** Bookkeeping (applied files, the roles' names): no tenant rows, so no row-level security. */
-const BOOKKEEPING_TABLES = new Set(['migrations', 'roles']);
+/**
+ * Bookkeeping (applied files, the roles' names, relays seen, sweeps run): no tenant rows, so no
+ * row-level security.
+ */
+const BOOKKEEPING_TABLES = new Set(['migrations', 'roles', 'relays', 'sweeps']);
 
 export async function checkInstallation(session: Session, roles: RoleNames): Promise<InstallationProblem[]> {
   const problems: InstallationProblem[] = [];

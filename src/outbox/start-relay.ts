@@ -34,6 +34,7 @@ import type { EventRef, LeaseRef } from './sql/event-refs.ts';
 import { markDelivered } from './sql/mark-delivered.ts';
 import { type Failure, markFailed } from './sql/mark-failed.ts';
 import { releaseEvents } from './sql/release-events.ts';
+import { registerRelay, RELAY_SEEN_INTERVAL_MILLISECONDS, relaySeen, relayStopped } from './sql/relay-registry.ts';
 import { renewLeases } from './sql/renew-leases.ts';
 
 export interface Relay {
@@ -154,6 +155,7 @@ class OutboxRelay implements Relay {
   private loopDone: Promise<void> | undefined;
   private wakeLoop: (() => void) | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
+  private seen: NodeJS.Timeout | undefined;
   private clockSync: NodeJS.Timeout | undefined;
   private readonly clock: DatabaseClock;
   private wakeup: Wakeup | undefined;
@@ -186,6 +188,9 @@ class OutboxRelay implements Relay {
       const session = { query: async (text: string, values?: readonly unknown[]) => ({ rows: (await this.db.query({ text, values: values ? [...values] : [] })).rows as never[] }) };
       await assertRelayRole(session, 'the relay');
       await this.clock.measure();
+      await registerRelay(this.db, this.id, hostname(), process.pid).catch((error: unknown) =>
+        this.logger.warn(`recording the relay in once.relays failed (run pg-once migrate): ${(error as Error).message}`),
+      );
       this.worker = await this.startSweeps();
     } catch (error) {
       await this.closeSinks();
@@ -201,6 +206,10 @@ class OutboxRelay implements Relay {
       this.clock.measure().catch((error: unknown) => this.logger.warn(`measuring the database clock failed: ${(error as Error).message}`));
     }, CLOCK_SYNC_MILLISECONDS);
     this.clockSync.unref();
+    this.seen = setInterval(() => {
+      relaySeen(this.db, this.id).catch((error: unknown) => this.logger.warn(`renewing the relay's seen_at failed: ${(error as Error).message}`));
+    }, RELAY_SEEN_INTERVAL_MILLISECONDS);
+    this.seen.unref();
     this.heartbeat = setInterval(() => {
       this.startRate.tick();
       void this.renew();
@@ -574,6 +583,7 @@ class OutboxRelay implements Relay {
     const unstarted = this.queue.drain();
     clearInterval(this.heartbeat);
     clearInterval(this.clockSync);
+    clearInterval(this.seen);
     const released = abandoned.map(({ event }) => event).concat(unstarted);
     await within(
       releaseEvents(this.db, released, this.id).catch((error: unknown) =>
@@ -589,6 +599,10 @@ class OutboxRelay implements Relay {
         this.worker?.stop().catch((error: unknown) => this.logger.error('stopping the sweep scheduler failed', error)),
         this.closeSinks(),
       ]),
+      deadline,
+    );
+    await within(
+      relayStopped(this.db, this.id).catch((error: unknown) => this.logger.warn(`recording the relay's stop failed: ${(error as Error).message}`)),
       deadline,
     );
     this.closed = true; // a settle still retrying gives up: the leases take over
