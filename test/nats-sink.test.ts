@@ -20,6 +20,7 @@ import { eventEnvelope, type DeliveryEvent, type Sink } from '../src/outbox/sink
 import { natsSink, type NatsSinkOptions } from '../src/outbox/sinks/nats-sink.ts';
 import { errorOf } from './support/error-of.ts';
 import { NATS_URL, natsAvailable, natsRequired } from './support/nats.ts';
+import { testContext as context, testEvent as event } from './support/sink-fixtures.ts';
 
 const required = natsRequired;
 const available = natsAvailable;
@@ -27,18 +28,6 @@ const available = natsAvailable;
 const NANOSECONDS_PER_MILLISECOND = 1_000_000;
 const MINUTE_MILLISECONDS = 60 * 1_000;
 
-const event = (overrides: Partial<DeliveryEvent> = {}): DeliveryEvent => ({
-  id: '1',
-  dedupeId: `once_${randomBytes(6).toString('hex')}`,
-  tenantId: 't',
-  topic: 'orders.created',
-  orderingKey: null,
-  payload: { orderId: 42, total: '9.99' },
-  headers: {},
-  createdAt: new Date('2025-01-02T03:04:05.678Z'),
-  ...overrides,
-});
-const context = () => ({ attempt: 1, signal: new AbortController().signal });
 const startInfo = (retryHorizonMs: number) => ({ retryHorizonMs, warn: vi.fn<(message: string) => void>() });
 
 describe.skipIf(!available && !required)('natsSink (real NATS JetStream)', () => {

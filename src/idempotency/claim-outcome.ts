@@ -23,6 +23,7 @@ import type { RateCharge } from './store-outcome.ts';
 import { StoredCallError } from './stored-error.ts';
 import { transactionState } from './transaction-state.ts';
 import { tryTakeWaitSlot } from './wait-slots.ts';
+import { sleep } from '../internal/sleep.ts';
 
 export interface IdempotentOutcome<T> {
   /** What fn returned, as JSON round-trips it: identical on the first call and every replay. */
@@ -97,21 +98,6 @@ export function inProgressError(request: ClaimRequest, found: ClaimRow): Idempot
   return new IdempotencyInProgressError(request.key, retryAfterMs(Math.max(leaseLeft, 0)));
 }
 
-/** Waits `ms`, or until `signal` aborts (then rejects with its reason). */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal!.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}
 
 /**
  * A claim that found something other than a fresh claim: the replay to return, or the recorded

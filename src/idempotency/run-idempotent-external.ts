@@ -33,7 +33,6 @@ import {
   mustWait,
   rateCharge,
   settleClaim,
-  sleep,
   storableResult,
   wantsStored,
 } from './claim-outcome.ts';
@@ -42,6 +41,7 @@ import { chargeBucket, releaseLease, renewLease, storeLeased } from './lease-sta
 import { markRecordedFailure } from './recorded-failure.ts';
 import type { RecordId } from './store-outcome.ts';
 import { describeError } from './stored-error.ts';
+import { sleep } from '../internal/sleep.ts';
 
 export interface ExternalCallContext {
   /** The key to pass downstream (e.g. an Idempotency-Key header): the same on every attempt. */

@@ -20,6 +20,7 @@ import { defaultBackoff, type BackoffPolicy } from '../../outbox/backoff.ts';
 import { callbackSchema } from '../internal/run-tool-call.ts';
 import { mcpKeys } from '../internal/adapter-keys.ts';
 import { ERROR_META, IDEMPOTENCY_KEY_META, type ErrorMeta } from './meta.ts';
+import { sleep } from '../../internal/sleep.ts';
 
 /** JSON-RPC error code the SDK raises when a request gets no answer within its timeout. */
 const MCP_REQUEST_TIMEOUT = -32_001;
@@ -81,22 +82,7 @@ export async function callToolOnce(client: Client, params: CallToolRequest['para
     } catch (error) {
       if (attempt > retries || (error as { code?: unknown } | null)?.code !== MCP_REQUEST_TIMEOUT) throw error;
     }
-    await pause(Math.max(backoff(attempt), retryAfterMs), request?.signal);
+    await sleep(Math.max(backoff(attempt), retryAfterMs), request?.signal);
   }
 }
 
-/** Waits `ms`, or rejects with the signal's reason as soon as it aborts. */
-function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal!.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}
