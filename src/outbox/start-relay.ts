@@ -365,10 +365,41 @@ class OutboxRelay implements Relay {
       if (next.cutShort) {
         if (this.inFlight.size > 0) return;
         this.isolating = true;
+        void this.isolate(this.queue.shift()!);
+        return;
       }
       this.deliver(this.queue.shift()!);
       this.startRate.add();
     }
+  }
+
+  /**
+   * Runs a cut-short event with nothing else held: the events still queued are handed back first,
+   * uncounted. Attempts are counted at claim, so if this one is a poison that kills the relay, a
+   * queued event it took down would lose an attempt without ever starting, and after maxAttempts
+   * such crashes be declared dead beside the poison (seen in CI on a loaded machine).
+   */
+  private async isolate(event: ClaimedEvent): Promise<void> {
+    const queued = this.queue.drain();
+    for (const other of queued) {
+      this.heldBytes -= other.bytes;
+      if (other.cutShort) this.cutShortHeld -= 1;
+    }
+    if (queued.length > 0) {
+      await releaseEvents(this.db, queued, this.id).catch((error: unknown) =>
+        this.logger.warn(`handing back queued events before an isolated delivery failed; their leases will expire: ${(error as Error).message}`),
+      );
+    }
+    if (this.stopping) {
+      // stop() hands back what is queued; this one left the queue, so it goes back here.
+      await releaseEvents(this.db, [event], this.id).catch(() => {});
+      this.heldBytes -= event.bytes;
+      this.cutShortHeld -= 1;
+      this.isolating = false;
+      return;
+    }
+    this.deliver(event);
+    this.startRate.add();
   }
 
   private deliver(event: ClaimedEvent): void {
