@@ -9,11 +9,7 @@
  * the newest baseline (sql/baseline/); one that applied numbered files continues with the next.
  */
 import { Logger, runMigrations } from 'graphile-worker';
-import {
-  MigrationError,
-  MigrationFailedError,
-  RolesConflictError,
-} from './errors.ts';
+import { InstallationUnsafeError, MigrationError, MigrationFailedError, RolesConflictError } from './errors.ts';
 import { bindVariables } from './internal/bind-variables.ts';
 import {
   assertRecordedShipped,
@@ -26,14 +22,13 @@ import {
 import {
   defaultRolePrefix,
   installedRoleNames,
-  LEGACY_ROLE_NAMES,
+  isLegacyRoles,
   type RoleNames,
   roleNamesFor,
 } from './internal/role-names.ts';
 import { type DatabaseTarget, type Session, withSession } from './internal/session.ts';
 import { grantWorkerSchema } from './internal/grant-worker-schema.ts';
 import { checkForeignRoleUse, checkInstallation, refuseForeignSchema } from './internal/check-installation.ts';
-import { InstallationUnsafeError } from './errors.ts';
 import { poolFromSession } from './internal/worker-pool.ts';
 import { type MigrateOptions, migrateOptionsSchema, parseOptions } from './options.ts';
 
@@ -142,7 +137,7 @@ export async function applyPending(session: Session, shipped: ShippedMigrations,
 
     const notes: string[] = [];
     const installed = (await installedRoleNames(session)) ?? roles;
-    if (!isLegacy(installed)) {
+    if (!isLegacyRoles(installed)) {
       const problems = await checkInstallation(session, installed);
       if (problems.length > 0) throw new InstallationUnsafeError(problems);
       if (applied.some((file) => file.name === '0005_per_database_roles')) notes.push(...(await legacyMembers(session, installed)));
@@ -187,7 +182,7 @@ function planMigrations(
  */
 async function chooseRoles(session: Session, rolePrefix: string | undefined, createsRoles: boolean): Promise<RoleNames> {
   const installed = await installedRoleNames(session);
-  if (installed && !isLegacy(installed)) {
+  if (installed && !isLegacyRoles(installed)) {
     if (rolePrefix !== undefined && roleNamesFor(rolePrefix).app !== installed.app) {
       throw new RolesConflictError(
         `pg-once: this database's roles are ${installed.app}, ${installed.relay} and ${installed.maintenance}; ` +
@@ -200,10 +195,6 @@ async function chooseRoles(session: Session, rolePrefix: string | undefined, cre
   const roles = roleNamesFor(rolePrefix ?? defaultRolePrefix(rows[0]!.name));
   if (createsRoles) await checkForeignRoleUse(session, roles);
   return roles;
-}
-
-function isLegacy(roles: RoleNames): boolean {
-  return roles.app === LEGACY_ROLE_NAMES.app;
 }
 
 /** Logins that held the cluster-wide roles of 0.1: after 0005 they need this database's roles. */

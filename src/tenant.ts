@@ -29,7 +29,7 @@ export function assertValidTenantId(tenantId: unknown): asserts tenantId is stri
 }
 
 /**
- * What each Kysely instance's role is, learned on its first withTenant: whether it bypasses RLS,
+ * What each Kysely instance's role is, learned on its first accepted withTenant: whether it bypasses RLS,
  * and whether it holds this database's application role (without it every pg-once statement
  * fails with a bare "permission denied"). Keyed by instance, since an instance is one pool and one
  * role. The check rides on the set_config statement, so it costs no round trip of its own.
@@ -156,8 +156,12 @@ async function setTenant(db: Kysely<any>, tx: Transaction<any>, tenantId: string
     member: row?.member === true,
     current: row?.current === true,
   };
-  roleByInstance.set(db, check);
+  // A refusal is not remembered (the next call checks again): a GRANT or a migrate fixes it while
+  // the application runs, and a remembered one would last until a restart. Bypassing RLS is a
+  // role attribute that does not come and go, and whether it is refused depends on each call.
+  if (check.bypass) roleByInstance.set(db, check);
   refuseRole(check, allowRlsBypass);
+  roleByInstance.set(db, check);
 }
 
 function refuseRole(check: RoleCheck, allowRlsBypass: boolean): void {

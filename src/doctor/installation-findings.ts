@@ -7,7 +7,7 @@ import { MigrationError } from '../errors.ts';
 import { quoteIdentifier } from '../internal/bind-variables.ts';
 import { checkInstallation, rolesServingOtherDatabases } from '../internal/check-installation.ts';
 import { assertRecordedShipped, migrationFiles, type RecordedMigration, unappliedFiles } from '../internal/migration-files.ts';
-import { LEGACY_ROLE_NAMES, type RoleNames } from '../internal/role-names.ts';
+import { isLegacyRoles, type RoleNames } from '../internal/role-names.ts';
 import type { Session } from '../internal/session.ts';
 import { tableAccess } from '../internal/table-access.ts';
 import type { DatabaseFacts } from './database-facts.ts';
@@ -31,15 +31,13 @@ export function installedFinding(facts: DatabaseFacts): DoctorFinding {
   return finding('installed', 'ok', `pg-once is installed in ${facts.database}, owned by ${facts.schemaOwner}; roles ${facts.roles.app}, ${facts.roles.relay}, ${facts.roles.maintenance}`);
 }
 
-const isLegacy = (roles: RoleNames) => roles.app === LEGACY_ROLE_NAMES.app;
-
 /**
  * once.migrations is readable by its owner only (no grant to anyone): other logins learn only
  * what the catalogs show, i.e. whether the database still runs on 0.1's cluster-wide roles,
  * which means 0005 at least is pending.
  */
 export async function migrationFindings(session: Session, facts: DatabaseFacts): Promise<DoctorFinding> {
-  const legacy = facts.roles !== undefined && isLegacy(facts.roles);
+  const legacy = facts.roles !== undefined && isLegacyRoles(facts.roles);
   const onLegacyRoles = 'this database still uses the cluster-wide roles of pg-once 0.1 (a login granted once_app for any database opens this one)';
   const access = await tableAccess(session, 'once', 'migrations');
   if (access === 'missing') {
@@ -51,8 +49,8 @@ export async function migrationFindings(session: Session, facts: DatabaseFacts):
       : finding(
           'migrations',
           'unknown',
-          `pending migrations not checked: only ${facts.schemaOwner}, the owner of schema once, may read once.migrations`,
-          `run pg-once doctor as ${facts.schemaOwner}`,
+          `pending migrations not checked: only ${facts.schemaOwner}, the owner of schema once, and the relay role may read once.migrations`,
+          `run pg-once doctor as ${facts.schemaOwner} or the relay's login`,
         );
   }
   const { rows: recorded } = await session.query<RecordedMigration>('SELECT version, name, checksum FROM once.migrations ORDER BY version');
@@ -80,7 +78,7 @@ export async function migrationFindings(session: Session, facts: DatabaseFacts):
  * migrations finding instead.
  */
 export async function installationFindings(session: Session, roles: RoleNames): Promise<DoctorFinding[]> {
-  if (isLegacy(roles)) {
+  if (isLegacyRoles(roles)) {
     return [finding('installation', 'unknown', "policies and grants not checked: they are compared with pg-once's current ones, which this database gets from migration 0005", 'pg-once migrate')];
   }
   const problems = await checkInstallation(session, roles);
@@ -96,7 +94,7 @@ export async function installationFindings(session: Session, roles: RoleNames): 
  * the catalogs, are not: only the logins that need the database should reach it.
  */
 export async function connectFinding(session: Session, facts: DatabaseFacts): Promise<DoctorFinding> {
-  const groups = facts.roles && !isLegacy(facts.roles) ? [facts.roles.app, facts.roles.relay] : [];
+  const groups = facts.roles && !isLegacyRoles(facts.roles) ? [facts.roles.app, facts.roles.relay] : [];
   const { rows } = await session.query<{ public_connect: boolean; without_grant: string[] | null }>(
     `WITH acl AS (
        SELECT a.grantee, a.privilege_type FROM pg_catalog.pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
@@ -129,7 +127,7 @@ export async function connectFinding(session: Session, facts: DatabaseFacts): Pr
  */
 export async function sharedRolesFinding(session: Session, roles: RoleNames): Promise<DoctorFinding> {
   // 0.1's roles serve every database by design; the migrations finding already fails for that.
-  if (isLegacy(roles)) return finding('shared-roles', 'unknown', 'roles shared with other databases not checked: this database still uses the cluster-wide roles of 0.1', 'pg-once migrate');
+  if (isLegacyRoles(roles)) return finding('shared-roles', 'unknown', 'roles shared with other databases not checked: this database still uses the cluster-wide roles of 0.1', 'pg-once migrate');
   const rows = await rolesServingOtherDatabases(session, roles);
   if (rows.length === 0) return finding('shared-roles', 'ok', `${roles.app}, ${roles.relay} and ${roles.maintenance} serve this database only`);
   const databases = [...new Set(rows.map((row) => row.database))];

@@ -10,6 +10,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Session } from './session.ts';
+import { tableAccess } from './table-access.ts';
 
 export interface RoleNames {
   /** The application: its own tenant's rows. */
@@ -22,6 +23,11 @@ export interface RoleNames {
 
 /** The names of 0001-0004, cluster-wide; databases still on them move off with 0005. */
 export const LEGACY_ROLE_NAMES: RoleNames = { app: 'once_app', relay: 'once_relay', maintenance: 'once_maintenance' };
+
+/** Whether these are the cluster-wide roles of a database that has not run 0005 yet. */
+export function isLegacyRoles(roles: RoleNames): boolean {
+  return roles.app === LEGACY_ROLE_NAMES.app;
+}
 
 /**
  * Lower-case letters, digits and `_`, starting with a letter or `_`: a name that needs no quoting
@@ -61,13 +67,8 @@ export function defaultRolePrefix(databaseName: string): string {
  * them, which every login may read (catalogs need no privilege on schema `once`).
  */
 export async function installedRoleNames(session: Session): Promise<RoleNames | undefined> {
-  const { rows: readable } = await session.query<{ readable: boolean }>(`
-    SELECT EXISTS (
-      SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-       WHERE n.nspname = 'once' AND c.relname = 'roles'
-         AND has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT')) AS readable`);
   const { rows } = await session.query<{ app: string | null; relay: string | null; maintenance: string | null }>(
-    readable[0]?.readable
+    (await tableAccess(session, 'once', 'roles')) === 'readable'
       ? `SELECT max(name) FILTER (WHERE kind = 'app') AS app, max(name) FILTER (WHERE kind = 'relay') AS relay,
                 max(name) FILTER (WHERE kind = 'maintenance') AS maintenance FROM once.roles`
       : `SELECT ${INSTALLED_ROLE_COLUMNS}`,
