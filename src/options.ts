@@ -14,7 +14,7 @@ import { textProblem } from './internal/safe-text.ts';
 import { rolePrefixProblem } from './internal/role-names.ts';
 
 /** A callback, validated only as "is a function" (zod 4 has no function schema). */
-function callback<F extends (...args: never[]) => unknown>() {
+export function callback<F extends (...args: never[]) => unknown>() {
   return z.custom<F>((value) => typeof value === 'function', { message: 'Expected a function' });
 }
 

@@ -6,7 +6,7 @@
 import { z } from 'zod';
 import { DeliveryFailedError, DeliveryRejectedError } from '../../errors.ts';
 import { webhookSecretsSchema } from '../../internal/webhook-secret.ts';
-import { parseOptions } from '../../options.ts';
+import { callback, parseOptions } from '../../options.ts';
 import { eventEnvelope, type DeliveryContext, type DeliveryEvent, type Sink, type SinkStartInfo } from '../sink.ts';
 
 /** What a webhook-id may hold: printable ASCII, no space at either end (HTTP trims those). */
@@ -90,8 +90,6 @@ export interface HttpSinkOptions {
   fetch?: typeof globalThis.fetch;
 }
 
-const functionSchema = <F>() => z.custom<F>((value) => typeof value === 'function', 'Expected a function');
-
 export const httpSinkOptionsSchema = z
   .object({
     url: z
@@ -111,8 +109,8 @@ export const httpSinkOptionsSchema = z
         }
       })
       .optional(),
-    isPermanent: functionSchema<PermanentFailurePolicy>().optional(),
-    fetch: functionSchema<typeof globalThis.fetch>().optional(),
+    isPermanent: callback<PermanentFailurePolicy>().optional(),
+    fetch: callback<typeof globalThis.fetch>().optional(),
   })
   .strict();
 
