@@ -98,7 +98,6 @@ export function inProgressError(request: ClaimRequest, found: ClaimRow): Idempot
   return new IdempotencyInProgressError(request.key, retryAfterMs(Math.max(leaseLeft, 0)));
 }
 
-
 /**
  * A claim that found something other than a fresh claim: the replay to return, or the recorded
  * error to throw (key reused, rate limited, stored failure). Undefined when the call must execute.
