@@ -1,6 +1,6 @@
 /**
  * The keys the MCP and LangGraph adapters write, in one place: each starts with its adapter's
- * reserved prefix (`mcp:`, `lg:`; see src/internal/internal-key.ts), which runIdempotent refuses
+ * reserved prefix (`mcp:`, `lg:`, `once:http:`; see src/internal/internal-key.ts), which runIdempotent refuses
  * in every key but the one an adapter is running. So a model that writes keys (through
  * `keys.fromModel` or a tool argument) can never claim an adapter's record, nor one adapter's
  * key another's. The formats are 0.1's, byte for byte: records written before an upgrade still
@@ -14,6 +14,22 @@ export const mcpKeys = {
   client: (clientKey: string): string => `mcp:${clientKey}`,
   /** A call without a key, by its tool and arguments: `mcp:content:<tool>:<hash>`. */
   content: (tool: string, args: unknown): string => `mcp:content:${contentKeyTail(tool, args)}`,
+};
+
+/** Principals longer than this (percent-encoded) go into HTTP keys as a hash. */
+const MAX_PRINCIPAL_PART = 64;
+
+export const httpKeys = {
+  /**
+   * An HTTP client's `Idempotency-Key`, scoped by the principal that sent it:
+   * `once:http:<principal>:<key>`, the principal percent-encoded (or its sha256 when long), empty
+   * when the adapter scopes by tenant only.
+   */
+  client: (principal: string | undefined, clientKey: string): string => {
+    const encoded = encodeKeyPart(principal ?? '');
+    const part = encoded.length <= MAX_PRINCIPAL_PART ? encoded : createHash('sha256').update(principal!).digest('hex').slice(0, 32);
+    return `once:http:${part}:${clientKey}`;
+  },
 };
 
 export const langGraphKeys = {
