@@ -1,0 +1,84 @@
+/**
+ * pg-once for Hono 4 (`import { idempotency } from 'pg-once/hono'`): an `Idempotency-Key`
+ * middleware whose handler runs in the request's transaction, `c.get('tx')`. Hono serves
+ * Web-standard Request/Response, so the same middleware serves Next.js route handlers
+ * (`hono/vercel`), Bun, Deno and Cloudflare Workers (with a Postgres driver that runs there).
+ *
+ * A thin shim over src/http/run-http-request.ts: it reads the request, captures the handler's
+ * Response as bytes inside the transaction, and sends what the core decided after the commit.
+ */
+import type { Context, MiddlewareHandler } from 'hono';
+import type { Transaction } from 'kysely';
+import type { HttpAnswer } from '../http/http-answer.ts';
+import { resolveHttpIdempotency, type HttpIdempotencyOptions } from '../http/http-idempotency-options.ts';
+import { runHttpRequest, type HttpRequestFacts } from '../http/run-http-request.ts';
+
+export type { HttpAnswer } from '../http/http-answer.ts';
+export type { FromRequest, HttpIdempotencyOptions } from '../http/http-idempotency-options.ts';
+export type { ProblemDetails } from '../http/problem-answer.ts';
+
+/** The context variables the middleware sets: `c.get('tx')` is the request's transaction. */
+export interface IdempotencyVariables<DB> {
+  tx: Transaction<DB>;
+}
+
+/** Options of the Hono middleware: the functions of the request get Hono's `Context`. */
+export type HonoIdempotencyOptions<DB = any> = HttpIdempotencyOptions<Context, DB>;
+
+/**
+ * Runs the route's handler at most once per `Idempotency-Key` within the tenant, in a transaction
+ * that also holds the key and the stored answer: `c.get('tx')`. A retry gets the first answer's
+ * status, headers (allow-listed) and body bytes with `Idempotent-Replayed: true`; pg-once's
+ * refusals are `application/problem+json`. Mount it on the routes it guards:
+ * `app.post('/orders', idempotency({ db, tenant }), handler)`.
+ */
+export function idempotency<DB>(options: HonoIdempotencyOptions<DB>): MiddlewareHandler<{ Variables: IdempotencyVariables<DB> }> {
+  const config = resolveHttpIdempotency(options, 'pg-once/hono idempotency options');
+  return async (c, next) => {
+    const url = new URL(c.req.url);
+    const facts: HttpRequestFacts = {
+      method: c.req.method.toUpperCase(),
+      target: url.pathname + url.search,
+      route: c.req.routePath,
+      header: (name) => c.req.header(name),
+      body: () => readBody(c),
+    };
+    try {
+      const { kind, answer } = await runHttpRequest<Context, DB>(config, c, facts, async (tx) => {
+        c.set('tx', tx);
+        await next();
+        // Hono hands a thrown error to onError, which already made c.res; rethrown here so the
+        // call rolls back, and caught below so that Hono does not handle it twice.
+        if (c.error) throw c.error;
+        return capture(c.res);
+      });
+      // The handler's own Response keeps every header it set; replays and problems get theirs.
+      const headers = kind === 'executed' || kind === 'rolled-back' || kind === 'unkeyed' ? c.res.headers : answer.headers;
+      c.res = new Response(answer.body.length === 0 ? null : answer.body, { status: answer.status, headers });
+    } catch (error) {
+      if (error !== c.error) throw error;
+    }
+  };
+}
+
+/** The body as the fingerprint takes it: JSON when it parses, else its bytes. Hono caches it for the handler. */
+async function readBody(c: Context): Promise<unknown> {
+  if (c.req.raw.body === null) return undefined;
+  const bytes = new Uint8Array(await c.req.arrayBuffer());
+  if (/\bjson\b/iu.test(c.req.header('content-type') ?? '')) {
+    try {
+      return JSON.parse(new TextDecoder().decode(bytes));
+    } catch {
+      // Not JSON after all: the bytes are the fingerprint, and the handler answers the parse error.
+    }
+  }
+  return bytes;
+}
+
+async function capture(response: Response): Promise<HttpAnswer> {
+  const headers: Record<string, string> = {};
+  response.headers.forEach((value, name) => {
+    headers[name] = value;
+  });
+  return { status: response.status, headers, body: new Uint8Array(await response.arrayBuffer()) };
+}
