@@ -71,13 +71,20 @@ function plugin(fastify: Parameters<FastifyPluginCallback<FastifyIdempotencyOpti
       const { kind, answer } = await runHttpRequest<FastifyRequest, IdempotencyDatabase>(config, request, facts, async (tx) => {
         request.tx = tx;
         let sent: unknown = NOTHING;
+        const { promise: sending, resolve } = Promise.withResolvers<void>();
         (reply as unknown as Record<string, unknown>).send = (payload: unknown) => {
           sent = payload;
+          resolve();
           return reply;
         };
         try {
-          const returned: unknown = await handler.call(this, request, reply);
-          if (sent === NOTHING && returned !== reply) sent = returned;
+          // A handler that sends and returns `reply` returns a thenable that settles only once the
+          // answer is on the wire, which is after this transaction: the send itself is the end.
+          const returned = Promise.resolve(handler.call(this, request, reply) as unknown);
+          returned.catch(() => {});
+          // (Never resolve a promise with `reply` itself: it is a thenable, and would be waited for.)
+          const value = await Promise.race([returned, sending.then(() => NOTHING)]);
+          if (sent === NOTHING && value !== reply) sent = value;
         } finally {
           delete (reply as unknown as Record<string, unknown>).send;
         }
