@@ -49,8 +49,14 @@ declare module 'fastify' {
 const NOTHING = Symbol('nothing sent');
 
 function plugin(fastify: Parameters<FastifyPluginCallback<FastifyIdempotencyOptions>>[0], options: FastifyIdempotencyOptions, done: (error?: Error) => void): void {
-  // Validated now, so that a bad option fails at register rather than on a route's first request.
-  resolveHttpIdempotency(options, 'pg-once/fastify plugin options');
+  // Validated now, so that a bad option fails register (passed to done: a throw here would
+  // escape avvio) rather than a route's first request.
+  try {
+    resolveHttpIdempotency(options, 'pg-once/fastify plugin options');
+  } catch (error) {
+    done(error as Error);
+    return;
+  }
   fastify.decorateRequest('tx', null as unknown as Transaction<IdempotencyDatabase>);
   fastify.addHook('onRoute', (route) => {
     const own = route.config?.idempotency;
