@@ -52,8 +52,13 @@ export function idempotency<DB>(options: HonoIdempotencyOptions<DB>): Middleware
         if (c.error) throw c.error;
         return capture(c.res);
       });
-      // The handler's own Response keeps every header it set; replays and problems get theirs.
-      const headers = kind === 'executed' || kind === 'rolled-back' || kind === 'unkeyed' ? c.res.headers : answer.headers;
+      // The handler's own Response keeps every header it set (those of earlier middleware were
+      // merged into it); a replay or a problem adds its headers to what earlier middleware set.
+      const headers = new Headers(c.res.headers);
+      if (kind === 'replayed' || kind === 'refused') for (const [name, value] of Object.entries(answer.headers)) headers.set(name, value);
+      // Cleared first: assigning over a Response makes Hono copy it through its body stream, a
+      // second slow trip through web streams on every request (measured in bench/http.ts).
+      c.res = undefined;
       c.res = new Response(answer.body.length === 0 ? null : answer.body, { status: answer.status, headers });
     } catch (error) {
       if (error !== c.error) throw error;
