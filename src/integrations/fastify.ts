@@ -45,6 +45,9 @@ declare module 'fastify' {
   }
 }
 
+/** Marks a handler this plugin wrapped. */
+const WRAPPED = Symbol('pg-once idempotency');
+
 /** Nothing was sent: distinct from a handler that sends undefined. */
 const NOTHING = Symbol('nothing sent');
 
@@ -66,7 +69,10 @@ function plugin(fastify: Parameters<FastifyPluginCallback<FastifyIdempotencyOpti
       `pg-once/fastify options of route ${route.method} ${route.url}`,
     );
     const handler = route.handler as RouteHandlerMethod;
-    route.handler = async function idempotentHandler(request, reply) {
+    // Fastify adds a HEAD route for each GET with the GET's options, wrapped handler included:
+    // wrapped twice, a HEAD request would run in two transactions.
+    if ((handler as { [WRAPPED]?: true })[WRAPPED]) return;
+    route.handler = Object.assign(async function idempotentHandler(this: ThisParameterType<RouteHandlerMethod>, request: FastifyRequest, reply: FastifyReply) {
       const facts: HttpRequestFacts = {
         method: request.method.toUpperCase(),
         target: request.url,
@@ -99,7 +105,7 @@ function plugin(fastify: Parameters<FastifyPluginCallback<FastifyIdempotencyOpti
       if (kind === 'replayed' || kind === 'refused') reply.headers(answer.headers);
       reply.code(answer.status);
       return reply.send(Buffer.from(answer.body.buffer, answer.body.byteOffset, answer.body.byteLength));
-    };
+    }, { [WRAPPED]: true as const });
   });
   done();
 }

@@ -263,6 +263,7 @@ export function httpSuite(framework: Framework): void {
       const response = await fetch(`${app.url}/orders/count`, { headers: { 'x-tenant': t } });
       expect(response.status).toBe(200);
       expect(await response.json()).toEqual({ orders: 1 }); // RLS: only this tenant's rows
+      expect((await fetch(`${app.url}/orders/count`, { method: 'HEAD', headers: { 'x-tenant': t } })).status).toBe(200);
     });
 
     it("a server SIGKILLed mid-request leaves nothing; the client's retry executes exactly once", async () => {
