@@ -45,11 +45,15 @@ interface RoleCheck {
 }
 
 /**
- * The newest function this package calls (sql/0007): its absence means the database's schema is
- * older than the code, which would otherwise fail at the claim with a bare "function does not
- * exist". Read from the catalog, which every login may read.
+ * The newest function and column this package uses (sql/0007, sql/0009): their absence means the
+ * database's schema is older than the code, which would otherwise fail at the claim with a bare
+ * "function does not exist" or at enqueue with "column does not exist". Read from the catalog,
+ * which every login may read.
  */
 const NEWEST_FUNCTION = 'claim_key';
+// By name through the catalog, not to_regclass('once....'), which needs USAGE on the schema: a
+// login without the app role must get WRONG_ROLE, not "permission denied for schema once".
+const NEWEST_COLUMN = { table: 'outbox_events', column: 'payload_text' };
 const roleByInstance = new WeakMap<Kysely<any>, RoleCheck>();
 
 export async function withTenant<DB, T>(
@@ -146,7 +150,10 @@ async function setTenant(db: Kysely<any>, tx: Transaction<any>, tenantId: string
            (SELECT r.rolsuper OR r.rolbypassrls FROM pg_roles r WHERE r.rolname = current_user) AS bypass,
            names.app, pg_has_role(current_user, names.app, 'MEMBER') AS member,
            EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-                    WHERE n.nspname = 'once' AND p.proname = ${NEWEST_FUNCTION}) AS current
+                    WHERE n.nspname = 'once' AND p.proname = ${NEWEST_FUNCTION})
+           AND EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                        WHERE n.nspname = 'once' AND c.relname = ${NEWEST_COLUMN.table} AND a.attname = ${NEWEST_COLUMN.column}
+                          AND NOT a.attisdropped) AS current
       FROM (SELECT ${sql.raw(INSTALLED_ROLE_COLUMNS)}) names`.execute(tx);
   const row = rows[0];
   const check: RoleCheck = {
