@@ -217,7 +217,7 @@ describe('runIdempotentExternal', () => {
       'tenant-x',
       kept,
       async (context) => {
-        // Six heartbeats over about twice the lease: the signal stays quiet. The margin (a beat
+        // Six heartbeats over more than the lease: the signal stays quiet. The margin (a beat
         // every fifth of the lease) is wide because a loaded CI machine stretches each sleep.
         for (let i = 0; i < 6; i += 1) {
           await sleep(200);
