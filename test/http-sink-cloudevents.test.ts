@@ -4,9 +4,12 @@
  * verifies the Standard Webhooks signature with standardwebhooks and verifyWebhook. The last test
  * runs the relay over a real Postgres outbox, with a receiver that refuses each first attempt.
  */
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { HTTP, type CloudEventV1 } from 'cloudevents';
 import { Webhook } from 'standardwebhooks';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -18,6 +21,7 @@ import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
 import { waitForOutbox } from './support/outbox-helpers.ts';
 
 const SECRET = `whsec_${randomBytes(32).toString('base64')}`;
+const run = promisify(execFile);
 
 function makeEvent(overrides: Partial<DeliveryEvent> = {}): DeliveryEvent {
   return {
@@ -232,6 +236,12 @@ describe('httpSink cloudEvents: options', () => {
 
   it('still requires a signing secret', () => {
     expect(() => httpSink({ url, cloudEvents: {} } as never)).toThrow(InvalidOptionsError);
+  });
+
+  it('without the cloudevents package, start() refuses with SinkMisconfiguredError naming the fix, and so does a delivery', async () => {
+    const { stdout } = await run(process.execPath, ['test/fixtures/cloudevents-missing.ts'], { cwd: join(import.meta.dirname, '..') });
+    const refusal = { name: 'SinkMisconfiguredError', code: 'SINK_MISCONFIGURED', message: expect.stringContaining('npm install cloudevents') };
+    expect(JSON.parse(stdout)).toEqual({ start: refusal, delivery: refusal });
   });
 
   it('starts (the SDK loads) and accepts a percent-encoded source', async () => {
