@@ -20,6 +20,7 @@ export type { DeliveryContext, DeliveryEvent, Sink, SinkStartInfo } from './outb
 export { defaultBackoff } from './outbox/backoff.ts';
 export { defaultIsPermanent, httpSink } from './outbox/sinks/http-sink.ts';
 export type { HttpSinkOptions, PermanentFailureOptions, PermanentFailurePolicy } from './outbox/sinks/http-sink.ts';
+export type { CloudEventsOptions } from './outbox/sinks/cloud-event-request.ts';
 export { natsSink } from './outbox/sinks/nats-sink.ts';
 export type { NatsSinkOptions } from './outbox/sinks/nats-sink.ts';
 export { AMQP_HEADERS, amqpSink } from './outbox/sinks/amqp-sink.ts';
