@@ -6,7 +6,7 @@
  * Also: dead at claim, the relay's first logger shape, and the rate limit on its own.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { pino } from 'pino';
+import { type Logger, pino } from 'pino';
 import { enqueue, httpSink, startRelay, withTenant, type RelayOptions } from '../src/index.ts';
 import { LogRateLimit } from '../src/outbox/log-rate-limit.ts';
 import { fillOutbox, waitForOutbox } from './support/outbox-helpers.ts';
@@ -25,7 +25,7 @@ afterAll(async () => {
 type Line = Record<string, any> & { level: number; time: number; msg: string };
 
 /** A real pino logger whose destination keeps each line it writes, parsed. */
-function capturingPino(): { logger: ReturnType<typeof pino>; lines: Line[] } {
+function capturingPino(): { logger: Logger; lines: Line[] } {
   const lines: Line[] = [];
   const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as Line) });
   return { logger, lines };
