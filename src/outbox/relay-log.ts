@@ -168,10 +168,11 @@ export class RelayLog {
     if (this.structured) return this.report(line, suppressed);
     const { err, ...rest } = line.fields;
     const fields = textFields(suppressed ? { ...rest, suppressed } : rest);
-    const text = `${line.message}${fields ? ` ${fields}` : ''}`;
     // The first shape's warnings carried the error's message; its errors, the error itself.
+    const reason = line.level === 'warn' && err !== undefined ? `: ${err instanceof Error ? err.message : String(err)}` : '';
+    const text = `${line.message}${reason}${fields ? ` ${fields}` : ''}`;
     if (line.level === 'error') this.call(() => this.messages!.error(text, err));
-    else this.call(() => this.messages!.warn(err === undefined ? text : `${text}: ${err instanceof Error ? err.message : String(err)}`));
+    else this.call(() => this.messages!.warn(text));
   }
 
   /**

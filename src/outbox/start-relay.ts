@@ -214,8 +214,8 @@ class OutboxRelay implements Relay {
       process.once('SIGTERM', this.signalHandler);
       process.once('SIGINT', this.signalHandler);
     }
-    this.loopDone = this.loop();
     this.logger.started(this.options, this.batchSize);
+    this.loopDone = this.loop();
   }
 
   stop(): Promise<void> {
