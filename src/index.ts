@@ -30,6 +30,7 @@ export type { RedisStreamSinkOptions } from './outbox/sinks/redis-stream-sink.ts
 export type { BackoffOptions, BackoffPolicy } from './outbox/backoff.ts';
 export { listDeadEvents, requeueDeadEvents } from './outbox/dead-events.ts';
 export type { DeadEvent } from './outbox/dead-events.ts';
+export type { MessageRelayLogger, RelayLogFields, RelayLogger, StructuredRelayLogger } from './outbox/relay-logger.ts';
 export { keys, canonicalJson, fingerprint, modelKeyProblem, MAX_KEY_LENGTH } from './keys.ts';
 export type { ModelKeyOptions, OrchestratorKeyParts } from './keys.ts';
 export { sweep } from './sweep.ts';
@@ -49,7 +50,6 @@ export type { RoleNames, RolesSqlOptions } from './roles.ts';
 export type {
   MigrateOptions,
   OutboxEvent,
-  RelayLogger,
   RelayOptions,
   RunIdempotentExternalOptions,
   RunIdempotentOptions,

@@ -8,6 +8,7 @@ import { InvalidOptionsError, type OnceIssue } from './errors.ts';
 import type pg from 'pg';
 import type { DedupeAuditEvent } from './idempotency/audit-event.ts';
 import type { Sink } from './outbox/sink.ts';
+import type { RelayLogger } from './outbox/relay-logger.ts';
 import { parseDuration } from './internal/duration.ts';
 import { DEFAULT_SWEEP_SCHEDULE, sweepCronItems } from './sweep-schedule.ts';
 import { textProblem } from './internal/safe-text.ts';
@@ -305,9 +306,20 @@ export const relayOptionsSchema = z
       .default({ schedule: '*/5 * * * *' }),
     /** Stop gracefully on SIGTERM and SIGINT. (Default: true) */
     handleSignals: z.boolean().default(true),
-    /** Receives the relay's warnings and errors. (Default: console.warn / console.error) */
+    /**
+     * Receives the relay's log lines: a pino logger (or a child of one) as it is, or anything of
+     * its shape, `info/warn/error(fields, message)`: start and stop with settings and counts,
+     * retries (rate-limited per topic), dead events, and trouble. A logger with only
+     * `warn(message)` and `error(message, error)` (the first shape) still works, and gets the
+     * warnings and errors it always got. See src/outbox/relay-log.ts for what is logged when.
+     * (Default: text lines on stderr)
+     */
     logger: z
-      .custom<RelayLogger>((value) => typeof value === 'object' && value !== null)
+      .custom<RelayLogger>(
+        (value) =>
+          typeof value === 'object' && value !== null && typeof (value as RelayLogger).warn === 'function' && typeof (value as RelayLogger).error === 'function',
+        { message: 'expected a logger with warn and error methods (a pino logger, or { info, warn, error })' },
+      )
       .optional(),
   })
   .strict()
@@ -318,10 +330,7 @@ export const relayOptionsSchema = z
 export type RelayOptions = z.input<typeof relayOptionsSchema>;
 export type ResolvedRelayOptions = z.output<typeof relayOptionsSchema>;
 
-export interface RelayLogger {
-  warn(message: string): void;
-  error(message: string, error?: unknown): void;
-}
+export type { RelayLogger } from './outbox/relay-logger.ts';
 
 /** Parses `input` with `schema`, or throws InvalidOptionsError naming `what` was being parsed. */
 export function parseOptions<S extends z.ZodType>(schema: S, input: unknown, what: string): z.output<S> {

@@ -4,6 +4,7 @@
  * stops holding.
  */
 import type { Kysely, Transaction } from 'kysely';
+import type { Logger } from 'pino';
 import { describe, expectTypeOf, it } from 'vitest';
 import {
   enqueue,
@@ -12,7 +13,11 @@ import {
   type Jsonify,
   type OnceErrorCode,
   OnceError,
+  type MessageRelayLogger,
+  type RelayLogger,
+  type RelayOptions,
   runIdempotent,
+  type StructuredRelayLogger,
   withTenant,
 } from '../src/index.ts';
 
@@ -45,5 +50,12 @@ describe('public types', () => {
     expectTypeOf<OnceError['code']>().toEqualTypeOf<OnceErrorCode>();
     expectTypeOf<'IDEMPOTENCY_KEY_REUSED'>().toMatchTypeOf<OnceErrorCode>();
     expectTypeOf<'SOMETHING_ELSE'>().not.toMatchTypeOf<OnceErrorCode>();
+  });
+
+  it('takes a pino logger, a child of one, or the first message-first shape as the relay\'s logger', () => {
+    expectTypeOf<Logger>().toMatchTypeOf<StructuredRelayLogger>();
+    expectTypeOf<ReturnType<Logger['child']>>().toMatchTypeOf<NonNullable<RelayOptions['logger']>>();
+    expectTypeOf<MessageRelayLogger>().toMatchTypeOf<RelayLogger>();
+    expectTypeOf<{ warn(): void }>().not.toMatchTypeOf<RelayLogger>();
   });
 });

@@ -1,4 +1,5 @@
 import { startRelay } from '../outbox/start-relay.ts';
+import { cliLogger } from './cli-logger.ts';
 import type { Command } from './command.ts';
 import { databaseUrl } from './database-url.ts';
 import { parseFlags } from './parse-flags.ts';
@@ -6,6 +7,7 @@ import { loadRelayConfig } from './relay-config.ts';
 
 const HELP = `Usage: pg-once relay [--config <file>] [--http <url> [--webhook-secret-file <file>]]
                     [--nats <servers> --nats-subject <subject>] [--concurrency <n>] [--max-attempts <n>]
+                    [--log-format text|json]
 
 Delivers outbox events to sinks until SIGTERM or SIGINT, then finishes or releases in-flight
 deliveries and exits. Connect as a login granted this database's relay role (\`pg-once roles\`).
@@ -22,7 +24,12 @@ shorter than 16 bytes are refused.
 
 --config: a .js/.mjs/.ts module default-exporting relay options, or a .json file with built-in
 sinks, e.g. {"sinks": {"orders.*": {"http": {"url": "https://...", "secret": "whsec_..."}}}}.
-HTTP deliveries are retried on every answer but 2xx and 410 Gone (then the event is dead).`;
+HTTP deliveries are retried on every answer but 2xx and 410 Gone (then the event is dead).
+
+--log-format: one line per record on stdout, \`text\` (the default) or \`json\` (pino's shape:
+{"level":30,"time":<ms>,"pid":..,"hostname":..,"name":"pg-once",...fields,"msg":..}). Logged: start
+with the settings, stop with counts, retries with their reason and dead events (both at most a
+few lines per topic every 10 s, with the count of those left out), and the relay's own trouble.`;
 
 export const relayCommand: Command = {
   summary: 'deliver outbox events to sinks (HTTP webhooks, NATS JetStream, your own)',
@@ -37,6 +44,7 @@ export const relayCommand: Command = {
       'nats-subject': { type: 'string' },
       concurrency: { type: 'string' },
       'max-attempts': { type: 'string' },
+      'log-format': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     });
     if (values.help) {
@@ -57,7 +65,8 @@ export const relayCommand: Command = {
       config.pool || (config.connectionString && !values['database-url'])
         ? {}
         : { connectionString: databaseUrl(values['database-url']) };
-    const relay = await startRelay({ ...config, ...connection, sinks: config.sinks!, handleSignals: true });
-    console.log(`pg-once relay ${relay.id}: delivering (Ctrl-C to stop)`);
+    const logger = cliLogger(values['log-format'], config.logger);
+    // The relay's start line says it is delivering, with its id and settings.
+    await startRelay({ ...config, ...connection, sinks: config.sinks!, handleSignals: true, logger });
   },
 };

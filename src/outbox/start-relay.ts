@@ -19,7 +19,7 @@ import { endWithError, instruments, tracer } from '../telemetry.ts';
 import { SWEEP_TASK, sweepCronItems } from '../sweep-schedule.ts';
 import { DeliveryFailedError, DeliveryRejectedError, NoSinkError } from '../errors.ts';
 import { assertRelayRole } from '../internal/operator-role.ts';
-import { parseOptions, type RelayLogger, type RelayOptions, relayOptionsSchema, type ResolvedRelayOptions } from '../options.ts';
+import { parseOptions, type RelayOptions, relayOptionsSchema, type ResolvedRelayOptions } from '../options.ts';
 import { type BackoffPolicy, defaultBackoff, retryHorizonMs } from './backoff.ts';
 import { createRelayPool, type RelayDatabase, relayConnectionConfig, timedDatabase } from './relay-pool.ts';
 import { listenForWakeups, type Wakeup } from './relay-wakeup.ts';
@@ -27,6 +27,7 @@ import { DatabaseClock } from './database-clock.ts';
 import { HEARTBEAT_MILLISECONDS, type HeldLease, queuedLeaseMs, renewalsDue } from './lease-plan.ts';
 import { StartRate } from './start-rate.ts';
 import { TenantQueue } from './tenant-queue.ts';
+import { RelayLog } from './relay-log.ts';
 import { routeTopics, type SinkRouter } from './route-topic.ts';
 import type { DeliveryEvent, Sink } from './sink.ts';
 import { type Claim, type ClaimedEvent, claimEvents } from './sql/claim-events.ts';
@@ -106,11 +107,6 @@ function eventKey(event: EventRef): string {
   return `${event.tenantId}\u0000${event.id}`;
 }
 
-const consoleLogger: RelayLogger = {
-  warn: (message) => console.warn(`[pg-once relay] ${message}`),
-  error: (message, error) => console.error(`[pg-once relay] ${message}`, error ?? ''),
-};
-
 class OutboxRelay implements Relay {
   readonly id = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   private readonly options: ResolvedRelayOptions;
@@ -120,7 +116,7 @@ class OutboxRelay implements Relay {
   private readonly ownsPool: boolean;
   private readonly route: SinkRouter;
   private readonly backoff: BackoffPolicy;
-  private readonly logger: RelayLogger;
+  private readonly logger: RelayLog;
   private readonly inFlight = new Map<string, InFlight>();
   /** Claimed and leased, waiting for a delivery slot; taken tenant by tenant in turn. */
   private readonly queue = new TenantQueue<ClaimedEvent>();
@@ -165,7 +161,7 @@ class OutboxRelay implements Relay {
 
   constructor(options: ResolvedRelayOptions) {
     this.options = options;
-    this.logger = options.logger ?? consoleLogger;
+    this.logger = new RelayLog(options.logger, this.id);
     this.ownsPool = options.pool === undefined;
     this.pool = options.pool ?? this.ownPool();
     this.db = timedDatabase(this.pool, options.statementTimeoutMs);
@@ -189,7 +185,7 @@ class OutboxRelay implements Relay {
       await assertRelayRole(session, 'the relay');
       await this.clock.measure();
       await registerRelay(this.db, this.id, hostname(), process.pid).catch((error: unknown) =>
-        this.logger.warn(`recording the relay in once.relays failed (run pg-once migrate): ${(error as Error).message}`),
+        this.logger.warn('recording the relay in once.relays failed (run pg-once migrate)', { err: error }),
       );
       this.worker = await this.startSweeps();
     } catch (error) {
@@ -201,13 +197,13 @@ class OutboxRelay implements Relay {
     const clientConfig: pg.ClientConfig = this.ownsPool
       ? relayConnectionConfig(this.options.connectionString!, this.options.statementTimeoutMs)
       : ((this.pool as pg.Pool & { options: pg.ClientConfig }).options ?? {});
-    this.wakeup = listenForWakeups(clientConfig, () => this.wake(), (error) => this.logger.warn(`wake-up listener: ${(error as Error).message}`));
+    this.wakeup = listenForWakeups(clientConfig, () => this.wake(), (error) => this.logger.warn('wake-up listener failed', { err: error }));
     this.clockSync = setInterval(() => {
-      this.clock.measure().catch((error: unknown) => this.logger.warn(`measuring the database clock failed: ${(error as Error).message}`));
+      this.clock.measure().catch((error: unknown) => this.logger.warn('measuring the database clock failed', { err: error }));
     }, CLOCK_SYNC_MILLISECONDS);
     this.clockSync.unref();
     this.seen = setInterval(() => {
-      relaySeen(this.db, this.id).catch((error: unknown) => this.logger.warn(`renewing the relay's seen_at failed: ${(error as Error).message}`));
+      relaySeen(this.db, this.id).catch((error: unknown) => this.logger.warn("renewing the relay's seen_at failed", { err: error }));
     }, RELAY_SEEN_INTERVAL_MILLISECONDS);
     this.seen.unref();
     this.heartbeat = setInterval(() => {
@@ -218,6 +214,7 @@ class OutboxRelay implements Relay {
       process.once('SIGTERM', this.signalHandler);
       process.once('SIGINT', this.signalHandler);
     }
+    this.logger.started(this.options, this.batchSize);
     this.loopDone = this.loop();
   }
 
@@ -241,8 +238,8 @@ class OutboxRelay implements Relay {
    */
   private ownPool(): pg.Pool {
     const pool = createRelayPool(this.options.connectionString!, this.options.statementTimeoutMs);
-    pool.on('error', (error) => this.logger.warn(`idle connection failed: ${error.message}`));
-    pool.on('connect', (client) => client.on('error', (error) => this.logger.warn(`connection failed: ${error.message}`)));
+    pool.on('error', (error) => this.logger.warn('idle connection failed', { err: error }));
+    pool.on('connect', (client) => client.on('error', (error) => this.logger.warn('connection failed', { err: error })));
     return pool;
   }
 
@@ -259,8 +256,8 @@ class OutboxRelay implements Relay {
     this.workerPool = this.ownsPool ? this.ownPool() : undefined;
     const { schedule, ...sweepOptions } = config;
     const logger = new Logger(() => (level, message) => {
-      if (level === 'error') this.logger.error(`sweeps: ${message}`);
-      else if (level === 'warning') this.logger.warn(`sweeps: ${message}`);
+      if (level === 'error') this.logger.error(message, { scope: 'sweeps' });
+      else if (level === 'warning') this.logger.warn(message, { scope: 'sweeps' });
     });
     return run({
       pgPool: this.workerPool ?? this.pool,
@@ -323,12 +320,12 @@ class OutboxRelay implements Relay {
           this.lastTenant,
         );
       } catch (error) {
-        this.logger.error('claiming events failed; retrying', error);
+        this.logger.error('claiming events failed; retrying', { err: error, retryInMs: ERROR_PAUSE_MILLISECONDS });
         await this.sleep(ERROR_PAUSE_MILLISECONDS);
         continue;
       }
       for (const event of claim.exhausted) {
-        this.logger.warn(`event ${event.id} of tenant ${event.tenantId} is dead: its last attempt ended without an outcome (crash or kill)`);
+        this.logger.exhausted(event);
         instruments().deliveries.add(1, { 'once.outcome': 'dead', 'once.topic': event.topic });
       }
       const events = claim.events;
@@ -387,7 +384,7 @@ class OutboxRelay implements Relay {
     }
     if (queued.length > 0) {
       await releaseEvents(this.db, queued, this.id).catch((error: unknown) =>
-        this.logger.warn(`handing back queued events before an isolated delivery failed; their leases will expire: ${(error as Error).message}`),
+        this.logger.warn('handing back queued events before an isolated delivery failed; their leases will expire', { err: error, events: queued.length }),
       );
     }
     if (this.stopping) {
@@ -424,6 +421,7 @@ class OutboxRelay implements Relay {
       .then(
         () => {
           if (entry.released) return void span.end();
+          this.logger.delivered();
           const ref = leaseOf(event);
           this.delivered.push(ref);
           this.unsettled.set(key, { event: ref, at: Date.now() });
@@ -436,6 +434,7 @@ class OutboxRelay implements Relay {
         (error: unknown) => {
           if (entry.released) return void endWithError(span, error);
           const failure = this.failure(event, error);
+          this.logger.failed(event, failure, error);
           this.failed.push(failure);
           this.unsettled.set(key, { event: leaseOf(event), at: Date.now() });
           const outcome = failure.dead ? 'dead' : 'retry';
@@ -458,7 +457,7 @@ class OutboxRelay implements Relay {
       })
       // The outcome is recorded first thing in each branch; telemetry failing after that must not
       // become an unhandled rejection (which ends the process).
-      .catch((error: unknown) => this.logger.error('recording a delivery outcome failed', error));
+      .catch((error: unknown) => this.logger.error('recording a delivery outcome failed', { err: error }));
   }
 
   /**
@@ -524,7 +523,7 @@ class OutboxRelay implements Relay {
             // if we die now, they are delivered again under the same dedupe id).
             this.delivered.unshift(...delivered);
             this.failed.unshift(...failed);
-            this.logger.error('settling deliveries failed; retrying', error);
+            this.logger.error('settling deliveries failed; retrying', { err: error, events: delivered.length + failed.length, retryInMs: ERROR_PAUSE_MILLISECONDS });
             await new Promise((resolve) => setTimeout(resolve, ERROR_PAUSE_MILLISECONDS));
           }
         }
@@ -561,7 +560,7 @@ class OutboxRelay implements Relay {
         if (renewed.has(eventKey(renewal))) renewal.held.leaseUntil = sentAt + renewal.leaseMs;
       }
     } catch (error) {
-      this.logger.warn(`renewing leases failed: ${(error as Error).message}`);
+      this.logger.warn('renewing leases failed', { err: error, events: renewals.length });
     } finally {
       this.renewing = false;
     }
@@ -618,7 +617,7 @@ class OutboxRelay implements Relay {
     const released = abandoned.map(({ event }) => event).concat(unstarted);
     await within(
       releaseEvents(this.db, released, this.id).catch((error: unknown) =>
-        this.logger.error('releasing in-flight events failed; their leases will expire instead', error),
+        this.logger.error('releasing in-flight events failed; their leases will expire instead', { err: error, events: released.length }),
       ),
       deadline,
     );
@@ -627,22 +626,24 @@ class OutboxRelay implements Relay {
     await within(
       Promise.all([
         this.wakeup?.close(),
-        this.worker?.stop().catch((error: unknown) => this.logger.error('stopping the sweep scheduler failed', error)),
+        this.worker?.stop().catch((error: unknown) => this.logger.error('stopping the sweep scheduler failed', { err: error })),
         this.closeSinks(),
       ]),
       deadline,
     );
     await within(
-      relayStopped(this.db, this.id).catch((error: unknown) => this.logger.warn(`recording the relay's stop failed: ${(error as Error).message}`)),
+      relayStopped(this.db, this.id).catch((error: unknown) => this.logger.warn("recording the relay's stop failed", { err: error })),
       deadline,
     );
     this.closed = true; // a settle still retrying gives up: the leases take over
     await within(this.workerPool?.end().catch(() => {}) ?? Promise.resolve(), deadline);
     if (this.ownsPool) await within(this.pool.end().catch(() => {}), deadline);
+    this.logger.stopped(released.length);
   }
 
   /** Stops gracefully, then lets the signal do what it would have done without us. */
   private async onSignal(signal: NodeJS.Signals): Promise<void> {
+    this.logger.stopping(signal);
     await this.stop();
     if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
   }
