@@ -60,6 +60,7 @@ export {
   DeliveryRejectedError,
   EventNotFoundError,
   NoSinkError,
+  PoolerSettingError,
   SinkMisconfiguredError,
   IdempotencyInProgressError,
   IdempotencyKeyReusedError,

@@ -21,7 +21,7 @@ import { DeliveryFailedError, DeliveryRejectedError, NoSinkError } from '../erro
 import { assertRelayRole } from '../internal/operator-role.ts';
 import { parseOptions, type RelayLogger, type RelayOptions, relayOptionsSchema, type ResolvedRelayOptions } from '../options.ts';
 import { type BackoffPolicy, defaultBackoff, retryHorizonMs } from './backoff.ts';
-import { createRelayPool, type RelayDatabase, relayConnectionConfig, timedDatabase } from './relay-pool.ts';
+import { createRelayPool, explainRefusedConnection, type RelayDatabase, relayConnectionConfig, timedDatabase } from './relay-pool.ts';
 import { listenForWakeups, type Wakeup } from './relay-wakeup.ts';
 import { DatabaseClock } from './database-clock.ts';
 import { HEARTBEAT_MILLISECONDS, type HeldLease, queuedLeaseMs, renewalsDue } from './lease-plan.ts';
@@ -168,7 +168,14 @@ class OutboxRelay implements Relay {
     this.logger = options.logger ?? consoleLogger;
     this.ownsPool = options.pool === undefined;
     this.pool = options.pool ?? this.ownPool();
-    this.db = timedDatabase(this.pool, options.statementTimeoutMs);
+    this.db = timedDatabase(this.pool, options.statementTimeoutMs, {
+      named: options.pooler !== 'transaction',
+      onMisplaced: (error) =>
+        this.logger.warn(
+          `a named statement met a pooler in transaction mode (${(error as Error).message}); going on without names. ` +
+            "Start the relay with pooler: 'transaction', which also stops its LISTEN (such a pooler delivers no notifications).",
+        ),
+    });
     this.clock = new DatabaseClock((text) => this.db.query({ text }));
     this.route = routeTopics(options.sinks);
     this.backoff = defaultBackoff(options.backoff);
@@ -196,12 +203,16 @@ class OutboxRelay implements Relay {
       await this.closeSinks();
       await this.workerPool?.end();
       if (this.ownsPool) await this.pool.end();
-      throw error;
+      throw this.ownsPool ? explainRefusedConnection(error, this.options.pooler) : error;
     }
     const clientConfig: pg.ClientConfig = this.ownsPool
-      ? relayConnectionConfig(this.options.connectionString!, this.options.statementTimeoutMs)
+      ? relayConnectionConfig(this.options.connectionString!, this.options.statementTimeoutMs, this.options.pooler)
       : ((this.pool as pg.Pool & { options: pg.ClientConfig }).options ?? {});
-    this.wakeup = listenForWakeups(clientConfig, () => this.wake(), (error) => this.logger.warn(`wake-up listener: ${(error as Error).message}`));
+    // Through a transaction-mode pooler a LISTEN lands on some server connection and stays there
+    // after the relay's client moved on: nothing would reach the relay. It polls instead.
+    if (this.options.pooler !== 'transaction') {
+      this.wakeup = listenForWakeups(clientConfig, () => this.wake(), (error) => this.logger.warn(`wake-up listener: ${(error as Error).message}`));
+    }
     this.clockSync = setInterval(() => {
       this.clock.measure().catch((error: unknown) => this.logger.warn(`measuring the database clock failed: ${(error as Error).message}`));
     }, CLOCK_SYNC_MILLISECONDS);
@@ -240,7 +251,7 @@ class OutboxRelay implements Relay {
    * connection terminated while the pool is ending, is an uncaught exception (README, "Pools").
    */
   private ownPool(): pg.Pool {
-    const pool = createRelayPool(this.options.connectionString!, this.options.statementTimeoutMs);
+    const pool = createRelayPool(this.options.connectionString!, this.options.statementTimeoutMs, this.options.pooler);
     pool.on('error', (error) => this.logger.warn(`idle connection failed: ${error.message}`));
     pool.on('connect', (client) => client.on('error', (error) => this.logger.warn(`connection failed: ${error.message}`)));
     return pool;
@@ -266,6 +277,8 @@ class OutboxRelay implements Relay {
       pgPool: this.workerPool ?? this.pool,
       concurrency: 1,
       noHandleSignals: true,
+      // graphile-worker's own answer to transaction-mode poolers (its LISTEN only costs latency).
+      noPreparedStatements: this.options.pooler === 'transaction',
       logger,
       taskList: {
         [SWEEP_TASK]: async () => {
