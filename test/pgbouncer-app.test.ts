@@ -5,14 +5,15 @@
  * duplicates, enqueue, receiveOnce, the two-phase mode, and tenant isolation while many clients
  * share one server connection. The tenant is a transaction-local setting (set_config(..., true)),
  * so it cannot follow a server connection to the next client; the first test shows that a
- * session-level setting would, so the isolation tests could see a leak if there were one.
+ * session-level setting would, so the isolation tests could see a leak if there were one. Statement
+ * mode cannot work (a transaction holds several statements): withTenant says which mode to use.
  *
  * Without PgBouncer the suite is skipped, unless CI or ONCE_REQUIRE_SERVICES is set.
  */
 import { type Kysely, sql, type Transaction } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { enqueue, receiveOnce, runIdempotent, runIdempotentExternal, SQLSTATE_TENANT_MISSING, withTenant } from '../src/index.ts';
+import { enqueue, PoolerSettingError, receiveOnce, runIdempotent, runIdempotentExternal, SQLSTATE_TENANT_MISSING, withTenant } from '../src/index.ts';
 import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
 import { errorOf } from './support/error-of.ts';
 import { type Pgbouncer, pgbouncerAvailable, pgbouncerRequired, requirePgbouncer, startPgbouncer } from './support/pgbouncer.ts';
@@ -34,6 +35,8 @@ function orderHandler(key: string) {
 describe.skipIf(!pgbouncerAvailable && !pgbouncerRequired)('the application path through PgBouncer (pool_mode = transaction)', () => {
   let fx: AppFixture;
   let bouncer: Pgbouncer;
+  /** pool_mode = statement. */
+  let statementMode: Pgbouncer;
   /** Kysely through PgBouncer: many clients, two server connections. */
   let app: Kysely<any>;
   /** Kysely through PgBouncer: ten clients, ONE server connection. */
@@ -46,6 +49,7 @@ describe.skipIf(!pgbouncerAvailable && !pgbouncerRequired)('the application path
     requirePgbouncer();
     fx = await createAppFixture();
     bouncer = await startPgbouncer({ databases: { app: fx.appUrl, solo: fx.appUrl }, poolSize: 2, aliasPoolSizes: { solo: 1 } });
+    statementMode = await startPgbouncer({ databases: { app: fx.appUrl }, poolMode: 'statement' });
     app = fx.database.kysely(bouncer.url('app'), { max: 34 });
     solo = fx.database.kysely(bouncer.url('solo'), { max: 10 });
     first = new pg.Client({ connectionString: bouncer.url('solo') });
@@ -58,7 +62,7 @@ describe.skipIf(!pgbouncerAvailable && !pgbouncerRequired)('the application path
   afterAll(async () => {
     await Promise.all([first?.end().catch(() => {}), second?.end().catch(() => {})]);
     await fx?.close();
-    await bouncer?.stop();
+    await Promise.all([bouncer?.stop(), statementMode?.stop()]);
   });
 
   /** The one server connection's backend and its tenant setting, as a client outside any transaction sees them. */
@@ -187,5 +191,13 @@ describe.skipIf(!pgbouncerAvailable && !pgbouncerRequired)('the application path
     for (const outcome of outcomes) expect(outcome.value).toStrictEqual({ chargeId: `ch_${key}` });
     const [record] = await fx.rows<{ status: string }>('idempotency_keys', `key = '${key}'`);
     expect(record?.status).toBe('completed');
+  });
+
+  it('refuses statement mode with a coded error naming the pool modes that work', async () => {
+    const db = fx.database.kysely(statementMode.url('app'), { max: 1 });
+    const error = await errorOf(withTenant(db, 'tenant-a', (tx) => runIdempotent(tx, freshKey('statement'), async () => 1)));
+    expect(error).toBeInstanceOf(PoolerSettingError);
+    expect(error).toMatchObject({ code: 'POOLER_SETTING_REQUIRED' });
+    expect(error.message).toContain('pool_mode = transaction or session');
   });
 });
