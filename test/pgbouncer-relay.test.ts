@@ -10,9 +10,14 @@
  *
  * Without PgBouncer the suite is skipped, unless CI or ONCE_REQUIRE_SERVICES is set.
  */
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { PoolerSettingError, startRelay, type DeliveryEvent, type Relay, type RelayOptions } from '../src/index.ts';
+import { loadRelayConfig } from '../src/cli/relay-config.ts';
 import { timedDatabase } from '../src/outbox/relay-pool.ts';
 import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
 import { errorOf } from './support/error-of.ts';
@@ -131,5 +136,20 @@ describe.skipIf(!pgbouncerAvailable && !pgbouncerRequired)('the relay through Pg
     const error = await errorOf(relayThrough(transaction, { pooler: 'statement' as never }));
     expect(error).toMatchObject({ code: 'INVALID_OPTIONS' });
     expect(error.issues[0].path).toStrictEqual(['pooler']);
+  });
+
+  it('takes the pool mode from the command line (pg-once relay --pooler transaction)', async () => {
+    const directory = await mkdtemp(join(tmpdir(), 'once-pooler-'));
+    try {
+      const file = join(directory, 'relay.json');
+      const secret = `whsec_${randomBytes(32).toString('base64')}`;
+      await writeFile(file, JSON.stringify({ sinks: { '>': { http: { url: 'http://127.0.0.1:9/hooks', secret } } } }));
+      const config = await loadRelayConfig({ config: file, pooler: 'transaction' });
+      expect(config.pooler).toBe('transaction');
+      const relay = await startRelay({ ...config, sinks: config.sinks!, connectionString: transaction.url('relay'), handleSignals: false, sweep: false });
+      relays.push(relay);
+    } finally {
+      await rm(directory, { recursive: true, force: true });
+    }
   });
 });

@@ -6,6 +6,7 @@ import { loadRelayConfig } from './relay-config.ts';
 
 const HELP = `Usage: pg-once relay [--config <file>] [--http <url> [--webhook-secret-file <file>]]
                     [--nats <servers> --nats-subject <subject>] [--concurrency <n>] [--max-attempts <n>]
+                    [--pooler none|session|transaction]
 
 Delivers outbox events to sinks until SIGTERM or SIGINT, then finishes or releases in-flight
 deliveries and exits. Connect as a login granted this database's relay role (\`pg-once roles\`).
@@ -22,7 +23,12 @@ shorter than 16 bytes are refused.
 
 --config: a .js/.mjs/.ts module default-exporting relay options, or a .json file with built-in
 sinks, e.g. {"sinks": {"orders.*": {"http": {"url": "https://...", "secret": "whsec_..."}}}}.
-HTTP deliveries are retried on every answer but 2xx and 410 Gone (then the event is dead).`;
+HTTP deliveries are retried on every answer but 2xx and 410 Gone (then the event is dead).
+
+--pooler: the pool mode of PgBouncer (or another pooler) between the relay and Postgres. Behind
+one the relay sends no session settings at connect (give its login statement_timeout and
+jit = off with ALTER ROLE ... SET); in transaction mode it also uses no named statements and no
+LISTEN (it polls). Statement mode cannot work.`;
 
 export const relayCommand: Command = {
   summary: 'deliver outbox events to sinks (HTTP webhooks, NATS JetStream, your own)',
@@ -37,6 +43,7 @@ export const relayCommand: Command = {
       'nats-subject': { type: 'string' },
       concurrency: { type: 'string' },
       'max-attempts': { type: 'string' },
+      pooler: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     });
     if (values.help) {
@@ -52,6 +59,7 @@ export const relayCommand: Command = {
       natsSubject: values['nats-subject'],
       concurrency: values.concurrency,
       maxAttempts: values['max-attempts'],
+      pooler: values.pooler,
     });
     const connection =
       config.pool || (config.connectionString && !values['database-url'])
