@@ -61,6 +61,7 @@ export {
   DeliveryRejectedError,
   EventNotFoundError,
   NoSinkError,
+  PoolerSettingError,
   SinkMisconfiguredError,
   IdempotencyInProgressError,
   IdempotencyKeyReusedError,

@@ -285,6 +285,22 @@ export const relayOptionsSchema = z
      */
     statementTimeoutMs: z.number().int().min(100).max(600_000).default(10_000),
     /**
+     * The pool mode of a connection pooler between the relay and Postgres (PgBouncer's
+     * `pool_mode`), so the relay uses only what passes through it:
+     * - `'none'`: a direct connection. The relay pins its session settings at connect
+     *   (statement_timeout, jit = off, DateStyle, ...), uses named prepared statements and LISTENs
+     *   for wake-ups.
+     * - `'session'`: sends no session settings at connect (PgBouncer refuses the startup
+     *   `options` parameter); give the relay's login them instead:
+     *   `ALTER ROLE ... SET statement_timeout = '10s'; ALTER ROLE ... SET jit = off`.
+     * - `'transaction'`: as `'session'`, and no named prepared statements (PgBouncer before 1.21
+     *   sends each to whichever server connection is free, where it does not exist) and no LISTEN
+     *   (a notification reaches no one): the relay polls, every `pollIntervalMs`.
+     * Statement mode cannot work: pg-once's transactions hold several statements.
+     * (Default: 'none')
+     */
+    pooler: z.enum(['none', 'session', 'transaction']).default('none'),
+    /**
      * TTL sweeps, scheduled with graphile-worker's cron (one run per tick across all relays):
      * `{ schedule, batchSize, outboxRetention, auditRetention }`, or false for none.
      * (Default: every 5 minutes, with sweep()'s defaults)

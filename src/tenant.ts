@@ -6,7 +6,7 @@
  */
 import type { Kysely, Transaction } from 'kysely';
 import { sql } from 'kysely';
-import { CallAbortedError, InvalidTenantError, NotInstalledError, RlsBypassError, translateDatabaseError, WrongRoleError } from './errors.ts';
+import { CallAbortedError, InvalidTenantError, NotInstalledError, PoolerSettingError, RlsBypassError, translateDatabaseError, WrongRoleError } from './errors.ts';
 import { isRecordedIn } from './idempotency/recorded-failure.ts';
 import { setTransactionState, type TransactionState } from './idempotency/transaction-state.ts';
 import { INSTALLED_ROLE_COLUMNS } from './internal/role-names.ts';
@@ -103,6 +103,12 @@ export const IDLE_IN_TRANSACTION_TIMEOUT_MILLISECONDS = 60 * 1_000;
 
 /** SQLSTATE in_failed_sql_transaction: a statement in a transaction that is already aborted. */
 const IN_FAILED_TRANSACTION = '25P02';
+/**
+ * SQLSTATE protocol_violation: what PgBouncer in pool_mode = statement answers to BEGIN ("transaction
+ * blocks not allowed in statement pooling mode"). A driver that speaks to Postgres itself never
+ * meets it in a transaction.
+ */
+const PROTOCOL_VIOLATION = '08P01';
 
 /**
  * An idempotent call that failed aborts its transaction on purpose (once.abort_call). Code that
@@ -116,6 +122,13 @@ function translateTransactionError(error: unknown, state: TransactionState | und
       'pg-once: an idempotent call failed in this transaction, which it aborted on purpose so that nothing of the call ' +
         'could commit; nothing of the transaction committed. Let the error propagate, or retry the whole transaction.',
       { cause: state.abortedBy.error },
+    );
+  }
+  if ((error as { code?: unknown } | null)?.code === PROTOCOL_VIOLATION) {
+    return new PoolerSettingError(
+      `pg-once: the connection refused withTenant's transaction (${(error as Error).message}). pg-once needs transactions ` +
+        "of several statements: behind PgBouncer, use pool_mode = transaction or session, not statement.",
+      { cause: error },
     );
   }
   return translateDatabaseError(error);

@@ -7,7 +7,7 @@ import { loadRelayConfig } from './relay-config.ts';
 
 const HELP = `Usage: pg-once relay [--config <file>] [--http <url> [--webhook-secret-file <file>]]
                     [--nats <servers> --nats-subject <subject>] [--concurrency <n>] [--max-attempts <n>]
-                    [--log-format text|json]
+                    [--log-format text|json] [--pooler none|session|transaction]
 
 Delivers outbox events to sinks until SIGTERM or SIGINT, then finishes or releases in-flight
 deliveries and exits. Connect as a login granted this database's relay role (\`pg-once roles\`).
@@ -29,7 +29,12 @@ HTTP deliveries are retried on every answer but 2xx and 410 Gone (then the event
 --log-format: one line per record on stdout, \`text\` (the default) or \`json\` (pino's shape:
 {"level":30,"time":<ms>,"pid":..,"hostname":..,"name":"pg-once",...fields,"msg":..}). Logged: start
 with the settings, stop with counts, retries with their reason and dead events (both at most a
-few lines per topic every 10 s, with the count of those left out), and the relay's own trouble.`;
+few lines per topic every 10 s, with the count of those left out), and the relay's own trouble.
+
+--pooler: the pool mode of PgBouncer (or another pooler) between the relay and Postgres. Behind
+one the relay sends no session settings at connect (give its login statement_timeout and
+jit = off with ALTER ROLE ... SET); in transaction mode it also uses no named statements and no
+LISTEN (it polls). Statement mode cannot work.`;
 
 export const relayCommand: Command = {
   summary: 'deliver outbox events to sinks (HTTP webhooks, NATS JetStream, your own)',
@@ -45,6 +50,7 @@ export const relayCommand: Command = {
       concurrency: { type: 'string' },
       'max-attempts': { type: 'string' },
       'log-format': { type: 'string' },
+      pooler: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     });
     if (values.help) {
@@ -60,6 +66,7 @@ export const relayCommand: Command = {
       natsSubject: values['nats-subject'],
       concurrency: values.concurrency,
       maxAttempts: values['max-attempts'],
+      pooler: values.pooler,
     });
     const connection =
       config.pool || (config.connectionString && !values['database-url'])

@@ -21,7 +21,7 @@ import { DeliveryFailedError, DeliveryRejectedError, NoSinkError } from '../erro
 import { assertRelayRole } from '../internal/operator-role.ts';
 import { parseOptions, type RelayOptions, relayOptionsSchema, type ResolvedRelayOptions } from '../options.ts';
 import { type BackoffPolicy, defaultBackoff, retryHorizonMs } from './backoff.ts';
-import { createRelayPool, type RelayDatabase, relayConnectionConfig, timedDatabase } from './relay-pool.ts';
+import { createRelayPool, explainRefusedConnection, type RelayDatabase, relayConnectionConfig, timedDatabase } from './relay-pool.ts';
 import { listenForWakeups, type Wakeup } from './relay-wakeup.ts';
 import { DatabaseClock } from './database-clock.ts';
 import { HEARTBEAT_MILLISECONDS, type HeldLease, queuedLeaseMs, renewalsDue } from './lease-plan.ts';
@@ -164,7 +164,14 @@ class OutboxRelay implements Relay {
     this.logger = new RelayLog(options.logger, this.id);
     this.ownsPool = options.pool === undefined;
     this.pool = options.pool ?? this.ownPool();
-    this.db = timedDatabase(this.pool, options.statementTimeoutMs);
+    this.db = timedDatabase(this.pool, options.statementTimeoutMs, {
+      named: options.pooler !== 'transaction',
+      onMisplaced: (error) =>
+        this.logger.warn(
+          `a named statement met a pooler in transaction mode (${(error as Error).message}); going on without names. ` +
+            "Start the relay with pooler: 'transaction', which also stops its LISTEN (such a pooler delivers no notifications).",
+        ),
+    });
     this.clock = new DatabaseClock((text) => this.db.query({ text }));
     this.route = routeTopics(options.sinks);
     this.backoff = defaultBackoff(options.backoff);
@@ -192,12 +199,16 @@ class OutboxRelay implements Relay {
       await this.closeSinks();
       await this.workerPool?.end();
       if (this.ownsPool) await this.pool.end();
-      throw error;
+      throw this.ownsPool ? explainRefusedConnection(error, this.options.pooler) : error;
     }
     const clientConfig: pg.ClientConfig = this.ownsPool
-      ? relayConnectionConfig(this.options.connectionString!, this.options.statementTimeoutMs)
+      ? relayConnectionConfig(this.options.connectionString!, this.options.statementTimeoutMs, this.options.pooler)
       : ((this.pool as pg.Pool & { options: pg.ClientConfig }).options ?? {});
-    this.wakeup = listenForWakeups(clientConfig, () => this.wake(), (error) => this.logger.warn('wake-up listener failed', { err: error }));
+    // Through a transaction-mode pooler a LISTEN lands on some server connection and stays there
+    // after the relay's client moved on: nothing would reach the relay. It polls instead.
+    if (this.options.pooler !== 'transaction') {
+      this.wakeup = listenForWakeups(clientConfig, () => this.wake(), (error) => this.logger.warn('wake-up listener failed', { err: error }));
+    }
     this.clockSync = setInterval(() => {
       this.clock.measure().catch((error: unknown) => this.logger.warn('measuring the database clock failed', { err: error }));
     }, CLOCK_SYNC_MILLISECONDS);
@@ -237,7 +248,7 @@ class OutboxRelay implements Relay {
    * connection terminated while the pool is ending, is an uncaught exception (README, "Pools").
    */
   private ownPool(): pg.Pool {
-    const pool = createRelayPool(this.options.connectionString!, this.options.statementTimeoutMs);
+    const pool = createRelayPool(this.options.connectionString!, this.options.statementTimeoutMs, this.options.pooler);
     pool.on('error', (error) => this.logger.warn('idle connection failed', { err: error }));
     pool.on('connect', (client) => client.on('error', (error) => this.logger.warn('connection failed', { err: error })));
     return pool;
@@ -263,6 +274,8 @@ class OutboxRelay implements Relay {
       pgPool: this.workerPool ?? this.pool,
       concurrency: 1,
       noHandleSignals: true,
+      // graphile-worker's own answer to transaction-mode poolers (its LISTEN only costs latency).
+      noPreparedStatements: this.options.pooler === 'transaction',
       logger,
       taskList: {
         [SWEEP_TASK]: async () => {
