@@ -25,7 +25,7 @@ import { type BackoffPolicy, defaultBackoff, retryHorizonMs } from './backoff.ts
 import { createRelayPool, type RelayDatabase, relayConnectionConfig, timedDatabase } from './relay-pool.ts';
 import { listenForWakeups, type Wakeup } from './relay-wakeup.ts';
 import { DatabaseClock } from './database-clock.ts';
-import { HEARTBEAT_MILLISECONDS, type HeldLease, queuedLeaseMs, renewalsDue } from './lease-plan.ts';
+import { HEARTBEAT_MILLISECONDS, type HeldLease, leaseOf, queuedLeaseMs, renewalsDue } from './lease-plan.ts';
 import { StartRate } from './start-rate.ts';
 import { TenantQueue } from './tenant-queue.ts';
 import { routeTopics, type SinkRouter } from './route-topic.ts';
@@ -33,7 +33,7 @@ import type { Sink } from './sink.ts';
 import { runSink } from './run-sink.ts';
 import { deliveryFailure } from './delivery-failure.ts';
 import { type Claim, type ClaimedEvent, claimEvents } from './sql/claim-events.ts';
-import type { EventRef, LeaseRef } from './sql/event-refs.ts';
+import { eventKey, type LeaseRef } from './sql/event-refs.ts';
 import { markDelivered } from './sql/mark-delivered.ts';
 import { type Failure, markFailed } from './sql/mark-failed.ts';
 import { releaseEvents } from './sql/release-events.ts';
@@ -84,15 +84,6 @@ interface InFlight {
   controller: AbortController;
   /** Set when shutdown gave up on this delivery: its outcome is ignored, the event released. */
   released: boolean;
-}
-
-/** What the relay keeps of an event once its delivery is over: the claim, not the payload. */
-function leaseOf(event: HeldLease): HeldLease {
-  return { tenantId: event.tenantId, id: event.id, attempt: event.attempt, leaseUntil: event.leaseUntil };
-}
-
-function eventKey(event: EventRef): string {
-  return `${event.tenantId}\u0000${event.id}`;
 }
 
 const consoleLogger: RelayLogger = {
