@@ -2,10 +2,13 @@
  * drainOnce, the serverless relay: many drains at once (and a relay beside them) keep every relay
  * guarantee; a deadline hands back what it cut; nothing is left leased or running.
  */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { afterEach, expect, it } from 'vitest';
 import { type DeliveryEvent, drainOnce, type DrainResult, InvalidOptionsError, startRelay, WrongRoleError } from '../src/index.ts';
 import { fillOutbox } from './support/outbox-helpers.ts';
 import { QUIET_RELAY, useRelayFixture } from './support/relay-fixture.ts';
+import { startWebhookReceiver } from './support/webhook-receiver.ts';
 
 const setting = useRelayFixture(8);
 const QUIET = { logger: QUIET_RELAY.logger };
@@ -145,3 +148,19 @@ it('refuses bad options and a login without the relay role, with coded errors', 
   expect(wrong).toBeInstanceOf(WrongRoleError);
   expect((wrong as WrongRoleError).code).toBe('WRONG_ROLE');
 });
+
+it('pg-once relay --once delivers to a real receiver, prints the counts and exits by itself', async () => {
+  const refs = await fillOutbox(setting.fx.app, { count: 12, tenants: 3 });
+  const receiver = await startWebhookReceiver();
+  try {
+    // A process that left a pool, a LISTEN or a timer behind would not exit: the timeout kills it and fails the test.
+    const { stdout } = await promisify(execFile)(process.execPath, ['src/cli.ts', 'relay', '--once', '--json', '--deadline', '20000', '--http', receiver.url], {
+      env: { ...process.env, DATABASE_URL: setting.relayUrl, ONCE_WEBHOOK_SECRET: receiver.secret },
+      timeout: 60_000,
+    });
+    expect(JSON.parse(stdout)).toEqual({ delivered: 12, failed: 0, dead: 0, released: 0, reason: 'drained' });
+    expect(new Set(receiver.accepted.map((delivery) => delivery.webhookId))).toEqual(new Set(refs.map((ref) => ref.dedupeId)));
+  } finally {
+    await receiver.close();
+  }
+}, 90_000);

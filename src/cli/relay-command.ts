@@ -1,4 +1,6 @@
+import { InvalidOptionsError } from '../errors.ts';
 import { startRelay } from '../outbox/start-relay.ts';
+import { drainOnceCommand } from './drain-once-command.ts';
 import type { Command } from './command.ts';
 import { databaseUrl } from './database-url.ts';
 import { parseFlags } from './parse-flags.ts';
@@ -6,6 +8,7 @@ import { loadRelayConfig } from './relay-config.ts';
 
 const HELP = `Usage: pg-once relay [--config <file>] [--http <url> [--webhook-secret-file <file>]]
                     [--nats <servers> --nats-subject <subject>] [--concurrency <n>] [--max-attempts <n>]
+                    [--once [--deadline <ms>] [--max <n>] [--json]]
 
 Delivers outbox events to sinks until SIGTERM or SIGINT, then finishes or releases in-flight
 deliveries and exits. Connect as a login granted this database's relay role (\`pg-once roles\`).
@@ -22,7 +25,12 @@ shorter than 16 bytes are refused.
 
 --config: a .js/.mjs/.ts module default-exporting relay options, or a .json file with built-in
 sinks, e.g. {"sinks": {"orders.*": {"http": {"url": "https://...", "secret": "whsec_..."}}}}.
-HTTP deliveries are retried on every answer but 2xx and 410 Gone (then the event is dead).`;
+HTTP deliveries are retried on every answer but 2xx and 410 Gone (then the event is dead).
+
+--once: for a cron (Vercel, Lambda, a CronJob): deliver what is due within --deadline (default
+10000 ms), at most --max deliveries, hand back the rest and exit 0 with the counts (delivered,
+failed, dead, released); non-zero only when the database or the configuration fails. Safe to run
+from many invocations at once. No sweeps: schedule \`pg-once sweep\` too.`;
 
 export const relayCommand: Command = {
   summary: 'deliver outbox events to sinks (HTTP webhooks, NATS JetStream, your own)',
@@ -37,6 +45,10 @@ export const relayCommand: Command = {
       'nats-subject': { type: 'string' },
       concurrency: { type: 'string' },
       'max-attempts': { type: 'string' },
+      once: { type: 'boolean' },
+      deadline: { type: 'string' },
+      max: { type: 'string' },
+      json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     });
     if (values.help) {
@@ -57,6 +69,10 @@ export const relayCommand: Command = {
       config.pool || (config.connectionString && !values['database-url'])
         ? {}
         : { connectionString: databaseUrl(values['database-url']) };
+    if (!values.once && (values.deadline !== undefined || values.max !== undefined || values.json)) {
+      throw new InvalidOptionsError('command line', [{ path: [], message: '--deadline, --max and --json go with --once', code: 'invalid_flag' }]);
+    }
+    if (values.once) return drainOnceCommand({ ...config, ...connection }, values);
     const relay = await startRelay({ ...config, ...connection, sinks: config.sinks!, handleSignals: true });
     console.log(`pg-once relay ${relay.id}: delivering (Ctrl-C to stop)`);
   },
