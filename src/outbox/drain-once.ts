@@ -30,7 +30,7 @@ import { type DrainOnceOptions, drainOptionsSchema, type DrainResult, type Resol
 import { HEARTBEAT_MILLISECONDS, type HeldLease, leaseOf, queuedLeaseMs, renewalsDue } from './lease-plan.ts';
 import { createRelayPool, type RelayDatabase, timedDatabase } from './relay-pool.ts';
 import { routeTopics, type SinkRouter } from './route-topic.ts';
-import { runSink } from './run-sink.ts';
+import { type InFlight, runSink } from './run-sink.ts';
 import type { Sink } from './sink.ts';
 import { type ClaimedEvent, claimEvents } from './sql/claim-events.ts';
 import { eventKey, type LeaseRef } from './sql/event-refs.ts';
@@ -57,13 +57,6 @@ export async function drainOnce(options: DrainOnceOptions): Promise<DrainResult>
   return new OutboxDrain(resolved).run();
 }
 
-interface Delivery {
-  event: ClaimedEvent;
-  controller: AbortController;
-  /** Cut by the deadline or the signal: its outcome is ignored, its event released. */
-  released: boolean;
-}
-
 const consoleLogger: RelayLogger = {
   warn: (message) => console.warn(`[pg-once drain] ${message}`),
   error: (message, error) => console.error(`[pg-once drain] ${message}`, error ?? ''),
@@ -80,7 +73,7 @@ class OutboxDrain {
   private readonly backoff: BackoffPolicy;
   private readonly budget: ByteBudget;
   private readonly queue = new TenantQueue<ClaimedEvent>();
-  private readonly inFlight = new Map<string, Delivery>();
+  private readonly inFlight = new Map<string, InFlight>();
   /** Outcomes not yet written, and every outcome until it is written (renewed meanwhile). */
   private delivered: HeldLease[] = [];
   private failed: Failure[] = [];
@@ -246,7 +239,7 @@ class OutboxDrain {
   private deliver(event: ClaimedEvent): void {
     this.started += 1;
     const key = eventKey(event);
-    const delivery: Delivery = { event, controller: new AbortController(), released: false };
+    const delivery: InFlight = { event, controller: new AbortController(), released: false };
     this.inFlight.set(key, delivery);
     const { deliveryTimeoutMs } = this.options;
     const timeout = setTimeout(() => delivery.controller.abort(new DeliveryFailedError(`delivery timed out after ${deliveryTimeoutMs} ms`)), deliveryTimeoutMs);

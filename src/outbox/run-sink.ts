@@ -6,6 +6,14 @@ import type { SinkRouter } from './route-topic.ts';
 import type { DeliveryEvent, Sink } from './sink.ts';
 import type { ClaimedEvent } from './sql/claim-events.ts';
 
+/** A delivery under way, as the relay and drainOnce track it. */
+export interface InFlight {
+  event: ClaimedEvent;
+  controller: AbortController;
+  /** Given up on (shutdown, a drain's deadline): its outcome is ignored, its event released. */
+  released: boolean;
+}
+
 /**
  * Runs the sink the event's topic routes to, but never waits past an abort: a sink that ignores
  * its signal is left behind. Whatever the sink does wrong is a failed attempt, never an escape

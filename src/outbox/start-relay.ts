@@ -30,7 +30,7 @@ import { StartRate } from './start-rate.ts';
 import { TenantQueue } from './tenant-queue.ts';
 import { routeTopics, type SinkRouter } from './route-topic.ts';
 import type { Sink } from './sink.ts';
-import { runSink } from './run-sink.ts';
+import { type InFlight, runSink } from './run-sink.ts';
 import { deliveryFailure } from './delivery-failure.ts';
 import { type Claim, type ClaimedEvent, claimEvents } from './sql/claim-events.ts';
 import { eventKey, type LeaseRef } from './sql/event-refs.ts';
@@ -77,13 +77,6 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
   const relay = new OutboxRelay(resolved);
   await relay.start();
   return relay;
-}
-
-interface InFlight {
-  event: ClaimedEvent;
-  controller: AbortController;
-  /** Set when shutdown gave up on this delivery: its outcome is ignored, the event released. */
-  released: boolean;
 }
 
 const consoleLogger: RelayLogger = {
