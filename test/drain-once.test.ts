@@ -33,8 +33,9 @@ it('many drains at once, beside a relay: every event delivered once (but for ret
   const keyOf = new Map(refs.map((ref) => [`${ref.tenantId}/${ref.id}`, ref.seq % 2 === 1 ? undefined : ref.orderingKey]));
   const successes: DeliveryEvent[] = [];
   const failedOnce = new Set<string>();
-  const sink = async (event: DeliveryEvent) => {
+  const sink = async (event: DeliveryEvent, { signal }: { signal: AbortSignal }) => {
     await pause(Math.random() * 3);
+    signal.throwIfAborted(); // cut by a drain's deadline: handed back, not delivered
     const seq = (event.payload as { seq: number }).seq;
     // Every 23rd event fails its first attempt: a retry, and a key held back behind it.
     if (seq % 23 === 0 && !failedOnce.has(event.dedupeId)) {
