@@ -88,6 +88,29 @@ export interface DrainResult {
 
 const relay = relayOptionsSchema.shape;
 
+/** A refinement: its check and the issue it raises. */
+type Refinement<O> = [check: (options: O) => boolean, issue: { message: string; path: PropertyKey[] }];
+
+/** The relay's rule: exactly one of connectionString and pool. */
+export function oneConnection(): Refinement<{ connectionString?: string | undefined; pool?: unknown }> {
+  return [
+    (options) => (options.connectionString === undefined) !== (options.pool === undefined),
+    { message: 'give exactly one of connectionString and pool', path: ['connectionString'] },
+  ];
+}
+
+/**
+ * deliveryTimeoutMs under the time a drain has (the option `limit`): a delivery cut by the end of
+ * that time is handed back uncounted, so a receiver that always hangs must time out first to use
+ * up its attempts.
+ */
+export function timeoutWithin<K extends string>(limit: K): Refinement<{ deliveryTimeoutMs?: number | undefined } & Record<K, number>> {
+  return [
+    (options) => options.deliveryTimeoutMs === undefined || options.deliveryTimeoutMs < options[limit],
+    { message: `deliveryTimeoutMs must be shorter than ${limit} (a delivery cut by its end is not counted as an attempt)`, path: ['deliveryTimeoutMs'] },
+  ];
+}
+
 export const drainOptionsSchema = z
   .object({
     connectionString: relay.connectionString,
@@ -107,14 +130,8 @@ export const drainOptionsSchema = z
     logger: relay.logger,
   })
   .strict()
-  .refine((options) => (options.connectionString === undefined) !== (options.pool === undefined), {
-    message: 'give exactly one of connectionString and pool',
-    path: ['connectionString'],
-  })
-  .refine((options) => options.deliveryTimeoutMs === undefined || options.deliveryTimeoutMs < options.deadlineMs, {
-    message: 'deliveryTimeoutMs must be shorter than deadlineMs (a delivery cut by the deadline is not counted as an attempt)',
-    path: ['deliveryTimeoutMs'],
-  })
+  .refine(...oneConnection())
+  .refine(...timeoutWithin('deadlineMs'))
   .transform((options) => ({
     ...options,
     deliveryTimeoutMs: options.deliveryTimeoutMs ?? Math.min(RELAY_DELIVERY_TIMEOUT_MILLISECONDS, Math.floor(options.deadlineMs / 2)),

@@ -4,7 +4,7 @@
  */
 import type pg from 'pg';
 import { z } from 'zod';
-import { drainOptionsSchema } from '../../outbox/drain-options.ts';
+import { drainOptionsSchema, oneConnection, timeoutWithin } from '../../outbox/drain-options.ts';
 import type { DrainOnceOptions } from '../../outbox/drain-options.ts';
 import type { SweepOptions } from '../../sweep.ts';
 import { sweepOptionsSchema } from '../../sweep.ts';
@@ -50,11 +50,5 @@ export const outboxTasksOptionsSchema = z
     workerSchema: z.string().min(1).max(63).default('graphile_worker'),
   })
   .strict()
-  .refine((options) => (options.connectionString === undefined) !== (options.pool === undefined), {
-    message: 'give exactly one of connectionString and pool',
-    path: ['connectionString'],
-  })
-  .refine((options) => options.deliveryTimeoutMs === undefined || options.deliveryTimeoutMs < options.sliceMs, {
-    message: 'deliveryTimeoutMs must be shorter than sliceMs (a delivery cut by the end of a slice is not counted as an attempt)',
-    path: ['deliveryTimeoutMs'],
-  });
+  .refine(...oneConnection())
+  .refine(...timeoutWithin('sliceMs'));
