@@ -165,3 +165,32 @@ it('pg-once relay --once delivers to a real receiver, prints the counts and exit
     await receiver.close();
   }
 }, 90_000);
+
+it('delivers an event cut short twice alone, and declares one out of attempts dead, as the relay does', async () => {
+  const refs = await fillOutbox(setting.fx.app, { count: 12, tenants: 2 });
+  const [poison, exhausted] = [refs[3]!, refs[7]!];
+  // Their last attempts ended without an outcome (a crash): locked_by still set, the lease over.
+  const cutShort = `UPDATE once.outbox_events SET locked_by = 'a-dead-drain', attempts = $3, next_attempt_at = now() - interval '1 second' WHERE tenant_id = $1 AND id = $2`;
+  await setting.fx.database.admin.query(cutShort, [poison.tenantId, poison.id, 2]);
+  await setting.fx.database.admin.query(cutShort, [exhausted.tenantId, exhausted.id, 5]);
+  let inFlight = 0;
+  let besidePoison = -1;
+  const result = await drainOnce({
+    connectionString: setting.relayUrl,
+    maxAttempts: 5,
+    sinks: {
+      '>': async (event) => {
+        inFlight += 1;
+        if (event.dedupeId === poison.dedupeId) besidePoison = inFlight - 1;
+        await pause(5);
+        inFlight -= 1;
+      },
+    },
+    ...QUIET,
+  });
+  expect(result).toMatchObject({ reason: 'drained', delivered: 11, dead: 1, failed: 0 });
+  expect(besidePoison).toBe(0);
+  const { rows } = await setting.fx.database.admin.query<{ status: string; last_error: string }>('SELECT status, last_error FROM once.outbox_events WHERE id = $1', [exhausted.id]);
+  expect(rows[0]).toMatchObject({ status: 'dead' });
+  expect(rows[0]!.last_error).toContain('without an outcome');
+});

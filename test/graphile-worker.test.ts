@@ -99,6 +99,16 @@ it('the watchdog leaves a live chain alone', async () => {
   expect(rows[0]!.n).toBe(1);
 });
 
+it('the watchdog restarts a chain whose worker died mid-slice', async () => {
+  const refs = await fillOutbox(setting.fx.app, { count: 5, tenants: 2 });
+  // The chain's job, locked by a worker that is gone (graphile-worker would free it after 4 hours).
+  await setting.fx.database.admin.query(`SELECT graphile_worker.add_job($1, job_key := $1)`, [OUTBOX_TASKS.deliver]);
+  await setting.fx.database.admin.query(`UPDATE graphile_worker._private_jobs SET locked_at = now() - interval '2 hours', locked_by = 'a-dead-worker'`);
+  const runner = await startRunner({ sliceMs: 1_000 });
+  await runner.addJob(OUTBOX_TASKS.watchdog, {});
+  await waitForOutbox(setting.fx.database.admin, (counts) => counts.delivered === refs.length, 30_000);
+});
+
 it('the sweep task sweeps, recorded as any sweep', async () => {
   await setting.fx.database.admin.query(
     `INSERT INTO once.outbox_events (tenant_id, dedupe_id, topic, payload, status, delivered_at)

@@ -264,7 +264,10 @@ class OutboxDrain {
         this.settle();
         this.pump();
         this.wake();
-      });
+      })
+      // The outcome is recorded first thing in each branch; nothing after it may become an
+      // unhandled rejection (which ends the process).
+      .catch((error: unknown) => this.logger.error('recording a delivery outcome failed', error));
   }
 
   /** Writes the gathered outcomes, many per statement; retried after an error until the deadline. */
