@@ -249,11 +249,16 @@ class OutboxDrain {
           if (delivery.released) return;
           this.delivered.push(leaseOf(event));
           this.unsettled.set(key, leaseOf(event));
+          const telemetry = instruments();
+          telemetry.deliveries.add(1, { 'once.outcome': 'delivered', 'once.topic': event.topic });
+          telemetry.deliveryLatency.record(this.clock.now().getTime() - event.createdAt.getTime(), { 'once.topic': event.topic });
         },
         (error: unknown) => {
           if (delivery.released) return;
-          this.failed.push(deliveryFailure(event, error, this.options.maxAttempts, this.backoff));
+          const failure = deliveryFailure(event, error, this.options.maxAttempts, this.backoff);
+          this.failed.push(failure);
           this.unsettled.set(key, leaseOf(event));
+          instruments().deliveries.add(1, { 'once.outcome': failure.dead ? 'dead' : 'retry', 'once.topic': event.topic });
         },
       )
       .finally(() => {
@@ -301,12 +306,9 @@ class OutboxDrain {
     for (const event of [...delivered, ...failed]) this.unsettled.delete(eventKey(event));
     this.settledBatches += 1;
     this.counts.delivered += delivered.length;
-    const telemetry = instruments();
-    if (delivered.length > 0) telemetry.deliveries.add(delivered.length, { 'once.outcome': 'delivered' });
     for (const failure of failed) {
       if (failure.dead) this.counts.dead += 1;
       else this.counts.failed += 1;
-      telemetry.deliveries.add(1, { 'once.outcome': failure.dead ? 'dead' : 'retry' });
     }
   }
 
