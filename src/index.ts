@@ -16,6 +16,8 @@ export { enqueue, MAX_PAYLOAD_BYTES } from './outbox/enqueue.ts';
 export type { EnqueuedEvent } from './outbox/enqueue.ts';
 export { startRelay } from './outbox/start-relay.ts';
 export type { Relay } from './outbox/start-relay.ts';
+export { drainOnce } from './outbox/drain-once.ts';
+export type { DrainOnceOptions, DrainResult } from './outbox/drain-options.ts';
 export type { DeliveryContext, DeliveryEvent, Sink, SinkStartInfo } from './outbox/sink.ts';
 export { defaultBackoff } from './outbox/backoff.ts';
 export { defaultIsPermanent, httpSink } from './outbox/sinks/http-sink.ts';

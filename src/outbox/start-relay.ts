@@ -17,21 +17,24 @@ import pg from 'pg';
 import { sweep } from '../sweep.ts';
 import { endWithError, instruments, tracer } from '../telemetry.ts';
 import { SWEEP_TASK, sweepCronItems } from '../sweep-schedule.ts';
-import { DeliveryFailedError, DeliveryRejectedError, NoSinkError } from '../errors.ts';
+import { DeliveryFailedError } from '../errors.ts';
 import { assertRelayRole } from '../internal/operator-role.ts';
+import { within } from '../internal/within.ts';
 import { parseOptions, type RelayOptions, relayOptionsSchema, type ResolvedRelayOptions } from '../options.ts';
 import { type BackoffPolicy, defaultBackoff, retryHorizonMs } from './backoff.ts';
 import { createRelayPool, explainRefusedConnection, type RelayDatabase, relayConnectionConfig, timedDatabase } from './relay-pool.ts';
 import { listenForWakeups, type Wakeup } from './relay-wakeup.ts';
 import { DatabaseClock } from './database-clock.ts';
-import { HEARTBEAT_MILLISECONDS, type HeldLease, queuedLeaseMs, renewalsDue } from './lease-plan.ts';
+import { HEARTBEAT_MILLISECONDS, type HeldLease, leaseOf, queuedLeaseMs, renewalsDue } from './lease-plan.ts';
 import { StartRate } from './start-rate.ts';
 import { TenantQueue } from './tenant-queue.ts';
 import { RelayLog } from './relay-log.ts';
 import { routeTopics, type SinkRouter } from './route-topic.ts';
-import type { DeliveryEvent, Sink } from './sink.ts';
+import type { Sink } from './sink.ts';
+import { type InFlight, runSink } from './run-sink.ts';
+import { deliveryFailure } from './delivery-failure.ts';
 import { type Claim, type ClaimedEvent, claimEvents } from './sql/claim-events.ts';
-import type { EventRef, LeaseRef } from './sql/event-refs.ts';
+import { eventKey, type LeaseRef } from './sql/event-refs.ts';
 import { markDelivered } from './sql/mark-delivered.ts';
 import { type Failure, markFailed } from './sql/mark-failed.ts';
 import { releaseEvents } from './sql/release-events.ts';
@@ -77,35 +80,6 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
   return relay;
 }
 
-interface InFlight {
-  event: ClaimedEvent;
-  controller: AbortController;
-  /** Set when shutdown gave up on this delivery: its outcome is ignored, the event released. */
-  released: boolean;
-}
-
-/** Waits for `promise` (never throwing) but not past `deadline` (epoch milliseconds). */
-async function within(promise: Promise<unknown> | undefined, deadline: number): Promise<void> {
-  if (!promise) return;
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([
-    promise.then(
-      () => {},
-      () => {},
-    ),
-    new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, deadline - Date.now())))),
-  ]);
-  clearTimeout(timer);
-}
-
-/** What the relay keeps of an event once its delivery is over: the claim, not the payload. */
-function leaseOf(event: HeldLease): HeldLease {
-  return { tenantId: event.tenantId, id: event.id, attempt: event.attempt, leaseUntil: event.leaseUntil };
-}
-
-function eventKey(event: EventRef): string {
-  return `${event.tenantId}\u0000${event.id}`;
-}
 
 class OutboxRelay implements Relay {
   readonly id = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
@@ -430,7 +404,7 @@ class OutboxRelay implements Relay {
         'once.attempt': event.attempt,
       },
     });
-    void this.runSink(event, controller.signal)
+    void runSink(this.route, event, controller.signal, () => this.clock.now())
       .then(
         () => {
           if (entry.released) return void span.end();
@@ -446,7 +420,7 @@ class OutboxRelay implements Relay {
         },
         (error: unknown) => {
           if (entry.released) return void endWithError(span, error);
-          const failure = this.failure(event, error);
+          const failure = deliveryFailure(event, error, this.options.maxAttempts, this.backoff);
           this.logger.failed(event, failure, error);
           this.failed.push(failure);
           this.unsettled.set(key, { event: leaseOf(event), at: Date.now() });
@@ -471,52 +445,6 @@ class OutboxRelay implements Relay {
       // The outcome is recorded first thing in each branch; telemetry failing after that must not
       // become an unhandled rejection (which ends the process).
       .catch((error: unknown) => this.logger.error('recording a delivery outcome failed', { err: error }));
-  }
-
-  /**
-   * Runs the sink, but never waits past an abort: a sink that ignores its signal is left behind.
-   * Whatever the sink does wrong is a failed attempt, never an escape from the delivery loop: it
-   * is called inside an async function, so a synchronous throw becomes a rejection too (a sink
-   * `(e) => { if (bad(e)) throw ... }` would otherwise crash the relay on every restart), and a
-   * sink that returns something else than a promise simply counts as done.
-   */
-  private runSink(event: ClaimedEvent, signal: AbortSignal): Promise<void> {
-    const { attempt } = event;
-    const delivery: DeliveryEvent = {
-      id: event.id,
-      dedupeId: event.dedupeId,
-      tenantId: event.tenantId,
-      topic: event.topic,
-      orderingKey: event.orderingKey,
-      payload: event.payload,
-      headers: event.headers,
-      createdAt: event.createdAt,
-    };
-    const call = async () => {
-      const sink: Sink | undefined = this.route(event.topic);
-      if (!sink) throw new NoSinkError(`no sink is configured for topic "${event.topic}"`);
-      await sink(delivery, { attempt, signal, now: () => this.clock.now() });
-    };
-    const aborted = new Promise<never>((_, reject) => {
-      if (signal.aborted) reject(signal.reason);
-      signal.addEventListener('abort', () => reject(signal.reason), { once: true });
-    });
-    aborted.catch(() => {}); // when the sink wins the race, nobody else awaits this one
-    return Promise.race([call(), aborted]);
-  }
-
-  private failure(event: ClaimedEvent, error: unknown): Failure {
-    const rejected = error instanceof DeliveryRejectedError;
-    const dead = rejected || event.attempt >= this.options.maxAttempts;
-    const hinted = error instanceof DeliveryFailedError ? error.retryAfterMs : undefined;
-    return {
-      tenantId: event.tenantId,
-      id: event.id,
-      attempt: event.attempt,
-      dead,
-      delayMs: dead ? 0 : (hinted ?? this.backoff(event.attempt)),
-      error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
-    };
   }
 
   /** Writes the gathered outcomes; whatever arrives meanwhile goes in the next statement. */
