@@ -38,6 +38,7 @@ export function pageLayout(context: PageContext, current: string, title: string,
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
+${context.csrf ? html`<meta name="csrf-token" content="${context.csrf}">` : ''}
 <title>${title} · pg-once</title>
 <link rel="stylesheet" href="${href(context, '/assets/dashboard.css')}">
 <script src="${href(context, '/assets/dashboard.js')}" defer></script>

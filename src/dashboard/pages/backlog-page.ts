@@ -23,7 +23,7 @@ ${tenants.length === 0
   : html`<table><thead><tr><th>tenant</th><th class="n">pending</th><th class="n">oldest</th><th></th></tr></thead><tbody>
 ${tenants.map((t) => html`<tr><td>${t.tenantId}</td><td class="n">${t.pending}</td><td class="n">${formatDuration(t.oldestAgeMs)}</td><td><a href="${href(context, '/dead', { tenant: t.tenantId })}">dead events</a></td></tr>`)}
 </tbody></table>`}
-<nav class="pages">${afterTenant ? html`<a href="${href(context, '/backlog', { order })}">first page</a> ` : ''}${next ? html`<a href="${next}" rel="next">next page</a>` : ''}</nav>
+<nav class="pages">${afterTenant ? html`<a href="${href(context, '/backlog', { order })}">first page</a> ` : ''}${next ? html`<a rel="next" href="${next}">next page</a>` : ''}</nav>
 ${afterTenant
   ? ''
   : html`<h2>By topic</h2>
