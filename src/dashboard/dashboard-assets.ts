@@ -28,6 +28,7 @@ pre { background: #f3f4f6; padding: 8px; overflow: auto; max-height: 420px; whit
 .danger { background: #fef2f2; border: 1px solid #fecaca; padding: 6px 10px; }
 form.filters { display: flex; gap: 8px; flex-wrap: wrap; align-items: end; }
 label { display: inline-flex; flex-direction: column; font-size: 12px; gap: 2px; }
+label.inline { flex-direction: row; align-items: center; }
 button { cursor: pointer; }
 .chart svg { width: 100%; max-width: 760px; height: auto; }
 .chart figcaption { font-size: 12px; }

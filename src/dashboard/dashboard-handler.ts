@@ -49,7 +49,9 @@ const SECURITY_HEADERS = {
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
   'x-content-type-options': 'nosniff',
   'x-frame-options': 'DENY',
-  'referrer-policy': 'no-referrer',
+  // URLs name tenants and keys: never sent to another site. Not 'no-referrer', under which
+  // browsers send `Origin: null` with the dashboard's own posts, which isCrossSite() refuses.
+  'referrer-policy': 'same-origin',
   // Pages hold tenants' events: never kept by a shared cache or the browser's back button.
   'cache-control': 'no-store',
 };

@@ -37,7 +37,7 @@ export function pageLayout(context: PageContext, current: string, title: string,
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer">
+<meta name="referrer" content="same-origin">
 ${context.csrf ? html`<meta name="csrf-token" content="${context.csrf}">` : ''}
 <title>${title} · pg-once</title>
 <link rel="stylesheet" href="${href(context, '/assets/dashboard.css')}">

@@ -1,8 +1,8 @@
 import type { Session } from '../../internal/session.ts';
 import { html, type SafeHtml } from '../html.ts';
-import { lineChart } from '../line-chart.ts';
+import { filledBuckets, lineChart } from '../line-chart.ts';
 import { href, type PageContext } from '../page-layout.ts';
-import { idempotencySeries, type OutcomeFilter, outcomesByTenantTool } from '../sql/idempotency-series.ts';
+import { idempotencySeries, type OutcomeBucket, type OutcomeFilter, outcomesByTenantTool } from '../sql/idempotency-series.ts';
 import { chartWindow, windowSelect } from './chart-window.ts';
 
 export async function idempotencyPage(session: Session, context: PageContext, query: URLSearchParams, pageSize: number): Promise<SafeHtml> {
@@ -14,7 +14,12 @@ export async function idempotencyPage(session: Session, context: PageContext, qu
   if (tool !== undefined && query.has('tool') && tool !== '') filter.tool = tool;
   const series = await idempotencySeries(session, window.ms, window.bucketSeconds, filter);
   const rows = await outcomesByTenantTool(session, window.ms, filter, pageSize);
-  const times = series.map((bucket) => bucket.at);
+  const to = new Date();
+  const from = new Date(to.getTime() - window.ms);
+  const line = (name: string, value: (bucket: OutcomeBucket) => number) => ({
+    name,
+    points: filledBuckets(series, from, to, window.bucketSeconds, (bucket) => (bucket ? value(bucket) : 0)),
+  });
   return html`
 <form class="filters" method="get" action="${href(context, '/idempotency')}">
 <label>Tenant<input name="tenant" value="${filter.tenant ?? ''}"></label>
@@ -24,15 +29,18 @@ ${windowSelect(window)}<button>Show</button>
 <h2>Calls per ${window.bucketSeconds >= 3600 ? 'hour' : `${window.bucketSeconds / 60} min`}</h2>
 ${lineChart({
   title: 'Idempotent calls by outcome',
-  times,
-  series: [
-    { name: 'executed', values: series.map((b) => b.executed) },
-    { name: 'replayed', values: series.map((b) => b.replayed) },
-    { name: 'waited', values: series.map((b) => b.waited) },
-    { name: 'rejected', values: series.map((b) => b.rejected) },
-    { name: 'rate-limited', values: series.map((b) => b.rateLimited) },
-  ],
-  format: (value) => String(Math.round(value)),
+  from,
+  to,
+  series: series.length === 0
+    ? []
+    : [
+        line('executed', (b) => b.executed),
+        line('replayed', (b) => b.replayed),
+        line('waited', (b) => b.waited),
+        line('rejected', (b) => b.rejected),
+        line('rate-limited', (b) => b.rateLimited),
+      ],
+  format: (value) => String(value),
 })}
 <h2>By tenant and tool (${window.name}, busiest first)</h2>
 ${rows.length === 0

@@ -1,7 +1,7 @@
 import type { Session } from '../../internal/session.ts';
 import { lastSweep, nextSweepAt } from '../../sweep-schedule.ts';
 import { html, type SafeHtml } from '../html.ts';
-import { lineChart } from '../line-chart.ts';
+import { filledBuckets, lineChart } from '../line-chart.ts';
 import { href, type PageContext } from '../page-layout.ts';
 import { deliverySeries } from '../sql/delivery-series.ts';
 import { overviewCounts } from '../sql/overview-counts.ts';
@@ -22,7 +22,8 @@ export async function overviewPage(session: Session, context: PageContext, query
   // Deliveries per minute over the newest complete-ish bucket span: the window's average.
   const delivered = series.reduce((sum, bucket) => sum + bucket.delivered, 0);
   const perMinute = delivered / (window.ms / 60_000);
-  const times = series.map((bucket) => bucket.at);
+  const to = new Date();
+  const from = new Date(to.getTime() - window.ms);
   return html`
 <div class="cards">
   <div class="card${counts.pending > 0 ? ' warn' : ''}"><span>Pending</span><b id="pending">${counts.pending}</b><a href="${href(context, '/backlog')}">backlog</a></div>
@@ -37,15 +38,22 @@ export async function overviewPage(session: Session, context: PageContext, query
 <h2>Commit-to-delivery latency</h2>
 ${lineChart({
   title: 'Commit-to-delivery latency, median and 95th percentile',
-  times,
+  from,
+  to,
   series: [
-    { name: 'p50', values: series.map((bucket) => bucket.p50Ms) },
-    { name: 'p95', values: series.map((bucket) => bucket.p95Ms) },
+    { name: 'p50', points: series.map((bucket) => ({ at: bucket.at, value: bucket.p50Ms })) },
+    { name: 'p95', points: series.map((bucket) => ({ at: bucket.at, value: bucket.p95Ms })) },
   ],
   format: (value) => formatDuration(value),
 })}
 <h2>Deliveries per ${window.bucketSeconds >= 3600 ? 'hour' : window.bucketSeconds >= 60 ? `${window.bucketSeconds / 60} min` : 'bucket'}</h2>
-${lineChart({ title: 'Deliveries', times, series: [{ name: 'delivered', values: series.map((bucket) => bucket.delivered) }], format: (value) => String(Math.round(value)) })}
+${lineChart({
+  title: 'Deliveries',
+  from,
+  to,
+  series: [{ name: 'delivered', points: filledBuckets(series, from, to, window.bucketSeconds, (bucket) => bucket?.delivered ?? 0) }],
+  format: (value) => String(value),
+})}
 <h2>Relays seen in the last ${formatDuration(RELAY_SEEN_WITHIN_MILLISECONDS)}</h2>
 ${relays.length === 0
   ? html`<p class="empty">No relay seen: nothing is delivering events.</p>`
