@@ -86,6 +86,7 @@ describe('authentication', () => {
     expect(() => dashboardHandler({ database: relayUrl })).toThrow(expect.objectContaining({ code: 'INVALID_OPTIONS' }));
     expect(() => dashboardHandler({ database: relayUrl, tokens: ['short'] })).toThrow(expect.objectContaining({ code: 'INVALID_OPTIONS' }));
     expect(() => dashboardHandler({ database: relayUrl, tokens: [TOKEN], basePath: 'no-slash' })).toThrow(expect.objectContaining({ code: 'INVALID_OPTIONS' }));
+    expect(() => dashboardHandler({ database: relayUrl, tokens: [TOKEN], sweepSchedule: 'every tuesday' })).toThrow(expect.objectContaining({ code: 'INVALID_OPTIONS' }));
   });
 
   it('without a token, answers loopback clients only', async () => {

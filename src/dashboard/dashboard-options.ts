@@ -7,8 +7,8 @@ import type { IncomingMessage } from 'node:http';
 import { z } from 'zod';
 import { parseDuration } from '../internal/duration.ts';
 import type { DatabaseTarget } from '../internal/session.ts';
-import { callback } from '../options.ts';
-import { statusOptionsSchema } from '../status.ts';
+import { callback, cronSchema } from '../options.ts';
+import { DEFAULT_SWEEP_SCHEDULE } from '../sweep-schedule.ts';
 
 /** Tokens shorter than this are refused: a dashboard token guards every tenant's events. */
 export const MIN_TOKEN_LENGTH = 16;
@@ -70,7 +70,8 @@ export const dashboardOptionsSchema = z
       .string()
       .regex(/^(\/[A-Za-z0-9._~-]+)*$/, "expected '' or a path like '/ops/once' (no trailing slash)")
       .default(''),
-    sweepSchedule: statusOptionsSchema.shape.sweepSchedule,
+    // Parsed now: a bad schedule would otherwise fail every overview page.
+    sweepSchedule: cronSchema.default(DEFAULT_SWEEP_SCHEDULE),
     pageSize: z.number().int().min(1).max(1_000).default(50),
     sessionTtl: z
       .union([z.number(), z.string()])

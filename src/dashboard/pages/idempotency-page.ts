@@ -11,7 +11,7 @@ export async function idempotencyPage(session: Session, context: PageContext, qu
   const tenant = query.get('tenant')?.trim();
   const tool = query.get('tool')?.trim();
   if (tenant) filter.tenant = tenant;
-  if (tool !== undefined && query.has('tool') && tool !== '') filter.tool = tool;
+  if (tool) filter.tool = tool;
   const series = await idempotencySeries(session, window.ms, window.bucketSeconds, filter);
   const rows = await outcomesByTenantTool(session, window.ms, filter, pageSize);
   const to = new Date();

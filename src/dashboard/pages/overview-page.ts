@@ -19,7 +19,7 @@ export async function overviewPage(session: Session, context: PageContext, query
   const sweep = await lastSweep(session);
   const lastSweepAt = 'lastRunAt' in sweep ? sweep.lastRunAt : null;
   const nextSweep = nextSweepAt(sweepSchedule) ?? null;
-  // Deliveries per minute over the newest complete-ish bucket span: the window's average.
+  // The window's average: a single minute's count jumps with every batch the relay claims.
   const delivered = series.reduce((sum, bucket) => sum + bucket.delivered, 0);
   const perMinute = delivered / (window.ms / 60_000);
   const to = new Date();
