@@ -122,6 +122,23 @@ describe('authentication', () => {
     }
   });
 
+  it('mounts under a base path, whether or not the framework strips it from the URL', async () => {
+    const mounted = await serveDashboard({ database: relayUrl, tokens: [TOKEN], basePath: '/ops/once' });
+    try {
+      const client = dashboardClient(mounted.url);
+      const login = await client.post('/ops/once/login', [['token', TOKEN]]);
+      expect(login.headers.get('location')).toBe('/ops/once/');
+      expect(login.headers.get('set-cookie')).toContain('Path=/ops/once;');
+      const page = await client.get('/ops/once/dead'); // node:http: the path still has it
+      expect(page.status).toBe(200);
+      expect(page.body).toContain('href="/ops/once/assets/dashboard.css"');
+      expect(page.body).toContain('action="/ops/once/dead"');
+      expect((await fetch(`${mounted.url}/dead`, { headers: { authorization: `Bearer ${TOKEN}` } })).status).toBe(200); // Express: stripped
+    } finally {
+      await mounted.close();
+    }
+  });
+
   it('refuses a login that does not hold the relay role', async () => {
     const wrong = await serveDashboard({ database: fx.appUrl, tokens: [TOKEN] });
     try {
