@@ -33,7 +33,7 @@ export const durationSchema = z.union([z.number(), z.string()]).transform((value
 export const sweepBatchSizeSchema = z.number().int().min(1).max(100_000);
 
 /** A cron expression (UTC, graphile-worker's syntax), refused at once rather than at every tick. */
-const cronSchema = z.string().superRefine((schedule, context) => {
+export const cronSchema = z.string().superRefine((schedule, context) => {
   try {
     sweepCronItems(schedule);
   } catch (error) {
