@@ -16,10 +16,13 @@ export { enqueue, MAX_PAYLOAD_BYTES } from './outbox/enqueue.ts';
 export type { EnqueuedEvent } from './outbox/enqueue.ts';
 export { startRelay } from './outbox/start-relay.ts';
 export type { Relay } from './outbox/start-relay.ts';
+export { drainOnce } from './outbox/drain-once.ts';
+export type { DrainOnceOptions, DrainResult } from './outbox/drain-options.ts';
 export type { DeliveryContext, DeliveryEvent, Sink, SinkStartInfo } from './outbox/sink.ts';
 export { defaultBackoff } from './outbox/backoff.ts';
 export { defaultIsPermanent, httpSink } from './outbox/sinks/http-sink.ts';
 export type { HttpSinkOptions, PermanentFailureOptions, PermanentFailurePolicy } from './outbox/sinks/http-sink.ts';
+export type { CloudEventsOptions } from './outbox/sinks/cloud-event-request.ts';
 export { natsSink } from './outbox/sinks/nats-sink.ts';
 export type { NatsSinkOptions } from './outbox/sinks/nats-sink.ts';
 export { AMQP_HEADERS, amqpSink } from './outbox/sinks/amqp-sink.ts';
@@ -29,6 +32,7 @@ export type { RedisStreamSinkOptions } from './outbox/sinks/redis-stream-sink.ts
 export type { BackoffOptions, BackoffPolicy } from './outbox/backoff.ts';
 export { listDeadEvents, requeueDeadEvents } from './outbox/dead-events.ts';
 export type { DeadEvent } from './outbox/dead-events.ts';
+export type { MessageRelayLogger, RelayLogFields, RelayLogger, StructuredRelayLogger } from './outbox/relay-logger.ts';
 export { keys, canonicalJson, fingerprint, modelKeyProblem, MAX_KEY_LENGTH } from './keys.ts';
 export type { ModelKeyOptions, OrchestratorKeyParts } from './keys.ts';
 export { sweep } from './sweep.ts';
@@ -48,7 +52,6 @@ export type { RoleNames, RolesSqlOptions } from './roles.ts';
 export type {
   MigrateOptions,
   OutboxEvent,
-  RelayLogger,
   RelayOptions,
   RunIdempotentExternalOptions,
   RunIdempotentOptions,
@@ -60,6 +63,7 @@ export {
   DeliveryRejectedError,
   EventNotFoundError,
   NoSinkError,
+  PoolerSettingError,
   SinkMisconfiguredError,
   IdempotencyInProgressError,
   IdempotencyKeyReusedError,

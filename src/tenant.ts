@@ -6,7 +6,7 @@
  */
 import type { Kysely, Transaction } from 'kysely';
 import { sql } from 'kysely';
-import { CallAbortedError, InvalidTenantError, NotInstalledError, RlsBypassError, translateDatabaseError, WrongRoleError } from './errors.ts';
+import { CallAbortedError, InvalidTenantError, NotInstalledError, PoolerSettingError, RlsBypassError, translateDatabaseError, WrongRoleError } from './errors.ts';
 import { isRecordedIn } from './idempotency/recorded-failure.ts';
 import { setTransactionState, type TransactionState } from './idempotency/transaction-state.ts';
 import { INSTALLED_ROLE_COLUMNS } from './internal/role-names.ts';
@@ -45,11 +45,15 @@ interface RoleCheck {
 }
 
 /**
- * The newest function this package calls (sql/0007): its absence means the database's schema is
- * older than the code, which would otherwise fail at the claim with a bare "function does not
- * exist". Read from the catalog, which every login may read.
+ * The newest function and column this package uses (sql/0007, sql/0009): their absence means the
+ * database's schema is older than the code, which would otherwise fail at the claim with a bare
+ * "function does not exist" or at enqueue with "column does not exist". Read from the catalog,
+ * which every login may read.
  */
 const NEWEST_FUNCTION = 'claim_key';
+// By name through the catalog, not to_regclass('once....'), which needs USAGE on the schema: a
+// login without the app role must get WRONG_ROLE, not "permission denied for schema once".
+const NEWEST_COLUMN = { table: 'outbox_events', column: 'payload_text' };
 const roleByInstance = new WeakMap<Kysely<any>, RoleCheck>();
 
 export async function withTenant<DB, T>(
@@ -99,6 +103,12 @@ export const IDLE_IN_TRANSACTION_TIMEOUT_MILLISECONDS = 60 * 1_000;
 
 /** SQLSTATE in_failed_sql_transaction: a statement in a transaction that is already aborted. */
 const IN_FAILED_TRANSACTION = '25P02';
+/**
+ * SQLSTATE protocol_violation: what PgBouncer in pool_mode = statement answers to BEGIN ("transaction
+ * blocks not allowed in statement pooling mode"). A driver that speaks to Postgres itself never
+ * meets it in a transaction.
+ */
+const PROTOCOL_VIOLATION = '08P01';
 
 /**
  * An idempotent call that failed aborts its transaction on purpose (once.abort_call). Code that
@@ -112,6 +122,13 @@ function translateTransactionError(error: unknown, state: TransactionState | und
       'pg-once: an idempotent call failed in this transaction, which it aborted on purpose so that nothing of the call ' +
         'could commit; nothing of the transaction committed. Let the error propagate, or retry the whole transaction.',
       { cause: state.abortedBy.error },
+    );
+  }
+  if ((error as { code?: unknown } | null)?.code === PROTOCOL_VIOLATION) {
+    return new PoolerSettingError(
+      `pg-once: the connection refused withTenant's transaction (${(error as Error).message}). pg-once needs transactions ` +
+        "of several statements: behind PgBouncer, use pool_mode = transaction or session, not statement.",
+      { cause: error },
     );
   }
   return translateDatabaseError(error);
@@ -146,7 +163,10 @@ async function setTenant(db: Kysely<any>, tx: Transaction<any>, tenantId: string
            (SELECT r.rolsuper OR r.rolbypassrls FROM pg_roles r WHERE r.rolname = current_user) AS bypass,
            names.app, pg_has_role(current_user, names.app, 'MEMBER') AS member,
            EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-                    WHERE n.nspname = 'once' AND p.proname = ${NEWEST_FUNCTION}) AS current
+                    WHERE n.nspname = 'once' AND p.proname = ${NEWEST_FUNCTION})
+           AND EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                        WHERE n.nspname = 'once' AND c.relname = ${NEWEST_COLUMN.table} AND a.attname = ${NEWEST_COLUMN.column}
+                          AND NOT a.attisdropped) AS current
       FROM (SELECT ${sql.raw(INSTALLED_ROLE_COLUMNS)}) names`.execute(tx);
   const row = rows[0];
   const check: RoleCheck = {

@@ -217,13 +217,15 @@ describe('runIdempotentExternal', () => {
       'tenant-x',
       kept,
       async (context) => {
+        // Six heartbeats over more than the lease: the signal stays quiet. The margin (a beat
+        // every fifth of the lease) is wide because a loaded CI machine stretches each sleep.
         for (let i = 0; i < 6; i += 1) {
-          await sleep(80);
+          await sleep(200);
           expect(await context.heartbeat()).toBe(true);
         }
         return context.signal.aborted;
       },
-      { leaseMs: 200 },
+      { leaseMs: 1_000 },
     );
     expect(value).toBe(false);
 

@@ -4,15 +4,25 @@
  * stops holding.
  */
 import type { Kysely, Transaction } from 'kysely';
+import type { Logger } from 'pino';
 import { describe, expectTypeOf, it } from 'vitest';
+import type { z } from 'zod';
+import type { OutboxTasksOptions } from '../src/integrations/graphile-worker.ts';
+import type { outboxTasksOptionsSchema } from '../src/integrations/graphile-worker/outbox-tasks-options.ts';
+import type { drainOptionsSchema } from '../src/outbox/drain-options.ts';
 import {
+  type DrainOnceOptions,
   enqueue,
   type EnqueuedEvent,
   type IdempotentOutcome,
   type Jsonify,
   type OnceErrorCode,
   OnceError,
+  type MessageRelayLogger,
+  type RelayLogger,
+  type RelayOptions,
   runIdempotent,
+  type StructuredRelayLogger,
   withTenant,
 } from '../src/index.ts';
 
@@ -45,5 +55,21 @@ describe('public types', () => {
     expectTypeOf<OnceError['code']>().toEqualTypeOf<OnceErrorCode>();
     expectTypeOf<'IDEMPOTENCY_KEY_REUSED'>().toMatchTypeOf<OnceErrorCode>();
     expectTypeOf<'SOMETHING_ELSE'>().not.toMatchTypeOf<OnceErrorCode>();
+  });
+
+  it('takes a pino logger, a child of one, or the first message-first shape as the relay\'s logger', () => {
+    expectTypeOf<Logger>().toMatchTypeOf<StructuredRelayLogger>();
+    expectTypeOf<ReturnType<Logger['child']>>().toMatchTypeOf<NonNullable<RelayOptions['logger']>>();
+    expectTypeOf<MessageRelayLogger>().toMatchTypeOf<RelayLogger>();
+    expectTypeOf<{ warn(): void }>().not.toMatchTypeOf<RelayLogger>();
+  });
+
+  it('keeps the hand-written option interfaces (what editors show, with docs) in step with their schemas', () => {
+    expectTypeOf<keyof DrainOnceOptions>().toEqualTypeOf<keyof z.input<typeof drainOptionsSchema>>();
+    expectTypeOf<keyof OutboxTasksOptions>().toEqualTypeOf<keyof z.input<typeof outboxTasksOptionsSchema>>();
+    expectTypeOf<DrainOnceOptions>().toMatchTypeOf<z.input<typeof drainOptionsSchema>>();
+    expectTypeOf<Required<z.input<typeof drainOptionsSchema>>>().toMatchTypeOf<Required<DrainOnceOptions>>();
+    expectTypeOf<OutboxTasksOptions>().toMatchTypeOf<z.input<typeof outboxTasksOptionsSchema>>();
+    expectTypeOf<Required<z.input<typeof outboxTasksOptionsSchema>>>().toMatchTypeOf<Required<OutboxTasksOptions>>();
   });
 });

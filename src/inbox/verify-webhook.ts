@@ -15,12 +15,14 @@ export interface VerifiedWebhook extends InboxMessage {
   messageId: string;
   /**
    * The tenant the event belongs to: the `tenant` field of the signed body (httpSink always signs
-   * one), else `options.tenant`. Never taken from an unsigned header.
+   * one), or its `tenantid` when the body is a structured CloudEvent, else `options.tenant`.
+   * Never taken from an unsigned header, so for a binary-mode CloudEvent (a `ce-specversion`
+   * header; its tenant is the unsigned `ce-tenantid`) only `options.tenant`.
    */
   tenant: string;
   /** When the sender signed this attempt. */
   timestamp: Date;
-  /** The JSON body. */
+  /** The JSON body (for a structured CloudEvent, the whole event: the payload is its `data`). */
   payload: unknown;
 }
 
@@ -88,11 +90,19 @@ export function verifyWebhook(
   } catch (error) {
     throw new WebhookVerificationError('bad_signature', 'pg-once: the signed webhook body is not JSON.', { cause: error });
   }
-  return { messageId: id, tenant: signedTenant(payload, options.tenant), timestamp: signedAt, payload };
+  // A binary-mode CloudEvent's body is the event's payload: any `tenant` in it is application
+  // data, which may hold another tenant's id, so it is not read as the tenant at all.
+  const binaryCloudEvent = header(headers, 'ce-specversion') !== undefined;
+  return { messageId: id, tenant: signedTenant(binaryCloudEvent ? undefined : payload, options.tenant), timestamp: signedAt, payload };
 }
 
+/**
+ * The tenant of a signed envelope: httpSink's `{ ..., tenant }`, or its structured CloudEvent
+ * `{ specversion, ..., tenantid }` (extension names cannot hold an underscore or capitals).
+ */
 function signedTenant(payload: unknown, expected: string | undefined): string {
-  const signed = (payload as { tenant?: unknown } | null)?.tenant;
+  const envelope = payload as { tenant?: unknown; tenantid?: unknown; specversion?: unknown } | null | undefined;
+  const signed = typeof envelope?.specversion === 'string' ? envelope.tenantid : envelope?.tenant;
   if (typeof signed === 'string' && signed !== '') {
     if (expected !== undefined && signed !== expected) {
       throw new WebhookVerificationError('wrong_tenant', 'pg-once: the webhook is signed for another tenant than this endpoint\'s.');
@@ -102,6 +112,8 @@ function signedTenant(payload: unknown, expected: string | undefined): string {
   if (expected !== undefined) return expected;
   throw new WebhookVerificationError(
     'missing_tenant',
-    'pg-once: the signed webhook body names no tenant; pass options.tenant when the secret belongs to one tenant.',
+    payload === undefined
+      ? 'pg-once: a binary-mode CloudEvent signs no tenant (ce-tenantid is an unsigned header); pass options.tenant when the secret belongs to one tenant, or have the sender use structured mode.'
+      : 'pg-once: the signed webhook body names no tenant; pass options.tenant when the secret belongs to one tenant.',
   );
 }

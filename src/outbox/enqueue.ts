@@ -49,18 +49,21 @@ export async function enqueue(tx: Transaction<any>, event: OutboxEvent): Promise
     (call !== undefined && call.tx === tx ? deriveDedupeId(call.tenantId, call.key, call.version, call.position++) : randomUUID());
   try {
     const headers = JSON.stringify(parsed.headers);
+    // The payload is sent once and stored twice: as written (payload_text, what the relay
+    // delivers, so keys keep their order: sql/0009) and as jsonb (payload, for queries).
     const { rows } =
       parsed.orderingKey === undefined
         ? await sql<{ id: string }>`
-            INSERT INTO once.outbox_events (dedupe_id, topic, payload, headers)
-            VALUES (${dedupeId}, ${parsed.topic}, ${payload}::jsonb, ${headers}::jsonb)
+            INSERT INTO once.outbox_events (dedupe_id, topic, payload, payload_text, headers)
+            SELECT ${dedupeId}, ${parsed.topic}, p.text::jsonb, p.text, ${headers}::jsonb FROM (SELECT ${payload}::text AS text) p
             RETURNING id`.execute(tx)
         : await sql<{ id: string }>`
             WITH serialize AS (
               SELECT pg_advisory_xact_lock(hashtextextended(once.current_tenant() || chr(31) || ${parsed.orderingKey}, ${ORDERING_LOCK_SEED}))
             )
-            INSERT INTO once.outbox_events (dedupe_id, topic, ordering_key, payload, headers)
-            SELECT ${dedupeId}, ${parsed.topic}, ${parsed.orderingKey}, ${payload}::jsonb, ${headers}::jsonb FROM serialize
+            INSERT INTO once.outbox_events (dedupe_id, topic, ordering_key, payload, payload_text, headers)
+            SELECT ${dedupeId}, ${parsed.topic}, ${parsed.orderingKey}, p.text::jsonb, p.text, ${headers}::jsonb
+              FROM serialize, (SELECT ${payload}::text AS text) p
             RETURNING id`.execute(tx);
     return { id: String(rows[0]!.id), dedupeId };
   } catch (error) {

@@ -1,13 +1,15 @@
 /**
  * The built-in webhook sink: POSTs each event, signed the Standard Webhooks way, and maps the
  * receiver's answer onto the relay's three outcomes (delivered, retry later, dead now). The body
- * is `{ id, type, timestamp, data, tenant }`: the tenant is signed with the event.
+ * is `{ id, type, timestamp, data, tenant }`: the tenant is signed with the event. With
+ * `cloudEvents` it is a CloudEvent instead (cloud-event-request.ts), signed the same way.
  */
 import { z } from 'zod';
 import { DeliveryFailedError, DeliveryRejectedError } from '../../errors.ts';
 import { webhookSecretsSchema } from '../../internal/webhook-secret.ts';
 import { callback, parseOptions } from '../../options.ts';
 import { eventEnvelope, type DeliveryContext, type DeliveryEvent, type Sink, type SinkStartInfo } from '../sink.ts';
+import { cloudEventRequest, cloudEventsOptionsSchema, loadCloudEventsSdk, type CloudEventsOptions } from './cloud-event-request.ts';
 
 /** What a webhook-id may hold: printable ASCII, no space at either end (HTTP trims those). */
 const HEADER_SAFE_ID = /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/;
@@ -77,8 +79,9 @@ export interface HttpSinkOptions {
   timeoutMs?: number;
   /**
    * Extra headers sent with every event, e.g. `authorization`. They win over the event's own
-   * headers; neither can replace content-type, idempotency-key, the webhook-* headers or the
-   * transport's framing headers, which are dropped. (Default: none)
+   * headers; neither can replace content-type, idempotency-key, the webhook-* headers, the
+   * transport's framing headers or, with `cloudEvents`, any `ce-*` header: those are dropped.
+   * (Default: none)
    */
   headers?: Record<string, string>;
   /**
@@ -88,6 +91,14 @@ export interface HttpSinkOptions {
   isPermanent?: PermanentFailurePolicy;
   /** The fetch to send with, e.g. one bound to a custom undici Agent. (Default: globalThis.fetch) */
   fetch?: typeof globalThis.fetch;
+  /**
+   * Send each event as a CloudEvent 1.0 (id = dedupe id, type = topic, time = when it was
+   * enqueued, the tenant and ordering key as the `tenantid` and `orderingkey` extensions) instead
+   * of the Standard Webhooks body. The webhook-* and idempotency-key headers are sent and signed
+   * all the same. Needs the `cloudevents` package (`npm install cloudevents`).
+   * (Default: none, the Standard Webhooks body)
+   */
+  cloudEvents?: CloudEventsOptions;
 }
 
 export const httpSinkOptionsSchema = z
@@ -111,6 +122,7 @@ export const httpSinkOptionsSchema = z
       .optional(),
     isPermanent: callback<PermanentFailurePolicy>().optional(),
     fetch: callback<typeof globalThis.fetch>().optional(),
+    cloudEvents: cloudEventsOptionsSchema.optional(),
   })
   .strict();
 
@@ -122,6 +134,7 @@ export function httpSink(options: HttpSinkOptions): Sink {
     headers: staticHeaders = {},
     isPermanent = defaultIsPermanent(),
     fetch = globalThis.fetch,
+    cloudEvents,
   } = parseOptions(httpSinkOptionsSchema, options, 'httpSink options');
   // Only the origin goes into messages: webhook URLs often carry a token in the path or query
   // (Slack-style hooks), and messages end up in last_error and in logs.
@@ -138,12 +151,15 @@ export function httpSink(options: HttpSinkOptions): Sink {
     }
     // The tenant is inside the signed body: taken from a header, it could be changed by whoever
     // replays a captured delivery, and the receiver would file the event under another tenant.
-    const body = JSON.stringify({ ...eventEnvelope(event), tenant: event.tenantId });
+    // (A binary-mode CloudEvent cannot do that: its tenant is the unsigned ce-tenantid header.)
+    const { body, headers: formatHeaders } = cloudEvents
+      ? await cloudEventRequest(event, cloudEvents)
+      : { body: JSON.stringify({ ...eventEnvelope(event), tenant: event.tenantId }), headers: { 'content-type': 'application/json' } };
     // The database's clock (once the relay supplies it), so a relay host whose clock drifted
     // does not sign timestamps that receivers refuse as stale or future.
     const now = (context as DeliveryContext & { now?: () => Date }).now?.() ?? new Date();
-    const headers = requestHeaders(event, staticHeaders);
-    headers.set('content-type', 'application/json');
+    const headers = requestHeaders(event, staticHeaders, cloudEvents !== undefined);
+    for (const [name, value] of Object.entries(formatHeaders)) headers.set(name, value);
     // The dedupe id is the message id: every attempt of an event carries the same one, which is
     // what lets the receiver drop duplicates. The signature covers id, timestamp and body; during
     // a rotation there is one signature per secret, space-separated.
@@ -198,6 +214,8 @@ export function httpSink(options: HttpSinkOptions): Sink {
 
   return Object.assign(deliver, {
     async start(info: SinkStartInfo) {
+      // A missing cloudevents package stops the relay's start rather than failing every event.
+      if (cloudEvents) await loadCloudEventsSdk();
       const { protocol, hostname } = new URL(url);
       if (protocol === 'http:' && !['localhost', '127.0.0.1', '[::1]'].includes(hostname)) {
         info.warn(`httpSink: ${target} is plain http; the signed events travel unencrypted.`);
@@ -206,12 +224,17 @@ export function httpSink(options: HttpSinkOptions): Sink {
   });
 }
 
-/** The event's headers, then the static ones over them; sink-owned names are dropped. */
-function requestHeaders(event: DeliveryEvent, staticHeaders: Record<string, string>): Headers {
+/**
+ * The event's headers, then the static ones over them; sink-owned names are dropped. In
+ * CloudEvents mode every `ce-*` name is the sink's too: one from an event could otherwise stand
+ * in for an attribute the sink did not set (binary mode reads attributes from headers).
+ */
+function requestHeaders(event: DeliveryEvent, staticHeaders: Record<string, string>, cloudEvents: boolean): Headers {
   const headers = new Headers();
   for (const [source, values] of [['event', event.headers], ['static', staticHeaders]] as const) {
     for (const [name, value] of Object.entries(values)) {
-      if (SINK_OWNED_HEADERS.has(name.toLowerCase())) continue;
+      const lowerCase = name.toLowerCase();
+      if (SINK_OWNED_HEADERS.has(lowerCase) || (cloudEvents && lowerCase.startsWith('ce-'))) continue;
       try {
         headers.set(name, value);
       } catch (error) {

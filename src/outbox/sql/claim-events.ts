@@ -30,7 +30,10 @@ interface Row {
   dedupe_id: string;
   topic: string;
   ordering_key: string | null;
-  payload: SizedJson;
+  /** Only for rows written before sql/0009 (payload_text NULL); otherwise null, not sent twice. */
+  payload: SizedJson | null;
+  /** The payload's JSON text as enqueue wrote it (sql/0009). */
+  payload_text: string | null;
   headers: SizedJson;
   attempts: number;
   status: 'pending' | 'dead';
@@ -189,7 +192,7 @@ UPDATE once.outbox_events e
          ELSE e.last_error END
   FROM picked, unnest(picked.tenants, picked.ids, picked.cut) AS c(tenant_id, id, cut_short)
  WHERE e.tenant_id = c.tenant_id AND e.id = c.id
-RETURNING e.tenant_id, e.id, e.dedupe_id, e.topic, e.ordering_key, e.payload, e.headers, e.attempts, e.status, c.cut_short,
+RETURNING e.tenant_id, e.id, e.dedupe_id, e.topic, e.ordering_key, CASE WHEN e.payload_text IS NULL THEN e.payload END AS payload, e.payload_text, e.headers, e.attempts, e.status, c.cut_short,
           extract(epoch FROM e.created_at)::float8 * 1000 AS created_ms`;
 
 /** A json/jsonb value, and the length of the text it was parsed from (what it costs in memory). */
@@ -242,19 +245,30 @@ export async function claimEvents(
   };
 }
 
+/**
+ * The payload as written: parsed from the text enqueue stored. JSON.stringify of that parse gives
+ * the same text back (enqueue wrote it with JSON.stringify: keys in the same order, numbers and
+ * escapes in the same form), so sinks send the payload's bytes as the application serialised them.
+ */
+function payloadOf(row: Row): SizedJson {
+  if (row.payload_text !== null) return { value: JSON.parse(row.payload_text), bytes: row.payload_text.length };
+  return row.payload ?? { value: null, bytes: 0 };
+}
+
 function toEvent(row: Row, leaseUntil: number): ClaimedEvent {
+  const payload = payloadOf(row);
   return {
     id: String(row.id),
     dedupeId: row.dedupe_id,
     tenantId: row.tenant_id,
     topic: row.topic,
     orderingKey: row.ordering_key,
-    payload: row.payload.value,
+    payload: payload.value,
     headers: row.headers.value as Record<string, string>,
     createdAt: new Date(row.created_ms),
     attempt: row.attempts,
     cutShort: row.cut_short,
     leaseUntil,
-    bytes: row.payload.bytes + row.headers.bytes,
+    bytes: payload.bytes + row.headers.bytes,
   };
 }
