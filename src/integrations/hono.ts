@@ -35,10 +35,10 @@ export type HonoIdempotencyOptions<DB = any> = HttpIdempotencyOptions<Context, D
 export function idempotency<DB>(options: HonoIdempotencyOptions<DB>): MiddlewareHandler<{ Variables: IdempotencyVariables<DB> }> {
   const config = resolveHttpIdempotency(options, 'pg-once/hono idempotency options');
   return async (c, next) => {
-    const url = new URL(c.req.url);
+    const query = c.req.url.indexOf('?');
     const facts: HttpRequestFacts = {
       method: c.req.method.toUpperCase(),
-      target: url.pathname + url.search,
+      target: c.req.path + (query === -1 ? '' : c.req.url.slice(query)),
       route: c.req.routePath,
       header: (name) => c.req.header(name),
       body: () => readBody(c),
@@ -68,7 +68,12 @@ export function idempotency<DB>(options: HonoIdempotencyOptions<DB>): Middleware
 
 /** The body as the fingerprint takes it: JSON when it parses, else its bytes. Hono caches it for the handler. */
 async function readBody(c: Context): Promise<unknown> {
-  if (c.req.raw.body === null) return undefined;
+  // Told from the headers when they say: reading `c.req.raw.body` makes Node's server adapter
+  // build a full Request and give up its fast path for the body (measured in bench/http.ts). A
+  // request that declares neither (HTTP/2 may send a body without content-length) is asked.
+  const length = c.req.header('content-length');
+  if (length === '0') return undefined;
+  if (length === undefined && c.req.header('transfer-encoding') === undefined && c.req.raw.body === null) return undefined;
   const bytes = new Uint8Array(await c.req.arrayBuffer());
   if (/\bjson\b/iu.test(c.req.header('content-type') ?? '')) {
     try {
