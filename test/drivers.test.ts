@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DeliveryEvent, type Relay, startRelay } from '../src/index.ts';
 import { quoteIdentifier } from './support/database-url.ts';
 import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
-import { SUBJECTS, type Subject } from './support/driver-subjects.ts';
+import { SUBJECTS, type Subject } from '../support/driver-subjects.ts';
 import { errorOf } from './support/error-of.ts';
 import { QUIET_RELAY } from './support/relay-fixture.ts';
 

@@ -1,7 +1,8 @@
 /**
  * Every database library pg-once takes, opened the way its users open it, behind one shape so
- * that test/drivers.test.ts runs the same contract against each: the library's own handle, its
- * pg-once subpath, and a business write (`orders`) through the library's own query API.
+ * that test/drivers.test.ts runs the same contract against each (and bench/drivers.ts measures
+ * each): the library's own handle, its pg-once subpath, and a business write (`orders`) through
+ * the library's own query API.
  */
 import { PrismaPg } from '@prisma/adapter-pg';
 import { drizzle as drizzlePg } from 'drizzle-orm/node-postgres';
@@ -12,14 +13,24 @@ import knex from 'knex';
 import { Kysely, PostgresDialect, sql as kyselySql } from 'kysely';
 import pg from 'pg';
 import postgres from 'postgres';
-import * as root from '../../src/index.ts';
-import * as viaDrizzle from '../../src/drivers/drizzle.ts';
-import * as viaKnex from '../../src/drivers/knex.ts';
-import * as viaPg from '../../src/drivers/pg.ts';
-import * as viaPostgres from '../../src/drivers/postgres.ts';
-import * as viaPrisma from '../../src/drivers/prisma.ts';
-import { PrismaClient } from '../fixtures/prisma/generated/client.ts';
-import { testPool } from './test-database.ts';
+import * as root from '../src/index.ts';
+import * as viaDrizzle from '../src/drivers/drizzle.ts';
+import * as viaKnex from '../src/drivers/knex.ts';
+import * as viaPg from '../src/drivers/pg.ts';
+import * as viaPostgres from '../src/drivers/postgres.ts';
+import * as viaPrisma from '../src/drivers/prisma.ts';
+import { PrismaClient } from '../test/fixtures/prisma/generated/client.ts';
+
+/**
+ * A pg.Pool with error listeners on idle and checked-out connections: test and bench databases
+ * are dropped WITH (FORCE) right after their pools end (see README, "Pools").
+ */
+function testPool(config: pg.PoolConfig): pg.Pool {
+  const pool = new pg.Pool(config);
+  pool.on('error', () => {});
+  pool.on('connect', (client) => client.on('error', () => {}));
+  return pool;
+}
 
 /** The calls of one library, loosely typed: each subject's own types are checked in test/types.test.ts. */
 export interface Subject {
