@@ -54,11 +54,17 @@ const driver: Driver<AnyDatabase, AnyTransaction> = {
 };
 
 const api = driverApi(driver);
-export const { runIdempotent, enqueue, receiveOnce } = api;
+export const { runIdempotent, enqueue } = api;
 export const withTenant: <D extends AnyDatabase, T>(
   db: D,
   tenantId: string,
   fn: (tx: DrizzleTransactionOf<D>) => Promise<T>,
   options?: WithTenantOptions,
 ) => Promise<T> = api.withTenant as never;
+export const receiveOnce: <D extends AnyDatabase, T>(
+  db: D,
+  message: Parameters<typeof api.receiveOnce>[1],
+  fn: (tx: DrizzleTransactionOf<D>) => Promise<T>,
+  options?: Parameters<typeof api.receiveOnce>[3],
+) => ReturnType<typeof api.receiveOnce<T>> = api.receiveOnce as never;
 export const runIdempotentExternal: typeof api.runIdempotentExternal = api.runIdempotentExternal;

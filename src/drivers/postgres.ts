@@ -16,10 +16,16 @@ const driver: Driver<Sql<any>, TransactionSql<any>> = {
 };
 
 const api = driverApi(driver);
-export const { runIdempotent, enqueue, receiveOnce, runIdempotentExternal } = api;
+export const { runIdempotent, enqueue, runIdempotentExternal } = api;
 export const withTenant: <T, Types extends Record<string, unknown> = {}>(
   sql: Sql<Types>,
   tenantId: string,
   fn: (sql: TransactionSql<Types>) => Promise<T>,
   options?: WithTenantOptions,
 ) => Promise<T> = api.withTenant as never;
+export const receiveOnce: <T, Types extends Record<string, unknown> = {}>(
+  sql: Sql<Types>,
+  message: Parameters<typeof api.receiveOnce>[1],
+  fn: (sql: TransactionSql<Types>) => Promise<T>,
+  options?: Parameters<typeof api.receiveOnce>[3],
+) => ReturnType<typeof api.receiveOnce<T>> = api.receiveOnce as never;
