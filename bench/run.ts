@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- core|relay|sweep|http] [--seconds N]`: runs the benchmarks on a real Postgres (DATABASE_URL,
+ * `npm run bench [-- core|relay|sweep|drivers|http] [--seconds N]`: runs the benchmarks on a real Postgres (DATABASE_URL,
  * else an embedded one started here), prints tables with ratios against baselines measured in the
  * same run, and saves everything as JSON in bench/results/.
  */
@@ -9,6 +9,7 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { startPostgres } from '../support/throwaway-postgres.ts';
 import { runCoreBench } from './core.ts';
+import { runDriversBench } from './drivers.ts';
 import { runHttpBench } from './http.ts';
 import { runRelayBench } from './relay.ts';
 import { runSweepBench } from './sweep.ts';
@@ -19,7 +20,7 @@ const { values, positionals } = parseArgs({
   allowPositionals: true,
 });
 const seconds = Number(values.seconds);
-const SUITES = ['core', 'relay', 'sweep', 'http'];
+const SUITES = ['core', 'relay', 'sweep', 'drivers', 'http'];
 const suites = positionals.length > 0 ? positionals : SUITES;
 const scale = Number(process.env.BENCH_SCALE ?? 1);
 
@@ -54,11 +55,13 @@ try {
       const result =
         suite === 'core'
           ? await runCoreBench(database, seconds)
+          : suite === 'drivers'
+            ? await runDriversBench(database, seconds)
           : suite === 'http'
             ? await runHttpBench(database, seconds)
-            : suite === 'relay'
-              ? await runRelayBench(database, { events: Math.round(20_000 * scale), rssEvents: Math.round(100_000 * scale), latencySeconds: seconds * 2 })
-              : await runSweepBench(database, { keys: Math.round(200_000 * scale) });
+          : suite === 'relay'
+            ? await runRelayBench(database, { events: Math.round(20_000 * scale), rssEvents: Math.round(100_000 * scale), latencySeconds: seconds * 2 })
+            : await runSweepBench(database, { keys: Math.round(200_000 * scale) });
       const file = new URL(`./results/${suite}.json`, import.meta.url);
       await writeFile(file, `${JSON.stringify({ environment, ...result }, null, 2)}\n`);
       console.log(`\nSaved ${file.pathname}`);
