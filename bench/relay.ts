@@ -236,7 +236,7 @@ export async function blockedKeysPoll(admin: pg.Pool, followers: number, keys = 
     try {
       await client.query('BEGIN');
       await client.query('SET LOCAL jit = off'); // as on the relay's own connections
-      const { rows } = await client.query(`EXPLAIN (ANALYZE, TIMING OFF) ${CLAIM_EVENTS_TEXT}`, [512, 750, 'bench', 25, '']);
+      const { rows } = await client.query(`EXPLAIN (ANALYZE, TIMING OFF) ${CLAIM_EVENTS_TEXT}`, [512, 750, 'bench', 25, '', 63]);
       const plan = rows.map((row: Record<string, string>) => row['QUERY PLAN']).join('\n');
       times.push(Number(/Execution Time: ([\d.]+)/.exec(plan)![1]));
     } finally {

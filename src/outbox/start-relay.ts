@@ -27,6 +27,7 @@ import { DatabaseClock } from './database-clock.ts';
 import { HEARTBEAT_MILLISECONDS, type HeldLease, queuedLeaseMs, renewalsDue } from './lease-plan.ts';
 import { StartRate } from './start-rate.ts';
 import { TenantQueue } from './tenant-queue.ts';
+import { KeyRuns, RUN_FOLLOWERS_MAX } from './key-runs.ts';
 import { routeTopics, type SinkRouter } from './route-topic.ts';
 import type { DeliveryEvent, Sink } from './sink.ts';
 import { type Claim, type ClaimedEvent, claimEvents } from './sql/claim-events.ts';
@@ -66,6 +67,14 @@ const INITIAL_BYTES_PER_EVENT = 1_048_576;
 const CLAIM_SHARE_OF_HELD_BYTES = 4;
 /** Floor of the bytes-per-event estimate (a row's own overhead), so tiny events do not mean unbounded counts. */
 const MIN_BYTES_PER_EVENT = 256;
+/**
+ * An idle relay polls every pollIntervalMs at first, then every this fraction of the time since it
+ * last held or found an event (up to maxPollIntervalMs): an event after a quiet spell waits at most
+ * a tenth of that spell more than it would have, and a relay idle for long polls every
+ * maxPollIntervalMs. At a steady trickle (50 events/s: 20 ms gaps) the interval never leaves
+ * pollIntervalMs, so latency under load is unchanged.
+ */
+const IDLE_POLL_FRACTION = 1 / 10;
 /** How often the offset between the host clock and the database clock is measured again. */
 const CLOCK_SYNC_MILLISECONDS = 60 * 1_000;
 
@@ -124,6 +133,12 @@ class OutboxRelay implements Relay {
   private readonly inFlight = new Map<string, InFlight>();
   /** Claimed and leased, waiting for a delivery slot; taken tenant by tenant in turn. */
   private readonly queue = new TenantQueue<ClaimedEvent>();
+  /** Claimed and leased, waiting for the event before them in their key (key-runs.ts). */
+  private readonly runs = new KeyRuns();
+  /** When the relay last held an event or a claim found one: the idle poll grows from there. */
+  private lastBusyAt = 0;
+  /** A key's run ended with a delivery not settled yet: once it is, the key's next run is claimable. */
+  private runEndedUnsettled = false;
   /** Where the next claim starts its round of tenants (see claim-events.ts). */
   private lastTenant = '';
   private lastClaimAt = 0;
@@ -153,7 +168,8 @@ class OutboxRelay implements Relay {
   private renewing = false;
   private stopped: Promise<void> | undefined;
   private loopDone: Promise<void> | undefined;
-  private wakeLoop: (() => void) | undefined;
+  /** Ends the loop's sleep; `forRoom` only when the loop waits for a free slot (see sleep()). */
+  private wakeLoop: ((forRoom: boolean) => void) | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
   private seen: NodeJS.Timeout | undefined;
   private clockSync: NodeJS.Timeout | undefined;
@@ -297,7 +313,7 @@ class OutboxRelay implements Relay {
       // 1 MiB events, 32 MiB held, whole-budget claims peaked at 292 MB RSS, quarter claims 247).
       const byteRoom = Math.min(this.options.maxHeldBytes - this.heldBytes, this.options.maxHeldBytes / CLAIM_SHARE_OF_HELD_BYTES);
       const room = Math.min(
-        Math.min(this.batchSize, this.options.concurrency + 2 * prefetch) - this.inFlight.size - this.queue.length,
+        Math.min(this.batchSize, this.options.concurrency + 2 * prefetch) - this.inFlight.size - this.queue.length - this.runs.length,
         byteRoom <= 0 ? 0 : Math.max(1, Math.floor(byteRoom / this.bytesPerEvent)),
       );
       // Claim when the queue runs low, and also every CLAIM_GAP_MILLISECONDS while there is some
@@ -308,38 +324,70 @@ class OutboxRelay implements Relay {
       const gap = sinceClaim >= CLAIM_GAP_MILLISECONDS && room >= Math.ceil(this.options.concurrency / 4);
       if (room <= 0 || this.cutShortHeld > 0 || !(low || gap)) {
         // A finishing delivery wakes us; so does the claim gap running out, if there is room.
-        await this.sleep(room > 0 && this.cutShortHeld === 0 ? Math.max(1, CLAIM_GAP_MILLISECONDS - sinceClaim) : undefined);
+        await this.sleep(room > 0 && this.cutShortHeld === 0 ? Math.max(1, CLAIM_GAP_MILLISECONDS - sinceClaim) : undefined, true);
         continue;
       }
       this.lastClaimAt = Date.now();
       let claim: Claim;
       try {
-        claim = await claimEvents(
-          this.db,
-          room,
-          queuedLeaseMs(this.options.leaseMs),
-          this.id,
-          this.options.maxAttempts,
-          this.lastTenant,
-        );
+        claim = await claimEvents(this.db, {
+          limit: room,
+          leaseMs: queuedLeaseMs(this.options.leaseMs),
+          relayId: this.id,
+          maxAttempts: this.options.maxAttempts,
+          after: this.lastTenant,
+          runFollowers: RUN_FOLLOWERS_MAX,
+        });
       } catch (error) {
         this.logger.error('claiming events failed; retrying', error);
-        await this.sleep(ERROR_PAUSE_MILLISECONDS);
+        await this.sleep(ERROR_PAUSE_MILLISECONDS, false);
         continue;
       }
       for (const event of claim.exhausted) {
         this.logger.warn(`event ${event.id} of tenant ${event.tenantId} is dead: its last attempt ended without an outcome (crash or kill)`);
         instruments().deliveries.add(1, { 'once.outcome': 'dead', 'once.topic': event.topic });
       }
-      const events = claim.events;
+      const { events, followers, stray } = claim;
       this.lastTenant = claim.lastTenant;
-      this.holdBytes(events);
+      this.holdBytes([...events, ...followers, ...stray]);
+      this.handBack(stray);
       this.cutShortHeld += events.filter((event) => event.cutShort).length;
+      this.runs.hold(followers);
       this.queue.push(events);
       this.pump();
-      // A full batch means more may be waiting: claim again as soon as there is room.
-      if (events.length + claim.exhausted.length < room) await this.sleep(this.options.pollIntervalMs);
+      const found = events.length + followers.length + stray.length + claim.exhausted.length;
+      if (found > 0) this.lastBusyAt = Date.now();
+      // A full batch means more may be waiting: claim again as soon as there is room. Otherwise
+      // poll again later; deliveries finishing do not cut this wait short (what they free is
+      // not claimable until settled: settle() wakes the loop when that matters).
+      if (found < room) await this.sleep(this.pollWaitMs(), false);
     }
+  }
+
+  /**
+   * How long the loop waits before polling again after a claim that did not fill its room:
+   * pollIntervalMs while the relay holds anything (or has just found something), growing with
+   * the time it has been idle (IDLE_POLL_FRACTION) up to maxPollIntervalMs. Writers do not
+   * NOTIFY (it serialises their commits), so this poll is what finds a quiet system's next event;
+   * the LISTEN wake-up still ends the wait at once for whoever does notify (requeue).
+   */
+  private pollWaitMs(): number {
+    const now = Date.now();
+    if (this.inFlight.size > 0 || this.queue.length > 0 || this.runs.length > 0) this.lastBusyAt = now;
+    const { pollIntervalMs, maxPollIntervalMs } = this.options;
+    return Math.round(Math.min(Math.max(pollIntervalMs, maxPollIntervalMs), Math.max(pollIntervalMs, (now - this.lastBusyAt) * IDLE_POLL_FRACTION)));
+  }
+
+  /**
+   * Gives claimed events back uncounted (a run cut short, a claim's stray followers); they are
+   * due at once, and held back only by their key's head. If this fails, their leases run out.
+   */
+  private handBack(events: readonly ClaimedEvent[]): void {
+    if (events.length === 0) return;
+    for (const event of events) this.heldBytes -= event.bytes;
+    releaseEvents(this.db, events, this.id).catch((error: unknown) =>
+      this.logger.warn(`handing back ${events.length} claimed events failed; their leases will expire: ${(error as Error).message}`),
+    );
   }
 
   /**
@@ -380,7 +428,7 @@ class OutboxRelay implements Relay {
    * such crashes be declared dead beside the poison (seen in CI on a loaded machine).
    */
   private async isolate(event: ClaimedEvent): Promise<void> {
-    const queued = this.queue.drain();
+    const queued = [...this.queue.drain(), ...this.runs.drain()];
     for (const other of queued) {
       this.heldBytes -= other.bytes;
       if (other.cutShort) this.cutShortHeld -= 1;
@@ -427,6 +475,7 @@ class OutboxRelay implements Relay {
           const ref = leaseOf(event);
           this.delivered.push(ref);
           this.unsettled.set(key, { event: ref, at: Date.now() });
+          this.continueRun(event);
           span.setAttribute('once.outcome', 'delivered');
           span.end();
           const telemetry = instruments();
@@ -438,6 +487,8 @@ class OutboxRelay implements Relay {
           const failure = this.failure(event, error);
           this.failed.push(failure);
           this.unsettled.set(key, { event: leaseOf(event), at: Date.now() });
+          // The rest of its key's run goes back, uncounted: they wait behind this one's backoff.
+          this.handBack(this.runs.rest(event));
           const outcome = failure.dead ? 'dead' : 'retry';
           span.setAttribute('once.outcome', outcome);
           endWithError(span, error);
@@ -454,11 +505,28 @@ class OutboxRelay implements Relay {
         }
         this.settle();
         this.pump();
-        this.wake();
+        this.wake(true);
       })
       // The outcome is recorded first thing in each branch; telemetry failing after that must not
       // become an unhandled rejection (which ends the process).
       .catch((error: unknown) => this.logger.error('recording a delivery outcome failed', error));
+  }
+
+  /**
+   * After `event` was delivered, its key's next follower (if its run has one) joins the queue,
+   * where it waits for a slot in its tenant's turn like any claimed event: a run is never more
+   * than one delivery at a time, and takes no slot from other tenants. A follower whose lease
+   * ran out (the relay stalled past it) may be another relay's by now: it and the rest of the
+   * run go back rather than be delivered on a claim that may no longer be ours.
+   */
+  private continueRun(event: ClaimedEvent): void {
+    const next = this.runs.next(event);
+    if (next === undefined) {
+      if (event.orderingKey !== null) this.runEndedUnsettled = true;
+      return;
+    }
+    if (next.leaseUntil <= Date.now()) this.handBack([next, ...this.runs.rest(next)]);
+    else this.queue.push([next]);
   }
 
   /**
@@ -514,12 +582,18 @@ class OutboxRelay implements Relay {
         while ((this.delivered.length > 0 || this.failed.length > 0) && !this.closed) {
           const delivered = this.delivered;
           const failed = this.failed;
+          const runEnded = this.runEndedUnsettled;
           this.delivered = [];
           this.failed = [];
+          this.runEndedUnsettled = false;
           try {
             await Promise.all([markDelivered(this.db, delivered, this.id), markFailed(this.db, failed, this.id)]);
             for (const event of [...delivered, ...failed]) this.unsettled.delete(eventKey(event));
+            // The last event of a key's run is settled: the key's next run is claimable now,
+            // not at the next poll (which, for a relay that just went idle, may be a while).
+            if (runEnded) this.wake(false);
           } catch (error) {
+            this.runEndedUnsettled ||= runEnded;
             // Keep the outcomes and try again: until settled, the events stay leased to us (and
             // if we die now, they are delivered again under the same dedupe id).
             this.delivered.unshift(...delivered);
@@ -546,6 +620,7 @@ class OutboxRelay implements Relay {
     const renewals = [
       ...renewalsDue([...this.inFlight.values()].map(({ event }) => event), this.options.leaseMs, now),
       ...renewalsDue(this.queue.values(), queuedMs, now),
+      ...renewalsDue(this.runs.values(), queuedMs, now),
       ...renewalsDue(
         [...this.unsettled.values()].filter(({ at }) => now - at < this.options.leaseMs).map(({ event }) => event),
         queuedMs,
@@ -567,18 +642,25 @@ class OutboxRelay implements Relay {
     }
   }
 
-  private wake(): void {
-    this.wakeLoop?.();
+  /** `forRoom`: a delivery finished, which only matters to a loop waiting for a free slot. */
+  private wake(forRoom = false): void {
+    this.wakeLoop?.(forRoom);
   }
 
-  private sleep(milliseconds?: number): Promise<void> {
+  /**
+   * Waits `milliseconds` (or until woken). `forRoom`: the loop waits for a free slot, so a
+   * delivery finishing ends the wait; otherwise it waits to poll again, and only wake-ups that
+   * may bring claimable events end it early (a notification, a settled run, stop()).
+   */
+  private sleep(milliseconds: number | undefined, forRoom: boolean): Promise<void> {
     return new Promise((resolve) => {
       const timer = milliseconds === undefined ? undefined : setTimeout(done, milliseconds);
       function done() {
         if (timer) clearTimeout(timer);
         resolve();
       }
-      this.wakeLoop = () => {
+      this.wakeLoop = (roomFreed) => {
+        if (roomFreed && !forRoom) return;
         this.wakeLoop = undefined;
         done();
       };
@@ -611,7 +693,7 @@ class OutboxRelay implements Relay {
       entry.released = true;
       entry.controller.abort(new DeliveryFailedError('the relay is shutting down'));
     }
-    const unstarted = this.queue.drain();
+    const unstarted = [...this.queue.drain(), ...this.runs.drain()];
     clearInterval(this.heartbeat);
     clearInterval(this.clockSync);
     clearInterval(this.seen);
