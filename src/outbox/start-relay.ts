@@ -579,6 +579,10 @@ class OutboxRelay implements Relay {
   private settle(): void {
     this.settling ??= (async () => {
       try {
+        // Outcomes that arrive in the same turn of the event loop go in one statement: a run of
+        // a key through an instant sink finishes within the turn, and settling its first event
+        // alone would cost the run a second round trip before its key's next run is claimable.
+        await new Promise((resolve) => setImmediate(resolve));
         while ((this.delivered.length > 0 || this.failed.length > 0) && !this.closed) {
           const delivered = this.delivered;
           const failed = this.failed;
