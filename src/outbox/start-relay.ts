@@ -168,8 +168,7 @@ class OutboxRelay implements Relay {
   private renewing = false;
   private stopped: Promise<void> | undefined;
   private loopDone: Promise<void> | undefined;
-  /** Ends the loop's sleep; `forRoom` only when the loop waits for a free slot (see sleep()). */
-  private wakeLoop: ((forRoom: boolean) => void) | undefined;
+  private wakeLoop: (() => void) | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
   private seen: NodeJS.Timeout | undefined;
   private clockSync: NodeJS.Timeout | undefined;
@@ -324,7 +323,7 @@ class OutboxRelay implements Relay {
       const gap = sinceClaim >= CLAIM_GAP_MILLISECONDS && room >= Math.ceil(this.options.concurrency / 4);
       if (room <= 0 || this.cutShortHeld > 0 || !(low || gap)) {
         // A finishing delivery wakes us; so does the claim gap running out, if there is room.
-        await this.sleep(room > 0 && this.cutShortHeld === 0 ? Math.max(1, CLAIM_GAP_MILLISECONDS - sinceClaim) : undefined, true);
+        await this.sleep(room > 0 && this.cutShortHeld === 0 ? Math.max(1, CLAIM_GAP_MILLISECONDS - sinceClaim) : undefined);
         continue;
       }
       this.lastClaimAt = Date.now();
@@ -340,7 +339,7 @@ class OutboxRelay implements Relay {
         });
       } catch (error) {
         this.logger.error('claiming events failed; retrying', error);
-        await this.sleep(ERROR_PAUSE_MILLISECONDS, false);
+        await this.sleep(ERROR_PAUSE_MILLISECONDS);
         continue;
       }
       for (const event of claim.exhausted) {
@@ -358,9 +357,9 @@ class OutboxRelay implements Relay {
       const found = events.length + followers.length + stray.length + claim.exhausted.length;
       if (found > 0) this.lastBusyAt = Date.now();
       // A full batch means more may be waiting: claim again as soon as there is room. Otherwise
-      // poll again later; deliveries finishing do not cut this wait short (what they free is
-      // not claimable until settled: settle() wakes the loop when that matters).
-      if (found < room) await this.sleep(this.pollWaitMs(), false);
+      // poll again later, or when a delivery finishes (a run going on does not count: what it
+      // frees is not claimable until settled, and settle() wakes the loop when that matters).
+      if (found < room) await this.sleep(this.pollWaitMs());
     }
   }
 
@@ -454,6 +453,8 @@ class OutboxRelay implements Relay {
     const key = eventKey(event);
     const controller = new AbortController();
     const entry: InFlight = { event, controller, released: false };
+    /** Its key's run went on: the loop need not wake for this one (see continueRun). */
+    let continued = false;
     this.inFlight.set(key, entry);
     const timeout = setTimeout(
       () => controller.abort(new DeliveryFailedError(`delivery timed out after ${this.options.deliveryTimeoutMs} ms`)),
@@ -475,7 +476,7 @@ class OutboxRelay implements Relay {
           const ref = leaseOf(event);
           this.delivered.push(ref);
           this.unsettled.set(key, { event: ref, at: Date.now() });
-          this.continueRun(event);
+          continued = this.continueRun(event);
           span.setAttribute('once.outcome', 'delivered');
           span.end();
           const telemetry = instruments();
@@ -505,7 +506,7 @@ class OutboxRelay implements Relay {
         }
         this.settle();
         this.pump();
-        this.wake(true);
+        if (!continued) this.wake();
       })
       // The outcome is recorded first thing in each branch; telemetry failing after that must not
       // become an unhandled rejection (which ends the process).
@@ -519,14 +520,18 @@ class OutboxRelay implements Relay {
    * ran out (the relay stalled past it) may be another relay's by now: it and the rest of the
    * run go back rather than be delivered on a claim that may no longer be ours.
    */
-  private continueRun(event: ClaimedEvent): void {
+  private continueRun(event: ClaimedEvent): boolean {
     const next = this.runs.next(event);
     if (next === undefined) {
       if (event.orderingKey !== null) this.runEndedUnsettled = true;
-      return;
+      return false;
     }
-    if (next.leaseUntil <= Date.now()) this.handBack([next, ...this.runs.rest(next)]);
-    else this.queue.push([next]);
+    if (next.leaseUntil <= Date.now()) {
+      this.handBack([next, ...this.runs.rest(next)]);
+      return false;
+    }
+    this.queue.push([next]);
+    return true;
   }
 
   /**
@@ -595,7 +600,7 @@ class OutboxRelay implements Relay {
             for (const event of [...delivered, ...failed]) this.unsettled.delete(eventKey(event));
             // The last event of a key's run is settled: the key's next run is claimable now,
             // not at the next poll (which, for a relay that just went idle, may be a while).
-            if (runEnded) this.wake(false);
+            if (runEnded) this.wake();
           } catch (error) {
             this.runEndedUnsettled ||= runEnded;
             // Keep the outcomes and try again: until settled, the events stay leased to us (and
@@ -646,25 +651,18 @@ class OutboxRelay implements Relay {
     }
   }
 
-  /** `forRoom`: a delivery finished, which only matters to a loop waiting for a free slot. */
-  private wake(forRoom = false): void {
-    this.wakeLoop?.(forRoom);
+  private wake(): void {
+    this.wakeLoop?.();
   }
 
-  /**
-   * Waits `milliseconds` (or until woken). `forRoom`: the loop waits for a free slot, so a
-   * delivery finishing ends the wait; otherwise it waits to poll again, and only wake-ups that
-   * may bring claimable events end it early (a notification, a settled run, stop()).
-   */
-  private sleep(milliseconds: number | undefined, forRoom: boolean): Promise<void> {
+  private sleep(milliseconds?: number): Promise<void> {
     return new Promise((resolve) => {
       const timer = milliseconds === undefined ? undefined : setTimeout(done, milliseconds);
       function done() {
         if (timer) clearTimeout(timer);
         resolve();
       }
-      this.wakeLoop = (roomFreed) => {
-        if (roomFreed && !forRoom) return;
+      this.wakeLoop = () => {
         this.wakeLoop = undefined;
         done();
       };
