@@ -232,7 +232,7 @@ export const relayOptionsSchema = z
      * is free. The queue holds what the slots start in the next 50 ms (measured), at least
      * `concurrency`, at most this: a fast sink drains a backlog in large batches (measured: 512
      * drains 1.5x faster than 128), a slow one holds few events a dead relay would hold.
-     * (Default: the larger of 512 and 4 x concurrency)
+     * (Default: the larger of 1,024 and 4 x concurrency)
      */
     batchSize: z.number().int().min(1).max(10_000).optional(),
     /**

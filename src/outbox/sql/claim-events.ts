@@ -76,8 +76,18 @@ interface Row {
  * - each gets an equal share of `limit` (at least one) of its unkeyed events, oldest first, read
  *   from the same index (a backlog costs its share; the rows beyond it are never read), and as
  *   many of its due heads (so a claim may bring up to twice `limit` when tenants have both).
+ * - `followers`: each key head claimed (not cut short) brings the run of its key's next pending
+ *   events, in id order, up to $6 per key and, over all keys, what the heads left of `limit`,
+ *   stopping at the first that is not due, is out of attempts or was cut short twice (such an
+ *   event comes only as a head, alone if need be). They are read without a row lock: the head's
+ *   lock keeps every other claim off the key (a claim takes a key only through its head), and
+ *   nothing else changes a pending follower. The relay delivers a run one event after another
+ *   (key-runs.ts): one key's throughput was one event per claim-and-settle round trip, about 60
+ *   a second, and is now a run per round trip. `position` says where each row stands in its run
+ *   (0: a head or an unkeyed event).
  * The cost of a claim grows with the number of tenants and keys that have pending events (in
- * flight and backing off included), a probe each, not with the number of events.
+ * flight and backing off included), a probe each (about 7 us on a 2-core machine: 100 blocked
+ * keys cost an idle poll about 0.75 ms of its 1 ms), not with the number of events.
  * A claim that leaves part of `limit` unused (a tenant had fewer due events than its share) is
  * followed by another one soon enough; see start-relay.ts.
  *
