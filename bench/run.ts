@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- core] [--seconds N] [--only drain,key]`: runs the benchmarks on a real Postgres (DATABASE_URL,
+ * `npm run bench [-- core|relay|sweep|drivers] [--seconds N] [--only drain,key]`: runs the benchmarks on a real Postgres (DATABASE_URL,
  * else an embedded one started here), prints tables with ratios against baselines measured in the
  * same run, and saves everything as JSON in bench/results/.
  */
@@ -9,6 +9,7 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { startPostgres } from '../support/throwaway-postgres.ts';
 import { runCoreBench } from './core.ts';
+import { runDriversBench } from './drivers.ts';
 import { runRelayBench } from './relay.ts';
 import { runSweepBench } from './sweep.ts';
 import { createBenchDatabase } from './setup.ts';
@@ -23,7 +24,7 @@ const { values, positionals } = parseArgs({
   allowPositionals: true,
 });
 const seconds = Number(values.seconds);
-const SUITES = ['core', 'relay', 'sweep'];
+const SUITES = ['core', 'relay', 'sweep', 'drivers'];
 const suites = positionals.length > 0 ? positionals : SUITES;
 const scale = Number(process.env.BENCH_SCALE ?? 1);
 
@@ -58,6 +59,8 @@ try {
       const result =
         suite === 'core'
           ? await runCoreBench(database, seconds)
+          : suite === 'drivers'
+            ? await runDriversBench(database, seconds)
           : suite === 'relay'
             ? await runRelayBench(database, { events: Math.round(20_000 * scale), rssEvents: Math.round(100_000 * scale), latencySeconds: seconds * 2, only: values.only?.split(',') })
             : await runSweepBench(database, { keys: Math.round(200_000 * scale) });

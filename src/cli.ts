@@ -6,6 +6,7 @@
  */
 import { InvalidOptionsError, OnceError } from './errors.ts';
 import type { Command } from './cli/command.ts';
+import { dashboardCommand } from './cli/dashboard-command.ts';
 import { doctorCommand } from './cli/doctor-command.ts';
 import { limitsCommand } from './cli/limits-command.ts';
 import { migrateCommand } from './cli/migrate-command.ts';
@@ -25,6 +26,7 @@ const commands: Record<string, Command> = {
   status: statusCommand,
   limits: limitsCommand,
   doctor: doctorCommand,
+  dashboard: dashboardCommand,
   'webhook-secret': webhookSecretCommand,
 };
 

@@ -29,6 +29,7 @@ export type OnceErrorCode =
   | 'DELIVERY_REJECTED'
   | 'NO_SINK'
   | 'SINK_MISCONFIGURED'
+  | 'POOLER_SETTING_REQUIRED'
   | 'EVENT_NOT_FOUND'
   | 'RATE_LIMITED'
   | 'WRONG_ROLE'
@@ -275,6 +276,18 @@ export class NoSinkError extends OnceError {
 /** A sink cannot work as configured (e.g. a JetStream duplicate window shorter than the relay's retry horizon). */
 export class SinkMisconfiguredError extends OnceError {
   readonly code = 'SINK_MISCONFIGURED';
+  readonly retryable = false;
+  readonly httpStatus = 500;
+}
+
+/**
+ * The relay reaches Postgres through a connection pooler it was not told about: PgBouncer refuses
+ * the session settings the relay sends when it connects (the startup `options` parameter), and in
+ * transaction mode would break its named prepared statements and LISTEN. The message names the
+ * relay option to set (`pooler`).
+ */
+export class PoolerSettingError extends OnceError {
+  readonly code = 'POOLER_SETTING_REQUIRED';
   readonly retryable = false;
   readonly httpStatus = 500;
 }

@@ -16,6 +16,8 @@ export { enqueue, MAX_PAYLOAD_BYTES } from './outbox/enqueue.ts';
 export type { EnqueuedEvent } from './outbox/enqueue.ts';
 export { startRelay } from './outbox/start-relay.ts';
 export type { Relay } from './outbox/start-relay.ts';
+export { drainOnce } from './outbox/drain-once.ts';
+export type { DrainOnceOptions, DrainResult } from './outbox/drain-options.ts';
 export type { DeliveryContext, DeliveryEvent, Sink, SinkStartInfo } from './outbox/sink.ts';
 export { defaultBackoff } from './outbox/backoff.ts';
 export { defaultIsPermanent, httpSink } from './outbox/sinks/http-sink.ts';
@@ -30,6 +32,7 @@ export type { RedisStreamSinkOptions } from './outbox/sinks/redis-stream-sink.ts
 export type { BackoffOptions, BackoffPolicy } from './outbox/backoff.ts';
 export { listDeadEvents, requeueDeadEvents } from './outbox/dead-events.ts';
 export type { DeadEvent } from './outbox/dead-events.ts';
+export type { MessageRelayLogger, RelayLogFields, RelayLogger, StructuredRelayLogger } from './outbox/relay-logger.ts';
 export { keys, canonicalJson, fingerprint, modelKeyProblem, MAX_KEY_LENGTH } from './keys.ts';
 export type { ModelKeyOptions, OrchestratorKeyParts } from './keys.ts';
 export { sweep } from './sweep.ts';
@@ -49,7 +52,6 @@ export type { RoleNames, RolesSqlOptions } from './roles.ts';
 export type {
   MigrateOptions,
   OutboxEvent,
-  RelayLogger,
   RelayOptions,
   RunIdempotentExternalOptions,
   RunIdempotentOptions,
@@ -61,6 +63,7 @@ export {
   DeliveryRejectedError,
   EventNotFoundError,
   NoSinkError,
+  PoolerSettingError,
   SinkMisconfiguredError,
   IdempotencyInProgressError,
   IdempotencyKeyReusedError,

@@ -8,6 +8,7 @@ import { InvalidOptionsError, type OnceIssue } from './errors.ts';
 import type pg from 'pg';
 import type { DedupeAuditEvent } from './idempotency/audit-event.ts';
 import type { Sink } from './outbox/sink.ts';
+import type { RelayLogger } from './outbox/relay-logger.ts';
 import { parseDuration } from './internal/duration.ts';
 import { DEFAULT_SWEEP_SCHEDULE, sweepCronItems } from './sweep-schedule.ts';
 import { textProblem } from './internal/safe-text.ts';
@@ -32,7 +33,7 @@ export const durationSchema = z.union([z.number(), z.string()]).transform((value
 export const sweepBatchSizeSchema = z.number().int().min(1).max(100_000);
 
 /** A cron expression (UTC, graphile-worker's syntax), refused at once rather than at every tick. */
-const cronSchema = z.string().superRefine((schedule, context) => {
+export const cronSchema = z.string().superRefine((schedule, context) => {
   try {
     sweepCronItems(schedule);
   } catch (error) {
@@ -292,6 +293,22 @@ export const relayOptionsSchema = z
      */
     statementTimeoutMs: z.number().int().min(100).max(600_000).default(10_000),
     /**
+     * The pool mode of a connection pooler between the relay and Postgres (PgBouncer's
+     * `pool_mode`), so the relay uses only what passes through it:
+     * - `'none'`: a direct connection. The relay pins its session settings at connect
+     *   (statement_timeout, jit = off, DateStyle, ...), uses named prepared statements and LISTENs
+     *   for wake-ups.
+     * - `'session'`: sends no session settings at connect (PgBouncer refuses the startup
+     *   `options` parameter); give the relay's login them instead:
+     *   `ALTER ROLE ... SET statement_timeout = '10s'; ALTER ROLE ... SET jit = off`.
+     * - `'transaction'`: as `'session'`, and no named prepared statements (PgBouncer before 1.21
+     *   sends each to whichever server connection is free, where it does not exist) and no LISTEN
+     *   (a notification reaches no one): the relay polls, every `pollIntervalMs`.
+     * Statement mode cannot work: pg-once's transactions hold several statements.
+     * (Default: 'none')
+     */
+    pooler: z.enum(['none', 'session', 'transaction']).default('none'),
+    /**
      * TTL sweeps, scheduled with graphile-worker's cron (one run per tick across all relays):
      * `{ schedule, batchSize, outboxRetention, auditRetention }`, or false for none.
      * (Default: every 5 minutes, with sweep()'s defaults)
@@ -313,9 +330,20 @@ export const relayOptionsSchema = z
       .default({ schedule: '*/5 * * * *' }),
     /** Stop gracefully on SIGTERM and SIGINT. (Default: true) */
     handleSignals: z.boolean().default(true),
-    /** Receives the relay's warnings and errors. (Default: console.warn / console.error) */
+    /**
+     * Receives the relay's log lines: a pino logger (or a child of one) as it is, or anything of
+     * its shape, `info/warn/error(fields, message)`: start and stop with settings and counts,
+     * retries (rate-limited per topic), dead events, and trouble. A logger with only
+     * `warn(message)` and `error(message, error)` (the first shape) still works, and gets the
+     * warnings and errors it always got. See src/outbox/relay-log.ts for what is logged when.
+     * (Default: text lines on stderr)
+     */
     logger: z
-      .custom<RelayLogger>((value) => typeof value === 'object' && value !== null)
+      .custom<RelayLogger>(
+        (value) =>
+          typeof value === 'object' && value !== null && typeof (value as RelayLogger).warn === 'function' && typeof (value as RelayLogger).error === 'function',
+        { message: 'expected a logger with warn and error methods (a pino logger, or { info, warn, error })' },
+      )
       .optional(),
   })
   .strict()
@@ -326,10 +354,7 @@ export const relayOptionsSchema = z
 export type RelayOptions = z.input<typeof relayOptionsSchema>;
 export type ResolvedRelayOptions = z.output<typeof relayOptionsSchema>;
 
-export interface RelayLogger {
-  warn(message: string): void;
-  error(message: string, error?: unknown): void;
-}
+export type { RelayLogger } from './outbox/relay-logger.ts';
 
 /** Parses `input` with `schema`, or throws InvalidOptionsError naming `what` was being parsed. */
 export function parseOptions<S extends z.ZodType>(schema: S, input: unknown, what: string): z.output<S> {

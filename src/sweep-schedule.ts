@@ -3,7 +3,7 @@
  * tick across all relays, thanks to its job key), and `status` works out the next tick the same
  * way, from the same cron expression.
  */
-import { parseCronItems } from 'graphile-worker';
+import { type CronItem, parseCronItems } from 'graphile-worker';
 import type { Session } from './internal/session.ts';
 import { tableAccess } from './internal/table-access.ts';
 
@@ -11,11 +11,14 @@ export const SWEEP_TASK = 'once_sweep';
 /** Every 5 minutes. */
 export const DEFAULT_SWEEP_SCHEDULE = '*/5 * * * *';
 
+/** The sweep's cron item, unparsed (for a crontab of one's own: pg-once/graphile-worker). */
+export function sweepCronItem(schedule: string): CronItem {
+  // No backfill: a sweep missed while no relay ran is simply the next sweep's work.
+  return { task: SWEEP_TASK, identifier: SWEEP_TASK, match: schedule, options: { backfillPeriod: 0, jobKey: SWEEP_TASK, jobKeyMode: 'replace', maxAttempts: 1 } };
+}
+
 export function sweepCronItems(schedule: string) {
-  return parseCronItems([
-    // No backfill: a sweep missed while no relay ran is simply the next sweep's work.
-    { task: SWEEP_TASK, identifier: SWEEP_TASK, match: schedule, options: { backfillPeriod: 0, jobKey: SWEEP_TASK, jobKeyMode: 'replace', maxAttempts: 1 } },
-  ]);
+  return parseCronItems([sweepCronItem(schedule)]);
 }
 
 /** The first minute after `from` (UTC, like graphile-worker) that the schedule matches, within 366 days. */

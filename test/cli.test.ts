@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enqueue, withTenant } from '../src/index.ts';
 import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
@@ -39,7 +40,7 @@ describe('pg-once relay', () => {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
-    expect(line).toMatch(/^pg-once relay .*: delivering/);
+    expect(line).toMatch(/^\S+Z INFO  pg-once: relay started relayId=\S+ /);
     await waitForOutbox(fx.database.admin, (c) => c.delivered === 30);
     child.kill('SIGTERM');
     const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
@@ -61,6 +62,42 @@ describe('pg-once relay', () => {
     child.kill('SIGINT');
     await once(child, 'exit');
     expect(receiver.accepted.map((d) => d.body.type)).toEqual(['orders.created']);
+  });
+
+  it('--log-format json: one JSON object per line in pino\'s shape, from the start line to the stop line', async () => {
+    await fx.database.admin.query('DELETE FROM once.outbox_events');
+    receiver.accepted.length = 0;
+    await fillOutbox(fx.app, { count: 10, tenants: 2 });
+    const child = spawn(process.execPath, ['src/cli.ts', 'relay', '--http', receiver.url, '--log-format', 'json', '--concurrency', '4'], {
+      env: { ...process.env, DATABASE_URL: relayUrl, ONCE_WEBHOOK_SECRET: receiver.secret },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const lines: string[] = [];
+    const reader = createInterface({ input: child.stdout! });
+    reader.on('line', (line) => lines.push(line));
+    const closed = once(reader, 'close');
+    await once(reader, 'line');
+    await waitForOutbox(fx.database.admin, (c) => c.delivered === 10);
+    child.kill('SIGTERM');
+    await Promise.all([once(child, 'exit'), closed]);
+
+    const records = lines.map((line) => JSON.parse(line) as Record<string, any>);
+    for (const record of records) {
+      expect(record).toMatchObject({ time: expect.any(Number), pid: child.pid, hostname: expect.any(String), name: 'pg-once', msg: expect.any(String) });
+      expect(pino.levels.labels[record.level]).toBeDefined();
+    }
+    expect(records[0]).toMatchObject({ level: pino.levels.values.info, msg: 'relay started', concurrency: 4, topics: ['>'], relayId: expect.any(String) });
+    expect(lines.join('\n')).not.toContain(receiver.secret);
+    expect(records.map((record) => record.msg)).toContain('relay stopping');
+    expect(records.at(-1)).toMatchObject({ msg: 'relay stopped', delivered: 10, dead: 0, released: 0, relayId: records[0]!.relayId });
+  });
+
+  it('refuses an unknown --log-format, with a usage error', async () => {
+    const error = (await cli(['relay', '--http', 'http://127.0.0.1:9/', '--log-format', 'yaml'], { DATABASE_URL: relayUrl, ONCE_WEBHOOK_SECRET: receiver.secret }).catch(
+      (e: unknown) => e,
+    )) as { code: number; stderr: string };
+    expect(error.code).toBe(2);
+    expect(error.stderr).toContain('--log-format expects json or text');
   });
 
   it('refuses to start without a sink, with a usage error', async () => {

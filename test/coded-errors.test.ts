@@ -233,7 +233,7 @@ const triggers: Record<string, () => Promise<unknown>> = {
   },
 };
 
-/** Codes only a relay, a sink or migrate raise: each has its own tests, named here. */
+/** Codes only a relay, a sink, migrate or a pooler raise: each has its own tests, named here. */
 const testedElsewhere: Record<string, string> = {
   DELIVERY_FAILED: 'test/http-sink.test.ts',
   DELIVERY_REJECTED: 'test/http-sink.test.ts',
@@ -242,6 +242,7 @@ const testedElsewhere: Record<string, string> = {
   MIGRATION_FAILED: 'test/managed-postgres.test.ts',
   INSTALLATION_UNSAFE: 'test/installation-check.test.ts',
   ROLES_CONFLICT: 'test/managed-postgres.test.ts',
+  POOLER_SETTING_REQUIRED: 'test/pgbouncer-relay.test.ts',
 };
 
 /** The codes README's error table lists (`MIGRATION_*` stands for the three migration codes). */

@@ -51,7 +51,7 @@ describe('migrate', () => {
     const { rows: tables } = await db.admin.query<{ table: string; rls: boolean; forced: boolean }>(`
       SELECT c.relname AS table, c.relrowsecurity AS rls, c.relforcerowsecurity AS forced
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE n.nspname = 'once' AND c.relkind = 'r' AND c.relname NOT IN ('migrations', 'roles', 'relays', 'sweeps') ORDER BY 1`);
+      WHERE n.nspname = 'once' AND c.relkind = 'r' AND c.relname NOT IN ('migrations', 'roles', 'relays', 'sweeps', 'operator_actions') ORDER BY 1`);
     expect(tables).toEqual([
       { table: 'dedupe_audit', rls: true, forced: true },
       { table: 'idempotency_keys', rls: true, forced: true },
@@ -66,7 +66,7 @@ describe('migrate', () => {
       SELECT c.relname AS table, a.attname AS first
       FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
       JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]
-      WHERE n.nspname = 'once' AND i.indisprimary AND c.relname NOT IN ('migrations', 'roles', 'relays', 'sweeps') ORDER BY 1`);
+      WHERE n.nspname = 'once' AND i.indisprimary AND c.relname NOT IN ('migrations', 'roles', 'relays', 'sweeps', 'operator_actions') ORDER BY 1`);
     expect(keys.every((k) => k.first === 'tenant_id')).toBe(true);
     expect(keys).toHaveLength(5);
 

@@ -139,3 +139,15 @@ it('ships the sources its source maps and declaration maps point to', async () =
   }
   expect(missing).toEqual([]);
 });
+
+it('resolves pg-once/graphile-worker, whose only dependency ships with pg-once', async () => {
+  await writeFile(
+    join(project, 'graphile-worker-subpath.js'),
+    `import { OUTBOX_TASKS, outboxCronItems, outboxCrontab, outboxTasks } from 'pg-once/graphile-worker';
+import { drainOnce } from 'pg-once';
+console.log(JSON.stringify({ tasks: Object.values(OUTBOX_TASKS), functions: [outboxTasks, outboxCronItems, outboxCrontab, drainOnce].map((f) => typeof f), crontab: outboxCrontab().split('\\n').length }));
+`,
+  );
+  const { stdout } = await node(['graphile-worker-subpath.js'], {});
+  expect(JSON.parse(stdout)).toEqual({ tasks: ['once_deliver', 'once_deliver_watchdog', 'once_sweep'], functions: ['function', 'function', 'function', 'function'], crontab: 2 });
+});

@@ -63,7 +63,7 @@ describe.skipIf(!available && !required)('relay -> NATS JetStream', () => {
       backoff: { initialMs: 5, maxMs: 50 },
       maxAttempts: 5,
       handleSignals: false,
-      logger: { warn: (message) => warnings.push(message), error: () => {} },
+      logger: { warn: (message: string) => warnings.push(message), error: () => {} },
     });
     await waitForOutbox(fx.database.admin, (c) => c.delivered === 50, 30_000);
     expect(warnings).toEqual([]);

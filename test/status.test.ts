@@ -69,6 +69,22 @@ it('counts what happened, per tenant and tool, and the outbox', async () => {
   expect(text.stdout).toContain('Outbox: 2 pending');
 });
 
+it('counts the rows of small tables exactly, where the estimate said 0 before the first ANALYZE', async () => {
+  await withTenant(fx.app, 'gamma', async (tx) => {
+    for (let i = 0; i < 150; i += 1) await enqueue(tx, { topic: 'count.me', payload: { i } });
+  });
+  const { rows: exactCount } = await fx.database.admin.query<{ n: number }>('SELECT count(*)::int AS n FROM once.outbox_events');
+  const result = await status(relayUrl);
+  const outbox = result.tables.find((t) => t.table === 'outbox_events')!;
+  expect(outbox).toMatchObject({ rows: exactCount[0]!.n, rowsExact: true });
+  // The relay role may not read idempotency records: their count stays an estimate.
+  expect(result.tables.find((t) => t.table === 'idempotency_keys')).toMatchObject({ rowsExact: false });
+  const run = promisify(execFile);
+  const { stdout } = await run(process.execPath, ['src/cli.ts', 'status', '--database-url', relayUrl]);
+  expect(stdout).toMatch(new RegExp(`outbox_events\\s+\\d+ kB\\s+${exactCount[0]!.n}\\b`));
+  expect(stdout).toMatch(/idempotency_keys\s+\d+ kB\s+~\d+ \(est\.\)/);
+});
+
 it('refuses the application role, which would see a single tenant', async () => {
   await expect(status(fx.appUrl)).rejects.toMatchObject({ code: 'WRONG_ROLE' });
 });

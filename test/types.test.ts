@@ -3,16 +3,36 @@
  * at compile time: `npm run typecheck` (run by .ci/run, and covering test/) fails if any of these
  * stops holding.
  */
+import type { Knex } from 'knex';
 import type { Kysely, Transaction } from 'kysely';
+import type { Logger } from 'pino';
 import { describe, expectTypeOf, it } from 'vitest';
+import type { z } from 'zod';
+import type { OutboxTasksOptions } from '../src/integrations/graphile-worker.ts';
+import type { outboxTasksOptionsSchema } from '../src/integrations/graphile-worker/outbox-tasks-options.ts';
+import type { drainOptionsSchema } from '../src/outbox/drain-options.ts';
+import type pg from 'pg';
+import type { TransactionSql } from 'postgres';
+import * as viaDrizzle from '../src/drivers/drizzle.ts';
+import * as viaKnex from '../src/drivers/knex.ts';
+import * as viaPg from '../src/drivers/pg.ts';
+import * as viaPostgres from '../src/drivers/postgres.ts';
+import * as viaPrisma from '../src/drivers/prisma.ts';
+import type { PrismaClient } from './fixtures/prisma/generated/client.ts';
+import type { NodePgDatabase } from 'drizzle-orm/node-postgres';
 import {
+  type DrainOnceOptions,
   enqueue,
   type EnqueuedEvent,
   type IdempotentOutcome,
   type Jsonify,
   type OnceErrorCode,
   OnceError,
+  type MessageRelayLogger,
+  type RelayLogger,
+  type RelayOptions,
   runIdempotent,
+  type StructuredRelayLogger,
   withTenant,
 } from '../src/index.ts';
 
@@ -41,9 +61,65 @@ describe('public types', () => {
     expectTypeOf<Kysely<any>>().not.toMatchTypeOf<Transaction<any>>();
   });
 
+  it('hands fn the Transaction<DB> it was given, so a typo in a table or column does not compile', () => {
+    interface DB {
+      orders: { key: string; amount: number };
+    }
+    const typed = (db: Kysely<DB>) =>
+      withTenant(db, 't', (tx) =>
+        runIdempotent(tx, 'k', async (inner) => {
+          expectTypeOf(inner).toEqualTypeOf<Transaction<DB>>();
+          await inner.insertInto('orders').values({ key: 'k', amount: 1 }).execute();
+          // @ts-expect-error: no table 'ordrs'
+          await inner.insertInto('ordrs').values({ customerr: 1 }).execute();
+          // @ts-expect-error: no column 'customerr'
+          await inner.insertInto('orders').values({ customerr: 1 }).execute();
+          return 1;
+        }),
+      );
+    expectTypeOf(typed).returns.resolves.toEqualTypeOf<number>();
+  });
+
+  it("gives each database library's fn that library's own transaction, typed as the caller's", () => {
+    expectTypeOf(viaPg.withTenant<number>).parameter(2).parameter(0).toEqualTypeOf<pg.PoolClient>();
+    expectTypeOf(viaKnex.withTenant<number>).parameter(2).parameter(0).toEqualTypeOf<Knex.Transaction>();
+    expectTypeOf(viaPostgres.withTenant<number, {}>).parameter(2).parameter(0).toEqualTypeOf<TransactionSql<{}>>();
+    const drizzle = (db: NodePgDatabase<{}>) =>
+      viaDrizzle.withTenant(db, 't', (tx) => viaDrizzle.runIdempotent(tx, 'k', async (inner) => (expectTypeOf(inner).toEqualTypeOf(tx), 1)));
+    expectTypeOf(drizzle).returns.resolves.toEqualTypeOf<number>();
+    const prisma = (client: PrismaClient) =>
+      viaPrisma.withTenant(client, 't', (tx) =>
+        viaPrisma.runIdempotent(tx, 'k', async (inner) => {
+          // @ts-expect-error: the model is `order`
+          inner.ordr;
+          return (await inner.order.count()) + 0;
+        }),
+      );
+    expectTypeOf(prisma).returns.resolves.toEqualTypeOf<number>();
+    // A pool or a database handle autocommits each statement: not a transaction.
+    // @ts-expect-error: enqueue takes a client in a transaction, not the Pool
+    void ((pool: pg.Pool) => viaPg.enqueue(pool, { topic: 't', payload: 1 }));
+  });
+
   it('gives every error a stable code from a closed union', () => {
     expectTypeOf<OnceError['code']>().toEqualTypeOf<OnceErrorCode>();
     expectTypeOf<'IDEMPOTENCY_KEY_REUSED'>().toMatchTypeOf<OnceErrorCode>();
     expectTypeOf<'SOMETHING_ELSE'>().not.toMatchTypeOf<OnceErrorCode>();
+  });
+
+  it('takes a pino logger, a child of one, or the first message-first shape as the relay\'s logger', () => {
+    expectTypeOf<Logger>().toMatchTypeOf<StructuredRelayLogger>();
+    expectTypeOf<ReturnType<Logger['child']>>().toMatchTypeOf<NonNullable<RelayOptions['logger']>>();
+    expectTypeOf<MessageRelayLogger>().toMatchTypeOf<RelayLogger>();
+    expectTypeOf<{ warn(): void }>().not.toMatchTypeOf<RelayLogger>();
+  });
+
+  it('keeps the hand-written option interfaces (what editors show, with docs) in step with their schemas', () => {
+    expectTypeOf<keyof DrainOnceOptions>().toEqualTypeOf<keyof z.input<typeof drainOptionsSchema>>();
+    expectTypeOf<keyof OutboxTasksOptions>().toEqualTypeOf<keyof z.input<typeof outboxTasksOptionsSchema>>();
+    expectTypeOf<DrainOnceOptions>().toMatchTypeOf<z.input<typeof drainOptionsSchema>>();
+    expectTypeOf<Required<z.input<typeof drainOptionsSchema>>>().toMatchTypeOf<Required<DrainOnceOptions>>();
+    expectTypeOf<OutboxTasksOptions>().toMatchTypeOf<z.input<typeof outboxTasksOptionsSchema>>();
+    expectTypeOf<Required<z.input<typeof outboxTasksOptionsSchema>>>().toMatchTypeOf<Required<OutboxTasksOptions>>();
   });
 });

@@ -62,7 +62,7 @@ export async function runDemo(options: DemoOptions): Promise<boolean> {
       sweep: false,
       handleSignals: false,
       // Retries after the receiver's 503s are expected; anything else is kept for the report.
-      logger: { warn: () => {}, error: (message) => relayProblems.push(message) },
+      logger: { warn: () => {}, error: (message: string) => relayProblems.push(message) },
     });
     console.log(`  relay: httpSink (Standard Webhooks) → receiver at ${receiver.url}, dedupes by webhook-id`);
     app = new Kysely<any>({ dialect: new PostgresDialect({ pool: quietPool(database.appUrl, APP_POOL_SIZE) }) });

@@ -1,4 +1,7 @@
+import { InvalidOptionsError } from '../errors.ts';
 import { startRelay } from '../outbox/start-relay.ts';
+import { cliLogger } from './cli-logger.ts';
+import { drainOnceCommand } from './drain-once-command.ts';
 import type { Command } from './command.ts';
 import { databaseUrl } from './database-url.ts';
 import { parseFlags } from './parse-flags.ts';
@@ -6,6 +9,8 @@ import { loadRelayConfig } from './relay-config.ts';
 
 const HELP = `Usage: pg-once relay [--config <file>] [--http <url> [--webhook-secret-file <file>]]
                     [--nats <servers> --nats-subject <subject>] [--concurrency <n>] [--max-attempts <n>]
+                    [--log-format text|json] [--pooler none|session|transaction]
+                    [--once [--deadline <ms>] [--max <n>] [--json]]
 
 Delivers outbox events to sinks until SIGTERM or SIGINT, then finishes or releases in-flight
 deliveries and exits. Connect as a login granted this database's relay role (\`pg-once roles\`).
@@ -22,7 +27,22 @@ shorter than 16 bytes are refused.
 
 --config: a .js/.mjs/.ts module default-exporting relay options, or a .json file with built-in
 sinks, e.g. {"sinks": {"orders.*": {"http": {"url": "https://...", "secret": "whsec_..."}}}}.
-HTTP deliveries are retried on every answer but 2xx and 410 Gone (then the event is dead).`;
+HTTP deliveries are retried on every answer but 2xx and 410 Gone (then the event is dead).
+
+--log-format: one line per record on stdout, \`text\` (the default) or \`json\` (pino's shape:
+{"level":30,"time":<ms>,"pid":..,"hostname":..,"name":"pg-once",...fields,"msg":..}). Logged: start
+with the settings, stop with counts, retries with their reason and dead events (both at most a
+few lines per topic every 10 s, with the count of those left out), and the relay's own trouble.
+
+--pooler: the pool mode of PgBouncer (or another pooler) between the relay and Postgres. Behind
+one the relay sends no session settings at connect (give its login statement_timeout and
+jit = off with ALTER ROLE ... SET); in transaction mode it also uses no named statements and no
+LISTEN (it polls). Statement mode cannot work.
+
+--once: for a cron (Vercel, Lambda, a CronJob): deliver what is due within --deadline (default
+10000 ms), at most --max deliveries, hand back the rest and exit 0 with the counts (delivered,
+failed, dead, released); non-zero only when the database or the configuration fails. Safe to run
+from many invocations at once. No sweeps: schedule \`pg-once sweep\` too.`;
 
 export const relayCommand: Command = {
   summary: 'deliver outbox events to sinks (HTTP webhooks, NATS JetStream, your own)',
@@ -37,6 +57,12 @@ export const relayCommand: Command = {
       'nats-subject': { type: 'string' },
       concurrency: { type: 'string' },
       'max-attempts': { type: 'string' },
+      'log-format': { type: 'string' },
+      pooler: { type: 'string' },
+      once: { type: 'boolean' },
+      deadline: { type: 'string' },
+      max: { type: 'string' },
+      json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     });
     if (values.help) {
@@ -52,12 +78,18 @@ export const relayCommand: Command = {
       natsSubject: values['nats-subject'],
       concurrency: values.concurrency,
       maxAttempts: values['max-attempts'],
+      pooler: values.pooler,
     });
     const connection =
       config.pool || (config.connectionString && !values['database-url'])
         ? {}
         : { connectionString: databaseUrl(values['database-url']) };
-    const relay = await startRelay({ ...config, ...connection, sinks: config.sinks!, handleSignals: true });
-    console.log(`pg-once relay ${relay.id}: delivering (Ctrl-C to stop)`);
+    if (!values.once && (values.deadline !== undefined || values.max !== undefined || values.json)) {
+      throw new InvalidOptionsError('command line', [{ path: [], message: '--deadline, --max and --json go with --once', code: 'invalid_flag' }]);
+    }
+    const logger = cliLogger(values['log-format'], config.logger);
+    if (values.once) return drainOnceCommand({ ...config, ...connection, logger }, values);
+    // The relay's start line says it is delivering, with its id and settings.
+    await startRelay({ ...config, ...connection, sinks: config.sinks!, handleSignals: true, logger });
   },
 };

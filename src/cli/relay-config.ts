@@ -30,6 +30,8 @@ export interface RelayFlags {
   natsSubject?: string | undefined;
   concurrency?: string | undefined;
   maxAttempts?: string | undefined;
+  /** The relay's `pooler` option; startRelay validates it. */
+  pooler?: string | undefined;
 }
 
 function usageError(message: string): InvalidOptionsError {
@@ -104,5 +106,6 @@ export async function loadRelayConfig(flags: RelayFlags): Promise<Partial<RelayO
     sinks,
     ...(concurrency === undefined ? {} : { concurrency }),
     ...(maxAttempts === undefined ? {} : { maxAttempts }),
+    ...(flags.pooler === undefined ? {} : { pooler: flags.pooler as RelayOptions['pooler'] }),
   };
 }

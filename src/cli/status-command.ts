@@ -52,7 +52,7 @@ function formatStatus(result: Status): string {
       (o.oldestPendingAgeMs === null ? '' : ` (oldest ${(o.oldestPendingAgeMs / 1_000).toFixed(1)} s)`) +
       `, ${o.dead} dead, ${o.deliveredInWindow} delivered (${o.deliveriesPerSecond.toFixed(2)}/s)`,
     '',
-    table(['table', 'size', 'rows (est.)'], result.tables.map((t) => [t.table, `${(t.bytes / 1024).toFixed(0)} kB`, t.estimatedRows])),
+    table(['table', 'size', 'rows'], result.tables.map((t) => [t.table, `${(t.bytes / 1024).toFixed(0)} kB`, t.rowsExact ? t.rows : `~${t.rows} (est.)`])),
     '',
     `Sweeps (${result.sweep.schedule}): last ${result.sweep.lastRunAt?.toISOString() ?? 'never'}, next ${result.sweep.nextRunAt?.toISOString() ?? '-'}`,
   );

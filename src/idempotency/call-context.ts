@@ -4,10 +4,10 @@
  * AsyncLocalStorage rather than a map keyed by transaction: two calls may share one transaction.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
-import type { Transaction } from 'kysely';
 
 export interface CallContext {
-  tx: Transaction<any>;
+  /** The caller's transaction object (TransactionClient.owner) the call runs in. */
+  tx: object;
   tenantId: string;
   key: string;
   version: string;

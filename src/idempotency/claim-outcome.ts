@@ -2,7 +2,6 @@
  * What both modes of an idempotent call (in-transaction and two-phase) do with a claim: build the
  * request, wait out a live lease, and turn a finished record into a replay or a recorded error.
  */
-import type { Transaction } from 'kysely';
 import {
   IdempotencyInProgressError,
   ReentrantCallError,
@@ -12,6 +11,7 @@ import {
   ResultTooLargeError,
 } from '../errors.ts';
 import { JsonTextError, toJsonText } from '../internal/json-text.ts';
+import type { TransactionClient } from '../internal/transaction-client.ts';
 import { fingerprint } from '../keys.ts';
 import type { ResolvedRunIdempotentOptions } from '../options.ts';
 import { settings } from '../settings.ts';
@@ -54,8 +54,8 @@ export function claimRequest(key: string, opts: ResolvedRunIdempotentOptions): C
  * counts against `waitMs`: a caller who waited 800 ms for a connection has 200 ms of a 1 s
  * budget left, so its total wait stays within what it asked for.
  */
-export async function claimWithinWait(tx: Transaction<any>, request: ClaimRequest, maxWaiting: number): Promise<ClaimRow> {
-  const state = transactionState(tx);
+export async function claimWithinWait(tx: TransactionClient, request: ClaimRequest, maxWaiting: number): Promise<ClaimRow> {
+  const state = transactionState(tx.owner);
   const deadline = performance.now() + request.waitMs - (state?.poolWaitMs ?? 0);
   const left = () => Math.max(0, deadline - performance.now());
   let found = await claim(tx, request, { waitMs: left(), block: false, waited: false });
@@ -94,7 +94,7 @@ export function reentrantError(key: string): ReentrantCallError {
 
 /** Past the wait: retry when the live lease (two-phase mode) should be over, else soon. */
 export function inProgressError(request: ClaimRequest, found: ClaimRow): IdempotencyInProgressError {
-  const leaseLeft = found.locked_until ? found.locked_until.getTime() - Date.now() : request.waitMs;
+  const leaseLeft = found.locked_until_ms !== null ? found.locked_until_ms - Date.now() : request.waitMs;
   return new IdempotencyInProgressError(request.key, retryAfterMs(Math.max(leaseLeft, 0)));
 }
 

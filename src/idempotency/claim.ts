@@ -4,8 +4,8 @@
  * over, or (only when asked to block) waits for a concurrent duplicate. All of that in one
  * statement, because every round trip here is paid by every tool call.
  */
-import { sql, type Transaction } from 'kysely';
 import { CallAbortedError, IdempotencyInProgressError, translateDatabaseError } from '../errors.ts';
+import type { TransactionClient } from '../internal/transaction-client.ts';
 import { transactionState } from './transaction-state.ts';
 
 export interface ClaimRequest {
@@ -27,7 +27,8 @@ export interface ClaimRow {
   result: string | null;
   error: StoredError | null;
   waited: boolean;
-  locked_until: Date | null;
+  /** When a two-phase call's live lease ends, in epoch milliseconds. */
+  locked_until_ms: number | null;
   /** rate_limited: when a token will be available. */
   retry_after_ms: number | null;
   /** claimed under a rate limit: the bucket to charge with the result, and its GCRA parameters. */
@@ -61,14 +62,33 @@ const QUERY_CANCELED = '57014';
 /** SQLSTATE in_failed_sql_transaction: a statement in a transaction that is already aborted. */
 const IN_FAILED_TRANSACTION = '25P02';
 
-export async function claim(tx: Transaction<any>, request: ClaimRequest, mode: ClaimMode): Promise<ClaimRow> {
+/**
+ * The columns are listed rather than `*` so that every database library reads them alike (see
+ * transaction-client.ts): the stored error as JSON text, the lease end as epoch milliseconds.
+ */
+const CLAIM = `
+  SELECT outcome, tenant_id, status, result, error::text AS error, waited,
+         extract(epoch FROM locked_until)::float8 * 1000 AS locked_until_ms,
+         retry_after_ms, limit_tool, limit_emission_ms, limit_tolerance_ms
+    FROM once.claim_key($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`;
+
+export async function claim(tx: TransactionClient, request: ClaimRequest, mode: ClaimMode): Promise<ClaimRow> {
   try {
     if (mode.block) await raiseStatementTimeout(tx, mode.waitMs);
-    const { rows } = await sql<ClaimRow>`
-      SELECT * FROM once.claim_key(${request.key}, ${request.version}, ${request.tool ?? null},
-                                   ${request.fingerprint}, ${request.ttlMs}, ${Math.max(0, Math.ceil(mode.waitMs))},
-                                   ${request.lease?.ms ?? null}, ${request.lease?.token ?? null}, ${mode.block}, ${mode.waited})`.execute(tx);
-    return rows[0]!;
+    const rows = await tx.query<Omit<ClaimRow, 'error'> & { error: string | null }>(CLAIM, [
+      request.key,
+      request.version,
+      request.tool ?? null,
+      request.fingerprint,
+      request.ttlMs,
+      Math.max(0, Math.ceil(mode.waitMs)),
+      request.lease?.ms ?? null,
+      request.lease?.token ?? null,
+      mode.block,
+      mode.waited,
+    ]);
+    const row = rows[0]!;
+    return { ...row, error: row.error === null ? null : (JSON.parse(row.error) as StoredError) };
   } catch (error) {
     throw claimError(tx, request, mode, error);
   }
@@ -80,23 +100,24 @@ export async function claim(tx: Transaction<any>, request: ClaimRequest, mode: C
  * follows only: once.claim_key puts the saved value back first thing. Never lowered, and left
  * alone when disabled (0). One more round trip, paid only by calls about to wait.
  */
-async function raiseStatementTimeout(tx: Transaction<any>, waitMs: number): Promise<void> {
+async function raiseStatementTimeout(tx: TransactionClient, waitMs: number): Promise<void> {
   const neededMs = Math.ceil(waitMs) + STATEMENT_MARGIN_MILLISECONDS;
-  await sql`
-    SELECT set_config('once.saved_statement_timeout', s.setting, true),
-           set_config('statement_timeout', ${String(neededMs)}, true)
-      FROM pg_settings s
-     WHERE s.name = 'statement_timeout' AND s.setting::bigint > 0 AND s.setting::bigint < ${neededMs}`.execute(tx);
+  await tx.query(RAISE_STATEMENT_TIMEOUT, [String(neededMs), neededMs]);
 }
+const RAISE_STATEMENT_TIMEOUT = `
+  SELECT set_config('once.saved_statement_timeout', s.setting, true),
+         set_config('statement_timeout', $1, true)
+    FROM pg_settings s
+   WHERE s.name = 'statement_timeout' AND s.setting::bigint > 0 AND s.setting::bigint < $2`;
 /** Room for the claim's own work after its wait, in milliseconds. */
 const STATEMENT_MARGIN_MILLISECONDS = 1_000;
 
-function claimError(tx: Transaction<any>, request: ClaimRequest, mode: ClaimMode, error: unknown): unknown {
+function claimError(tx: TransactionClient, request: ClaimRequest, mode: ClaimMode, error: unknown): unknown {
   const sqlstate = (error as { code?: unknown }).code;
   if (sqlstate === LOCK_NOT_AVAILABLE || sqlstate === QUERY_CANCELED) {
     return new IdempotencyInProgressError(request.key, retryAfterMs(mode.waitMs), { cause: error });
   }
-  const abortedBy = transactionState(tx)?.abortedBy;
+  const abortedBy = transactionState(tx.owner)?.abortedBy;
   if (sqlstate === IN_FAILED_TRANSACTION && abortedBy) {
     return new CallAbortedError('pg-once: an idempotent call failed earlier in this transaction, which it aborted on purpose.', { cause: abortedBy.error });
   }

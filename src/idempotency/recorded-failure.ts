@@ -5,7 +5,6 @@
  * even though the error propagates. withTenant does that for errors marked here; callers running
  * their own transaction check `isRecordedFailure(error)` before deciding to roll back.
  */
-import type { Transaction } from 'kysely';
 import { transactionState } from './transaction-state.ts';
 
 const recorded = new WeakSet<object>();
@@ -25,7 +24,7 @@ export function isRecordedFailure(error: unknown): boolean {
  * a number) cannot be marked, so it is noted on the transaction instead, where withTenant looks
  * (see isRecordedIn). Without it, withTenant rolled back the failure it had just stored.
  */
-export function recordFailure<E>(tx: Transaction<any>, error: E): E {
+export function recordFailure<E>(tx: object, error: E): E {
   if (typeof error === 'object' && error !== null) return markRecordedFailure(error);
   const state = transactionState(tx);
   if (state) (state.recordedValues ??= []).push(error);
@@ -33,6 +32,6 @@ export function recordFailure<E>(tx: Transaction<any>, error: E): E {
 }
 
 /** True when `error` is a recorded outcome of a call made in `tx`. */
-export function isRecordedIn(tx: Transaction<any>, error: unknown): boolean {
+export function isRecordedIn(tx: object, error: unknown): boolean {
   return isRecordedFailure(error) || transactionState(tx)?.recordedValues?.includes(error) === true;
 }

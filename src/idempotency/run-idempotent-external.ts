@@ -14,7 +14,8 @@
  * signal aborts when the lease runs out.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { type Kysely, sql } from 'kysely';
+import type { Kysely } from 'kysely';
+import { kyselyDriver } from '../drivers/kysely-driver.ts';
 import { LeaseLostError, RateLimitedError } from '../errors.ts';
 import { assertValidKey } from '../keys.ts';
 import {
@@ -23,7 +24,9 @@ import {
   type RunIdempotentExternalOptions,
   runIdempotentExternalOptionsSchema,
 } from '../options.ts';
-import { withTenant } from '../tenant.ts';
+import type { Driver } from '../internal/driver.ts';
+import type { TransactionClient } from '../internal/transaction-client.ts';
+import { withTenantFor } from '../tenant.ts';
 import { traceCall } from '../telemetry.ts';
 import { claim, type ClaimRow } from './claim.ts';
 import {
@@ -64,8 +67,11 @@ export function idempotencyHeaders(idempotencyKey: string): Record<string, strin
   return { 'Idempotency-Key': idempotencyKey };
 }
 
+/** Runs `fn` in a short transaction of its own, with the tenant set: one phase of a call. */
+type InTenant = <R>(fn: (tx: TransactionClient) => Promise<R>) => Promise<R>;
+
 async function runExternalDetailed<T>(
-  db: Kysely<any>,
+  tenantTransaction: (tenantOptions: ResolvedRunIdempotentExternalOptions['tenantOptions']) => InTenant,
   tenantId: string,
   key: string,
   fn: (context: ExternalCallContext) => Promise<T>,
@@ -76,14 +82,14 @@ async function runExternalDetailed<T>(
   // Cancelled before it began: nothing is claimed and fn never runs.
   opts.signal?.throwIfAborted();
   const token = randomUUID();
-  const tenantOptions = opts.tenantOptions;
+  const inTenant = tenantTransaction(opts.tenantOptions);
   const record: RecordId = { tenantId, key, version: opts.version };
 
   // Phase 1: claim and commit (or replay, or a recorded error that withTenant commits).
-  const claimed = await claimLeased<T>(db, tenantId, key, opts, token);
+  const claimed = await claimLeased<T>(inTenant, tenantId, key, opts, token);
   if ('outcome' in claimed) return claimed;
   if (opts.signal?.aborted) {
-    await withTenant(db, tenantId, (tx) => releaseLease(tx, record, token), tenantOptions).catch(() => {});
+    await inTenant((tx) => releaseLease(tx, record, token)).catch(() => {});
     opts.signal.throwIfAborted();
   }
 
@@ -98,7 +104,7 @@ async function runExternalDetailed<T>(
   const heartbeat = async () => {
     if (controller.signal.aborted) return false;
     const sentAt = performance.now();
-    const held = await withTenant(db, tenantId, (tx) => renewLease(tx, record, token, opts.leaseMs), tenantOptions);
+    const held = await inTenant((tx) => renewLease(tx, record, token, opts.leaseMs));
     if (!held) controller.abort(new LeaseLostError(`pg-once: the lease of key "${key}" was taken over by another worker.`));
     else if (!controller.signal.aborted) lease.renewed(sentAt);
     return held && !controller.signal.aborted;
@@ -121,11 +127,11 @@ async function runExternalDetailed<T>(
     value = await fn(context);
   } catch (error) {
     if (wantsStored(opts.storeError, error)) {
-      await withTenant(db, tenantId, (tx) => storeLeased(tx, record, token, { status: 'failed', errorText: JSON.stringify(describeError(error)) }), tenantOptions);
+      await inTenant((tx) => storeLeased(tx, record, token, { status: 'failed', errorText: JSON.stringify(describeError(error)) }));
       throw error;
     }
     // Not stored: give the key back, so a retry executes afresh (with the same downstream key).
-    await withTenant(db, tenantId, (tx) => releaseLease(tx, record, token), tenantOptions).catch(() => {});
+    await inTenant((tx) => releaseLease(tx, record, token)).catch(() => {});
     throw error;
   } finally {
     if (timer) clearInterval(timer);
@@ -138,10 +144,10 @@ async function runExternalDetailed<T>(
   try {
     text = storableResult(value, key, opts.maxResultBytes);
   } catch (error) {
-    await withTenant(db, tenantId, (tx) => releaseLease(tx, record, token), tenantOptions).catch(() => {});
+    await inTenant((tx) => releaseLease(tx, record, token)).catch(() => {});
     throw error;
   }
-  const stored = await withTenant(db, tenantId, (tx) => storeLeased(tx, record, token, { status: 'completed', resultText: text }), tenantOptions);
+  const stored = await inTenant((tx) => storeLeased(tx, record, token, { status: 'completed', resultText: text }));
   if (!stored) {
     throw new LeaseLostError(
       `pg-once: the lease of key "${key}" ran out and another worker took the call over before this result was stored; ` +
@@ -158,7 +164,7 @@ async function runExternalDetailed<T>(
  * the whole wait, pool included, and the caller's signal ends it.
  */
 async function claimLeased<T>(
-  db: Kysely<any>,
+  inTenant: InTenant,
   tenantId: string,
   key: string,
   opts: ResolvedRunIdempotentExternalOptions,
@@ -170,9 +176,7 @@ async function claimLeased<T>(
   let pause = 25;
   for (;;) {
     const left = Math.max(0, deadline - performance.now());
-    const step = await withTenant(
-      db,
-      tenantId,
+    const step = await inTenant(
       async (tx): Promise<IdempotentOutcome<T> | { waited: boolean; claimedAt: number } | { busy: ClaimRow }> => {
         // Before the claim is sent: the lease the database grants ends no earlier than this + leaseMs.
         const claimedAt = performance.now();
@@ -183,14 +187,15 @@ async function claimLeased<T>(
         const charge = rateCharge(found);
         if (charge && !(await chargeBucket(tx, tenantId, charge))) {
           // Lost the race for the last token: undo the claim, keep an audit row, as the claim would.
-          await sql`DELETE FROM once.idempotency_keys WHERE tenant_id = ${tenantId} AND key = ${key} AND version = ${opts.version}`.execute(tx);
-          await sql`INSERT INTO once.dedupe_audit (key, tool, kind, detail)
-                    VALUES (${key}, ${opts.tool ?? null}, 'rate_limited', ${JSON.stringify({ version: opts.version, limit_tool: charge.tool })}::jsonb)`.execute(tx);
+          await tx.query('DELETE FROM once.idempotency_keys WHERE tenant_id = $1 AND key = $2 AND version = $3', [tenantId, key, opts.version]);
+          await tx.query(
+            `INSERT INTO once.dedupe_audit (key, tool, kind, detail) VALUES ($1, $2, 'rate_limited', $3::text::jsonb)`,
+            [key, opts.tool ?? null, JSON.stringify({ version: opts.version, limit_tool: charge.tool })],
+          );
           throw markRecordedFailure(new RateLimitedError(key, Math.max(1, Math.ceil(charge.emissionMs))));
         }
         return { waited: found.waited, claimedAt };
       },
-      opts.tenantOptions,
     );
     if (!('busy' in step)) return step;
     waited = true;
@@ -225,15 +230,45 @@ function leaseClock(startedAt: number, leaseMs: number, onExpired: () => void) {
   };
 }
 
-/** The span and counters around every two-phase call (no-ops without an OpenTelemetry SDK). */
-function traced<T>(
-  db: Kysely<any>,
-  tenantId: string,
-  key: string,
-  fn: (context: ExternalCallContext) => Promise<T>,
-  options?: RunIdempotentExternalOptions,
-): Promise<IdempotentOutcome<T>> {
-  return traceCall({ key, tool: options?.tool, mode: 'external', tenantId }, () => runExternalDetailed(db, tenantId, key, fn, options));
+/** The two-phase call's signature for a library whose database handle is `Db`. */
+export interface RunIdempotentExternal<Db> {
+  <T>(db: Db, tenantId: string, key: string, fn: (context: ExternalCallContext) => Promise<T>, options?: RunIdempotentExternalOptions): Promise<Jsonify<T>>;
+  /** Also says what happened. */
+  detailed<T>(
+    db: Db,
+    tenantId: string,
+    key: string,
+    fn: (context: ExternalCallContext) => Promise<T>,
+    options?: RunIdempotentExternalOptions,
+  ): Promise<IdempotentOutcome<T>>;
+}
+
+/** runIdempotentExternal for one database library: each phase is a withTenant transaction of its own. */
+export function runIdempotentExternalFor<Db extends object, Tx extends object>(driver: Driver<Db, Tx>): RunIdempotentExternal<Db> {
+  /** The span and counters around every two-phase call (no-ops without an OpenTelemetry SDK). */
+  function detailed<T>(
+    db: Db,
+    tenantId: string,
+    key: string,
+    fn: (context: ExternalCallContext) => Promise<T>,
+    options?: RunIdempotentExternalOptions,
+  ): Promise<IdempotentOutcome<T>> {
+    const tenantTransaction = (tenantOptions: ResolvedRunIdempotentExternalOptions['tenantOptions']): InTenant => (run) =>
+      withTenantFor(driver, db, tenantId, (tx) => run(driver.client(tx)!), tenantOptions);
+    return traceCall({ key, tool: options?.tool, mode: 'external', tenantId }, () => runExternalDetailed(tenantTransaction, tenantId, key, fn, options));
+  }
+  return Object.assign(
+    async function runIdempotentExternal<T>(
+      db: Db,
+      tenantId: string,
+      key: string,
+      fn: (context: ExternalCallContext) => Promise<T>,
+      options?: RunIdempotentExternalOptions,
+    ): Promise<Jsonify<T>> {
+      return (await detailed(db, tenantId, key, fn, options)).value;
+    },
+    { detailed },
+  );
 }
 
 /**
@@ -241,15 +276,4 @@ function traced<T>(
  * phases around a committed, leased claim. Returns the result as JSON round-trips it; replays
  * return the stored result. `runIdempotentExternal.detailed` also says what happened.
  */
-export const runIdempotentExternal = Object.assign(
-  async function runIdempotentExternal<T>(
-    db: Kysely<any>,
-    tenantId: string,
-    key: string,
-    fn: (context: ExternalCallContext) => Promise<T>,
-    options?: RunIdempotentExternalOptions,
-  ): Promise<Jsonify<T>> {
-    return (await traced(db, tenantId, key, fn, options)).value;
-  },
-  { detailed: traced },
-);
+export const runIdempotentExternal: RunIdempotentExternal<Kysely<any>> = runIdempotentExternalFor(kyselyDriver);

@@ -5,9 +5,11 @@
  * Round trips of a fresh call: the claim, fn's own statements, the UPDATE storing the result.
  * A replay: the claim alone (it returns the stored result and writes the audit row itself).
  */
-import { sql, type Transaction } from 'kysely';
+import type { Transaction } from 'kysely';
 import { NotInTransactionError, RateLimitedError, TenantMissingError, TransactionMisuseError } from '../errors.ts';
-import { isTransaction } from '../internal/is-transaction.ts';
+import { quoteIdentifier } from '../internal/bind-variables.ts';
+import type { TransactionClient } from '../internal/transaction-client.ts';
+import { kyselyClient } from '../drivers/kysely-driver.ts';
 import { assertValidKey } from '../keys.ts';
 import {
   parseOptions,
@@ -39,26 +41,40 @@ export type { IdempotentOutcome } from './claim-outcome.ts';
 const DEFAULT_OPTIONS = parseOptions(runIdempotentOptionsSchema, {}, 'runIdempotent options');
 let savepointCounter = 0;
 
-/** The span and counters around every call (no-ops without an OpenTelemetry SDK). */
-function runIdempotentDetailed<T>(
-  tx: Transaction<any>,
-  key: string,
-  fn: (tx: Transaction<any>) => Promise<T>,
-  options?: RunIdempotentOptions,
-): Promise<IdempotentOutcome<T>> {
-  return traceCall({ key, tool: options?.tool, mode: 'transaction' }, (span) =>
-    runIdempotentCall(tx, key, fn, options, (tenantId) => span.setAttribute('once.tenant_id', tenantId)),
+/**
+ * runIdempotent for one database library, whose transactions `clientOf` opens to pg-once (see
+ * src/drivers/). `fn` is handed back the caller's own transaction object.
+ */
+export function runIdempotentFor<Tx>(clientOf: (tx: Tx) => TransactionClient | undefined) {
+  /** The span and counters around every call (no-ops without an OpenTelemetry SDK). */
+  function detailed<T>(tx: Tx, key: string, fn: (tx: Tx) => Promise<T>, options?: RunIdempotentOptions): Promise<IdempotentOutcome<T>> {
+    return traceCall({ key, tool: options?.tool, mode: 'transaction' }, (span) =>
+      runIdempotentCall(clientOf(tx), key, () => fn(tx), options, (tenantId) => span.setAttribute('once.tenant_id', tenantId)),
+    );
+  }
+  return Object.assign(
+    async function runIdempotent<T>(tx: Tx, key: string, fn: (tx: Tx) => Promise<T>, options?: RunIdempotentOptions): Promise<Jsonify<T>> {
+      return (await detailed(tx, key, fn, options)).value;
+    },
+    { detailed },
   );
 }
 
+/** runIdempotent's signature for a library whose transaction type is `Tx`. */
+export interface RunIdempotent<Tx> {
+  <T>(tx: Tx, key: string, fn: (tx: Tx) => Promise<T>, options?: RunIdempotentOptions): Promise<Jsonify<T>>;
+  /** Also says whether the call executed or replayed. */
+  detailed<T>(tx: Tx, key: string, fn: (tx: Tx) => Promise<T>, options?: RunIdempotentOptions): Promise<IdempotentOutcome<T>>;
+}
+
 async function runIdempotentCall<T>(
-  tx: Transaction<any>,
+  tx: TransactionClient | undefined,
   key: string,
-  fn: (tx: Transaction<any>) => Promise<T>,
+  fn: () => Promise<T>,
   options: RunIdempotentOptions | undefined,
   onTenant: (tenantId: string) => void,
 ): Promise<IdempotentOutcome<T>> {
-  if (!isTransaction(tx)) {
+  if (!tx) {
     throw new NotInTransactionError(
       'pg-once: runIdempotent needs a transaction with a tenant set: withTenant(db, tenantId, tx => runIdempotent(tx, key, fn)).',
     );
@@ -78,17 +94,17 @@ async function runIdempotentCall<T>(
  * wait for its own claim, which cannot end before it does. Known here without a round trip when
  * the outer call is on the async call chain; once.claim_key also refuses it in the database.
  */
-function refuseReentry(tx: Transaction<any>, key: string, version: string): void {
-  const tenantId = transactionState(tx)?.tenantId;
+function refuseReentry(tx: TransactionClient, key: string, version: string): void {
+  const tenantId = transactionState(tx.owner)?.tenantId;
   for (let call = callContext.getStore(); call; call = call.parent) {
-    if (call.key === key && call.version === version && (call.tx === tx || call.tenantId === tenantId)) throw reentrantError(key);
+    if (call.key === key && call.version === version && (call.tx === tx.owner || call.tenantId === tenantId)) throw reentrantError(key);
   }
 }
 
 async function execute<T>(
-  tx: Transaction<any>,
+  tx: TransactionClient,
   record: RecordId,
-  fn: (tx: Transaction<any>) => Promise<T>,
+  fn: () => Promise<T>,
   opts: ResolvedRunIdempotentOptions,
   waited: boolean,
   charge: RateCharge | undefined,
@@ -96,16 +112,16 @@ async function execute<T>(
   // Only a stored failure needs fn's partial writes undone while keeping the claim, and only that
   // pays for a savepoint.
   const savepoint = opts.storeError ? `once_call_${++savepointCounter}` : undefined;
-  if (savepoint) await sql`SAVEPOINT ${sql.id(savepoint)}`.execute(tx);
+  if (savepoint) await tx.query(`SAVEPOINT ${quoteIdentifier(savepoint)}`, []);
 
   let value: T;
   try {
-    value = await callContext.run({ tx, ...record, position: 0, parent: callContext.getStore() }, () => fn(tx));
+    value = await callContext.run({ tx: tx.owner, ...record, position: 0, parent: callContext.getStore() }, fn);
   } catch (error) {
     if (savepoint && wantsStored(opts.storeError, error)) {
-      await sql`ROLLBACK TO SAVEPOINT ${sql.id(savepoint)}`.execute(tx);
+      await tx.query(`ROLLBACK TO SAVEPOINT ${quoteIdentifier(savepoint)}`, []);
       await detectEndedTransaction(tx, record, () => storeFailure(tx, record, JSON.stringify(describeError(error))));
-      throw recordFailure(tx, error);
+      throw recordFailure(tx.owner, error);
     }
     await abortCall(tx, error);
     throw error;
@@ -133,7 +149,7 @@ async function execute<T>(
  * set for the transaction only, is gone (ONC01). That is a coded error at once, and a committed
  * claim is stored as failed rather than left in progress for its ttl (see failEndedCall).
  */
-async function detectEndedTransaction<R>(tx: Transaction<any>, record: RecordId, store: () => Promise<R>): Promise<R> {
+async function detectEndedTransaction<R>(tx: TransactionClient, record: RecordId, store: () => Promise<R>): Promise<R> {
   try {
     return await store();
   } catch (error) {
@@ -151,16 +167,16 @@ async function detectEndedTransaction<R>(tx: Transaction<any>, record: RecordId,
 /**
  * Runs `fn(tx)` at most once per (tenant, key, version) while the record lives, and returns its
  * result as JSON round-trips it; replays return the stored result without running `fn`.
- * `runIdempotent.detailed` also says whether the call executed or replayed.
+ * `runIdempotent.detailed` also says whether the call executed or replayed. `fn` gets the
+ * caller's `Transaction<DB>` back, typed.
  */
-export const runIdempotent = Object.assign(
-  async function runIdempotent<T>(
-    tx: Transaction<any>,
+export const runIdempotent: {
+  <T, DB = any>(tx: Transaction<DB>, key: string, fn: (tx: Transaction<DB>) => Promise<T>, options?: RunIdempotentOptions): Promise<Jsonify<T>>;
+  /** Also says whether the call executed or replayed. */
+  detailed<T, DB = any>(
+    tx: Transaction<DB>,
     key: string,
-    fn: (tx: Transaction<any>) => Promise<T>,
+    fn: (tx: Transaction<DB>) => Promise<T>,
     options?: RunIdempotentOptions,
-  ): Promise<Jsonify<T>> {
-    return (await runIdempotentDetailed(tx, key, fn, options)).value;
-  },
-  { detailed: runIdempotentDetailed },
-);
+  ): Promise<IdempotentOutcome<T>>;
+} = runIdempotentFor<Transaction<any>>(kyselyClient);

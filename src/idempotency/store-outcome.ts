@@ -3,8 +3,8 @@
  * outcome. A plain UPDATE of the row the claim inserted in this same transaction; none of the
  * columns it sets are indexed, so Postgres can make it a HOT update on the same page.
  */
-import { sql, type Transaction } from 'kysely';
 import { translateDatabaseError } from '../errors.ts';
+import type { TransactionClient } from '../internal/transaction-client.ts';
 import { transactionState } from './transaction-state.ts';
 
 export interface RecordId {
@@ -25,50 +25,55 @@ export interface RateCharge {
  * Under a rate limit the same statement charges the tenant's bucket, if a token is still free:
  * returns false when the call lost the race for the last token (nothing was stored).
  */
+const STORE_RESULT = `
+  UPDATE once.idempotency_keys
+     SET status = 'completed', result = $4::text::jsonb, result_text = $4, lease_token = NULL, completed_at = now()
+   WHERE tenant_id = $1 AND key = $2 AND version = $3`;
+
+// The bucket row is locked from here to commit only: the check at claim time took no lock,
+// so a tenant's calls never wait on each other while fn runs.
+const STORE_RESULT_CHARGED = `
+  WITH charged AS (
+    INSERT INTO once.rate_limit_state AS s (tenant_id, tool, tat)
+    VALUES ($1, $5, clock_timestamp() + $6 * interval '1 millisecond')
+    ON CONFLICT (tenant_id, tool) DO UPDATE
+       SET tat = greatest(s.tat, clock_timestamp()) + $6 * interval '1 millisecond'
+     WHERE greatest(s.tat, clock_timestamp()) - clock_timestamp() <= $7 * interval '1 millisecond'
+    RETURNING 1
+  )
+  UPDATE once.idempotency_keys
+     SET status = 'completed', result = $4::text::jsonb, result_text = $4, lease_token = NULL, completed_at = now()
+   WHERE tenant_id = $1 AND key = $2 AND version = $3
+     AND EXISTS (SELECT 1 FROM charged)
+  RETURNING 1`;
+
 export async function storeResult(
-  tx: Transaction<any>,
+  tx: TransactionClient,
   id: RecordId,
   resultText: string | undefined,
   charge: RateCharge | undefined,
 ): Promise<boolean> {
   try {
+    const record = [id.tenantId, id.key, id.version, resultText ?? null];
     if (!charge) {
-      await sql`
-        UPDATE once.idempotency_keys
-           SET status = 'completed', result = ${resultText ?? null}::jsonb, result_text = ${resultText ?? null},
-               lease_token = NULL, completed_at = now()
-         WHERE tenant_id = ${id.tenantId} AND key = ${id.key} AND version = ${id.version}`.execute(tx);
+      await tx.query(STORE_RESULT, record);
       return true;
     }
-    // The bucket row is locked from here to commit only: the check at claim time took no lock,
-    // so a tenant's calls never wait on each other while fn runs.
-    const { rows } = await sql`
-      WITH charged AS (
-        INSERT INTO once.rate_limit_state AS s (tenant_id, tool, tat)
-        VALUES (${id.tenantId}, ${charge.tool}, clock_timestamp() + ${charge.emissionMs} * interval '1 millisecond')
-        ON CONFLICT (tenant_id, tool) DO UPDATE
-           SET tat = greatest(s.tat, clock_timestamp()) + ${charge.emissionMs} * interval '1 millisecond'
-         WHERE greatest(s.tat, clock_timestamp()) - clock_timestamp() <= ${charge.toleranceMs} * interval '1 millisecond'
-        RETURNING 1
-      )
-      UPDATE once.idempotency_keys
-         SET status = 'completed', result = ${resultText ?? null}::jsonb, result_text = ${resultText ?? null},
-             lease_token = NULL, completed_at = now()
-       WHERE tenant_id = ${id.tenantId} AND key = ${id.key} AND version = ${id.version}
-         AND EXISTS (SELECT 1 FROM charged)
-      RETURNING 1`.execute(tx);
+    const rows = await tx.query(STORE_RESULT_CHARGED, [...record, charge.tool, charge.emissionMs, charge.toleranceMs]);
     return rows.length === 1;
   } catch (error) {
     throw translateDatabaseError(error);
   }
 }
 
-export async function storeFailure(tx: Transaction<any>, id: RecordId, errorText: string): Promise<void> {
+const STORE_FAILURE = `
+  UPDATE once.idempotency_keys
+     SET status = 'failed', error = $4::text::jsonb, lease_token = NULL, completed_at = now()
+   WHERE tenant_id = $1 AND key = $2 AND version = $3`;
+
+export async function storeFailure(tx: TransactionClient, id: RecordId, errorText: string): Promise<void> {
   try {
-    await sql`
-      UPDATE once.idempotency_keys
-         SET status = 'failed', error = ${errorText}::jsonb, lease_token = NULL, completed_at = now()
-       WHERE tenant_id = ${id.tenantId} AND key = ${id.key} AND version = ${id.version}`.execute(tx);
+    await tx.query(STORE_FAILURE, [id.tenantId, id.key, id.version, errorText]);
   } catch (error) {
     throw translateDatabaseError(error);
   }
@@ -79,13 +84,13 @@ export async function storeFailure(tx: Transaction<any>, id: RecordId, errorText
  * partial writes can never commit. Its own error is the point, and is swallowed; so is the
  * "transaction is aborted" error when fn's failure already aborted it.
  */
-export async function abortCall(tx: Transaction<any>, reason: unknown): Promise<void> {
+export async function abortCall(tx: TransactionClient, reason: unknown): Promise<void> {
   // Remembered so that what the caller sees next in this transaction (SQLSTATE 25P02, or Kysely's
   // AbortedTransactionError at commit) is reported as CALL_ABORTED, with this call's error.
-  const state = transactionState(tx);
+  const state = transactionState(tx.owner);
   if (state) state.abortedBy ??= { error: reason };
   const text = reason instanceof Error ? `${reason.name}: ${reason.message}` : String(reason);
-  await sql`SELECT once.abort_call(${text.slice(0, 500)})`.execute(tx).catch(() => {});
+  await tx.query('SELECT once.abort_call($1)', [text.slice(0, 500)]).catch(() => {});
 }
 
 /**
@@ -96,6 +101,6 @@ export async function abortCall(tx: Transaction<any>, reason: unknown): Promise<
  * that sets the tenant for itself (see once.fail_ended_call). After a ROLLBACK there is no record
  * and nothing to do.
  */
-export async function failEndedCall(tx: Transaction<any>, id: RecordId, errorText: string): Promise<void> {
-  await sql`SELECT once.fail_ended_call(${id.tenantId}, ${id.key}, ${id.version}, ${errorText}::jsonb)`.execute(tx).catch(() => {});
+export async function failEndedCall(tx: TransactionClient, id: RecordId, errorText: string): Promise<void> {
+  await tx.query('SELECT once.fail_ended_call($1, $2, $3, $4::text::jsonb)', [id.tenantId, id.key, id.version, errorText]).catch(() => {});
 }

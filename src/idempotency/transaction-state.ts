@@ -2,14 +2,14 @@
  * What withTenant knows about a transaction it opened, for the calls made in it: the pool it came
  * from (waits are bounded per pool, see wait-slots.ts), how long the caller queued for the
  * connection (part of the `waitMs` budget), and what happened to it (a call that aborted it, a
- * recorded failure that must commit). Keyed by the Transaction object withTenant passes to its
- * callback; a transaction the caller opened itself has no state, and the calls in it fall back to
- * what they can know alone.
+ * recorded failure that must commit). Keyed by the transaction object withTenant passes to its
+ * callback (a Kysely Transaction, a pg PoolClient, a Knex trx, ...); a transaction the caller
+ * opened itself has no state, and the calls in it fall back to what they can know alone.
  */
-import type { Kysely, Transaction } from 'kysely';
 
 export interface TransactionState {
-  db: Kysely<any>;
+  /** The pool (database handle) the transaction came from. */
+  db: object;
   tenantId: string;
   /** Milliseconds the caller waited for a pooled connection before the transaction began. */
   poolWaitMs: number;
@@ -22,12 +22,20 @@ export interface TransactionState {
   recordedValues?: unknown[];
 }
 
-const states = new WeakMap<Transaction<any>, TransactionState>();
+const states = new WeakMap<object, TransactionState>();
 
-export function setTransactionState(tx: Transaction<any>, state: TransactionState): void {
+export function setTransactionState(tx: object, state: TransactionState): void {
   states.set(tx, state);
 }
 
-export function transactionState(tx: Transaction<any>): TransactionState | undefined {
+/**
+ * Forgets `tx`'s state when its transaction ends: a pg PoolClient is the key of every transaction
+ * it runs, and must not carry one transaction's abort or recorded failures into the next.
+ */
+export function clearTransactionState(tx: object): void {
+  states.delete(tx);
+}
+
+export function transactionState(tx: object): TransactionState | undefined {
   return states.get(tx);
 }

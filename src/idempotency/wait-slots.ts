@@ -13,14 +13,14 @@
  * bounds nothing across keys (30 keys with one duplicate each fill the pool as well) and cannot
  * see duplicates in other processes, while the probe counts only real waits.
  *
- * Counted per Kysely instance (one instance is one pool), in this process.
+ * Counted per database handle (a Kysely instance, a pg Pool, a Knex: each is one pool), in this
+ * process.
  */
-import type { Kysely } from 'kysely';
 
-const waiting = new WeakMap<Kysely<any>, number>();
+const waiting = new WeakMap<object, number>();
 
 /** Takes a slot if fewer than `max` are taken; returns its release, or undefined. */
-export function tryTakeWaitSlot(db: Kysely<any>, max: number): (() => void) | undefined {
+export function tryTakeWaitSlot(db: object, max: number): (() => void) | undefined {
   const taken = waiting.get(db) ?? 0;
   if (taken >= max) return undefined;
   waiting.set(db, taken + 1);

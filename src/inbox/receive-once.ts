@@ -13,7 +13,7 @@
 import type { Kysely, Transaction } from 'kysely';
 import { InvalidKeyError } from '../errors.ts';
 import type { Jsonify } from '../idempotency/jsonify.ts';
-import { runIdempotent } from '../idempotency/run-idempotent.ts';
+import { type RunIdempotent, runIdempotent } from '../idempotency/run-idempotent.ts';
 import { outsideInternalKey, runWithInternalKey } from '../internal/internal-key.ts';
 import type { RunIdempotentOptions, WithTenantOptions } from '../options.ts';
 import { withTenant } from '../tenant.ts';
@@ -45,26 +45,35 @@ export interface ReceiveOnceOptions extends Omit<RunIdempotentOptions, 'tool'> {
   tenantOptions?: WithTenantOptions;
 }
 
-export async function receiveOnce<DB, T>(
+/** withTenant's signature for a library whose handle is `Db` and transaction `Tx`. */
+export type WithTenant<Db, Tx> = <T>(db: Db, tenantId: string, fn: (tx: Tx) => Promise<T>, options?: WithTenantOptions) => Promise<T>;
+
+/** receiveOnce for one database library, from that library's withTenant and runIdempotent. */
+export function receiveOnceFor<Db, Tx>(withTenantOf: WithTenant<Db, Tx>, runIdempotentOf: RunIdempotent<Tx>) {
+  return async function receiveOnce<T>(db: Db, message: InboxMessage, fn: (tx: Tx) => Promise<T>, options: ReceiveOnceOptions = {}): Promise<Jsonify<T>> {
+    const { messageId, tenant } = message ?? {};
+    if (typeof messageId !== 'string' || messageId.length === 0 || messageId.length > MAX_MESSAGE_ID_LENGTH) {
+      throw new InvalidKeyError(`pg-once: a message id must be a string of 1..${MAX_MESSAGE_ID_LENGTH} characters.`);
+    }
+    const { source, tenantOptions, ...rest } = options;
+    const key = inboxKey(messageId);
+    // A week: senders retry for hours (the relay's default retry horizon is about 2 hours).
+    return withTenantOf(
+      db,
+      tenant,
+      (tx) => runWithInternalKey(key, () => runIdempotentOf(tx, key, outsideInternalKey(fn), { ttl: '7d', ...rest, tool: source ?? 'inbox' })),
+      tenantOptions,
+    );
+  };
+}
+
+const receiveOnceKysely = receiveOnceFor<Kysely<any>, Transaction<any>>(withTenant, runIdempotent);
+
+export function receiveOnce<DB, T>(
   db: Kysely<DB>,
   message: InboxMessage,
   fn: (tx: Transaction<DB>) => Promise<T>,
   options: ReceiveOnceOptions = {},
 ): Promise<Jsonify<T>> {
-  const { messageId, tenant } = message ?? {};
-  if (typeof messageId !== 'string' || messageId.length === 0 || messageId.length > MAX_MESSAGE_ID_LENGTH) {
-    throw new InvalidKeyError(`pg-once: a message id must be a string of 1..${MAX_MESSAGE_ID_LENGTH} characters.`);
-  }
-  const { source, tenantOptions, ...rest } = options;
-  const key = inboxKey(messageId);
-  // A week: senders retry for hours (the relay's default retry horizon is about 2 hours).
-  return withTenant(
-    db,
-    tenant,
-    (tx) =>
-      runWithInternalKey(key, () =>
-        runIdempotent(tx, key, outsideInternalKey(fn as (tx: Transaction<any>) => Promise<T>), { ttl: '7d', ...rest, tool: source ?? 'inbox' }),
-      ),
-    tenantOptions,
-  );
+  return receiveOnceKysely(db, message, fn as (tx: Transaction<any>) => Promise<T>, options);
 }

@@ -74,10 +74,10 @@ const EXPECTED_TABLES: Record<string, ExpectedTable> = {
 };
 
 /**
- * Bookkeeping (applied files, the roles' names, relays seen, sweeps run): no tenant rows, so no
+ * Bookkeeping (applied files, the roles' names, relays seen, sweeps run, operators' actions): no tenant rows, so no
  * row-level security.
  */
-const BOOKKEEPING_TABLES = new Set(['migrations', 'roles', 'relays', 'sweeps']);
+const BOOKKEEPING_TABLES = new Set(['migrations', 'roles', 'relays', 'sweeps', 'operator_actions']);
 
 export async function checkInstallation(session: Session, roles: RoleNames): Promise<InstallationProblem[]> {
   const problems: InstallationProblem[] = [];

@@ -3,10 +3,11 @@
  * the business writes commit. Delivery (the relay) reads it from there.
  */
 import { randomUUID } from 'node:crypto';
-import { sql, type Transaction } from 'kysely';
+import type { Transaction } from 'kysely';
+import { kyselyClient } from '../drivers/kysely-driver.ts';
 import { InvalidOptionsError, NotInTransactionError, translateDatabaseError } from '../errors.ts';
 import { callContext } from '../idempotency/call-context.ts';
-import { isTransaction } from '../internal/is-transaction.ts';
+import type { TransactionClient } from '../internal/transaction-client.ts';
 import { JsonTextError, toJsonText } from '../internal/json-text.ts';
 import { type OutboxEvent, outboxEventSchema, parseOptions } from '../options.ts';
 import { dedupeIdProblem, deriveDedupeId } from './dedupe-id.ts';
@@ -25,6 +26,19 @@ const ORDERING_LOCK_SEED = 0x6f6e6365;
 /** Largest payload accepted, in bytes of JSON (1 MiB): the outbox is not a blob store. */
 export const MAX_PAYLOAD_BYTES = 1_048_576;
 
+const INSERT_EVENT = `
+  INSERT INTO once.outbox_events (dedupe_id, topic, payload, payload_text, headers)
+  SELECT $1, $2, p.text::jsonb, p.text, $4::text::jsonb FROM (SELECT $3::text AS text) p
+  RETURNING id::text`;
+const INSERT_ORDERED_EVENT = `
+  WITH serialize AS (
+    SELECT pg_advisory_xact_lock(hashtextextended(once.current_tenant() || chr(31) || $5, $6))
+  )
+  INSERT INTO once.outbox_events (dedupe_id, topic, ordering_key, payload, payload_text, headers)
+  SELECT $1, $2, $5, p.text::jsonb, p.text, $4::text::jsonb
+    FROM serialize, (SELECT $3::text AS text) p
+  RETURNING id::text`;
+
 export interface EnqueuedEvent {
   /** The outbox row's id (a bigint, as a string). */
   id: string;
@@ -32,8 +46,13 @@ export interface EnqueuedEvent {
   dedupeId: string;
 }
 
-export async function enqueue(tx: Transaction<any>, event: OutboxEvent): Promise<EnqueuedEvent> {
-  if (!isTransaction(tx)) {
+export function enqueue(tx: Transaction<any>, event: OutboxEvent): Promise<EnqueuedEvent> {
+  return enqueueIn(kyselyClient(tx), event);
+}
+
+/** enqueue through any database library's transaction (see src/drivers/); undefined when not in one. */
+export async function enqueueIn(tx: TransactionClient | undefined, event: OutboxEvent): Promise<EnqueuedEvent> {
+  if (!tx) {
     throw new NotInTransactionError('pg-once: enqueue must run in a transaction (use withTenant), so the event commits with your writes.');
   }
   const parsed = parseOptions(outboxEventSchema, event, 'outbox event');
@@ -46,25 +65,15 @@ export async function enqueue(tx: Transaction<any>, event: OutboxEvent): Promise
   // Taken synchronously, before any await, so positions follow the order of enqueue calls.
   const dedupeId =
     parsed.dedupeId ??
-    (call !== undefined && call.tx === tx ? deriveDedupeId(call.tenantId, call.key, call.version, call.position++) : randomUUID());
+    (call !== undefined && call.tx === tx.owner ? deriveDedupeId(call.tenantId, call.key, call.version, call.position++) : randomUUID());
   try {
     const headers = JSON.stringify(parsed.headers);
     // The payload is sent once and stored twice: as written (payload_text, what the relay
     // delivers, so keys keep their order: sql/0009) and as jsonb (payload, for queries).
-    const { rows } =
+    const rows =
       parsed.orderingKey === undefined
-        ? await sql<{ id: string }>`
-            INSERT INTO once.outbox_events (dedupe_id, topic, payload, payload_text, headers)
-            SELECT ${dedupeId}, ${parsed.topic}, p.text::jsonb, p.text, ${headers}::jsonb FROM (SELECT ${payload}::text AS text) p
-            RETURNING id`.execute(tx)
-        : await sql<{ id: string }>`
-            WITH serialize AS (
-              SELECT pg_advisory_xact_lock(hashtextextended(once.current_tenant() || chr(31) || ${parsed.orderingKey}, ${ORDERING_LOCK_SEED}))
-            )
-            INSERT INTO once.outbox_events (dedupe_id, topic, ordering_key, payload, payload_text, headers)
-            SELECT ${dedupeId}, ${parsed.topic}, ${parsed.orderingKey}, p.text::jsonb, p.text, ${headers}::jsonb
-              FROM serialize, (SELECT ${payload}::text AS text) p
-            RETURNING id`.execute(tx);
+        ? await tx.query<{ id: unknown }>(INSERT_EVENT, [dedupeId, parsed.topic, payload, headers])
+        : await tx.query<{ id: unknown }>(INSERT_ORDERED_EVENT, [dedupeId, parsed.topic, payload, headers, parsed.orderingKey, ORDERING_LOCK_SEED]);
     return { id: String(rows[0]!.id), dedupeId };
   } catch (error) {
     throw translateDatabaseError(error);

@@ -47,3 +47,8 @@ export function renewalsDue(held: Iterable<HeldLease>, leaseMs: number, now: num
 export function queuedLeaseMs(leaseMs: number): number {
   return Math.min(leaseMs, QUEUED_LEASE_MILLISECONDS);
 }
+
+/** What is kept of an event once its delivery is over: the claim, not the payload. */
+export function leaseOf(event: HeldLease): HeldLease {
+  return { tenantId: event.tenantId, id: event.id, attempt: event.attempt, leaseUntil: event.leaseUntil };
+}

@@ -15,8 +15,21 @@
  * - TCP keepalive finds dead peers on idle connections.
  * A pool given by the caller keeps its own settings; the relay still sets query_timeout on each
  * statement it sends, and reads no timestamp as text (see claim-events.ts).
+ *
+ * Poolers (the relay's `pooler` option). Behind PgBouncer the relay sends no startup options:
+ * PgBouncer refuses them (SQLSTATE 08P01, "unsupported startup parameter"), and in transaction
+ * mode a session setting would not follow the relay from one server connection to the next
+ * anyway. The relay then runs as with a pool of the caller's: the client-side timeout still
+ * bounds every statement (PgBouncer closes the server connection of a client that hangs up
+ * mid-statement, which ends the statement and its row locks). In transaction mode the statements
+ * also go unnamed: PgBouncer before 1.21 sends each to whichever server connection is free, where
+ * a statement prepared on another does not exist (26000) or one of another client already does
+ * (42P05).
  */
 import pg from 'pg';
+import { PoolerSettingError } from '../errors.ts';
+
+export type Pooler = 'none' | 'session' | 'transaction';
 
 /** Extra time the client waits past statement_timeout before it gives up on the connection. */
 const CLIENT_GRACE_MILLISECONDS = 1_000;
@@ -41,10 +54,10 @@ function sessionOptions(statementTimeoutMs: number): string {
   return `-c DateStyle=ISO,MDY -c IntervalStyle=postgres -c TimeZone=UTC -c jit=off -c synchronous_commit=off -c statement_timeout=${statementTimeoutMs}`;
 }
 
-export function relayConnectionConfig(connectionString: string, statementTimeoutMs: number): pg.ClientConfig {
+export function relayConnectionConfig(connectionString: string, statementTimeoutMs: number, pooler: Pooler = 'none'): pg.ClientConfig {
   return {
     connectionString,
-    options: sessionOptions(statementTimeoutMs),
+    ...(pooler === 'none' ? { options: sessionOptions(statementTimeoutMs) } : {}),
     keepAlive: true,
     keepAliveInitialDelayMillis: KEEPALIVE_DELAY_MILLISECONDS,
     connectionTimeoutMillis: statementTimeoutMs + CLIENT_GRACE_MILLISECONDS,
@@ -53,14 +66,65 @@ export function relayConnectionConfig(connectionString: string, statementTimeout
 }
 
 /** Claims, settles, heartbeats and the odd release: a handful of connections is plenty. */
-export function createRelayPool(connectionString: string, statementTimeoutMs: number): pg.Pool {
-  return new pg.Pool({ ...relayConnectionConfig(connectionString, statementTimeoutMs), max: 4 });
+export function createRelayPool(connectionString: string, statementTimeoutMs: number, pooler: Pooler = 'none'): pg.Pool {
+  return new pg.Pool({ ...relayConnectionConfig(connectionString, statementTimeoutMs, pooler), max: 4 });
 }
 
-/** `pool`, with a client-side timeout on every statement (the pool drops a connection that timed out). */
-export function timedDatabase(pool: pg.Pool, statementTimeoutMs: number): RelayDatabase {
+/**
+ * SQLSTATEs of a named statement that met the wrong server connection: invalid_sql_statement_name
+ * (prepared on another) and duplicate_prepared_statement (another client prepared it here). Both
+ * fail at Parse or Bind, before anything runs, so sending the statement again unnamed is safe.
+ */
+const MISPLACED_STATEMENT = new Set(['26000', '42P05']);
+
+export interface StatementNaming {
+  /** Send statements under their names (prepared once per connection). (Default: true) */
+  named: boolean;
+  /**
+   * Called once if a named statement meets a transaction-mode pooler nobody told the relay
+   * about; the statement is sent again unnamed, and so is every later one.
+   */
+  onMisplaced?: (error: unknown) => void;
+}
+
+/**
+ * `pool`, with a client-side timeout on every statement (the pool drops a connection that timed
+ * out), and the statements' names dropped when a pooler would misroute them (see above).
+ */
+export function timedDatabase(pool: pg.Pool, statementTimeoutMs: number, naming: StatementNaming = { named: true }): RelayDatabase {
   const queryTimeout = statementTimeoutMs + CLIENT_GRACE_MILLISECONDS;
+  let named = naming.named;
+  const send = <R extends pg.QueryResultRow>(config: pg.QueryConfig) => pool.query<R>({ ...config, query_timeout: queryTimeout } as pg.QueryConfig);
+  const unnamed = ({ name: _name, ...config }: pg.QueryConfig): pg.QueryConfig => config;
   return {
-    query: <R extends pg.QueryResultRow>(config: pg.QueryConfig) => pool.query<R>({ ...config, query_timeout: queryTimeout } as pg.QueryConfig),
+    async query<R extends pg.QueryResultRow>(config: pg.QueryConfig) {
+      if (!named || config.name === undefined) return send<R>(unnamed(config));
+      try {
+        return await send<R>(config);
+      } catch (error) {
+        if (!MISPLACED_STATEMENT.has((error as { code?: string } | null)?.code ?? '')) throw error;
+        if (named) naming.onMisplaced?.(error);
+        named = false;
+        return send<R>(unnamed(config));
+      }
+    },
   };
+}
+
+/** SQLSTATE protocol_violation: how PgBouncer refuses a startup parameter it does not know. */
+const PROTOCOL_VIOLATION = '08P01';
+
+/**
+ * A relay whose own connections are refused as they open, with its session settings, by a pooler
+ * it was not told about: a PoolerSettingError naming the option to set. Any other error as it is.
+ */
+export function explainRefusedConnection(error: unknown, pooler: Pooler): unknown {
+  if (pooler !== 'none' || (error as { code?: unknown } | null)?.code !== PROTOCOL_VIOLATION) return error;
+  return new PoolerSettingError(
+    `pg-once: the relay's connection was refused as it opened (${(error as Error).message}), as PgBouncer refuses the ` +
+      "session settings the relay sends at connect. Behind a connection pooler, start the relay with `pooler: 'transaction'` " +
+      "(or 'session', matching the pooler's pool_mode; `--pooler` on the command line), and give the relay's login its " +
+      "settings: ALTER ROLE ... SET statement_timeout = '10s'; ALTER ROLE ... SET jit = off.",
+    { cause: error },
+  );
 }

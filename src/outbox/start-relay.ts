@@ -17,21 +17,25 @@ import pg from 'pg';
 import { sweep } from '../sweep.ts';
 import { endWithError, instruments, tracer } from '../telemetry.ts';
 import { SWEEP_TASK, sweepCronItems } from '../sweep-schedule.ts';
-import { DeliveryFailedError, DeliveryRejectedError, NoSinkError } from '../errors.ts';
+import { DeliveryFailedError } from '../errors.ts';
 import { assertRelayRole } from '../internal/operator-role.ts';
-import { parseOptions, type RelayLogger, type RelayOptions, relayOptionsSchema, type ResolvedRelayOptions } from '../options.ts';
+import { within } from '../internal/within.ts';
+import { parseOptions, type RelayOptions, relayOptionsSchema, type ResolvedRelayOptions } from '../options.ts';
 import { type BackoffPolicy, defaultBackoff, retryHorizonMs } from './backoff.ts';
-import { createRelayPool, type RelayDatabase, relayConnectionConfig, timedDatabase } from './relay-pool.ts';
+import { createRelayPool, explainRefusedConnection, type RelayDatabase, relayConnectionConfig, timedDatabase } from './relay-pool.ts';
 import { listenForWakeups, type Wakeup } from './relay-wakeup.ts';
 import { DatabaseClock } from './database-clock.ts';
-import { HEARTBEAT_MILLISECONDS, type HeldLease, queuedLeaseMs, renewalsDue } from './lease-plan.ts';
+import { HEARTBEAT_MILLISECONDS, type HeldLease, leaseOf, queuedLeaseMs, renewalsDue } from './lease-plan.ts';
 import { StartRate } from './start-rate.ts';
 import { TenantQueue } from './tenant-queue.ts';
 import { KeyRuns, RUN_FOLLOWERS_MAX } from './key-runs.ts';
+import { RelayLog } from './relay-log.ts';
 import { routeTopics, type SinkRouter } from './route-topic.ts';
-import type { DeliveryEvent, Sink } from './sink.ts';
+import type { Sink } from './sink.ts';
+import { type InFlight, runSink } from './run-sink.ts';
+import { deliveryFailure } from './delivery-failure.ts';
 import { type Claim, type ClaimedEvent, claimEvents } from './sql/claim-events.ts';
-import type { EventRef, LeaseRef } from './sql/event-refs.ts';
+import { eventKey, type LeaseRef } from './sql/event-refs.ts';
 import { markDelivered } from './sql/mark-delivered.ts';
 import { type Failure, markFailed } from './sql/mark-failed.ts';
 import { releaseEvents } from './sql/release-events.ts';
@@ -92,40 +96,6 @@ export async function startRelay(options: RelayOptions): Promise<Relay> {
   return relay;
 }
 
-interface InFlight {
-  event: ClaimedEvent;
-  controller: AbortController;
-  /** Set when shutdown gave up on this delivery: its outcome is ignored, the event released. */
-  released: boolean;
-}
-
-/** Waits for `promise` (never throwing) but not past `deadline` (epoch milliseconds). */
-async function within(promise: Promise<unknown> | undefined, deadline: number): Promise<void> {
-  if (!promise) return;
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([
-    promise.then(
-      () => {},
-      () => {},
-    ),
-    new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, deadline - Date.now())))),
-  ]);
-  clearTimeout(timer);
-}
-
-/** What the relay keeps of an event once its delivery is over: the claim, not the payload. */
-function leaseOf(event: HeldLease): HeldLease {
-  return { tenantId: event.tenantId, id: event.id, attempt: event.attempt, leaseUntil: event.leaseUntil };
-}
-
-function eventKey(event: EventRef): string {
-  return `${event.tenantId}\u0000${event.id}`;
-}
-
-const consoleLogger: RelayLogger = {
-  warn: (message) => console.warn(`[pg-once relay] ${message}`),
-  error: (message, error) => console.error(`[pg-once relay] ${message}`, error ?? ''),
-};
 
 class OutboxRelay implements Relay {
   readonly id = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
@@ -136,7 +106,7 @@ class OutboxRelay implements Relay {
   private readonly ownsPool: boolean;
   private readonly route: SinkRouter;
   private readonly backoff: BackoffPolicy;
-  private readonly logger: RelayLogger;
+  private readonly logger: RelayLog;
   private readonly inFlight = new Map<string, InFlight>();
   /** Claimed and leased, waiting for a delivery slot; taken tenant by tenant in turn. */
   private readonly queue = new TenantQueue<ClaimedEvent>();
@@ -187,10 +157,17 @@ class OutboxRelay implements Relay {
 
   constructor(options: ResolvedRelayOptions) {
     this.options = options;
-    this.logger = options.logger ?? consoleLogger;
+    this.logger = new RelayLog(options.logger, this.id);
     this.ownsPool = options.pool === undefined;
     this.pool = options.pool ?? this.ownPool();
-    this.db = timedDatabase(this.pool, options.statementTimeoutMs);
+    this.db = timedDatabase(this.pool, options.statementTimeoutMs, {
+      named: options.pooler !== 'transaction',
+      onMisplaced: (error) =>
+        this.logger.warn(
+          `a named statement met a pooler in transaction mode (${(error as Error).message}); going on without names. ` +
+            "Start the relay with pooler: 'transaction', which also stops its LISTEN (such a pooler delivers no notifications).",
+        ),
+    });
     this.clock = new DatabaseClock((text) => this.db.query({ text }));
     this.route = routeTopics(options.sinks);
     this.backoff = defaultBackoff(options.backoff);
@@ -211,25 +188,29 @@ class OutboxRelay implements Relay {
       await assertRelayRole(session, 'the relay');
       await this.clock.measure();
       await registerRelay(this.db, this.id, hostname(), process.pid).catch((error: unknown) =>
-        this.logger.warn(`recording the relay in once.relays failed (run pg-once migrate): ${(error as Error).message}`),
+        this.logger.warn('recording the relay in once.relays failed (run pg-once migrate)', { err: error }),
       );
       this.worker = await this.startSweeps();
     } catch (error) {
       await this.closeSinks();
       await this.workerPool?.end();
       if (this.ownsPool) await this.pool.end();
-      throw error;
+      throw this.ownsPool ? explainRefusedConnection(error, this.options.pooler) : error;
     }
     const clientConfig: pg.ClientConfig = this.ownsPool
-      ? relayConnectionConfig(this.options.connectionString!, this.options.statementTimeoutMs)
+      ? relayConnectionConfig(this.options.connectionString!, this.options.statementTimeoutMs, this.options.pooler)
       : ((this.pool as pg.Pool & { options: pg.ClientConfig }).options ?? {});
-    this.wakeup = listenForWakeups(clientConfig, () => this.wake(), (error) => this.logger.warn(`wake-up listener: ${(error as Error).message}`));
+    // Through a transaction-mode pooler a LISTEN lands on some server connection and stays there
+    // after the relay's client moved on: nothing would reach the relay. It polls instead.
+    if (this.options.pooler !== 'transaction') {
+      this.wakeup = listenForWakeups(clientConfig, () => this.wake(), (error) => this.logger.warn('wake-up listener failed', { err: error }));
+    }
     this.clockSync = setInterval(() => {
-      this.clock.measure().catch((error: unknown) => this.logger.warn(`measuring the database clock failed: ${(error as Error).message}`));
+      this.clock.measure().catch((error: unknown) => this.logger.warn('measuring the database clock failed', { err: error }));
     }, CLOCK_SYNC_MILLISECONDS);
     this.clockSync.unref();
     this.seen = setInterval(() => {
-      relaySeen(this.db, this.id).catch((error: unknown) => this.logger.warn(`renewing the relay's seen_at failed: ${(error as Error).message}`));
+      relaySeen(this.db, this.id).catch((error: unknown) => this.logger.warn("renewing the relay's seen_at failed", { err: error }));
     }, RELAY_SEEN_INTERVAL_MILLISECONDS);
     this.seen.unref();
     this.heartbeat = setInterval(() => {
@@ -240,6 +221,7 @@ class OutboxRelay implements Relay {
       process.once('SIGTERM', this.signalHandler);
       process.once('SIGINT', this.signalHandler);
     }
+    this.logger.started(this.options, this.batchSize);
     this.loopDone = this.loop();
   }
 
@@ -262,9 +244,9 @@ class OutboxRelay implements Relay {
    * connection terminated while the pool is ending, is an uncaught exception (README, "Pools").
    */
   private ownPool(): pg.Pool {
-    const pool = createRelayPool(this.options.connectionString!, this.options.statementTimeoutMs);
-    pool.on('error', (error) => this.logger.warn(`idle connection failed: ${error.message}`));
-    pool.on('connect', (client) => client.on('error', (error) => this.logger.warn(`connection failed: ${error.message}`)));
+    const pool = createRelayPool(this.options.connectionString!, this.options.statementTimeoutMs, this.options.pooler);
+    pool.on('error', (error) => this.logger.warn('idle connection failed', { err: error }));
+    pool.on('connect', (client) => client.on('error', (error) => this.logger.warn('connection failed', { err: error })));
     return pool;
   }
 
@@ -281,13 +263,15 @@ class OutboxRelay implements Relay {
     this.workerPool = this.ownsPool ? this.ownPool() : undefined;
     const { schedule, ...sweepOptions } = config;
     const logger = new Logger(() => (level, message) => {
-      if (level === 'error') this.logger.error(`sweeps: ${message}`);
-      else if (level === 'warning') this.logger.warn(`sweeps: ${message}`);
+      if (level === 'error') this.logger.error(message, { scope: 'sweeps' });
+      else if (level === 'warning') this.logger.warn(message, { scope: 'sweeps' });
     });
     return run({
       pgPool: this.workerPool ?? this.pool,
       concurrency: 1,
       noHandleSignals: true,
+      // graphile-worker's own answer to transaction-mode poolers (its LISTEN only costs latency).
+      noPreparedStatements: this.options.pooler === 'transaction',
       logger,
       taskList: {
         [SWEEP_TASK]: async () => {
@@ -345,12 +329,12 @@ class OutboxRelay implements Relay {
           runFollowers: RUN_FOLLOWERS_MAX,
         });
       } catch (error) {
-        this.logger.error('claiming events failed; retrying', error);
+        this.logger.error('claiming events failed; retrying', { err: error, retryInMs: ERROR_PAUSE_MILLISECONDS });
         await this.sleep(ERROR_PAUSE_MILLISECONDS);
         continue;
       }
       for (const event of claim.exhausted) {
-        this.logger.warn(`event ${event.id} of tenant ${event.tenantId} is dead: its last attempt ended without an outcome (crash or kill)`);
+        this.logger.exhausted(event);
         instruments().deliveries.add(1, { 'once.outcome': 'dead', 'once.topic': event.topic });
       }
       const { events, followers, stray } = claim;
@@ -392,7 +376,7 @@ class OutboxRelay implements Relay {
     if (events.length === 0) return;
     for (const event of events) this.heldBytes -= event.bytes;
     releaseEvents(this.db, events, this.id).catch((error: unknown) =>
-      this.logger.warn(`handing back ${events.length} claimed events failed; their leases will expire: ${(error as Error).message}`),
+      this.logger.warn('handing back claimed events failed; their leases will expire', { err: error, events: events.length }),
     );
   }
 
@@ -445,7 +429,7 @@ class OutboxRelay implements Relay {
     }
     if (queued.length > 0) {
       await releaseEvents(this.db, queued, this.id).catch((error: unknown) =>
-        this.logger.warn(`handing back queued events before an isolated delivery failed; their leases will expire: ${(error as Error).message}`),
+        this.logger.warn('handing back queued events before an isolated delivery failed; their leases will expire', { err: error, events: queued.length }),
       );
     }
     if (this.stopping) {
@@ -480,10 +464,11 @@ class OutboxRelay implements Relay {
         'once.attempt': event.attempt,
       },
     });
-    void this.runSink(event, controller.signal)
+    void runSink(this.route, event, controller.signal, () => this.clock.now())
       .then(
         () => {
           if (entry.released) return void span.end();
+          this.logger.delivered();
           const ref = leaseOf(event);
           this.delivered.push(ref);
           this.unsettled.set(key, { event: ref, at: Date.now() });
@@ -496,7 +481,8 @@ class OutboxRelay implements Relay {
         },
         (error: unknown) => {
           if (entry.released) return void endWithError(span, error);
-          const failure = this.failure(event, error);
+          const failure = deliveryFailure(event, error, this.options.maxAttempts, this.backoff);
+          this.logger.failed(event, failure, error);
           this.failed.push(failure);
           this.unsettled.set(key, { event: leaseOf(event), at: Date.now() });
           // The rest of its key's run goes back, uncounted: they wait behind this one's backoff.
@@ -521,7 +507,7 @@ class OutboxRelay implements Relay {
       })
       // The outcome is recorded first thing in each branch; telemetry failing after that must not
       // become an unhandled rejection (which ends the process).
-      .catch((error: unknown) => this.logger.error('recording a delivery outcome failed', error));
+      .catch((error: unknown) => this.logger.error('recording a delivery outcome failed', { err: error }));
   }
 
   /**
@@ -543,52 +529,6 @@ class OutboxRelay implements Relay {
     }
     this.queue.push([next]);
     return true;
-  }
-
-  /**
-   * Runs the sink, but never waits past an abort: a sink that ignores its signal is left behind.
-   * Whatever the sink does wrong is a failed attempt, never an escape from the delivery loop: it
-   * is called inside an async function, so a synchronous throw becomes a rejection too (a sink
-   * `(e) => { if (bad(e)) throw ... }` would otherwise crash the relay on every restart), and a
-   * sink that returns something else than a promise simply counts as done.
-   */
-  private runSink(event: ClaimedEvent, signal: AbortSignal): Promise<void> {
-    const { attempt } = event;
-    const delivery: DeliveryEvent = {
-      id: event.id,
-      dedupeId: event.dedupeId,
-      tenantId: event.tenantId,
-      topic: event.topic,
-      orderingKey: event.orderingKey,
-      payload: event.payload,
-      headers: event.headers,
-      createdAt: event.createdAt,
-    };
-    const call = async () => {
-      const sink: Sink | undefined = this.route(event.topic);
-      if (!sink) throw new NoSinkError(`no sink is configured for topic "${event.topic}"`);
-      await sink(delivery, { attempt, signal, now: () => this.clock.now() });
-    };
-    const aborted = new Promise<never>((_, reject) => {
-      if (signal.aborted) reject(signal.reason);
-      signal.addEventListener('abort', () => reject(signal.reason), { once: true });
-    });
-    aborted.catch(() => {}); // when the sink wins the race, nobody else awaits this one
-    return Promise.race([call(), aborted]);
-  }
-
-  private failure(event: ClaimedEvent, error: unknown): Failure {
-    const rejected = error instanceof DeliveryRejectedError;
-    const dead = rejected || event.attempt >= this.options.maxAttempts;
-    const hinted = error instanceof DeliveryFailedError ? error.retryAfterMs : undefined;
-    return {
-      tenantId: event.tenantId,
-      id: event.id,
-      attempt: event.attempt,
-      dead,
-      delayMs: dead ? 0 : (hinted ?? this.backoff(event.attempt)),
-      error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
-    };
   }
 
   /** Writes the gathered outcomes; whatever arrives meanwhile goes in the next statement. */
@@ -618,7 +558,7 @@ class OutboxRelay implements Relay {
             // if we die now, they are delivered again under the same dedupe id).
             this.delivered.unshift(...delivered);
             this.failed.unshift(...failed);
-            this.logger.error('settling deliveries failed; retrying', error);
+            this.logger.error('settling deliveries failed; retrying', { err: error, events: delivered.length + failed.length, retryInMs: ERROR_PAUSE_MILLISECONDS });
             await new Promise((resolve) => setTimeout(resolve, ERROR_PAUSE_MILLISECONDS));
           }
         }
@@ -656,7 +596,7 @@ class OutboxRelay implements Relay {
         if (renewed.has(eventKey(renewal))) renewal.held.leaseUntil = sentAt + renewal.leaseMs;
       }
     } catch (error) {
-      this.logger.warn(`renewing leases failed: ${(error as Error).message}`);
+      this.logger.warn('renewing leases failed', { err: error, events: renewals.length });
     } finally {
       this.renewing = false;
     }
@@ -713,7 +653,7 @@ class OutboxRelay implements Relay {
     const released = abandoned.map(({ event }) => event).concat(unstarted);
     await within(
       releaseEvents(this.db, released, this.id).catch((error: unknown) =>
-        this.logger.error('releasing in-flight events failed; their leases will expire instead', error),
+        this.logger.error('releasing in-flight events failed; their leases will expire instead', { err: error, events: released.length }),
       ),
       deadline,
     );
@@ -722,22 +662,24 @@ class OutboxRelay implements Relay {
     await within(
       Promise.all([
         this.wakeup?.close(),
-        this.worker?.stop().catch((error: unknown) => this.logger.error('stopping the sweep scheduler failed', error)),
+        this.worker?.stop().catch((error: unknown) => this.logger.error('stopping the sweep scheduler failed', { err: error })),
         this.closeSinks(),
       ]),
       deadline,
     );
     await within(
-      relayStopped(this.db, this.id).catch((error: unknown) => this.logger.warn(`recording the relay's stop failed: ${(error as Error).message}`)),
+      relayStopped(this.db, this.id).catch((error: unknown) => this.logger.warn("recording the relay's stop failed", { err: error })),
       deadline,
     );
     this.closed = true; // a settle still retrying gives up: the leases take over
     await within(this.workerPool?.end().catch(() => {}) ?? Promise.resolve(), deadline);
     if (this.ownsPool) await within(this.pool.end().catch(() => {}), deadline);
+    this.logger.stopped(released.length);
   }
 
   /** Stops gracefully, then lets the signal do what it would have done without us. */
   private async onSignal(signal: NodeJS.Signals): Promise<void> {
+    this.logger.stopping(signal);
     await this.stop();
     if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
   }

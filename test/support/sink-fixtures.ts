@@ -42,7 +42,7 @@ export function startBrokerRelay(connectionString: string, sink: Sink, warnings:
     maxAttempts: 50,
     deliveryTimeoutMs: 5_000,
     handleSignals: false,
-    logger: { warn: (message) => warnings.push(message), error: () => {} },
+    logger: { warn: (message: string) => warnings.push(message), error: () => {} },
   });
 }
 

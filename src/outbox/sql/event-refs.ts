@@ -23,3 +23,8 @@ export function refArrays(events: readonly EventRef[]): [string[], string[]] {
 export function leaseArrays(events: readonly LeaseRef[]): [string[], string[], number[]] {
   return [events.map((e) => e.tenantId), events.map((e) => e.id), events.map((e) => e.attempt)];
 }
+
+/** An event's key in a Map: tenant and id (ids are unique only within a tenant). */
+export function eventKey(event: EventRef): string {
+  return `${event.tenantId}\u0000${event.id}`;
+}
