@@ -405,7 +405,10 @@ class OutboxRelay implements Relay {
     while (this.inFlight.size < this.options.concurrency && this.queue.length > 0 && !this.stopping && !this.isolating) {
       const next = this.queue.peek()!;
       if (next.cutShort) {
-        if (this.inFlight.size > 0) return;
+        // Outcomes not settled yet count as held too: if this one kills the relay before they
+        // are written, those events are delivered again with an attempt lost, and an innocent
+        // beside a poison three times is dead with it. settle() pumps again once they are in.
+        if (this.inFlight.size > 0 || this.unsettled.size > 0) return;
         this.isolating = true;
         void this.isolate(this.queue.shift()!);
         return;
@@ -549,6 +552,7 @@ class OutboxRelay implements Relay {
           try {
             await Promise.all([markDelivered(this.db, delivered, this.id), markFailed(this.db, failed, this.id)]);
             for (const event of [...delivered, ...failed]) this.unsettled.delete(eventKey(event));
+            if (this.unsettled.size === 0) this.pump(); // an isolated delivery may be waiting for this
             // The last event of a key's run is settled: the key's next run is claimable now,
             // not at the next poll (which, for a relay that just went idle, may be a while).
             if (runEnded) this.wake();
