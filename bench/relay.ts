@@ -9,7 +9,10 @@
  *   call, and A's drain rate with B beside it vs alone;
  * - relay RSS while draining events of 1 MiB;
  * - blocked keys: server time of an idle poll (the claim statement finding nothing to claim) with
- *   100,000 due events behind 100 ordering-key heads that are backing off.
+ *   100,000 due events behind 100 ordering-key heads that are backing off;
+ * - one ordering key's throughput with an instant sink (relay-key.ts);
+ * - an idle relay's statements per second, and the first event's latency after idling (relay-idle.ts).
+ * `--only drain,key` runs some of them (RELAY_PARTS).
  */
 import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
@@ -19,6 +22,8 @@ import pg from 'pg';
 import { enqueue, startRelay, withTenant } from '../src/index.ts';
 import { CLAIM_EVENTS_TEXT } from '../src/outbox/sql/claim-events.ts';
 import { percentile, printTable } from './harness.ts';
+import { type IdleCost, idleCost } from './relay-idle.ts';
+import { type KeyThroughput, keyThroughput } from './relay-key.ts';
 import type { BenchDatabase } from './setup.ts';
 
 const silent = new Logger(() => () => {});
@@ -231,7 +236,7 @@ export async function blockedKeysPoll(admin: pg.Pool, followers: number, keys = 
     try {
       await client.query('BEGIN');
       await client.query('SET LOCAL jit = off'); // as on the relay's own connections
-      const { rows } = await client.query(`EXPLAIN (ANALYZE, TIMING OFF) ${CLAIM_EVENTS_TEXT}`, [512, 750, 'bench', 25, '']);
+      const { rows } = await client.query(`EXPLAIN (ANALYZE, TIMING OFF) ${CLAIM_EVENTS_TEXT}`, [512, 750, 'bench', 25, '', 63]);
       const plan = rows.map((row: Record<string, string>) => row['QUERY PLAN']).join('\n');
       times.push(Number(/Execution Time: ([\d.]+)/.exec(plan)![1]));
     } finally {
@@ -278,66 +283,137 @@ export async function relayRss(bench: BenchDatabase, admin: pg.Pool, count: numb
   return { peakMb: peakKb / 1024, seconds: (performance.now() - started) / 1_000 };
 }
 
+/** Parts of the relay bench, in the order they run; `--only a,b` runs some of them. */
+export const RELAY_PARTS = ['drain', 'latency', 'rss', 'fairness', 'bigRss', 'blockedKeys', 'key', 'idle'] as const;
+type RelayPart = (typeof RELAY_PARTS)[number];
+
 export async function runRelayBench(
   bench: BenchDatabase,
-  options: { events: number; rssEvents: number; latencySeconds: number; fairnessBacklog?: number; bigEvents?: number },
+  options: { events: number; rssEvents: number; latencySeconds: number; fairnessBacklog?: number; bigEvents?: number; keyEvents?: number; only?: readonly string[] },
 ) {
   // 50,000 at the default scale (run.ts passes events = 20,000 x BENCH_SCALE).
   const fairnessBacklog = options.fairnessBacklog ?? Math.round(options.events * 2.5);
   // 10,000 events of 1 MiB at the default scale.
   const bigEvents = options.bigEvents ?? Math.round(options.events / 2);
+  const keyEvents = options.keyEvents ?? Math.round(options.events / 4);
+  const wanted = (part: RelayPart) => !options.only || options.only.includes(part);
+  for (const part of options.only ?? []) {
+    if (!(RELAY_PARTS as readonly string[]).includes(part)) throw new Error(`unknown relay bench part "${part}" (known: ${RELAY_PARTS.join(', ')})`);
+  }
   const admin = new pg.Pool({ connectionString: bench.adminUrl, max: 2 });
   admin.on('error', () => {});
   try {
-    // The fast drains take about a second each, so warm caches and the first start-up weigh on a
-    // single run: each is measured twice, interleaved, and the better run counts, for both sides.
-    // (graphile-worker's default drain takes long enough to be measured once.)
-    const drain = { pgOnce: 0, graphileWorkerDefault: 0, graphileWorkerBatched: 0 };
-    for (let round = 0; round < 2; round += 1) {
-      drain.pgOnce = Math.max(drain.pgOnce, await drainPgOnce(bench, admin, options.events));
-      drain.graphileWorkerBatched = Math.max(drain.graphileWorkerBatched, await drainGraphileWorker(bench, admin, options.events, true));
+    const result: {
+      drain?: { pgOnce: number; graphileWorkerDefault: number; graphileWorkerBatched: number };
+      latency?: { pgOnce: Latency; graphileWorker: Latency };
+      rss?: { peakMb: number; seconds: number };
+      fairness?: Fairness;
+      bigRss?: { peakMb: number; seconds: number };
+      blockedKeys?: { bestMs: number; medianMs: number };
+      key?: KeyThroughput;
+      idle?: IdleCost;
+    } = {};
+    if (wanted('drain')) {
+      // The fast drains take about a second each, so warm caches and the first start-up weigh on
+      // a single run: each is measured twice, interleaved, and the better run counts, for both
+      // sides. (graphile-worker's default drain takes long enough to be measured once.)
+      const drain = { pgOnce: 0, graphileWorkerDefault: 0, graphileWorkerBatched: 0 };
+      for (let round = 0; round < 2; round += 1) {
+        drain.pgOnce = Math.max(drain.pgOnce, await drainPgOnce(bench, admin, options.events));
+        drain.graphileWorkerBatched = Math.max(drain.graphileWorkerBatched, await drainGraphileWorker(bench, admin, options.events, true));
+      }
+      drain.graphileWorkerDefault = await drainGraphileWorker(bench, admin, options.events, false);
+      console.log(`  drain: pg-once ${Math.round(drain.pgOnce)}/s, graphile-worker ${Math.round(drain.graphileWorkerDefault)}/s default, ${Math.round(drain.graphileWorkerBatched)}/s batched`);
+      result.drain = drain;
     }
-    drain.graphileWorkerDefault = await drainGraphileWorker(bench, admin, options.events, false);
-    console.log(`  drain: pg-once ${Math.round(drain.pgOnce)}/s, graphile-worker ${Math.round(drain.graphileWorkerDefault)}/s default, ${Math.round(drain.graphileWorkerBatched)}/s batched`);
-    const latency = {
-      pgOnce: await latencyPgOnce(bench, admin, options.latencySeconds, 50),
-      graphileWorker: await latencyGraphileWorker(bench, admin, options.latencySeconds, 50),
-    };
-    const rss = await relayRss(bench, admin, options.rssEvents);
-    const fairness = await fairnessPgOnce(bench, admin, fairnessBacklog);
-    const bigRss = await relayRss(bench, admin, bigEvents, MIB);
-    const blockedKeys = await blockedKeysPoll(admin, 100_000);
+    if (wanted('latency')) {
+      result.latency = {
+        pgOnce: await latencyPgOnce(bench, admin, options.latencySeconds, 50),
+        graphileWorker: await latencyGraphileWorker(bench, admin, options.latencySeconds, 50),
+      };
+    }
+    if (wanted('rss')) result.rss = await relayRss(bench, admin, options.rssEvents);
+    if (wanted('fairness')) result.fairness = await fairnessPgOnce(bench, admin, fairnessBacklog);
+    if (wanted('bigRss')) result.bigRss = await relayRss(bench, admin, bigEvents, MIB);
+    if (wanted('blockedKeys')) result.blockedKeys = await blockedKeysPoll(admin, 100_000);
+    if (wanted('key')) result.key = await keyThroughput(bench, admin, keyEvents);
+    if (wanted('idle')) result.idle = await idleCost(bench, admin, { idleSeconds: 10, idleTimesMs: [50, 500, 5_000], samples: 5 });
 
-    console.log(`\nRelay: drain of ${options.events.toLocaleString('en-US')} queued events to a no-op sink`);
-    printTable(
-      ['', 'events/s', 'x graphile-worker default', 'x graphile-worker batched'],
-      [
-        ['pg-once relay (defaults)', drain.pgOnce, drain.pgOnce / drain.graphileWorkerDefault, drain.pgOnce / drain.graphileWorkerBatched],
-        ['graphile-worker, default settings', drain.graphileWorkerDefault, 1, drain.graphileWorkerDefault / drain.graphileWorkerBatched],
-        ['graphile-worker, batched local queue', drain.graphileWorkerBatched, drain.graphileWorkerBatched / drain.graphileWorkerDefault, 1],
-      ],
-    );
-    console.log('\nLatency from commit to sink call at 50 events/s (ms)');
-    printTable(
-      ['', 'p50', 'p99', 'samples'],
-      [
-        ['pg-once relay (target p50 <= 5, p99 <= 25)', latency.pgOnce.p50, latency.pgOnce.p99, latency.pgOnce.samples],
-        ['graphile-worker (add_job in the transaction)', latency.graphileWorker.p50, latency.graphileWorker.p99, latency.graphileWorker.samples],
-      ],
-    );
-    console.log(`\nRelay RSS while draining ${options.rssEvents.toLocaleString('en-US')} events: peak ${rss.peakMb.toFixed(0)} MB (target <= 150), drained in ${rss.seconds.toFixed(1)} s`);
-    printFairness(fairness, fairnessBacklog);
-    console.log(`\nIdle poll with 100,000 due events behind 100 backing-off ordering-key heads: ${blockedKeys.bestMs.toFixed(2)} ms server time (median of 5: ${blockedKeys.medianMs.toFixed(2)}; target <= 1)`);
-    console.log(`\nRelay RSS while draining ${bigEvents.toLocaleString('en-US')} events of 1 MiB: peak ${bigRss.peakMb.toFixed(0)} MB (target <= 250), drained in ${bigRss.seconds.toFixed(1)} s`);
-    const ratios = {
-      'drain vs graphile-worker default (target >= 1.0)': drain.pgOnce / drain.graphileWorkerDefault,
-      'drain vs graphile-worker batched (target >= 0.6)': drain.pgOnce / drain.graphileWorkerBatched,
-    };
-    for (const [name, value] of Object.entries(ratios)) console.log(`  ${name}: ${value.toFixed(2)}`);
-    return { drain, latency, rss, bigRss, blockedKeys, fairness, ratios };
+    const { drain, latency, rss, fairness, bigRss, blockedKeys, key, idle } = result;
+    if (drain) {
+      console.log(`\nRelay: drain of ${options.events.toLocaleString('en-US')} queued events to a no-op sink`);
+      printTable(
+        ['', 'events/s', 'x graphile-worker default', 'x graphile-worker batched'],
+        [
+          ['pg-once relay (defaults)', drain.pgOnce, drain.pgOnce / drain.graphileWorkerDefault, drain.pgOnce / drain.graphileWorkerBatched],
+          ['graphile-worker, default settings', drain.graphileWorkerDefault, 1, drain.graphileWorkerDefault / drain.graphileWorkerBatched],
+          ['graphile-worker, batched local queue', drain.graphileWorkerBatched, drain.graphileWorkerBatched / drain.graphileWorkerDefault, 1],
+        ],
+      );
+    }
+    if (latency) {
+      console.log('\nLatency from commit to sink call at 50 events/s (ms)');
+      printTable(
+        ['', 'p50', 'p99', 'samples'],
+        [
+          ['pg-once relay (target p50 <= 5, p99 <= 25)', latency.pgOnce.p50, latency.pgOnce.p99, latency.pgOnce.samples],
+          ['graphile-worker (add_job in the transaction)', latency.graphileWorker.p50, latency.graphileWorker.p99, latency.graphileWorker.samples],
+        ],
+      );
+    }
+    if (rss) console.log(`\nRelay RSS while draining ${options.rssEvents.toLocaleString('en-US')} events: peak ${rss.peakMb.toFixed(0)} MB (target <= 150), drained in ${rss.seconds.toFixed(1)} s`);
+    if (fairness) printFairness(fairness, fairnessBacklog);
+    if (blockedKeys) console.log(`\nIdle poll with 100,000 due events behind 100 backing-off ordering-key heads: ${blockedKeys.bestMs.toFixed(2)} ms server time (median of 5: ${blockedKeys.medianMs.toFixed(2)}; target <= 1)`);
+    if (bigRss) console.log(`\nRelay RSS while draining ${bigEvents.toLocaleString('en-US')} events of 1 MiB: peak ${bigRss.peakMb.toFixed(0)} MB (target <= 250), drained in ${bigRss.seconds.toFixed(1)} s`);
+    if (key) console.log(`\nOne ordering key, ${keyEvents.toLocaleString('en-US')} events, instant sink: ${Math.round(key.perSecond)} events/s (target >= 1,000), ${key.outOfOrder} out of order, ${key.repeats} repeats`);
+    if (idle) printIdle(idle);
+    printIssueFigures(result);
+    const ratios = drain
+      ? {
+          'drain vs graphile-worker default (target >= 1.0)': drain.pgOnce / drain.graphileWorkerDefault,
+          'drain vs graphile-worker batched (target >= 1.0)': drain.pgOnce / drain.graphileWorkerBatched,
+        }
+      : {};
+    return { ...result, ratios };
   } finally {
     await admin.end();
   }
+}
+
+function printIdle(idle: IdleCost): void {
+  console.log(`\nIdle relay: ${idle.queriesPerSecond.toFixed(1)} statements/s (sweep scheduler included; target <= 20)`);
+  printTable(
+    ['commit after the relay sat idle for', 'p50 (ms)', 'max (ms)', 'samples'],
+    idle.firstEvent.map(({ idleMs, p50, max, samples }) => [`${idleMs.toLocaleString('en-US')} ms`, p50, max, samples]),
+  );
+}
+
+/** Issue 12's figures beside their targets, from whichever parts ran. */
+function printIssueFigures(result: {
+  drain?: { pgOnce: number; graphileWorkerBatched: number };
+  latency?: { pgOnce: Latency };
+  fairness?: Fairness;
+  blockedKeys?: { bestMs: number };
+  key?: KeyThroughput;
+  idle?: IdleCost;
+}): void {
+  const rows: (string | number)[][] = [];
+  const { drain, latency, fairness, blockedKeys, key, idle } = result;
+  if (key) rows.push(['one ordering key, instant sink (events/s)', key.perSecond, '>= 1,000', key.perSecond >= 1_000 && key.outOfOrder === 0 ? 'yes' : 'no']);
+  if (idle) rows.push(['idle relay (statements/s)', idle.queriesPerSecond, '<= 20', idle.queriesPerSecond <= 20 ? 'yes' : 'no']);
+  if (latency) rows.push(['commit-to-sink p50 at 50 events/s (ms)', latency.pgOnce.p50, '<= 5', latency.pgOnce.p50 <= 5 ? 'yes' : 'no']);
+  if (blockedKeys) rows.push(['idle poll, 100,000 blocked events (ms server)', blockedKeys.bestMs, '<= 1', blockedKeys.bestMs <= 1 ? 'yes' : 'no']);
+  if (fairness) {
+    rows.push(["fairness: B's p99 (ms)", fairness.b.p99, '<= 50', fairness.b.p99 <= 50 ? 'yes' : 'no']);
+    rows.push(["fairness: A's drain drop (%)", fairness.aDrop * 100, '<= 10', fairness.aDrop <= 0.1 ? 'yes' : 'no']);
+  }
+  if (drain) {
+    const ratio = drain.pgOnce / drain.graphileWorkerBatched;
+    rows.push(['drain x graphile-worker batched', ratio, '>= 1.0', ratio >= 1 ? 'yes' : 'no']);
+  }
+  if (rows.length === 0) return;
+  console.log('\nIssue 12 figures (one run; on a shared 2-core machine, repeat before trusting one)');
+  printTable(['', 'measured', 'target', 'met'], rows);
 }
 
 export function printFairness(fairness: Fairness, backlog: number): void {

@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- core|relay|sweep|drivers|http] [--seconds N]`: runs the benchmarks on a real Postgres (DATABASE_URL,
+ * `npm run bench [-- core|relay|sweep|drivers|http] [--seconds N] [--only drain,key]`: runs the benchmarks on a real Postgres (DATABASE_URL,
  * else an embedded one started here), prints tables with ratios against baselines measured in the
  * same run, and saves everything as JSON in bench/results/.
  */
@@ -16,7 +16,12 @@ import { runSweepBench } from './sweep.ts';
 import { createBenchDatabase } from './setup.ts';
 
 const { values, positionals } = parseArgs({
-  options: { seconds: { type: 'string', default: process.env.BENCH_SECONDS ?? '3' }, 'database-url': { type: 'string' } },
+  options: {
+    seconds: { type: 'string', default: process.env.BENCH_SECONDS ?? '3' },
+    'database-url': { type: 'string' },
+    /** Relay suite: a comma-separated list of its parts (bench/relay.ts, RELAY_PARTS). */
+    only: { type: 'string' },
+  },
   allowPositionals: true,
 });
 const seconds = Number(values.seconds);
@@ -60,11 +65,14 @@ try {
           : suite === 'http'
             ? await runHttpBench(database, seconds)
           : suite === 'relay'
-            ? await runRelayBench(database, { events: Math.round(20_000 * scale), rssEvents: Math.round(100_000 * scale), latencySeconds: seconds * 2 })
+            ? await runRelayBench(database, { events: Math.round(20_000 * scale), rssEvents: Math.round(100_000 * scale), latencySeconds: seconds * 2, only: values.only?.split(',') })
             : await runSweepBench(database, { keys: Math.round(200_000 * scale) });
-      const file = new URL(`./results/${suite}.json`, import.meta.url);
-      await writeFile(file, `${JSON.stringify({ environment, ...result }, null, 2)}\n`);
-      console.log(`\nSaved ${file.pathname}`);
+      // A partial run (--only) would replace the saved figures with some of them: not saved.
+      if (values.only === undefined) {
+        const file = new URL(`./results/${suite}.json`, import.meta.url);
+        await writeFile(file, `${JSON.stringify({ environment, ...result }, null, 2)}\n`);
+        console.log(`\nSaved ${file.pathname}`);
+      }
     } finally {
       await database.drop();
     }

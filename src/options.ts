@@ -233,7 +233,7 @@ export const relayOptionsSchema = z
      * is free. The queue holds what the slots start in the next 50 ms (measured), at least
      * `concurrency`, at most this: a fast sink drains a backlog in large batches (measured: 512
      * drains 1.5x faster than 128), a slow one holds few events a dead relay would hold.
-     * (Default: the larger of 512 and 4 x concurrency)
+     * (Default: the larger of 1,024 and 4 x concurrency)
      */
     batchSize: z.number().int().min(1).max(10_000).optional(),
     /**
@@ -265,11 +265,19 @@ export const relayOptionsSchema = z
     /** A delivery still running after this is aborted and retried, in milliseconds. (Default: 30 000) */
     deliveryTimeoutMs: z.number().int().min(1).default(30_000),
     /**
-     * How often an idle relay looks for new events, in milliseconds. Writers do not NOTIFY (it
-     * serialises their commits; see docs), so this bounds the latency of a quiet system.
-     * (Default: 5)
+     * How often a busy relay looks for new events, in milliseconds (an idle one backs off to
+     * maxPollIntervalMs). Writers do not NOTIFY (it serialises their commits; see docs), so this
+     * bounds the latency of a busy system. (Default: 5)
      */
     pollIntervalMs: z.number().int().min(1).max(60_000).default(5),
+    /**
+     * The longest an idle relay waits between polls, in milliseconds: it polls every
+     * pollIntervalMs while busy, and after a quiet spell every tenth of the time it has been
+     * quiet, up to this. Bounds the idle cost (about 1,000 / this statements per second) and the
+     * extra wait of the first event after a quiet spell. Never below pollIntervalMs.
+     * (Default: 100)
+     */
+    maxPollIntervalMs: z.number().int().min(1).max(60_000).default(100),
     /**
      * How long stop() may take, in milliseconds, whatever the network does: in-flight deliveries
      * may finish during the first half (at least; up to all but 2 s of it), then the rest are

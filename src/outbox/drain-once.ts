@@ -169,7 +169,16 @@ class OutboxDrain {
         continue;
       }
       const settledBefore = this.settledBatches;
-      const claim = await claimEvents(this.db, limit, queuedLeaseMs(this.options.leaseMs), this.id, this.options.maxAttempts, this.lastTenant);
+      // No key runs (runFollowers 0): a drain delivers a key's head per claim, as it always did;
+      // runs need the relay's run bookkeeping (key-runs.ts), which a drain does not keep.
+      const claim = await claimEvents(this.db, {
+        limit,
+        leaseMs: queuedLeaseMs(this.options.leaseMs),
+        relayId: this.id,
+        maxAttempts: this.options.maxAttempts,
+        after: this.lastTenant,
+        runFollowers: 0,
+      });
       this.lastTenant = claim.lastTenant;
       for (const event of claim.exhausted) {
         this.logger.exhausted(event);

@@ -98,6 +98,7 @@ export class RelayLog {
         leaseMs: options.leaseMs,
         deliveryTimeoutMs: options.deliveryTimeoutMs,
         pollIntervalMs: options.pollIntervalMs,
+        maxPollIntervalMs: options.maxPollIntervalMs,
         statementTimeoutMs: options.statementTimeoutMs,
         shutdownTimeoutMs: options.shutdownTimeoutMs,
         sweep: options.sweep === false ? false : options.sweep.schedule,

@@ -45,7 +45,13 @@ function sessionOptions(statementTimeoutMs: number): string {
   // jit=off: the claim's row estimates grow with the table (a per-tenant LIMIT the planner cannot
   // see through), and past jit_above_cost Postgres compiles it: measured 160 ms of JIT for a claim
   // that runs in 5 ms, on every claim.
-  return `-c DateStyle=ISO,MDY -c IntervalStyle=postgres -c TimeZone=UTC -c jit=off -c statement_timeout=${statementTimeoutMs}`;
+  // synchronous_commit=off: every statement of the relay is bookkeeping that is safe to lose
+  // (a claim, a lease, an outcome): if the server crashes within the moment before its WAL
+  // reaches disk, the event is claimed and delivered again under the same dedupe id, a repeat
+  // and never a loss. Writers' commits (the events themselves) keep their own setting. Not
+  // waiting for the WAL flush takes a disk round trip out of every claim and settle (on a server
+  // with fsync on, the drain bench ran about a quarter faster).
+  return `-c DateStyle=ISO,MDY -c IntervalStyle=postgres -c TimeZone=UTC -c jit=off -c synchronous_commit=off -c statement_timeout=${statementTimeoutMs}`;
 }
 
 export function relayConnectionConfig(connectionString: string, statementTimeoutMs: number, pooler: Pooler = 'none'): pg.ClientConfig {

@@ -21,8 +21,18 @@ export class StartRate {
     this.buckets[this.current] = 0;
   }
 
-  /** Starts per second over the last second. */
+  /**
+   * Starts per second: over the last second, or over the last complete 100 ms if that is
+   * faster. The second alone lags a ramp-up by up to a second (a drain from idle counts its first
+   * 100 ms as a rate a tenth of the real one, sizes its claims by it, and so stays slow for most
+   * of a short drain); the last bucket follows a rising rate within 100 ms, and the second keeps
+   * a rate that falls from dropping the prefetch at once.
+   */
   get perSecond(): number {
-    return this.buckets.reduce((sum, count) => sum + count, 0);
+    const lastComplete = this.buckets[(this.current + BUCKETS - 1) % BUCKETS]!;
+    return Math.max(
+      this.buckets.reduce((sum, count) => sum + count, 0),
+      lastComplete * BUCKETS,
+    );
   }
 }

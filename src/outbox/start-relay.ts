@@ -28,6 +28,7 @@ import { DatabaseClock } from './database-clock.ts';
 import { HEARTBEAT_MILLISECONDS, type HeldLease, leaseOf, queuedLeaseMs, renewalsDue } from './lease-plan.ts';
 import { StartRate } from './start-rate.ts';
 import { TenantQueue } from './tenant-queue.ts';
+import { KeyRuns, RUN_FOLLOWERS_MAX } from './key-runs.ts';
 import { RelayLog } from './relay-log.ts';
 import { routeTopics, type SinkRouter } from './route-topic.ts';
 import type { Sink } from './sink.ts';
@@ -70,6 +71,21 @@ const INITIAL_BYTES_PER_EVENT = 1_048_576;
 const CLAIM_SHARE_OF_HELD_BYTES = 4;
 /** Floor of the bytes-per-event estimate (a row's own overhead), so tiny events do not mean unbounded counts. */
 const MIN_BYTES_PER_EVENT = 256;
+/**
+ * An idle relay polls every pollIntervalMs at first, then every this fraction of the time since it
+ * last held or found an event (up to maxPollIntervalMs): an event after a quiet spell waits at most
+ * a tenth of that spell more than it would have, and a relay idle for long polls every
+ * maxPollIntervalMs. At a steady trickle (50 events/s: 20 ms gaps) the interval never leaves
+ * pollIntervalMs, so latency under load is unchanged.
+ */
+const IDLE_POLL_FRACTION = 1 / 10;
+/**
+ * Default batchSize (with 4 x concurrency if larger). The held count is capped by it too, and a
+ * claim goes out with a quarter of the prefetch still queued, so with 512 a fast drain claimed
+ * about 200 and 300 in turn; 1,024 lets it claim 500-700 per round trip. Only a sink fast enough
+ * to start 20,000 deliveries a second gets there: the prefetch is what the slots start in 50 ms.
+ */
+const DEFAULT_BATCH_SIZE = 1_024;
 /** How often the offset between the host clock and the database clock is measured again. */
 const CLOCK_SYNC_MILLISECONDS = 60 * 1_000;
 
@@ -94,6 +110,12 @@ class OutboxRelay implements Relay {
   private readonly inFlight = new Map<string, InFlight>();
   /** Claimed and leased, waiting for a delivery slot; taken tenant by tenant in turn. */
   private readonly queue = new TenantQueue<ClaimedEvent>();
+  /** Claimed and leased, waiting for the event before them in their key (key-runs.ts). */
+  private readonly runs = new KeyRuns();
+  /** When the relay last held an event or a claim found one: the idle poll grows from there. */
+  private lastBusyAt = 0;
+  /** A key's run ended with a delivery not settled yet: once it is, the key's next run is claimable. */
+  private runEndedUnsettled = false;
   /** Where the next claim starts its round of tenants (see claim-events.ts). */
   private lastTenant = '';
   private lastClaimAt = 0;
@@ -149,7 +171,7 @@ class OutboxRelay implements Relay {
     this.clock = new DatabaseClock((text) => this.db.query({ text }));
     this.route = routeTopics(options.sinks);
     this.backoff = defaultBackoff(options.backoff);
-    this.batchSize = options.batchSize ?? Math.max(512, options.concurrency * 4);
+    this.batchSize = options.batchSize ?? Math.max(DEFAULT_BATCH_SIZE, options.concurrency * 4);
   }
 
   async start(): Promise<void> {
@@ -281,7 +303,7 @@ class OutboxRelay implements Relay {
       // 1 MiB events, 32 MiB held, whole-budget claims peaked at 292 MB RSS, quarter claims 247).
       const byteRoom = Math.min(this.options.maxHeldBytes - this.heldBytes, this.options.maxHeldBytes / CLAIM_SHARE_OF_HELD_BYTES);
       const room = Math.min(
-        Math.min(this.batchSize, this.options.concurrency + 2 * prefetch) - this.inFlight.size - this.queue.length,
+        Math.min(this.batchSize, this.options.concurrency + 2 * prefetch) - this.inFlight.size - this.queue.length - this.runs.length,
         byteRoom <= 0 ? 0 : Math.max(1, Math.floor(byteRoom / this.bytesPerEvent)),
       );
       // Claim when the queue runs low, and also every CLAIM_GAP_MILLISECONDS while there is some
@@ -298,14 +320,14 @@ class OutboxRelay implements Relay {
       this.lastClaimAt = Date.now();
       let claim: Claim;
       try {
-        claim = await claimEvents(
-          this.db,
-          room,
-          queuedLeaseMs(this.options.leaseMs),
-          this.id,
-          this.options.maxAttempts,
-          this.lastTenant,
-        );
+        claim = await claimEvents(this.db, {
+          limit: room,
+          leaseMs: queuedLeaseMs(this.options.leaseMs),
+          relayId: this.id,
+          maxAttempts: this.options.maxAttempts,
+          after: this.lastTenant,
+          runFollowers: RUN_FOLLOWERS_MAX,
+        });
       } catch (error) {
         this.logger.error('claiming events failed; retrying', { err: error, retryInMs: ERROR_PAUSE_MILLISECONDS });
         await this.sleep(ERROR_PAUSE_MILLISECONDS);
@@ -315,27 +337,63 @@ class OutboxRelay implements Relay {
         this.logger.exhausted(event);
         instruments().deliveries.add(1, { 'once.outcome': 'dead', 'once.topic': event.topic });
       }
-      const events = claim.events;
+      const { events, followers, stray } = claim;
       this.lastTenant = claim.lastTenant;
-      this.holdBytes(events);
+      this.holdBytes([...events, ...followers, ...stray]);
+      this.handBack(stray);
       this.cutShortHeld += events.filter((event) => event.cutShort).length;
+      this.runs.hold(followers);
       this.queue.push(events);
       this.pump();
-      // A full batch means more may be waiting: claim again as soon as there is room.
-      if (events.length + claim.exhausted.length < room) await this.sleep(this.options.pollIntervalMs);
+      const found = events.length + followers.length + stray.length + claim.exhausted.length;
+      if (found > 0) this.lastBusyAt = Date.now();
+      // A full batch means more may be waiting: claim again as soon as there is room. Otherwise
+      // poll again later, or when a delivery finishes (a run going on does not count: what it
+      // frees is not claimable until settled, and settle() wakes the loop when that matters).
+      if (found < room) await this.sleep(this.pollWaitMs());
     }
   }
 
   /**
+   * How long the loop waits before polling again after a claim that did not fill its room:
+   * pollIntervalMs while the relay holds anything (or has just found something), growing with
+   * the time it has been idle (IDLE_POLL_FRACTION) up to maxPollIntervalMs. Writers do not
+   * NOTIFY (it serialises their commits), so this poll is what finds a quiet system's next event;
+   * the LISTEN wake-up still ends the wait at once for whoever does notify (requeue).
+   */
+  private pollWaitMs(): number {
+    const now = Date.now();
+    if (this.inFlight.size > 0 || this.queue.length > 0 || this.runs.length > 0) this.lastBusyAt = now;
+    const { pollIntervalMs, maxPollIntervalMs } = this.options;
+    return Math.round(Math.min(Math.max(pollIntervalMs, maxPollIntervalMs), Math.max(pollIntervalMs, (now - this.lastBusyAt) * IDLE_POLL_FRACTION)));
+  }
+
+  /**
+   * Gives claimed events back uncounted (a run cut short, a claim's stray followers); they are
+   * due at once, and held back only by their key's head. If this fails, their leases run out.
+   */
+  private handBack(events: readonly ClaimedEvent[]): void {
+    if (events.length === 0) return;
+    for (const event of events) this.heldBytes -= event.bytes;
+    releaseEvents(this.db, events, this.id).catch((error: unknown) =>
+      this.logger.warn('handing back claimed events failed; their leases will expire', { err: error, events: events.length }),
+    );
+  }
+
+  /**
    * Counts what a claim brought into memory, and learns the bytes per event: at once when events
-   * grow (the next claim must not overshoot), by halves when they shrink.
+   * grow (the next claim must not overshoot), by eighths when they shrink. Shrinking slowly
+   * bounds nothing more (after a few small claims the estimate is small either way, and the next
+   * claim of large events overshoots the same), but by halves a relay starting on small events
+   * took a dozen claims of a handful of events each to come down from the first claim's 1 MiB
+   * guess: a third of a 20,000-event drain.
    */
   private holdBytes(events: readonly ClaimedEvent[]): void {
     if (events.length === 0) return;
     const bytes = events.reduce((sum, event) => sum + event.bytes, 0);
     this.heldBytes += bytes;
     const average = bytes / events.length;
-    this.bytesPerEvent = Math.max(MIN_BYTES_PER_EVENT, average > this.bytesPerEvent ? average : (this.bytesPerEvent + average) / 2);
+    this.bytesPerEvent = Math.max(MIN_BYTES_PER_EVENT, average > this.bytesPerEvent ? average : Math.max(average, this.bytesPerEvent / 8));
   }
 
   /**
@@ -347,7 +405,10 @@ class OutboxRelay implements Relay {
     while (this.inFlight.size < this.options.concurrency && this.queue.length > 0 && !this.stopping && !this.isolating) {
       const next = this.queue.peek()!;
       if (next.cutShort) {
-        if (this.inFlight.size > 0) return;
+        // Outcomes not settled yet count as held too: if this one kills the relay before they
+        // are written, those events are delivered again with an attempt lost, and an innocent
+        // beside a poison three times is dead with it. settle() pumps again once they are in.
+        if (this.inFlight.size > 0 || this.unsettled.size > 0) return;
         this.isolating = true;
         void this.isolate(this.queue.shift()!);
         return;
@@ -364,7 +425,7 @@ class OutboxRelay implements Relay {
    * such crashes be declared dead beside the poison (seen in CI on a loaded machine).
    */
   private async isolate(event: ClaimedEvent): Promise<void> {
-    const queued = this.queue.drain();
+    const queued = [...this.queue.drain(), ...this.runs.drain()];
     for (const other of queued) {
       this.heldBytes -= other.bytes;
       if (other.cutShort) this.cutShortHeld -= 1;
@@ -390,6 +451,8 @@ class OutboxRelay implements Relay {
     const key = eventKey(event);
     const controller = new AbortController();
     const entry: InFlight = { event, controller, released: false };
+    /** Its key's run went on: the loop need not wake for this one (see continueRun). */
+    let continued = false;
     this.inFlight.set(key, entry);
     const timeout = setTimeout(
       () => controller.abort(new DeliveryFailedError(`delivery timed out after ${this.options.deliveryTimeoutMs} ms`)),
@@ -412,6 +475,7 @@ class OutboxRelay implements Relay {
           const ref = leaseOf(event);
           this.delivered.push(ref);
           this.unsettled.set(key, { event: ref, at: Date.now() });
+          continued = this.continueRun(event);
           span.setAttribute('once.outcome', 'delivered');
           span.end();
           const telemetry = instruments();
@@ -424,6 +488,8 @@ class OutboxRelay implements Relay {
           this.logger.failed(event, failure, error);
           this.failed.push(failure);
           this.unsettled.set(key, { event: leaseOf(event), at: Date.now() });
+          // The rest of its key's run goes back, uncounted: they wait behind this one's backoff.
+          this.handBack(this.runs.rest(event));
           const outcome = failure.dead ? 'dead' : 'retry';
           span.setAttribute('once.outcome', outcome);
           endWithError(span, error);
@@ -440,26 +506,58 @@ class OutboxRelay implements Relay {
         }
         this.settle();
         this.pump();
-        this.wake();
+        if (!continued) this.wake();
       })
       // The outcome is recorded first thing in each branch; telemetry failing after that must not
       // become an unhandled rejection (which ends the process).
       .catch((error: unknown) => this.logger.error('recording a delivery outcome failed', { err: error }));
   }
 
+  /**
+   * After `event` was delivered, its key's next follower (if its run has one) joins the queue,
+   * where it waits for a slot in its tenant's turn like any claimed event: a run is never more
+   * than one delivery at a time, and takes no slot from other tenants. A follower whose lease
+   * ran out (the relay stalled past it) may be another relay's by now: it and the rest of the
+   * run go back rather than be delivered on a claim that may no longer be ours.
+   */
+  private continueRun(event: ClaimedEvent): boolean {
+    const next = this.runs.next(event);
+    if (next === undefined) {
+      if (event.orderingKey !== null) this.runEndedUnsettled = true;
+      return false;
+    }
+    if (next.leaseUntil <= Date.now()) {
+      this.handBack([next, ...this.runs.rest(next)]);
+      return false;
+    }
+    this.queue.push([next]);
+    return true;
+  }
+
   /** Writes the gathered outcomes; whatever arrives meanwhile goes in the next statement. */
   private settle(): void {
     this.settling ??= (async () => {
       try {
+        // Outcomes that arrive in the same turn of the event loop go in one statement: a run of
+        // a key through an instant sink finishes within the turn, and settling its first event
+        // alone would cost the run a second round trip before its key's next run is claimable.
+        await new Promise((resolve) => setImmediate(resolve));
         while ((this.delivered.length > 0 || this.failed.length > 0) && !this.closed) {
           const delivered = this.delivered;
           const failed = this.failed;
+          const runEnded = this.runEndedUnsettled;
           this.delivered = [];
           this.failed = [];
+          this.runEndedUnsettled = false;
           try {
             await Promise.all([markDelivered(this.db, delivered, this.id), markFailed(this.db, failed, this.id)]);
             for (const event of [...delivered, ...failed]) this.unsettled.delete(eventKey(event));
+            if (this.unsettled.size === 0) this.pump(); // an isolated delivery may be waiting for this
+            // The last event of a key's run is settled: the key's next run is claimable now,
+            // not at the next poll (which, for a relay that just went idle, may be a while).
+            if (runEnded) this.wake();
           } catch (error) {
+            this.runEndedUnsettled ||= runEnded;
             // Keep the outcomes and try again: until settled, the events stay leased to us (and
             // if we die now, they are delivered again under the same dedupe id).
             this.delivered.unshift(...delivered);
@@ -486,6 +584,7 @@ class OutboxRelay implements Relay {
     const renewals = [
       ...renewalsDue([...this.inFlight.values()].map(({ event }) => event), this.options.leaseMs, now),
       ...renewalsDue(this.queue.values(), queuedMs, now),
+      ...renewalsDue(this.runs.values(), queuedMs, now),
       ...renewalsDue(
         [...this.unsettled.values()].filter(({ at }) => now - at < this.options.leaseMs).map(({ event }) => event),
         queuedMs,
@@ -551,7 +650,7 @@ class OutboxRelay implements Relay {
       entry.released = true;
       entry.controller.abort(new DeliveryFailedError('the relay is shutting down'));
     }
-    const unstarted = this.queue.drain();
+    const unstarted = [...this.queue.drain(), ...this.runs.drain()];
     clearInterval(this.heartbeat);
     clearInterval(this.clockSync);
     clearInterval(this.seen);

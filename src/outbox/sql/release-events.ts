@@ -15,5 +15,9 @@ UPDATE once.outbox_events e
 
 export async function releaseEvents(db: RelayDatabase, events: readonly LeaseRef[], relayId: string): Promise<void> {
   if (events.length === 0) return;
-  await db.query({ text: TEXT, values: [...leaseArrays(events), relayId] });
+  // Named: with the arrays' sizes visible (an unnamed statement is planned for its values every
+  // time), the planner joins them by hashing the whole outbox, a sequential scan per release
+  // (measured on 20,000 rows: 21 ms against 5 ms by the primary key); a named statement gets the
+  // generic plan, by the primary key, from its sixth run on a connection.
+  await db.query({ name: 'once_release_events', text: TEXT, values: [...leaseArrays(events), relayId] });
 }
