@@ -53,6 +53,12 @@ export interface TenantToolStatus {
   waits: number;
   keyReuses: number;
   rateLimited: number;
+  /**
+   * Calls refused with IDEMPOTENCY_IN_PROGRESS (HTTP 409): the key's first call was still running
+   * and the duplicate could not wait for it (waitMs ran out, or no wait slot was free). Counted for
+   * calls whose transaction withTenant opened (sql/0011).
+   */
+  inProgress: number;
 }
 
 export interface Status {
@@ -82,6 +88,7 @@ export async function status(target: DatabaseTarget, options?: StatusOptions): P
       waited_replays: number;
       key_reuses: number;
       rate_limited: number;
+      in_progress: number;
     }>(
       `WITH executed AS (
          -- A SECURITY DEFINER function: the relay role cannot read idempotency records itself.
@@ -92,11 +99,13 @@ export async function status(target: DatabaseTarget, options?: StatusOptions): P
                 count(*) FILTER (WHERE kind = 'waited')::int AS waits,
                 count(*) FILTER (WHERE kind = 'waited' AND detail->>'outcome' = 'replayed')::int AS waited_replays,
                 count(*) FILTER (WHERE kind = 'key_reused')::int AS key_reuses,
-                count(*) FILTER (WHERE kind = 'rate_limited')::int AS rate_limited
+                count(*) FILTER (WHERE kind = 'rate_limited')::int AS rate_limited,
+                count(*) FILTER (WHERE kind = 'in_progress')::int AS in_progress
            FROM once.dedupe_audit WHERE at >= now() - $1 * interval '1 millisecond' GROUP BY 1, 2)
        SELECT tenant_id, tool, coalesce(e.n, 0) AS executions, coalesce(a.replays, 0) AS replays,
               coalesce(a.waits, 0) AS waits, coalesce(a.waited_replays, 0) AS waited_replays,
-              coalesce(a.key_reuses, 0) AS key_reuses, coalesce(a.rate_limited, 0) AS rate_limited
+              coalesce(a.key_reuses, 0) AS key_reuses, coalesce(a.rate_limited, 0) AS rate_limited,
+              coalesce(a.in_progress, 0) AS in_progress
          FROM executed e FULL JOIN audited a USING (tenant_id, tool)
         ORDER BY tenant_id, tool`,
       window,
@@ -131,12 +140,13 @@ export async function status(target: DatabaseTarget, options?: StatusOptions): P
         tenantId: row.tenant_id,
         tool: row.tool,
         // A wait ends in an execution (counted there) or a replay (counted here).
-        calls: row.executions + row.replays + row.waited_replays + row.key_reuses + row.rate_limited,
+        calls: row.executions + row.replays + row.waited_replays + row.key_reuses + row.rate_limited + row.in_progress,
         executions: row.executions,
         replays: row.replays,
         waits: row.waits,
         keyReuses: row.key_reuses,
         rateLimited: row.rate_limited,
+        inProgress: row.in_progress,
       })),
       outbox: {
         pending: counts.pending,

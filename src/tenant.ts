@@ -8,6 +8,7 @@ import type { Kysely, Transaction } from 'kysely';
 import { kyselyDriver } from './drivers/kysely-driver.ts';
 import { CallAbortedError, InvalidTenantError, PoolerSettingError, translateDatabaseError } from './errors.ts';
 import { isRecordedIn } from './idempotency/recorded-failure.ts';
+import { recordRejection } from './idempotency/rejection-audit.ts';
 import { clearTransactionState, setTransactionState, type TransactionState } from './idempotency/transaction-state.ts';
 import type { Driver } from './internal/driver.ts';
 import { textProblem } from './internal/safe-text.ts';
@@ -76,7 +77,9 @@ export async function withTenantFor<Db extends object, Tx extends object, T>(
     if (recorded) throw recorded.error;
     return result;
   } catch (error) {
-    throw translateTransactionError(error, state);
+    const translated = translateTransactionError(error, state);
+    await recordRejection(driver, db, translated, (client) => setTenant(db, client, tenantId, allowRlsBypass, idleMs));
+    throw translated;
   }
 }
 

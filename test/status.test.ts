@@ -4,6 +4,7 @@
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import { sql } from 'kysely';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { enqueue, runIdempotent, setRateLimit, status, withTenant } from '../src/index.ts';
 import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
@@ -50,9 +51,9 @@ it('counts what happened, per tenant and tool, and the outbox', async () => {
 
   const result = await status(relayUrl, { window: '1h' });
   const row = (tenantId: string, tool: string) => result.tenants.find((t) => t.tenantId === tenantId && t.tool === tool);
-  expect(row('alpha', 'send_email')).toEqual({ tenantId: 'alpha', tool: 'send_email', calls: 6, executions: 3, replays: 2, waits: 0, keyReuses: 1, rateLimited: 0 });
-  expect(row('alpha', 'charge_card')).toEqual({ tenantId: 'alpha', tool: 'charge_card', calls: 2, executions: 1, replays: 0, waits: 1, keyReuses: 0, rateLimited: 0 });
-  expect(row('beta', '')).toEqual({ tenantId: 'beta', tool: '', calls: 3, executions: 1, replays: 0, waits: 0, keyReuses: 0, rateLimited: 2 });
+  expect(row('alpha', 'send_email')).toEqual({ tenantId: 'alpha', tool: 'send_email', calls: 6, executions: 3, replays: 2, waits: 0, keyReuses: 1, rateLimited: 0, inProgress: 0 });
+  expect(row('alpha', 'charge_card')).toEqual({ tenantId: 'alpha', tool: 'charge_card', calls: 2, executions: 1, replays: 0, waits: 1, keyReuses: 0, rateLimited: 0, inProgress: 0 });
+  expect(row('beta', '')).toEqual({ tenantId: 'beta', tool: '', calls: 3, executions: 1, replays: 0, waits: 0, keyReuses: 0, rateLimited: 2, inProgress: 0 });
   expect(result.outbox).toMatchObject({ pending: 2, dead: 1, deliveredInWindow: 1 });
   expect(result.outbox.oldestPendingAgeMs).toBeGreaterThanOrEqual(0);
   expect(result.tables.map((t) => t.table)).toEqual(expect.arrayContaining(['idempotency_keys', 'outbox_events', 'dedupe_audit']));
@@ -87,4 +88,51 @@ it('counts the rows of small tables exactly, where the estimate said 0 before th
 
 it('refuses the application role, which would see a single tenant', async () => {
   await expect(status(fx.appUrl)).rejects.toMatchObject({ code: 'WRONG_ROLE' });
+});
+
+it('counts 409s: a duplicate refused with IDEMPOTENCY_IN_PROGRESS leaves an audit row, and nothing of its transaction', async () => {
+  let release!: () => void;
+  let running!: () => void;
+  const started = new Promise<void>((resolve) => (running = resolve));
+  const first = call('gamma', 'slow-1', { tool: 'book_flight' }, async () => {
+    running();
+    await new Promise<void>((resolve) => (release = resolve));
+    return 'booked';
+  });
+  await started;
+  // Two duplicates that will not wait; each wrote a business row before its call.
+  const refused = await Promise.all(
+    [1, 2].map((n) =>
+      withTenant(fx.app, 'gamma', async (tx) => {
+        await sql`INSERT INTO public.orders (key, amount) VALUES (${`before-409-${n}`}, ${n})`.execute(tx);
+        return runIdempotent(tx, 'slow-1', async () => 'never', { tool: 'book_flight', waitMs: 0 });
+      }).catch((error: unknown) => error),
+    ),
+  );
+  release();
+  expect(await first).toBe('booked');
+  for (const error of refused) expect(error).toMatchObject({ code: 'IDEMPOTENCY_IN_PROGRESS' });
+  // The refusal is retryable: its transaction rolled back, so a retry cannot write its rows twice.
+  expect((await fx.orders('gamma')).map((order) => order.key)).toEqual([]);
+  const audit = await fx.rows<{ tenant_id: string; key: string; tool: string; detail: { version: string; retry_after_ms: number } }>(
+    'dedupe_audit',
+    "kind = 'in_progress'",
+  );
+  expect(audit).toHaveLength(2);
+  for (const row of audit) {
+    expect(row).toMatchObject({ tenant_id: 'gamma', key: 'slow-1', tool: 'book_flight', detail: { version: '' } });
+    expect(row.detail.retry_after_ms).toBeGreaterThan(0);
+  }
+  const result = await status(relayUrl, { window: '1h' });
+  expect(result.tenants.find((t) => t.tenantId === 'gamma' && t.tool === 'book_flight')).toEqual({
+    tenantId: 'gamma',
+    tool: 'book_flight',
+    calls: 3,
+    executions: 1,
+    replays: 0,
+    waits: 0,
+    keyReuses: 0,
+    rateLimited: 0,
+    inProgress: 2,
+  });
 });

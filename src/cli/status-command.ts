@@ -40,8 +40,8 @@ function formatStatus(result: Status): string {
   else {
     lines.push(
       table(
-        ['tenant', 'tool', 'calls', 'executed', 'replayed', 'waited', 'key reused', 'rate limited'],
-        result.tenants.map((t) => [t.tenantId, t.tool || '-', t.calls, t.executions, t.replays, t.waits, t.keyReuses, t.rateLimited]),
+        ['tenant', 'tool', 'calls', 'executed', 'replayed', 'waited', 'key reused', 'rate limited', 'in progress (409)'],
+        result.tenants.map((t) => [t.tenantId, t.tool || '-', t.calls, t.executions, t.replays, t.waits, t.keyReuses, t.rateLimited, t.inProgress]),
       ),
     );
   }

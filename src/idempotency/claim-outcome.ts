@@ -19,6 +19,7 @@ import { type DedupeAuditEvent, emitAuditEvent } from './audit-event.ts';
 import { claim, type ClaimRequest, type ClaimRow, retryAfterMs } from './claim.ts';
 import type { Jsonify } from './jsonify.ts';
 import { markRecordedFailure } from './recorded-failure.ts';
+import { noteRejection } from './rejection-audit.ts';
 import type { RateCharge } from './store-outcome.ts';
 import { StoredCallError } from './stored-error.ts';
 import { transactionState } from './transaction-state.ts';
@@ -95,7 +96,7 @@ export function reentrantError(key: string): ReentrantCallError {
 /** Past the wait: retry when the live lease (two-phase mode) should be over, else soon. */
 export function inProgressError(request: ClaimRequest, found: ClaimRow): IdempotencyInProgressError {
   const leaseLeft = found.locked_until_ms !== null ? found.locked_until_ms - Date.now() : request.waitMs;
-  return new IdempotencyInProgressError(request.key, retryAfterMs(Math.max(leaseLeft, 0)));
+  return noteRejection(new IdempotencyInProgressError(request.key, retryAfterMs(Math.max(leaseLeft, 0))), request);
 }
 
 /**

@@ -7,6 +7,7 @@
 import { CallAbortedError, IdempotencyInProgressError, translateDatabaseError } from '../errors.ts';
 import type { TransactionClient } from '../internal/transaction-client.ts';
 import { transactionState } from './transaction-state.ts';
+import { noteRejection } from './rejection-audit.ts';
 
 export interface ClaimRequest {
   key: string;
@@ -115,7 +116,7 @@ const STATEMENT_MARGIN_MILLISECONDS = 1_000;
 function claimError(tx: TransactionClient, request: ClaimRequest, mode: ClaimMode, error: unknown): unknown {
   const sqlstate = (error as { code?: unknown }).code;
   if (sqlstate === LOCK_NOT_AVAILABLE || sqlstate === QUERY_CANCELED) {
-    return new IdempotencyInProgressError(request.key, retryAfterMs(mode.waitMs), { cause: error });
+    return noteRejection(new IdempotencyInProgressError(request.key, retryAfterMs(mode.waitMs), { cause: error }), request);
   }
   const abortedBy = transactionState(tx.owner)?.abortedBy;
   if (sqlstate === IN_FAILED_TRANSACTION && abortedBy) {

@@ -28,7 +28,7 @@ export async function idempotencySeries(session: Session, windowMs: number, buck
     `SELECT to_timestamp(floor(extract(epoch FROM at) / $2) * $2) AS at,
             count(*) FILTER (WHERE kind = 'replay')::int AS replayed,
             count(*) FILTER (WHERE kind = 'waited')::int AS waited,
-            count(*) FILTER (WHERE kind IN ('key_reused', 'model_key_rejected'))::int AS rejected,
+            count(*) FILTER (WHERE kind IN ('key_reused', 'model_key_rejected', 'in_progress'))::int AS rejected,
             count(*) FILTER (WHERE kind = 'rate_limited')::int AS rate_limited
        FROM once.dedupe_audit
       WHERE at >= $1 AND ($3::text IS NULL OR tenant_id = $3) AND ($4::text IS NULL OR coalesce(tool, '') = $4)
@@ -73,7 +73,7 @@ export async function outcomesByTenantTool(session: Session, windowMs: number, f
        SELECT tenant_id, coalesce(tool, '') AS tool,
               count(*) FILTER (WHERE kind = 'replay')::int AS replayed,
               count(*) FILTER (WHERE kind = 'waited')::int AS waited,
-              count(*) FILTER (WHERE kind IN ('key_reused', 'model_key_rejected'))::int AS rejected,
+              count(*) FILTER (WHERE kind IN ('key_reused', 'model_key_rejected', 'in_progress'))::int AS rejected,
               count(*) FILTER (WHERE kind = 'rate_limited')::int AS rate_limited
          FROM once.dedupe_audit
         WHERE at >= now() - $1 * interval '1 millisecond' AND ($2::text IS NULL OR tenant_id = $2) AND ($3::text IS NULL OR coalesce(tool, '') = $3)
