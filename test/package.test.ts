@@ -151,3 +151,26 @@ console.log(JSON.stringify({ tasks: Object.values(OUTBOX_TASKS), functions: [out
   const { stdout } = await node(['graphile-worker-subpath.js'], {});
   expect(JSON.parse(stdout)).toEqual({ tasks: ['once_deliver', 'once_deliver_watchdog', 'once_sweep'], functions: ['function', 'function', 'function', 'function'], crontab: 2 });
 });
+
+it('ships the built files of every subpath export, and imports those whose library is installed here', async () => {
+  const installed = join(project, 'node_modules', 'pg-once');
+  const { exports } = JSON.parse(await readFile(join(installed, 'package.json'), 'utf8')) as {
+    exports: Record<string, string | { types: string; default: string }>;
+  };
+  const missing: string[] = [];
+  for (const [subpath, target] of Object.entries(exports)) {
+    for (const file of typeof target === 'string' ? [target] : [target.types, target.default]) {
+      if (!existsSync(join(installed, file))) missing.push(`${subpath}: ${file}`);
+    }
+  }
+  expect(missing).toEqual([]);
+  // kysely and pg are installed in this project: the root, the dashboard and the pg adapter load.
+  await writeFile(
+    join(project, 'subpaths.js'),
+    `const loaded = await Promise.all(['pg-once', 'pg-once/dashboard', 'pg-once/pg'].map((name) => import(name)));
+console.log(JSON.stringify(loaded.map((module) => Object.keys(module).length > 0)));
+`,
+  );
+  const { stdout } = await node(['subpaths.js'], {});
+  expect(JSON.parse(stdout)).toEqual([true, true, true]);
+});
