@@ -184,13 +184,13 @@ export async function runSoakBench(bench: BenchDatabase, options: { days: number
       results.push(result);
       console.log(
         `  day ${day}: ${Math.round(result.callsPerSecond)} calls/s, commit-to-sink p50 ${result.commitToSinkMs.p50.toFixed(1)} ms ` +
-          `p99 ${result.commitToSinkMs.p99.toFixed(1)} ms, outbox ${outbox.liveTuples.toLocaleString('en-US')} live / ` +
-          `${outbox.deadTuples.toLocaleString('en-US')} dead, keys ${keys.liveTuples.toLocaleString('en-US')} live / ${keys.deadTuples.toLocaleString('en-US')} dead`,
+          `p99 ${result.commitToSinkMs.p99.toFixed(1)} ms, outbox ${outbox.rows.toLocaleString('en-US')} rows / ` +
+          `${outbox.deadTuples.toLocaleString('en-US')} dead, keys ${keys.rows.toLocaleString('en-US')} rows / ${keys.deadTuples.toLocaleString('en-US')} dead`,
       );
 
       // Retention = the day that just ended: the sweep deletes what was delivered (and expired)
       // before it began, while the next day's writers run. The business table is trimmed alike.
-      const retentionMs = Math.round(dayWallMs);
+      const retentionMs = Math.round(performance.now() - dayStart);
       const { rows } = await admin.query<{ max: string | null }>('SELECT max(id)::text AS max FROM orders');
       const cut = ordersCut;
       ordersCut = Number(rows[0]?.max ?? 0);
@@ -219,8 +219,8 @@ export async function runSoakBench(bench: BenchDatabase, options: { days: number
     // one before (the previous sweep removed the rest), so live rows <= 2 days (+ 10% for ttl
     // slack), and the heap no bigger than on day 2, the first day with a full window (+ 10%).
     const bounded = {
-      outboxLiveRowsWithin2Days: last.outbox.liveTuples <= 2.2 * perDay,
-      keysLiveRowsWithin2Days: last.keys.liveTuples <= 2.2 * perDay,
+      outboxLiveRowsWithin2Days: last.outbox.rows <= 2.2 * perDay,
+      keysLiveRowsWithin2Days: last.keys.rows <= 2.2 * perDay,
       outboxTableBytesVsDay2: last.outbox.tableBytes / steady.outbox.tableBytes,
       keysTableBytesVsDay2: last.keys.tableBytes / steady.keys.tableBytes,
       outboxIndexBytesVsDay2: last.outbox.indexBytes / steady.outbox.indexBytes,
@@ -248,25 +248,25 @@ export async function runSoakBench(bench: BenchDatabase, options: { days: number
     );
     console.log('\nTables at each day\'s end (before its sweep): MB, tuples, autovacuum runs');
     printTable(
-      ['day', 'outbox heap', 'outbox idx', 'outbox live', 'outbox dead', 'outbox av', 'keys heap', 'keys idx', 'keys live', 'keys dead', 'keys av'],
+      ['day', 'outbox heap', 'outbox idx', 'outbox rows', 'outbox dead', 'outbox av', 'keys heap', 'keys idx', 'keys rows', 'keys dead', 'keys av'],
       results.map((r) => [
         String(r.day),
         mb(r.outbox.tableBytes),
         mb(r.outbox.indexBytes),
-        r.outbox.liveTuples,
+        r.outbox.rows,
         r.outbox.deadTuples,
-        r.outbox.autovacuumCount,
+        String(r.outbox.autovacuumCount),
         mb(r.keys.tableBytes),
         mb(r.keys.indexBytes),
-        r.keys.liveTuples,
+        r.keys.rows,
         r.keys.deadTuples,
-        r.keys.autovacuumCount,
+        String(r.keys.autovacuumCount),
       ]),
     );
     console.log(`\nLast day vs first day (duplicates delivered: ${duplicates}):`);
     for (const [name, value] of Object.entries(ratios)) console.log(`  ${name}: ${value.toFixed(2)}`);
     console.log(
-      `Bounded by the retention window (live rows <= 2 days, heap and indexes <= 1.1 x day 2): ${isBounded ? 'yes' : 'no'} ` +
+      `Bounded by the retention window (rows <= 2 days, heap and indexes <= 1.1 x day 2): ${isBounded ? 'yes' : 'no'} ` +
         `(outbox heap ${bounded.outboxTableBytesVsDay2.toFixed(2)}, idx ${bounded.outboxIndexBytesVsDay2.toFixed(2)}; ` +
         `keys heap ${bounded.keysTableBytesVsDay2.toFixed(2)}, idx ${bounded.keysIndexBytesVsDay2.toFixed(2)} x day 2)`,
     );
