@@ -41,6 +41,8 @@ export interface SoakDay {
   commitToSinkMs: { p50: number; p99: number; samples: number };
   /** Server time of the claim statement with nothing due, at the day's end (ms, best of 5). */
   claimPollMs: number;
+  /** Server time of the claim statement while the writers run (ms; one sample a second). */
+  claimUnderLoadMs: { p50: number; p99: number; samples: number };
   /** Seconds from the last write to the last delivery. */
   drainSeconds: number;
   ttlMs: number;
@@ -137,6 +139,16 @@ export async function runSoakBench(bench: BenchDatabase, options: { days: number
       const callTimes: number[] = [];
       let errors = 0;
       let firstError: unknown;
+      // The claim statement's server time while the writers run (sampled every second, rolled
+      // back: it takes nothing from the relay for longer than the sample).
+      const claimSamples: number[] = [];
+      let writing = true;
+      const sampler = (async () => {
+        while (writing) {
+          await new Promise((resolve) => setTimeout(resolve, 1_000));
+          if (writing) claimSamples.push(await claimTime(admin));
+        }
+      })();
       await Promise.all(
         Array.from({ length: WRITERS }, async () => {
           while (next < dayEnd) {
@@ -156,6 +168,9 @@ export async function runSoakBench(bench: BenchDatabase, options: { days: number
         }),
       );
       const writeSeconds = (performance.now() - dayStart) / 1_000;
+      writing = false;
+      await sampler;
+      claimSamples.sort((a, b) => a - b);
       if (errors > 0) console.error(`  day ${day}: ${errors} writer errors, first:`, firstError);
       const writesDone = performance.now();
       while (deliveredCount < dayEnd) await new Promise((resolve) => setTimeout(resolve, 10));
@@ -176,6 +191,7 @@ export async function runSoakBench(bench: BenchDatabase, options: { days: number
         callMs: { p50: percentile(callTimes, 50), p99: percentile(callTimes, 99) },
         commitToSinkMs: { p50: percentile(sorted, 50), p99: percentile(sorted, 99), samples: sorted.length },
         claimPollMs,
+        claimUnderLoadMs: { p50: percentile(claimSamples, 50), p99: percentile(claimSamples, 99), samples: claimSamples.length },
         drainSeconds,
         ttlMs,
         outbox,
@@ -213,7 +229,8 @@ export async function runSoakBench(bench: BenchDatabase, options: { days: number
       'throughput last/first (goal >= 0.9)': last.callsPerSecond / first.callsPerSecond,
       'commit-to-sink p50 last/first (goal <= 1.1)': last.commitToSinkMs.p50 / first.commitToSinkMs.p50,
       'commit-to-sink p99 last/first (goal <= 1.1)': last.commitToSinkMs.p99 / first.commitToSinkMs.p99,
-      'claim poll last/first (goal <= 1.1)': last.claimPollMs / first.claimPollMs,
+      'claim under load p50 last/first (goal <= 1.1)': last.claimUnderLoadMs.p50 / first.claimUnderLoadMs.p50,
+      'idle claim poll last/first (goal <= 1.1)': last.claimPollMs / first.claimPollMs,
       'writer call p99 last/first (goal <= 1.1)': last.callMs.p99 / first.callMs.p99,
     };
     // Bounded by the retention window: at a day's end the tables hold at most that day and the
@@ -235,7 +252,7 @@ export async function runSoakBench(bench: BenchDatabase, options: { days: number
     const mb = (bytes: number) => bytes / 1_048_576;
     console.log(`\nSoak: ${days} simulated days of ${perDay.toLocaleString('en-US')} calls (${WRITERS} writers, runIdempotent + insert + enqueue), relay with an instant sink`);
     printTable(
-      ['day', 'calls/s', 'call p99 ms', 'c2s p50 ms', 'c2s p99 ms', 'drain after s', 'claim poll ms', 'swept ev/keys', 'sweep s'],
+      ['day', 'calls/s', 'call p99 ms', 'c2s p50 ms', 'c2s p99 ms', 'drain after s', 'claim p50 ms', 'claim max ms', 'idle poll ms', 'swept ev/keys', 'sweep s'],
       results.map((r) => [
         String(r.day),
         r.callsPerSecond,
@@ -243,6 +260,8 @@ export async function runSoakBench(bench: BenchDatabase, options: { days: number
         r.commitToSinkMs.p50,
         r.commitToSinkMs.p99,
         r.drainSeconds,
+        r.claimUnderLoadMs.p50,
+        r.claimUnderLoadMs.p99,
         r.claimPollMs,
         r.sweepDuringDay ? `${r.sweepDuringDay.outboxEvents}/${r.sweepDuringDay.idempotencyKeys}` : '-',
         r.sweepDuringDay?.seconds ?? Number.NaN,
@@ -282,18 +301,21 @@ export async function runSoakBench(bench: BenchDatabase, options: { days: number
 /** The relay's claim statement with nothing due, run and rolled back: server time, best of 5. */
 async function claimPoll(admin: pg.Pool): Promise<number> {
   const times: number[] = [];
-  for (let round = 0; round < 5; round += 1) {
-    const client = await admin.connect();
-    try {
-      await client.query('BEGIN');
-      await client.query('SET LOCAL jit = off'); // as on the relay's own connections
-      const { rows } = await client.query(`EXPLAIN (ANALYZE, TIMING OFF) ${CLAIM_EVENTS_TEXT}`, [512, 750, 'soak', 25, '', 63]);
-      const plan = rows.map((row: Record<string, string>) => row['QUERY PLAN']).join('\n');
-      times.push(Number(/Execution Time: ([\d.]+)/.exec(plan)![1]));
-    } finally {
-      await client.query('ROLLBACK');
-      client.release();
-    }
-  }
+  for (let round = 0; round < 5; round += 1) times.push(await claimTime(admin));
   return Math.min(...times);
+}
+
+/** One run of the relay's claim statement (parameters as in bench/relay.ts), rolled back: server ms. */
+async function claimTime(admin: pg.Pool): Promise<number> {
+  const client = await admin.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query('SET LOCAL jit = off'); // as on the relay's own connections
+    const { rows } = await client.query(`EXPLAIN (ANALYZE, TIMING OFF) ${CLAIM_EVENTS_TEXT}`, [512, 750, 'soak', 25, '', 63]);
+    const plan = rows.map((row: Record<string, string>) => row['QUERY PLAN']).join('\n');
+    return Number(/Execution Time: ([\d.]+)/.exec(plan)![1]);
+  } finally {
+    await client.query('ROLLBACK');
+    client.release();
+  }
 }
