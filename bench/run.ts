@@ -46,7 +46,7 @@ await probe.connect();
 const { rows } = await probe.query<{ server_version: string; settings: string }>(
   `SELECT current_setting('server_version') AS server_version,
           string_agg(name || '=' || setting, ' ' ORDER BY name) AS settings
-     FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'max_connections', 'shared_buffers')`,
+     FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'max_connections', 'shared_buffers', 'autovacuum', 'autovacuum_naptime')`,
 );
 await probe.end();
 const environment = {
