@@ -1,7 +1,9 @@
 /**
- * `npm run bench [-- core|relay|sweep|drivers|http] [--seconds N] [--only drain,key]`: runs the benchmarks on a real Postgres (DATABASE_URL,
+ * `npm run bench [-- core|relay|sweep|drivers|http|soak] [--seconds N] [--only drain,key] [--days N] [--scale X]`: runs the benchmarks on a real Postgres (DATABASE_URL,
  * else an embedded one started here), prints tables with ratios against baselines measured in the
- * same run, and saves everything as JSON in bench/results/.
+ * same run, and saves everything as JSON in bench/results/. `soak` is not in the default set (it
+ * runs for minutes): ask for it by name; --days sets its simulated days (default 3) and --scale
+ * (or BENCH_SCALE) the calls per day (20,000 x scale).
  */
 import { writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
@@ -12,6 +14,7 @@ import { runCoreBench } from './core.ts';
 import { runDriversBench } from './drivers.ts';
 import { runHttpBench } from './http.ts';
 import { runRelayBench } from './relay.ts';
+import { runSoakBench } from './soak.ts';
 import { runSweepBench } from './sweep.ts';
 import { createBenchDatabase } from './setup.ts';
 
@@ -21,13 +24,21 @@ const { values, positionals } = parseArgs({
     'database-url': { type: 'string' },
     /** Relay suite: a comma-separated list of its parts (bench/relay.ts, RELAY_PARTS). */
     only: { type: 'string' },
+    /** Soak suite: simulated days (bench/soak.ts). */
+    days: { type: 'string', default: '3' },
+    /** Sizes of the suites that have one (default: BENCH_SCALE, else 1). */
+    scale: { type: 'string', default: process.env.BENCH_SCALE ?? '1' },
   },
   allowPositionals: true,
 });
 const seconds = Number(values.seconds);
 const SUITES = ['core', 'relay', 'sweep', 'drivers', 'http'];
+/** Run only when named. */
+const ON_REQUEST = ['soak'];
 const suites = positionals.length > 0 ? positionals : SUITES;
-const scale = Number(process.env.BENCH_SCALE ?? 1);
+const scale = Number(values.scale);
+const days = Number(values.days);
+if (!(scale > 0) || !Number.isInteger(days) || days < 1) throw new Error('--scale must be > 0 and --days a whole number >= 1');
 
 const server = await startPostgres({ databaseUrl: values['database-url'] ?? process.env.DATABASE_URL });
 const probe = new pg.Client({ connectionString: server.connectionString });
@@ -35,7 +46,7 @@ await probe.connect();
 const { rows } = await probe.query<{ server_version: string; settings: string }>(
   `SELECT current_setting('server_version') AS server_version,
           string_agg(name || '=' || setting, ' ' ORDER BY name) AS settings
-     FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'max_connections', 'shared_buffers')`,
+     FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'max_connections', 'shared_buffers', 'autovacuum', 'autovacuum_naptime')`,
 );
 await probe.end();
 const environment = {
@@ -53,7 +64,7 @@ console.log(`pg-once bench: Node ${environment.node}, ${environment.cpus} CPUs, 
 
 try {
   for (const suite of suites) {
-    if (!SUITES.includes(suite)) throw new Error(`unknown bench suite "${suite}" (known: ${SUITES.join(', ')})`);
+    if (!SUITES.includes(suite) && !ON_REQUEST.includes(suite)) throw new Error(`unknown bench suite "${suite}" (known: ${[...SUITES, ...ON_REQUEST].join(', ')})`);
     const database = await createBenchDatabase(server.connectionString);
     try {
       console.log(`\n== ${suite}`);
@@ -64,6 +75,8 @@ try {
             ? await runDriversBench(database, seconds)
           : suite === 'http'
             ? await runHttpBench(database, seconds)
+          : suite === 'soak'
+            ? await runSoakBench(database, { days, perDay: Math.round(20_000 * scale) })
           : suite === 'relay'
             ? await runRelayBench(database, { events: Math.round(20_000 * scale), rssEvents: Math.round(100_000 * scale), latencySeconds: seconds * 2, only: values.only?.split(',') })
             : await runSweepBench(database, { keys: Math.round(200_000 * scale) });
