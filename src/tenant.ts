@@ -104,6 +104,15 @@ const IN_FAILED_TRANSACTION = '25P02';
  */
 const PROTOCOL_VIOLATION = '08P01';
 
+/**
+ * PgBouncer's refusal of a transaction in statement mode. Told by its message too: 08P01 is any
+ * protocol violation, and only this one means "use another pool mode".
+ */
+function isStatementPoolingRefusal(error: unknown): boolean {
+  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
+  return code === PROTOCOL_VIOLATION && typeof message === 'string' && message.includes('pooling mode');
+}
+
 function abortedError(cause: unknown): CallAbortedError {
   return new CallAbortedError(
     'pg-once: an idempotent call failed in this transaction, which it aborted on purpose so that nothing of the call ' +
@@ -123,7 +132,7 @@ function translateTransactionError(error: unknown, state: TransactionState | und
   if (state?.abortedBy && (isKyselyAbortedTransaction(error) || (error as { code?: unknown } | null)?.code === IN_FAILED_TRANSACTION)) {
     return abortedError(state.abortedBy.error);
   }
-  if ((error as { code?: unknown } | null)?.code === PROTOCOL_VIOLATION) {
+  if (isStatementPoolingRefusal(error)) {
     return new PoolerSettingError(
       `pg-once: the connection refused withTenant's transaction (${(error as Error).message}). pg-once needs transactions ` +
         "of several statements: behind PgBouncer, use pool_mode = transaction or session, not statement.",
