@@ -3,6 +3,8 @@
  * role (which sees one tenant at most under forced row-level security) is refused with a coded
  * WRONG_ROLE naming the relay role, not a raw driver error and not a silently empty list.
  */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { listDeadEvents, requeueDeadEvents, WrongRoleError } from '../src/index.ts';
 import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
@@ -27,4 +29,12 @@ it('requeueDeadEvents refuses the application role with WRONG_ROLE, and requeues
   const refused = await requeueDeadEvents(fx.appUrl, 'all').catch((error: unknown) => error);
   expect(refused).toBeInstanceOf(WrongRoleError);
   expect(refused).toMatchObject({ code: 'WRONG_ROLE', neededRole: roles.relay });
+});
+
+it('pg-once outbox dead, as the application role, prints the coded refusal and exits 1', async () => {
+  const failed = (await promisify(execFile)(process.execPath, ['src/cli.ts', 'outbox', 'dead', '--database-url', fx.appUrl]).catch(
+    (error: unknown) => error,
+  )) as { code?: number; stderr: string };
+  expect(failed.code).toBe(1);
+  expect(failed.stderr).toContain('[WRONG_ROLE]');
 });

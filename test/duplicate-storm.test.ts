@@ -219,6 +219,8 @@ describe('duplicateStorm refuses what it cannot do, with INVALID_OPTIONS', () =>
     await expect(duplicateStorm(noHook, { countEffects: () => 1 })).rejects.toMatchObject({ code: 'INVALID_OPTIONS', issues: [expect.objectContaining({ path: ['kills'] })] });
     const report = await duplicateStorm(noHook, { kills: 0, timeouts: 0, copies: 3, countEffects: () => 1 });
     expect(report.outcomes).toMatchObject({ executed: 0, replayed: 4 });
+    // The refused storm stopped after its first copy, the kill that could not be.
+    expect(calls).toBe(1 + 4);
   });
 
   it('a terminating login that may not signal the backend is named, not mistaken for a kill', async () => {
