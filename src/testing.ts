@@ -3,6 +3,6 @@
 export { duplicateStorm } from './testing/duplicate-storm.ts';
 export type { StormCopy, StormCopyKind, StormHandler } from './testing/duplicate-storm.ts';
 export type { DuplicateStormOptions, StormTerminate } from './testing/duplicate-storm-options.ts';
-export { DuplicateStormError, formatStormReport } from './testing/duplicate-storm-error.ts';
+export { DuplicateStormError } from './testing/duplicate-storm-error.ts';
 export type { DuplicateStormReport } from './testing/duplicate-storm-error.ts';
 export { CopyKilledError } from './testing/kill-copy.ts';

@@ -52,8 +52,8 @@ export class DuplicateStormError<T = unknown> extends Error {
   }
 }
 
-/** The report as a few lines of text, for the error message and for logs. */
-export function formatStormReport(report: DuplicateStormReport<unknown>): string {
+/** The report as a few lines of text, for the error message. */
+function formatStormReport(report: DuplicateStormReport<unknown>): string {
   const { outcomes: o, copies: c } = report;
   const lines = [
     `  calls ${report.calls}: executed ${o.executed}, replayed ${o.replayed}, busy ${o.busy}, killed ${o.killed}, failed ${o.failed}`,

@@ -67,6 +67,8 @@ export async function duplicateStorm<T>(handler: StormHandler<T>, options: Dupli
   };
   let copies = 0;
   let insideReached = 0;
+  // The terminating connection's refusal: the storm's setup failing, thrown as it is, not counted.
+  let setupError: unknown;
   let held: Promise<void> | undefined;
   const timeoutRetries: Promise<void>[] = [];
 
@@ -100,7 +102,14 @@ export async function duplicateStorm<T>(handler: StormHandler<T>, options: Dupli
           reached = true;
           insideReached += 1;
           if (kind === 'kill') {
-            if (opts.kill !== 'throw') await terminateBackendOf(tx, opts.kill);
+            if (opts.kill !== 'throw') {
+              try {
+                await terminateBackendOf(tx, opts.kill);
+              } catch (error) {
+                setupError = error;
+                throw error;
+              }
+            }
             killed = true;
             throw new CopyKilledError(`pg-once duplicateStorm: copy ${copy} killed mid-call, before its commit`);
           }
@@ -115,8 +124,7 @@ export async function duplicateStorm<T>(handler: StormHandler<T>, options: Dupli
         if (!report.distinctResults.some((seen) => isDeepStrictEqual(seen, value))) report.distinctResults.push(value);
         return;
       } catch (error) {
-        // A refusal to terminate is the storm's own setup failing: thrown as it is, not counted.
-        if (error instanceof InvalidOptionsError && kind === 'kill' && !killed) throw error;
+        if (setupError !== undefined) throw setupError;
         if (killed) {
           report.outcomes.killed += 1;
           return;
@@ -134,9 +142,11 @@ export async function duplicateStorm<T>(handler: StormHandler<T>, options: Dupli
   };
 
   for (let kill = 0; kill < opts.kills; kill += 1) {
-    const before = insideReached;
+    const [reachedBefore, failedBefore] = [insideReached, report.outcomes.failed];
     await send('kill');
-    if (insideReached === before && report.outcomes.failed === 0) {
+    // A copy that failed before it got inside is reported as a failure; one that answered
+    // without getting inside means the storm cannot kill anything.
+    if (insideReached === reachedBefore && report.outcomes.failed === failedBefore) {
       throw needsInside('kills', 'the copy to be killed answered without reaching copy.inside()');
     }
   }
