@@ -6,6 +6,7 @@
  */
 import type { Kysely, Generated } from 'kysely';
 import type pg from 'pg';
+import type { PrismaClient } from '../test/fixtures/prisma/generated/client.ts';
 
 declare global {
   /** The application's tables, as the examples write to them. */
@@ -22,4 +23,8 @@ declare global {
   const key: string;
   const orderId: string;
   const amount: number;
+  /** Your authentication: the tenant of the caller's verified session or token. */
+  function tenantOfSession(authorization: string | undefined): string | undefined;
+  /** A Prisma 7 client generated from your schema (here the tests' `Order` model). */
+  const prisma: PrismaClient;
 }
