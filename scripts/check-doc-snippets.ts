@@ -11,11 +11,14 @@
  * declarations shadow them. A block that cannot compile on its own says why in its info string,
  * visibly: ```ts skip-check: <reason>. A skip without a reason is itself an error.
  *
- * Exit code 1, with each error at its markdown file and line, when any block does not compile.
+ * It also checks the documentation's relative links and anchors (scripts/check-doc-links.ts).
+ * Exit code 1, with each error at its markdown file and line, when any block does not compile or
+ * any link is dead.
  */
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import ts from 'typescript';
+import { checkLinks } from './check-doc-links.ts';
 
 export interface Snippet {
   /** The markdown file, relative to the repository. */
@@ -164,8 +167,9 @@ export function checkSnippets(root: string, snippets: readonly Snippet[], scratc
 /** Extracts and checks every block of the documentation of the repository at `root`. */
 export function checkDocumentation(root: string): SnippetReport {
   const snippets: Snippet[] = [];
-  const problems: SnippetProblem[] = [];
-  for (const file of documentationFiles(root)) {
+  const files = documentationFiles(root);
+  const problems: SnippetProblem[] = checkLinks(root, files);
+  for (const file of files) {
     const extracted = extractSnippets(file, readFileSync(join(root, file), 'utf8'));
     snippets.push(...extracted.snippets);
     problems.push(...extracted.problems);
