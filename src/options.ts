@@ -531,7 +531,7 @@ export interface RelayOptions {
   /**
    * The pool mode of a connection pooler between the relay and Postgres (PgBouncer's
    * `pool_mode`): 'none' (a direct connection), 'session' or 'transaction'. Statement mode
-   * cannot work. See docs/relay-and-sinks.md, "Poolers". (Default: 'none')
+   * cannot work. See docs/drivers.md, "Poolers". (Default: 'none')
    */
   pooler?: 'none' | 'session' | 'transaction';
   /**
