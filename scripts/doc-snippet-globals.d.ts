@@ -11,8 +11,7 @@ import type { PrismaClient } from '../test/fixtures/prisma/generated/client.ts';
 declare global {
   /** The application's tables, as the examples write to them. */
   interface Database {
-    orders: { tenant_id: Generated<string>; id: Generated<number>; key: string; customer: string; amount: number; amount_cents: number };
-    charges: { tenant_id: Generated<string>; id: Generated<number>; orderId: string; amount: number };
+    orders: { tenant_id: Generated<string>; id: Generated<number>; customer: string; amount_cents: number };
   }
   /** A Kysely instance connected as a login granted the database's app role. */
   const db: Kysely<Database>;
