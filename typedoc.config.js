@@ -32,7 +32,6 @@ export default {
     'PrismaTransaction',
     'Resolvable',
     'StoredError',
-
     'DriverApi.runIdempotentExternal',
     'DriverApi.receiveOnce',
   ],
