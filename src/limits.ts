@@ -13,7 +13,7 @@ import { parseOptions } from './options.ts';
 /** The tenant id of the default limit, applied to tenants without a row of their own. */
 export const DEFAULT_LIMIT_TENANT = '*';
 
-const rateLimitSchema = z
+export const rateLimitSchema = z
   .object({
     /** The tenant, or '*' for the default of tenants without a limit of their own. */
     tenant: z.string().min(1).max(128).refine((text) => textProblem(text) === undefined, 'must be well-formed text without control characters'),
@@ -25,7 +25,17 @@ const rateLimitSchema = z
     burst: z.number().int().min(1).max(1_000_000),
   })
   .strict();
-export type RateLimit = z.input<typeof rateLimitSchema>;
+/** A rate limit for {@link setRateLimit}. */
+export interface RateLimit {
+  /** The tenant (1..128 characters), or '*' for the default of tenants without a limit of their own. (Required) */
+  tenant: string;
+  /** Limit only this tool's executions. (Default: '', all tools together) */
+  tool?: string;
+  /** Sustained rate of fresh executions, per second (fractions allowed: 0.5 = one every 2 s). (Required) */
+  perSecond: number;
+  /** Executions allowed at once above the sustained rate, 1 to 1 000 000. (Required) */
+  burst: number;
+}
 
 export interface RateLimitRow {
   tenant: string;

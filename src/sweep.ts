@@ -29,7 +29,17 @@ export const sweepOptionsSchema = z
     maxBatches: z.number().int().min(1).default(10_000),
   })
   .strict();
-export type SweepOptions = z.input<typeof sweepOptionsSchema>;
+/** Options of {@link sweep}. */
+export interface SweepOptions {
+  /** Rows deleted per statement (1 to 100 000). (Default: 5 000) */
+  batchSize?: number;
+  /** Keep delivered outbox events this long after delivery: milliseconds or text such as '3d'. (Default: '7d') */
+  outboxRetention?: number | string;
+  /** Keep audit rows this long: milliseconds or text such as '30d'. (Default: '30d') */
+  auditRetention?: number | string;
+  /** Stop after this many statements in all, leaving the rest to the next sweep. (Default: 10 000) */
+  maxBatches?: number;
+}
 
 export interface SweepResult {
   idempotencyKeys: number;

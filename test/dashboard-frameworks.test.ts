@@ -1,5 +1,5 @@
 /**
- * dashboardHandler mounted as README shows it, in real Express 5, Fastify 5 and Hono 4 (on
+ * dashboardHandler mounted as docs/operations.md shows it, in real Express 5, Fastify 5 and Hono 4 (on
  * @hono/node-server) servers under /ops/once: logging in, pages, and a requeue through a form
  * post with its CSRF token, each through the framework's own routing and body handling.
  */
@@ -54,7 +54,7 @@ const frameworks: Record<string, Mount> = {
   },
   async fastify(handler) {
     const app = Fastify();
-    // As README shows: in a scope of its own, whose form bodies Fastify leaves unread (the
+    // As docs/operations.md shows: in a scope of its own, whose form bodies Fastify leaves unread (the
     // dashboard parses them itself), so the application's other routes keep their parsers.
     await app.register(async (scope) => {
       scope.removeAllContentTypeParsers();

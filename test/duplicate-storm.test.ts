@@ -6,14 +6,12 @@
  */
 import { randomUUID } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
-import { afterAll, beforeAll, describe, expect, expectTypeOf, it } from 'vitest';
-import type { z } from 'zod';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { businessSchema } from '../examples/demo/business-schema.ts';
 import { toolCallKey, type ToolCall, WAIT_MS } from '../examples/demo/tool-server.ts';
 import { runTool } from '../examples/demo/tools.ts';
 import { runIdempotent, withTenant } from '../src/index.ts';
 import { type DuplicateStormOptions, DuplicateStormError, duplicateStorm, type StormCopy } from '../src/testing.ts';
-import type { duplicateStormOptionsSchema } from '../src/testing/duplicate-storm-options.ts';
 import { errorOf } from './support/error-of.ts';
 import { createTestDatabase, type TestDatabase } from './support/test-database.ts';
 
@@ -228,9 +226,5 @@ describe('duplicateStorm refuses what it cannot do, with INVALID_OPTIONS', () =>
     const call: ToolCall = { tenantId: TENANT, runId, tool: 'create_order', args: { customer: 'bob@example.com', items: [{ sku: 'ink', quantity: 1, priceCents: 99 }] } };
     const refused = await errorOf(duplicateStorm(demoTool(call), { kill: { terminate: relayUrl }, countEffects: () => 1 }));
     expect(refused).toMatchObject({ code: 'INVALID_OPTIONS', issues: [expect.objectContaining({ path: ['kill', 'terminate'] })] });
-  });
-
-  it('DuplicateStormOptions is the schema input, field for field', () => {
-    expectTypeOf<DuplicateStormOptions>().toEqualTypeOf<z.input<typeof duplicateStormOptionsSchema>>();
   });
 });

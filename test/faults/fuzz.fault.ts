@@ -360,7 +360,7 @@ async function runEnqueue(c: EnqueueCase): Promise<void> {
   const tenant = `fuzz-enqueue-${++caseNumber}`;
   let enqueued: { id: string; dedupeId: string };
   try {
-    enqueued = await withTenant(fx.app, tenant, (tx) => enqueue(tx, c.event as Parameters<typeof enqueue>[1]));
+    enqueued = await withTenant(fx.app, tenant, (tx) => enqueue(tx, c.event as unknown as Parameters<typeof enqueue>[1]));
   } catch (error) {
     const code = codeOf(error);
     if (!code) return violate(`enqueue: uncoded ${uncodedKind(error)}`, () => c);
