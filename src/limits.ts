@@ -1,7 +1,8 @@
 /**
- * Per-tenant rate limits on fresh executions: configured rows of once.rate_limits, enforced by
- * the claim (sql/0003_claim_function.sql). Managed as the schema owner (`pg-once limits`); the
- * application role can only read its own tenant's row and the default.
+ * Per-tenant rate limits on fresh executions: configured rows of once.rate_limits, checked by the
+ * claim (once.claim_key, sql/0007_bounded_claims.sql) and charged with the stored result. Managed
+ * as the schema owner (`pg-once limits`); the application role can only read its own tenant's row
+ * and the default.
  */
 import { z } from 'zod';
 import { assertSchemaOwner } from './internal/operator-role.ts';

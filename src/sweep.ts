@@ -2,8 +2,8 @@
  * sweep(): TTL pruning, so the tables stay the size of their live data. Deletes
  * - idempotency records past expires_at (never an in-progress one whose lease is live, never one
  *   a running transaction holds: SKIP LOCKED);
- * - delivered outbox events older than `outboxRetention` (dead events stay until requeued or
- *   purged);
+ * - delivered outbox events older than `outboxRetention` (dead events are never swept: they stay
+ *   until an operator requeues them, and are then swept once delivered);
  * - audit rows older than `auditRetention`.
  * In bounded batches, each its own short statement, so sweeping millions of rows never holds
  * locks that stall claims. A swept key executes again on its next call, exactly like expiry.

@@ -45,7 +45,11 @@ const frameworks: Record<string, Mount> = {
     await new Promise((resolve) => server.once('listening', resolve));
     return {
       url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-      close: () => new Promise<void>((resolve) => (server.closeAllConnections(), server.close(() => resolve()))),
+      close: () =>
+        new Promise<void>((resolve) => {
+          server.closeAllConnections();
+          server.close(() => resolve());
+        }),
     };
   },
   async fastify(handler) {

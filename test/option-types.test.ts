@@ -52,6 +52,8 @@ import type { OutboxTasksOptions } from '../src/integrations/graphile-worker.ts'
 import type { outboxTasksOptionsSchema } from '../src/integrations/graphile-worker/outbox-tasks-options.ts';
 import type { DashboardOptions } from '../src/dashboard.ts';
 import type { dashboardOptionsSchema } from '../src/dashboard/dashboard-options.ts';
+import type { DuplicateStormOptions } from '../src/testing.ts';
+import type { duplicateStormOptionsSchema } from '../src/testing/duplicate-storm-options.ts';
 
 /** Exact equality of two types (the check expect-type itself uses). */
 type Same<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
@@ -111,6 +113,10 @@ describe('public option interfaces agree with their zod schemas', () => {
     expectTypeOf<keyof Options>().toEqualTypeOf<keyof Input>();
     expectTypeOf<Agree<Omit<Options, Callbacks>, Omit<Input, Callbacks>>>().toEqualTypeOf<true>();
     expectTypeOf<Options[Callbacks]>().toExtend<Input[Callbacks]>();
+  });
+
+  it('pg-once/testing: duplicateStorm', () => {
+    expectTypeOf<Agree<DuplicateStormOptions, z.input<typeof duplicateStormOptionsSchema>>>().toEqualTypeOf<true>();
   });
 
   it('the relay sweep option is the interface, or false', () => {
