@@ -98,7 +98,8 @@ for await (const line of createInterface({ input: process.stdin })) {
     const statements = result.statements;
     await relay.stop();
     result.statements = statements; // stop()'s own statements are not what the relay costs running
-    process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
+    // Written to a pipe, stdout is asynchronous: exit only once the whole line is out.
+    await new Promise((resolve) => process.stdout.write(`RESULT ${JSON.stringify(result)}\n`, resolve));
     break;
   }
 }
