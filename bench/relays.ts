@@ -93,8 +93,12 @@ class RelayChild {
       });
       this.process.on('exit', (code) => {
         const line = output.split('\n').find((l) => l.startsWith('RESULT '));
-        if (line) resolve(JSON.parse(line.slice('RESULT '.length)) as ChildResult);
-        else reject(new Error(`relay child exited with ${code} before its result`));
+        try {
+          if (!line) throw new Error(`relay child exited with ${code} before its result`);
+          resolve(JSON.parse(line.slice('RESULT '.length)) as ChildResult);
+        } catch (error) {
+          reject(error);
+        }
       });
     });
     // A child that dies before READY must not leave the bench waiting forever.
