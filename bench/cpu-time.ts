@@ -3,7 +3,7 @@
  * system time, and the whole machine's busy time. Linux only; a process that has exited reads as
  * undefined (its time is lost, so read before stopping what you measure).
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 
 /** Clock ticks per second of /proc's counters (USER_HZ; 100 on every Linux we run on). */
@@ -30,4 +30,31 @@ export function machineBusySeconds(): number {
   const total = ticks.reduce((sum, value) => sum + value, 0);
   // idle and iowait are the 4th and 5th counters.
   return (total - ticks[3]! - ticks[4]!) / TICKS_PER_SECOND;
+}
+
+/**
+ * CPU seconds used so far by every process whose command is `name` (e.g. all of a Postgres
+ * server's processes: backends of every database, WAL writer, checkpointer), by pid.
+ */
+export function cpuSecondsByCommand(name: string): Map<number, number> {
+  const byPid = new Map<number, number>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')) !== name) continue;
+      const seconds = processCpuSeconds(Number(entry));
+      if (seconds !== undefined) byPid.set(Number(entry), seconds);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return byPid;
+}
+
+/** CPU seconds the processes of `after` used since `before` (a process new in `after` counts from 0). */
+export function cpuSecondsSince(before: Map<number, number>, after: Map<number, number>): number {
+  let total = 0;
+  for (const [pid, seconds] of after) total += seconds - (before.get(pid) ?? 0);
+  return total;
 }

@@ -22,7 +22,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import pg from 'pg';
 import { enqueue, withTenant } from '../src/index.ts';
 import { type ActivitySummary, sampleActivity } from './activity-sampler.ts';
-import { machineBusySeconds, processCpuSeconds } from './cpu-time.ts';
+import { cpuSecondsByCommand, cpuSecondsSince, machineBusySeconds, processCpuSeconds } from './cpu-time.ts';
 import { percentile, printTable } from './harness.ts';
 import type { ChildResult } from './relays-child.ts';
 import type { BenchDatabase } from './setup.ts';
@@ -61,8 +61,13 @@ export interface RelaysRun extends Plan {
   /** Client-side round trips of the relays' claims and settles (ms), and rows per claim. */
   claimMs: Latency & { rowsPerClaim: number };
   settleMs: Latency;
-  /** CPU in cores (CPU seconds / wall seconds) over the drain: relays together, database backends, whole machine. */
-  cpu: { relays: number; perRelay: number; database: number; machine: number };
+  /**
+   * CPU in cores (CPU seconds / wall seconds) over the measured window: the relay processes
+   * together; the run database's backends; every process of the Postgres server (all databases,
+   * WAL writer, checkpointer); this bench process (its writers, in the live part); the whole
+   * machine, which on a shared machine includes other people's work (machine - the rest).
+   */
+  cpu: { relays: number; perRelay: number; database: number; server: number; bench: number; machine: number };
   activity: Omit<ActivitySummary, 'backendCpuSeconds'>;
 }
 
@@ -185,17 +190,26 @@ async function pendingLeft(admin: pg.Pool): Promise<boolean> {
   return (await admin.query("SELECT 1 FROM once.outbox_events WHERE status = 'pending' LIMIT 1")).rowCount !== 0;
 }
 
-/** Measures CPU and activity from now until `measured` resolves, then stops the relays. */
-async function measure(bench: BenchDatabase, children: RelayChild[], measured: () => Promise<void>) {
+/**
+ * Measures CPU and activity while `measured` runs (after `before`, if given: the sampler
+ * connects and samples meanwhile, so that the relays' backends are seen from the start), then
+ * stops the relays.
+ */
+async function measure(bench: BenchDatabase, children: RelayChild[], measured: () => Promise<void>, before?: () => Promise<void>) {
   const relayUser = decodeURIComponent(new URL(bench.relayUrl).username);
   const sampler = sampleActivity(bench.adminUrl, relayUser);
+  await before?.();
   const relayCpu0 = children.map((child) => child.cpuSeconds());
+  const server0 = cpuSecondsByCommand('postgres');
+  const bench0 = process.cpuUsage();
   const machine0 = machineBusySeconds();
   const started = monotonicMs();
   await measured();
   const wallSeconds = (monotonicMs() - started) / 1_000;
   const relayCpu = children.reduce((sum, child, i) => sum + child.cpuSeconds() - relayCpu0[i]!, 0);
   const machine = machineBusySeconds() - machine0;
+  const server = cpuSecondsSince(server0, cpuSecondsByCommand('postgres'));
+  const benchUsage = process.cpuUsage(bench0);
   const { backendCpuSeconds, ...activity } = await sampler.stop();
   const results = await stopChildren(children);
   return {
@@ -205,6 +219,8 @@ async function measure(bench: BenchDatabase, children: RelayChild[], measured: (
       relays: relayCpu / wallSeconds,
       perRelay: relayCpu / wallSeconds / children.length,
       database: backendCpuSeconds / wallSeconds,
+      server: server / wallSeconds,
+      bench: (benchUsage.user + benchUsage.system) / 1e6 / wallSeconds,
       machine: machine / wallSeconds,
     },
   };
@@ -221,7 +237,10 @@ function statementTimes(results: ChildResult[]) {
 async function backlogRun(bench: BenchDatabase, admin: pg.Pool, plan: Plan, events: number): Promise<RelaysRun> {
   await admin.query('TRUNCATE once.outbox_events');
   const children = await startChildren(bench, plan);
+  // Measured from the commit on: the insert's own CPU is not the relays' cost.
   const { results, activity, cpu } = await measure(bench, children, async () => {
+    while (await pendingLeft(admin)) await new Promise((resolve) => setTimeout(resolve, 20));
+  }, async () => {
     const client = await admin.connect();
     try {
       // Analysed in the same transaction: the relays' first claim plans with the backlog's statistics.
@@ -239,7 +258,6 @@ async function backlogRun(bench: BenchDatabase, admin: pg.Pool, plan: Plan, even
     } finally {
       client.release();
     }
-    while (await pendingLeft(admin)) await new Promise((resolve) => setTimeout(resolve, 20));
   });
   const check = checkDeliveries(results, events, backlogGroup);
   const seconds = (check.lastAt - check.firstAt) / 1_000;
@@ -383,7 +401,7 @@ function printRuns(title: string, runs: RelaysRun[]): void {
   if (runs.length === 0) return;
   console.log(`\n${title}`);
   printTable(
-    ['relays x concurrency, sink', 'events/s', 'c2s p50 ms', 'c2s p99 ms', 'order errs', 'dups', 'claim p50 ms', 'claim p99 ms', 'rows/claim', 'CPU relays', 'CPU db', 'CPU machine', 'active backends'],
+    ['relays x concurrency, sink', 'events/s', 'c2s p50 ms', 'c2s p99 ms', 'order errs', 'dups', 'claim p50 ms', 'claim p99 ms', 'rows/claim', 'CPU relays', 'CPU db', 'CPU server', 'CPU bench', 'CPU machine', 'active backends'],
     runs.map((r) => [
       `${r.relays} x ${r.concurrency}, ${r.sinkMs} ms`,
       r.perSecond,
@@ -396,6 +414,8 @@ function printRuns(title: string, runs: RelaysRun[]): void {
       r.claimMs.rowsPerClaim,
       r.cpu.relays,
       r.cpu.database,
+      r.cpu.server,
+      r.cpu.bench,
       r.cpu.machine,
       r.activity.activeBackends,
     ]),
