@@ -226,11 +226,21 @@ async function measure(bench: BenchDatabase, children: RelayChild[], measured: (
   };
 }
 
-function statementTimes(results: ChildResult[]) {
+/** What every run reports alike: the delivery check, the statements' times, CPU and activity. */
+function outcome(
+  check: { outOfOrder: number; duplicates: number; missing: number },
+  results: ChildResult[],
+  { cpu, activity }: { cpu: RelaysRun['cpu']; activity: RelaysRun['activity'] },
+) {
   const claims = results.reduce((sum, r) => sum + r.claimMs.length, 0);
   return {
+    outOfOrder: check.outOfOrder,
+    duplicates: check.duplicates,
+    missing: check.missing,
     claimMs: { ...summarise(results.flatMap((r) => r.claimMs)), rowsPerClaim: results.reduce((sum, r) => sum + r.claimRows, 0) / Math.max(1, claims) },
     settleMs: summarise(results.flatMap((r) => r.settleMs)),
+    cpu,
+    activity,
   };
 }
 
@@ -238,7 +248,7 @@ async function backlogRun(bench: BenchDatabase, admin: pg.Pool, plan: Plan, even
   await admin.query('TRUNCATE once.outbox_events');
   const children = await startChildren(bench, plan);
   // Measured from the commit on: the insert's own CPU is not the relays' cost.
-  const { results, activity, cpu } = await measure(bench, children, async () => {
+  const measured = await measure(bench, children, async () => {
     while (await pendingLeft(admin)) await new Promise((resolve) => setTimeout(resolve, 20));
   }, async () => {
     const client = await admin.connect();
@@ -259,6 +269,7 @@ async function backlogRun(bench: BenchDatabase, admin: pg.Pool, plan: Plan, even
       client.release();
     }
   });
+  const { results } = measured;
   const check = checkDeliveries(results, events, backlogGroup);
   const seconds = (check.lastAt - check.firstAt) / 1_000;
   return {
@@ -267,12 +278,7 @@ async function backlogRun(bench: BenchDatabase, admin: pg.Pool, plan: Plan, even
     events,
     seconds,
     perSecond: events / seconds,
-    outOfOrder: check.outOfOrder,
-    duplicates: check.duplicates,
-    missing: check.missing,
-    ...statementTimes(results),
-    cpu,
-    activity,
+    ...outcome(check, results, measured),
   };
 }
 
@@ -285,7 +291,7 @@ async function liveRun(bench: BenchDatabase, admin: pg.Pool, plan: Plan, rate: n
   const children = await startChildren(bench, plan);
   let writeSeconds = 0;
   let lastCommit = 0;
-  const { results, activity, cpu } = await measure(bench, children, async () => {
+  const measured = await measure(bench, children, async () => {
     const started = monotonicMs();
     await Promise.all(
       Array.from({ length: LIVE_WRITERS }, async (_, writer) => {
@@ -305,6 +311,7 @@ async function liveRun(bench: BenchDatabase, admin: pg.Pool, plan: Plan, rate: n
     writeSeconds = (lastCommit - started) / 1_000;
     while (await pendingLeft(admin)) await new Promise((resolve) => setTimeout(resolve, 20));
   });
+  const { results } = measured;
   const check = checkDeliveries(results, total, liveGroup);
   // The relay can see a row a hair before the writer's COMMIT returns to it: 0, not negative.
   const latencies = check.deliveries.map((d) => Math.max(0, d.at - committedAt[d.seq]!));
@@ -316,12 +323,7 @@ async function liveRun(bench: BenchDatabase, admin: pg.Pool, plan: Plan, rate: n
     perSecond: total / writeSeconds,
     commitToSinkMs: summarise(latencies),
     tailSeconds: Math.max(0, (check.lastAt - lastCommit) / 1_000),
-    outOfOrder: check.outOfOrder,
-    duplicates: check.duplicates,
-    missing: check.missing,
-    ...statementTimes(results),
-    cpu,
-    activity,
+    ...outcome(check, results, measured),
   };
 }
 
