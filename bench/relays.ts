@@ -18,25 +18,17 @@
  * backends and of the whole machine (from /proc), pg_stat_activity sampled every 25 ms (what the
  * active backends run and wait for), and the client-side round trip of each claim and settle.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import pg from 'pg';
 import { enqueue, withTenant } from '../src/index.ts';
 import { type ActivitySummary, sampleActivity } from './activity-sampler.ts';
-import { cpuSecondsByCommand, cpuSecondsSince, machineBusySeconds, processCpuSeconds } from './cpu-time.ts';
+import { cpuSecondsByCommand, cpuSecondsSince, machineBusySeconds } from './cpu-time.ts';
+import { backlogGroup, checkDeliveries, KEYS_PER_TENANT, LIVE_WRITERS, liveGroup, TENANTS } from './delivery-check.ts';
 import { percentile, printTable } from './harness.ts';
+import { type RelayChild, type RelayPlan, startChildren, stopChildren } from './relay-children.ts';
 import type { ChildResult } from './relays-child.ts';
 import type { BenchDatabase } from './setup.ts';
 
-const TENANTS = 8;
-const KEYS_PER_TENANT = 16;
-const LIVE_WRITERS = 4;
 const monotonicMs = () => Number(process.hrtime.bigint()) / 1e6;
-
-interface Plan {
-  relays: number;
-  sinkMs: number;
-  concurrency: number;
-}
 
 interface Latency {
   p50: number;
@@ -44,7 +36,7 @@ interface Latency {
   samples: number;
 }
 
-export interface RelaysRun extends Plan {
+export interface RelaysRun extends RelayPlan {
   mode: 'backlog' | 'live';
   events: number;
   /** backlog: first to last sink call; live: the writers' time. */
@@ -75,110 +67,6 @@ export interface IdleRelays {
   relays: number;
   connectionsPerRelay: number;
   statementsPerSecondPerRelay: number;
-}
-
-/** A relay child process and what it printed. */
-class RelayChild {
-  readonly process: ChildProcess;
-  readonly ready: Promise<void>;
-  readonly result: Promise<ChildResult>;
-
-  constructor(env: Record<string, string>) {
-    this.process = spawn(process.execPath, [new URL('./relays-child.ts', import.meta.url).pathname], {
-      env: { ...process.env, ...env },
-      stdio: ['pipe', 'pipe', 'inherit'],
-    });
-    let output = '';
-    let onReady!: () => void;
-    this.ready = new Promise<void>((resolve) => (onReady = resolve));
-    this.result = new Promise<ChildResult>((resolve, reject) => {
-      this.process.stdout!.on('data', (data: Buffer) => {
-        output += data.toString();
-        if (output.includes('READY\n')) onReady();
-      });
-      this.process.on('exit', (code) => {
-        const line = output.split('\n').find((l) => l.startsWith('RESULT '));
-        try {
-          if (!line) throw new Error(`relay child exited with ${code} before its result`);
-          resolve(JSON.parse(line.slice('RESULT '.length)) as ChildResult);
-        } catch (error) {
-          reject(error);
-        }
-      });
-    });
-    // A child that dies before READY must not leave the bench waiting forever.
-    this.result.catch(() => onReady());
-  }
-
-  send(line: 'mark' | 'stop'): void {
-    this.process.stdin!.write(`${line}\n`);
-  }
-
-  cpuSeconds(): number {
-    return processCpuSeconds(this.process.pid!) ?? Number.NaN;
-  }
-}
-
-async function startChildren(bench: BenchDatabase, plan: Plan, sweep = false): Promise<RelayChild[]> {
-  const children = Array.from(
-    { length: plan.relays },
-    () => new RelayChild({ DATABASE_URL: bench.relayUrl, SINK_MS: String(plan.sinkMs), CONCURRENCY: String(plan.concurrency), SWEEP: sweep ? '1' : '0' }),
-  );
-  await Promise.all(children.map((child) => child.ready));
-  return children;
-}
-
-async function stopChildren(children: RelayChild[]): Promise<ChildResult[]> {
-  for (const child of children) child.send('stop');
-  return Promise.all(children.map((child) => child.result));
-}
-
-/** The ordering group (tenant and key) of each event, or undefined for an unkeyed one. */
-type GroupOf = (seq: number) => string | undefined;
-
-/** Backlog events: seq i of tenant i % 8; keyed when floor(i / 8) is even, key floor(i / 16) % 16. */
-const backlogGroup: GroupOf = (seq) =>
-  Math.floor(seq / TENANTS) % 2 === 0 ? `tenant-${seq % TENANTS}/key-${Math.floor(seq / (2 * TENANTS)) % KEYS_PER_TENANT}` : undefined;
-
-/**
- * Live events: writer w writes seq = j * 4 + w; the same tenants and the same share of keyed
- * events, each key written by one writer only (so its commit order is that writer's order).
- */
-const liveGroup: GroupOf = (seq) =>
-  Math.floor(seq / TENANTS) % 2 === 0 ? `tenant-${seq % TENANTS}/w${seq % LIVE_WRITERS}-key-${Math.floor(seq / (2 * TENANTS)) % 4}` : undefined;
-
-/** Per key, sink calls in time order must walk its events in seq order; repeats are duplicates. */
-function checkDeliveries(results: ChildResult[], total: number, groupOf: GroupOf) {
-  const deliveries = results.flatMap((r) => r.seqs.map((seq, i) => ({ seq, at: r.ats[i]! }))).filter((d) => d.seq < total);
-  deliveries.sort((a, b) => a.at - b.at);
-  const expected = new Map<string, number[]>();
-  for (let seq = 0; seq < total; seq += 1) {
-    const group = groupOf(seq);
-    if (group !== undefined) (expected.get(group) ?? expected.set(group, []).get(group)!).push(seq);
-  }
-  const next = new Map<string, number>();
-  const seen = new Uint8Array(total);
-  let duplicates = 0;
-  let outOfOrder = 0;
-  let unique = 0;
-  for (const { seq } of deliveries) {
-    if (seen[seq]) {
-      duplicates += 1;
-      continue;
-    }
-    seen[seq] = 1;
-    unique += 1;
-    const group = groupOf(seq);
-    if (group === undefined) continue;
-    const list = expected.get(group)!;
-    const index = next.get(group) ?? 0;
-    if (list[index] === seq) next.set(group, index + 1);
-    else {
-      outOfOrder += 1;
-      next.set(group, list.indexOf(seq) + 1);
-    }
-  }
-  return { duplicates, outOfOrder, missing: total - unique, firstAt: deliveries[0]?.at ?? 0, lastAt: deliveries.at(-1)?.at ?? 0, deliveries };
 }
 
 function summarise(values: number[]): Latency {
@@ -247,7 +135,7 @@ function outcome(
   };
 }
 
-async function backlogRun(bench: BenchDatabase, admin: pg.Pool, plan: Plan, events: number): Promise<RelaysRun> {
+async function backlogRun(bench: BenchDatabase, admin: pg.Pool, plan: RelayPlan, events: number): Promise<RelaysRun> {
   await admin.query('TRUNCATE once.outbox_events');
   const children = await startChildren(bench, plan);
   // Measured from the commit on: the insert's own CPU is not the relays' cost.
@@ -285,7 +173,7 @@ async function backlogRun(bench: BenchDatabase, admin: pg.Pool, plan: Plan, even
   };
 }
 
-async function liveRun(bench: BenchDatabase, admin: pg.Pool, plan: Plan, rate: number, seconds: number): Promise<RelaysRun> {
+async function liveRun(bench: BenchDatabase, admin: pg.Pool, plan: RelayPlan, rate: number, seconds: number): Promise<RelaysRun> {
   await admin.query('TRUNCATE once.outbox_events');
   await admin.query('ANALYZE once.outbox_events');
   const total = Math.round(rate * seconds);
