@@ -4,14 +4,12 @@
  * runs (the relay's claim, its settle, another statement of the relay, or a backend of another
  * login: the bench's own) and what it waits for ('CPU' when it waits
  * for nothing: running, or runnable and waiting for a core). Lock waits show up as
- * 'Lock:transactionid', 'Lock:tuple', 'LWLock:...'. Also the CPU time of every backend of the
- * database it saw (from /proc; a server on another machine reads as NaN).
+ * 'Lock:transactionid', 'Lock:tuple', 'LWLock:...'.
  */
 import pg from 'pg';
-import { processCpuSeconds } from './cpu-time.ts';
 
 const SAMPLE = `
-SELECT pid, usename = $1 AS relay, state = 'active' AS active,
+SELECT usename = $1 AS relay, state = 'active' AS active,
        coalesce(wait_event_type || ':' || wait_event, 'CPU') AS wait,
        CASE WHEN usename <> $1 THEN 'not the relay'
             WHEN query LIKE '%WITH RECURSIVE tenants%' THEN 'claim'
@@ -28,32 +26,23 @@ export interface ActivitySummary {
   relayConnectionsMax: number;
   /** Share of all active-backend samples, by "statement / wait", largest first. */
   shares: { what: string; share: number }[];
-  /** CPU seconds the database's backends used while sampled (NaN when /proc cannot see them). */
-  backendCpuSeconds: number;
 }
 
 export function sampleActivity(connectionString: string, relayUser: string, intervalMs = 25): { stop(): Promise<ActivitySummary> } {
   const client = new pg.Client({ connectionString });
   client.on('error', () => {});
   const counts = new Map<string, number>();
-  const cpuAtFirstSight = new Map<number, number>();
   let samples = 0;
   let active = 0;
   let relayConnectionsMax = 0;
   let running = true;
-  let visible = true;
   const loop = (async () => {
     await client.connect();
     while (running) {
-      const { rows } = await client.query<{ pid: number; relay: boolean; active: boolean; wait: string; statement: string }>(SAMPLE, [relayUser]);
+      const { rows } = await client.query<{ relay: boolean; active: boolean; wait: string; statement: string }>(SAMPLE, [relayUser]);
       samples += 1;
       relayConnectionsMax = Math.max(relayConnectionsMax, rows.filter((row) => row.relay).length);
       for (const row of rows) {
-        if (!cpuAtFirstSight.has(row.pid)) {
-          const cpu = processCpuSeconds(row.pid);
-          if (cpu === undefined) visible = false;
-          cpuAtFirstSight.set(row.pid, cpu ?? 0);
-        }
         if (!row.active) continue;
         active += 1;
         const what = `${row.statement} / ${row.wait}`;
@@ -64,9 +53,6 @@ export function sampleActivity(connectionString: string, relayUser: string, inte
   })();
   return {
     async stop() {
-      // Read before the backends go away (stopping the relays ends theirs).
-      let backendCpuSeconds = 0;
-      for (const [pid, first] of cpuAtFirstSight) backendCpuSeconds += (processCpuSeconds(pid) ?? first) - first;
       running = false;
       await loop;
       await client.end();
@@ -76,7 +62,6 @@ export function sampleActivity(connectionString: string, relayUser: string, inte
         activeBackends: active / Math.max(1, samples),
         relayConnectionsMax,
         shares,
-        backendCpuSeconds: visible ? backendCpuSeconds : Number.NaN,
       };
     },
   };

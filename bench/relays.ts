@@ -14,9 +14,10 @@
  * Every delivery is checked: per ordering key, sink calls (ordered by the monotonic clock, shared
  * by all processes) must follow commit order (a key's events are committed in one order: by one
  * INSERT in id order, or by one writer one after another); repeats of a dedupe id are counted as
- * duplicates, never expected. While a run drains: CPU of the relay processes, of the database's
- * backends and of the whole machine (from /proc), pg_stat_activity sampled every 25 ms (what the
- * active backends run and wait for), and the client-side round trip of each claim and settle.
+ * duplicates, never expected. While a run drains: CPU of the relay processes, of the Postgres
+ * server, of this process and of the whole machine (from /proc), pg_stat_activity sampled every
+ * 25 ms (what the active backends run and wait for), and the client-side round trip of each claim
+ * and settle.
  */
 import pg from 'pg';
 import { enqueue, withTenant } from '../src/index.ts';
@@ -55,12 +56,12 @@ export interface RelaysRun extends RelayPlan {
   settleMs: Latency;
   /**
    * CPU in cores (CPU seconds / wall seconds) over the measured window: the relay processes
-   * together; the run database's backends; every process of the Postgres server (all databases,
-   * WAL writer, checkpointer); this bench process (its writers, in the live part); the whole
-   * machine, which on a shared machine includes other people's work (machine - the rest).
+   * together; every process of the Postgres server (all databases, WAL writer, checkpointer);
+   * this bench process (its writers, in the live part); the whole machine, which on a shared
+   * machine includes other people's work (machine - the rest).
    */
-  cpu: { relays: number; perRelay: number; database: number; server: number; bench: number; machine: number };
-  activity: Omit<ActivitySummary, 'backendCpuSeconds'>;
+  cpu: { relays: number; perRelay: number; server: number; bench: number; machine: number };
+  activity: ActivitySummary;
 }
 
 export interface IdleRelays {
@@ -98,7 +99,7 @@ async function measure(bench: BenchDatabase, children: RelayChild[], measured: (
   const machine = machineBusySeconds() - machine0;
   const server = cpuSecondsSince(server0, cpuSecondsByCommand('postgres'));
   const benchUsage = process.cpuUsage(bench0);
-  const { backendCpuSeconds, ...activity } = await sampler.stop();
+  const activity = await sampler.stop();
   const results = await stopChildren(children);
   return {
     results,
@@ -106,7 +107,6 @@ async function measure(bench: BenchDatabase, children: RelayChild[], measured: (
     cpu: {
       relays: relayCpu / wallSeconds,
       perRelay: relayCpu / wallSeconds / children.length,
-      database: backendCpuSeconds / wallSeconds,
       server: server / wallSeconds,
       bench: (benchUsage.user + benchUsage.system) / 1e6 / wallSeconds,
       machine: machine / wallSeconds,
@@ -294,7 +294,7 @@ function printRuns(title: string, runs: RelaysRun[]): void {
   if (runs.length === 0) return;
   console.log(`\n${title}`);
   printTable(
-    ['relays x concurrency, sink', 'events/s', 'c2s p50 ms', 'c2s p99 ms', 'order errs', 'dups', 'claim p50 ms', 'claim p99 ms', 'rows/claim', 'CPU relays', 'CPU db', 'CPU server', 'CPU bench', 'CPU machine', 'active backends'],
+    ['relays x concurrency, sink', 'events/s', 'c2s p50 ms', 'c2s p99 ms', 'order errs', 'dups', 'claim p50 ms', 'claim p99 ms', 'rows/claim', 'CPU relays', 'CPU server', 'CPU bench', 'CPU machine', 'active backends'],
     runs.map((r) => [
       `${r.relays} x ${r.concurrency}, ${r.sinkMs} ms`,
       r.perSecond,
@@ -306,7 +306,6 @@ function printRuns(title: string, runs: RelaysRun[]): void {
       r.claimMs.p99,
       r.claimMs.rowsPerClaim,
       r.cpu.relays,
-      r.cpu.database,
       r.cpu.server,
       r.cpu.bench,
       r.cpu.machine,
