@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import { migrate } from '../src/index.ts';
+import type { RoleNames } from '../src/internal/role-names.ts';
 import { ordersTableSql } from '../support/orders-table.ts';
 
 export interface BenchDatabase {
@@ -13,6 +14,8 @@ export interface BenchDatabase {
   appUrl: string;
   /** A login role granted the database's relay role. */
   relayUrl: string;
+  /** The database's pg-once group roles (app, relay, maintenance). */
+  roles: RoleNames;
   /** A Kysely on a pool of `poolSize` connections as the application role. */
   kysely(poolSize: number): Kysely<any>;
   /** A Kysely whose connections count every statement they send (`counter.statements`). */
@@ -54,6 +57,7 @@ export async function createBenchDatabase(serverUrl: string, extraSql = ''): Pro
     adminUrl,
     appUrl,
     relayUrl: withDatabase(serverUrl, name, relayRole, password),
+    roles,
     kysely: (poolSize) => make(new pg.Pool({ connectionString: appUrl, max: poolSize })),
     countingKysely(counter) {
       const pool = new pg.Pool({ connectionString: appUrl, max: 1 });

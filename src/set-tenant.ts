@@ -24,15 +24,17 @@ interface RoleCheck {
 }
 
 /**
- * The newest function and column this package uses (sql/0007, sql/0009): their absence means the
- * database's schema is older than the code, which would otherwise fail at the claim with a bare
- * "function does not exist" or at enqueue with "column does not exist". Read from the catalog,
- * which every login may read.
+ * The newest function, column and grant this package uses (sql/0007, sql/0009, sql/0013): their
+ * absence means the database's schema is older than the code, which would otherwise fail at the
+ * claim with a bare "function does not exist", "permission denied for sequence", or at enqueue
+ * with "column does not exist". Read from the catalog, which every login may read.
  */
 const NEWEST_FUNCTION = 'claim_key';
 // By name through the catalog, not to_regclass('once....'), which needs USAGE on the schema: a
 // login without the app role must get WRONG_ROLE, not "permission denied for schema once".
 const NEWEST_COLUMN = { table: 'outbox_events', column: 'payload_text' };
+/** sql/0013: the application role reserves outbox ids (the claim's nextval) for the events it holds back. */
+const NEWEST_GRANT = { sequence: 'outbox_events_id_seq' };
 const roleByInstance = new WeakMap<object, RoleCheck>();
 
 /** Refuses at once, before any round trip, a handle whose role was refused before. */
@@ -65,7 +67,10 @@ const SET_TENANT_AND_CHECK = (idle: string) => `
                     WHERE n.nspname = 'once' AND p.proname = '${NEWEST_FUNCTION}')
            AND EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
                         WHERE n.nspname = 'once' AND c.relname = '${NEWEST_COLUMN.table}' AND a.attname = '${NEWEST_COLUMN.column}'
-                          AND NOT a.attisdropped) AS current
+                          AND NOT a.attisdropped)
+           AND EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) g
+                        WHERE n.nspname = 'once' AND c.relname = '${NEWEST_GRANT.sequence}' AND g.privilege_type = 'USAGE'
+                          AND g.grantee = (SELECT r.oid FROM pg_roles r WHERE r.rolname = names.app)) AS current
       FROM (SELECT ${INSTALLED_ROLE_COLUMNS}) names`;
 const CHECK = { plain: SET_TENANT_AND_CHECK(IDLE_TIMEOUT), noIdle: SET_TENANT_AND_CHECK('NULL') };
 

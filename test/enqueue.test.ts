@@ -240,6 +240,81 @@ describe('enqueue inside runIdempotent: derived dedupe ids', () => {
   });
 });
 
+describe("enqueue inside runIdempotent: the call's first event, written with the result", () => {
+  it('answers with the id and dedupe id of the row the call commits, and later events follow it in id order', async () => {
+    const topic = fresh('held');
+    const key = fresh('held-key');
+    const answers = await withTenant(fx.app, 'tenant-a', (tx) =>
+      runIdempotent(tx, key, async (t) => {
+        const first = await enqueue(t, { topic, payload: { n: 0 }, headers: { h: 'v' } });
+        const second = await enqueue(t, { topic, payload: { n: 1 } });
+        const ordered = await enqueue(t, { topic, payload: { n: 2 }, orderingKey: 'k' });
+        return [first, second, ordered];
+      }),
+    );
+    const rows = await eventsOf(topic);
+    expect(rows.map((row) => [row.id, row.dedupe_id, row.payload, row.tenant_id])).toEqual(
+      answers.map((answer, n) => [answer.id, answer.dedupeId, { n }, 'tenant-a']),
+    );
+    expect(rows[0]!.headers).toEqual({ h: 'v' });
+    expect(rows[2]!.ordering_key).toBe('k');
+  });
+
+  it('writes the held event exactly as enqueue outside a call would (payload bytes, headers, status)', async () => {
+    const topic = fresh('held-bytes');
+    const payload = { b: 1, a: [1.50, 'x'] };
+    await withTenant(fx.app, 'tenant-a', (tx) => runIdempotent(tx, fresh('held-bytes-key'), (t) => enqueue(t, { topic, payload })));
+    await withTenant(fx.app, 'tenant-a', (tx) => enqueue(tx, { topic, payload }));
+    const { rows } = await fx.database.admin.query<{ payload_text: string; headers: unknown; status: string; attempts: number }>(
+      `SELECT payload_text, headers, status, attempts FROM once.outbox_events WHERE topic = $1 ORDER BY id`,
+      [topic],
+    );
+    expect(rows).toHaveLength(2);
+    expect(rows[0]).toEqual(rows[1]);
+  });
+
+  it('is not written when fn throws, nor when its error is stored as the result', async () => {
+    const topic = fresh('held-failed');
+    const thrown = await errorOf(
+      withTenant(fx.app, 'tenant-a', (tx) =>
+        runIdempotent(tx, fresh('held-throws'), async (t) => {
+          await enqueue(t, { topic, payload: 1 });
+          throw new Error('boom');
+        }),
+      ),
+    );
+    expect(thrown.message).toBe('boom');
+    const stored = await errorOf(
+      withTenant(fx.app, 'tenant-a', (tx) =>
+        runIdempotent(
+          tx,
+          fresh('held-stored'),
+          async (t) => {
+            await enqueue(t, { topic, payload: 2 });
+            throw new Error('permanent');
+          },
+          { storeError: () => true },
+        ),
+      ),
+    );
+    expect(stored.message).toContain('permanent');
+    expect(await eventsOf(topic)).toEqual([]);
+  });
+
+  it("writes an event enqueued after fn returned (not awaited by fn) on its own, in the call's transaction", async () => {
+    const topic = fresh('held-late');
+    let late: Promise<unknown> | undefined;
+    await withTenant(fx.app, 'tenant-a', async (tx) => {
+      await runIdempotent(tx, fresh('held-late-key'), async (t) => {
+        late = sleep(20).then(() => enqueue(t, { topic, payload: 'late' }));
+        return 1;
+      });
+      await late;
+    });
+    expect((await eventsOf(topic)).map((row) => row.payload)).toEqual(['late']);
+  });
+});
+
 describe('enqueue: bad events', () => {
   it('refuses something that is not a transaction', async () => {
     const topic = fresh('no-tx');

@@ -72,7 +72,7 @@ export async function claimWithinWait(tx: TransactionClient, request: ClaimReque
         await sleep(Math.min(pause, left()));
         pause = Math.min(pause * 2, 500);
       }
-      found = await claim(tx, request, { waitMs: left(), block: true, waited: true });
+      found = await claim(tx, request, { waitMs: left(), block: true, waited: true, statementTimeoutMs: found.statement_timeout_ms });
       if (!mustWait(found, request.key)) return found;
     }
   } finally {

@@ -36,6 +36,13 @@ export interface ClaimRow {
   limit_tool: string | null;
   limit_emission_ms: number | null;
   limit_tolerance_ms: number | null;
+  /** The transaction's statement_timeout after the claim, in milliseconds (0: none). */
+  statement_timeout_ms: number;
+  /**
+   * In-transaction mode, claimed without a rate limit: an outbox id reserved for the call's first
+   * event, so that `enqueue` can write it with the stored result (see store-outcome.ts).
+   */
+  event_id: string | null;
 }
 
 /** How a stored failure is kept: enough to re-throw an equivalent error. */
@@ -54,6 +61,11 @@ export interface ClaimMode {
   block: boolean;
   /** An earlier round trip of this call waited already (recorded as 'waited', not 'replay'). */
   waited: boolean;
+  /**
+   * The statement_timeout an earlier claim of this call reported (milliseconds, 0: none): a
+   * blocking claim raises it only when it would cut the wait short. Unknown: raised if lower.
+   */
+  statementTimeoutMs?: number;
 }
 
 /** SQLSTATE lock_not_available: the claim's wait ran out. */
@@ -67,16 +79,31 @@ const IN_FAILED_TRANSACTION = '25P02';
  * The columns are listed rather than `*` so that every database library reads them alike (see
  * transaction-client.ts): the stored error as JSON text, the lease end as epoch milliseconds.
  */
-const CLAIM = `
+const CLAIM_COLUMNS = `
   SELECT outcome, tenant_id, status, result, error::text AS error, waited,
          extract(epoch FROM locked_until)::float8 * 1000 AS locked_until_ms,
-         retry_after_ms, limit_tool, limit_emission_ms, limit_tolerance_ms
+         retry_after_ms, limit_tool, limit_emission_ms, limit_tolerance_ms,
+         extract(epoch FROM current_setting('statement_timeout')::interval)::float8 * 1000 AS statement_timeout_ms`;
+const CLAIM_FROM = `
     FROM once.claim_key($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`;
+/**
+ * The two-phase mode's claim (its events are written by the transaction that stores the result).
+ * The statement_timeout is read after claim_key put back any value raised for its wait, so it is
+ * the one later statements run under.
+ */
+const CLAIM = `${CLAIM_COLUMNS}, NULL::text AS event_id${CLAIM_FROM}`;
+/**
+ * The in-transaction mode's claim also reserves one outbox id for a fresh claim without a rate
+ * limit: the call's first event then costs no round trip of its own (enqueue.ts). nextval, once
+ * per fresh call, is what it costs; the ids of calls that enqueue nothing are simply skipped.
+ */
+const CLAIM_RESERVING_EVENT_ID = `${CLAIM_COLUMNS},
+         CASE WHEN outcome = 'claimed' AND limit_tool IS NULL THEN nextval('once.outbox_events_id_seq')::text END AS event_id${CLAIM_FROM}`;
 
 export async function claim(tx: TransactionClient, request: ClaimRequest, mode: ClaimMode): Promise<ClaimRow> {
   try {
-    if (mode.block) await raiseStatementTimeout(tx, mode.waitMs);
-    const rows = await tx.query<Omit<ClaimRow, 'error'> & { error: string | null }>(CLAIM, [
+    if (mode.block) await raiseStatementTimeout(tx, mode.waitMs, mode.statementTimeoutMs);
+    const rows = await tx.query<Omit<ClaimRow, 'error'> & { error: string | null }>(request.lease ? CLAIM : CLAIM_RESERVING_EVENT_ID, [
       request.key,
       request.version,
       request.tool ?? null,
@@ -89,7 +116,12 @@ export async function claim(tx: TransactionClient, request: ClaimRequest, mode: 
       mode.waited,
     ]);
     const row = rows[0]!;
-    return { ...row, error: row.error === null ? null : (JSON.parse(row.error) as StoredError) };
+    return {
+      ...row,
+      // Some libraries read float8 as text (see transaction-client.ts).
+      statement_timeout_ms: Number(row.statement_timeout_ms),
+      error: row.error === null ? null : (JSON.parse(row.error) as StoredError),
+    };
   } catch (error) {
     throw claimError(tx, request, mode, error);
   }
@@ -99,10 +131,12 @@ export async function claim(tx: TransactionClient, request: ClaimRequest, mode: 
  * A role's statement_timeout shorter than the wait would end it with a raw SQLSTATE 57014. The
  * timer of a statement is armed when it starts, so it is raised here, for the claim statement that
  * follows only: once.claim_key puts the saved value back first thing. Never lowered, and left
- * alone when disabled (0). One more round trip, paid only by calls about to wait.
+ * alone when disabled (0). One more round trip, paid only by calls about to wait, and only when
+ * the timeout the first claim reported (`knownMs`) would cut the wait short (or is unknown).
  */
-async function raiseStatementTimeout(tx: TransactionClient, waitMs: number): Promise<void> {
+async function raiseStatementTimeout(tx: TransactionClient, waitMs: number, knownMs: number | undefined): Promise<void> {
   const neededMs = Math.ceil(waitMs) + STATEMENT_MARGIN_MILLISECONDS;
+  if (knownMs !== undefined && Number.isFinite(knownMs) && (knownMs <= 0 || knownMs >= neededMs)) return;
   await tx.query(RAISE_STATEMENT_TIMEOUT, [String(neededMs), neededMs]);
 }
 const RAISE_STATEMENT_TIMEOUT = `
