@@ -61,6 +61,7 @@ export {
   CallAbortedError,
   DeliveryFailedError,
   DeliveryRejectedError,
+  DoorbellUnavailableError,
   EventNotFoundError,
   NoSinkError,
   PoolerSettingError,
@@ -94,4 +95,4 @@ export {
   WebhookVerificationError,
   WrongRoleError,
 } from './errors.ts';
-export type { InstallationProblem, OnceErrorCode, OnceErrorOptions, OnceIssue } from './errors.ts';
+export type { DoorbellUnavailableReason, InstallationProblem, OnceErrorCode, OnceErrorOptions, OnceIssue } from './errors.ts';

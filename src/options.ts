@@ -9,6 +9,7 @@ import type pg from 'pg';
 import type { DedupeAuditEvent } from './idempotency/audit-event.ts';
 import type { Sink } from './outbox/sink.ts';
 import type { RelayLogger } from './outbox/relay-logger.ts';
+import { wakeupSchema } from './outbox/doorbell-options.ts';
 import { parseDuration } from './internal/duration.ts';
 import { DEFAULT_SWEEP_SCHEDULE, sweepCronItems } from './sweep-schedule.ts';
 import { textProblem } from './internal/safe-text.ts';
@@ -328,6 +329,12 @@ export const relayOptionsSchema = z
           .strict(),
       ])
       .default({ schedule: '*/5 * * * *' }),
+    /**
+     * An optional wake-up that writers do not pay for: `{ logicalReplication: {} }` wakes the
+     * relay on each committed outbox insert (a logical replication stream used as a doorbell).
+     * The relay still polls; the doorbell only ends a wait early. (Default: none, polling alone)
+     */
+    wakeup: wakeupSchema.optional(),
     /** Stop gracefully on SIGTERM and SIGINT. (Default: true) */
     handleSignals: z.boolean().default(true),
     /**
@@ -350,6 +357,10 @@ export const relayOptionsSchema = z
   .refine((options) => (options.connectionString === undefined) !== (options.pool === undefined), {
     message: 'give exactly one of connectionString and pool',
     path: ['connectionString'],
+  })
+  .refine((options) => options.pooler === 'none' || options.wakeup === undefined || options.wakeup.logicalReplication.connectionString !== undefined, {
+    message: 'behind a pooler the doorbell needs a direct connectionString of its own (poolers do not pass replication connections)',
+    path: ['wakeup', 'logicalReplication', 'connectionString'],
   });
 export type RelayOptions = z.input<typeof relayOptionsSchema>;
 export type ResolvedRelayOptions = z.output<typeof relayOptionsSchema>;

@@ -130,6 +130,11 @@ export class RelayLog {
     if (this.messages) this.call(() => this.messages!.warn(`event ${event.id} of tenant ${event.tenantId} is dead: ${error}`));
   }
 
+  /** A line about the relay's own state (the doorbell ringing), for a structured logger only. */
+  info(message: string, fields: RelayLogFields = {}): void {
+    this.report({ level: 'info', message, fields });
+  }
+
   warn(message: string, fields: RelayLogFields = {}): void {
     this.trouble.add(message, { level: 'warn', message, fields });
   }

@@ -24,6 +24,7 @@ import { parseOptions, type RelayOptions, relayOptionsSchema, type ResolvedRelay
 import { type BackoffPolicy, defaultBackoff, retryHorizonMs } from './backoff.ts';
 import { createRelayPool, explainRefusedConnection, type RelayDatabase, relayConnectionConfig, timedDatabase } from './relay-pool.ts';
 import { listenForWakeups, type Wakeup } from './relay-wakeup.ts';
+import { doorbellConnectionConfig, startLogicalDoorbell } from './logical-doorbell.ts';
 import { DatabaseClock } from './database-clock.ts';
 import { HEARTBEAT_MILLISECONDS, type HeldLease, leaseOf, queuedLeaseMs, renewalsDue } from './lease-plan.ts';
 import { StartRate } from './start-rate.ts';
@@ -151,6 +152,9 @@ class OutboxRelay implements Relay {
   private clockSync: NodeJS.Timeout | undefined;
   private readonly clock: DatabaseClock;
   private wakeup: Wakeup | undefined;
+  private doorbell: Wakeup | undefined;
+  /** The doorbell rang while no wait was on: the next wait ends at once (a claim out may have missed it). */
+  private rung = false;
   private worker: Runner | undefined;
   private workerPool: pg.Pool | undefined;
   private readonly signalHandler = (signal: NodeJS.Signals) => void this.onSignal(signal);
@@ -204,6 +208,11 @@ class OutboxRelay implements Relay {
     // after the relay's client moved on: nothing would reach the relay. It polls instead.
     if (this.options.pooler !== 'transaction') {
       this.wakeup = listenForWakeups(clientConfig, () => this.wake(), (error) => this.logger.warn('wake-up listener failed', { err: error }));
+    }
+    const doorbell = this.options.wakeup?.logicalReplication;
+    if (doorbell) {
+      const hooks = { ring: () => this.ring(), log: this.logger, pollIntervalMs: this.options.pollIntervalMs };
+      this.doorbell = startLogicalDoorbell(doorbellConnectionConfig(clientConfig, doorbell), doorbell, this.db, hooks);
     }
     this.clockSync = setInterval(() => {
       this.clock.measure().catch((error: unknown) => this.logger.warn('measuring the database clock failed', { err: error }));
@@ -318,6 +327,7 @@ class OutboxRelay implements Relay {
         continue;
       }
       this.lastClaimAt = Date.now();
+      this.rung = false; // this claim sees what rang before it
       let claim: Claim;
       try {
         claim = await claimEvents(this.db, {
@@ -610,7 +620,16 @@ class OutboxRelay implements Relay {
     this.wakeLoop?.();
   }
 
+  private ring(): void {
+    if (this.wakeLoop) this.wake();
+    else this.rung = true;
+  }
+
   private sleep(milliseconds?: number): Promise<void> {
+    if (this.rung) {
+      this.rung = false;
+      return Promise.resolve();
+    }
     return new Promise((resolve) => {
       const timer = milliseconds === undefined ? undefined : setTimeout(done, milliseconds);
       function done() {
@@ -666,6 +685,7 @@ class OutboxRelay implements Relay {
     await within(
       Promise.all([
         this.wakeup?.close(),
+        this.doorbell?.close(),
         this.worker?.stop().catch((error: unknown) => this.logger.error('stopping the sweep scheduler failed', { err: error })),
         this.closeSinks(),
       ]),
