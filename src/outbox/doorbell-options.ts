@@ -35,10 +35,12 @@ export const logicalDoorbellSchema = z
     publication: z.string().regex(PUBLICATION_NAME, 'expected lower-case letters, digits and _').default(DEFAULT_DOORBELL_PUBLICATION),
     /**
      * WAL the slot may hold back, in bytes, before the relay drops it (and polls, trying again
-     * later). The doorbell acknowledges everything it receives at once, so only a stalled relay
-     * gets near this. (Default: 268 435 456, i.e. 256 MiB)
+     * later). The doorbell acknowledges everything it receives at once, but a logical slot's
+     * restart point moves only at the server's running-transactions records (every 15 s) and
+     * never past the oldest open transaction that wrote: keep this above a minute of the
+     * server's WAL volume. (Default: 1 073 741 824, i.e. 1 GiB)
      */
-    maxRetainedWalBytes: z.number().int().min(1_048_576).default(268_435_456),
+    maxRetainedWalBytes: z.number().int().min(1_048_576).default(1_073_741_824),
   })
   .strict();
 
