@@ -243,6 +243,7 @@ const testedElsewhere: Record<string, string> = {
   INSTALLATION_UNSAFE: 'test/installation-check.test.ts',
   ROLES_CONFLICT: 'test/managed-postgres.test.ts',
   POOLER_SETTING_REQUIRED: 'test/pgbouncer-relay.test.ts',
+  DOORBELL_UNAVAILABLE: 'test/relay-doorbell.test.ts',
 };
 
 /** The codes README's error table lists (`MIGRATION_*` stands for the three migration codes). */

@@ -99,6 +99,7 @@ export class RelayLog {
         deliveryTimeoutMs: options.deliveryTimeoutMs,
         pollIntervalMs: options.pollIntervalMs,
         maxPollIntervalMs: options.maxPollIntervalMs,
+        wakeup: options.wakeup ? 'logical replication' : 'poll',
         statementTimeoutMs: options.statementTimeoutMs,
         shutdownTimeoutMs: options.shutdownTimeoutMs,
         sweep: options.sweep === false ? false : options.sweep.schedule,
