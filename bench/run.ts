@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- core|relay|sweep|drivers|http|soak] [--seconds N] [--only drain,key] [--days N] [--scale X]`: runs the benchmarks on a real Postgres (DATABASE_URL,
+ * `npm run bench [-- core|relay|doorbell|sweep|drivers|http|soak] [--seconds N] [--only drain,key] [--days N] [--scale X]`: runs the benchmarks on a real Postgres (DATABASE_URL,
  * else an embedded one started here), prints tables with ratios against baselines measured in the
  * same run, and saves everything as JSON in bench/results/. `soak` is not in the default set (it
  * runs for minutes): ask for it by name; --days sets its simulated days (default 3) and --scale
@@ -11,6 +11,7 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { startPostgres } from '../support/throwaway-postgres.ts';
 import { runCoreBench } from './core.ts';
+import { runDoorbellBench } from './doorbell.ts';
 import { runDriversBench } from './drivers.ts';
 import { runHttpBench } from './http.ts';
 import { runRelayBench } from './relay.ts';
@@ -32,7 +33,7 @@ const { values, positionals } = parseArgs({
   allowPositionals: true,
 });
 const seconds = Number(values.seconds);
-const SUITES = ['core', 'relay', 'sweep', 'drivers', 'http'];
+const SUITES = ['core', 'relay', 'doorbell', 'sweep', 'drivers', 'http'];
 /** Run only when named. */
 const ON_REQUEST = ['soak'];
 const suites = positionals.length > 0 ? positionals : SUITES;
@@ -77,6 +78,8 @@ try {
             ? await runHttpBench(database, seconds)
           : suite === 'soak'
             ? await runSoakBench(database, { days, perDay: Math.round(20_000 * scale) })
+          : suite === 'doorbell'
+            ? await runDoorbellBench(seconds, seconds * 2) // on a server of its own: wal_level = logical
           : suite === 'relay'
             ? await runRelayBench(database, { events: Math.round(20_000 * scale), rssEvents: Math.round(100_000 * scale), latencySeconds: seconds * 2, only: values.only?.split(',') })
             : await runSweepBench(database, { keys: Math.round(200_000 * scale) });
