@@ -24,7 +24,7 @@ import { parseOptions, type RelayOptions, relayOptionsSchema, type ResolvedRelay
 import { type BackoffPolicy, defaultBackoff, retryHorizonMs } from './backoff.ts';
 import { createRelayPool, explainRefusedConnection, type RelayDatabase, relayConnectionConfig, timedDatabase } from './relay-pool.ts';
 import { listenForWakeups, type Wakeup } from './relay-wakeup.ts';
-import { doorbellConnectionConfig, startLogicalDoorbell } from './logical-doorbell.ts';
+import { type Doorbell, doorbellConnectionConfig, startLogicalDoorbell } from './logical-doorbell.ts';
 import { DatabaseClock } from './database-clock.ts';
 import { HEARTBEAT_MILLISECONDS, type HeldLease, leaseOf, queuedLeaseMs, renewalsDue } from './lease-plan.ts';
 import { StartRate } from './start-rate.ts';
@@ -152,9 +152,10 @@ class OutboxRelay implements Relay {
   private clockSync: NodeJS.Timeout | undefined;
   private readonly clock: DatabaseClock;
   private wakeup: Wakeup | undefined;
-  private doorbell: Wakeup | undefined;
+  private doorbell: Doorbell | undefined;
   /** The doorbell rang while no wait was on: the next wait ends at once (a claim out may have missed it). */
   private rung = false;
+  private ringTimer: NodeJS.Timeout | undefined;
   private worker: Runner | undefined;
   private workerPool: pg.Pool | undefined;
   private readonly signalHandler = (signal: NodeJS.Signals) => void this.onSignal(signal);
@@ -375,6 +376,9 @@ class OutboxRelay implements Relay {
     const now = Date.now();
     if (this.inFlight.size > 0 || this.queue.length > 0 || this.runs.length > 0) this.lastBusyAt = now;
     const { pollIntervalMs, maxPollIntervalMs } = this.options;
+    // Holding nothing, with the doorbell ringing, the poll is only the safety net (retries coming
+    // due, a ring lost): new events ring.
+    if (this.doorbell?.slot !== undefined && this.lastBusyAt !== now) return Math.max(pollIntervalMs, maxPollIntervalMs);
     return Math.round(Math.min(Math.max(pollIntervalMs, maxPollIntervalMs), Math.max(pollIntervalMs, (now - this.lastBusyAt) * IDLE_POLL_FRACTION)));
   }
 
@@ -620,7 +624,21 @@ class OutboxRelay implements Relay {
     this.wakeLoop?.();
   }
 
+  /**
+   * The doorbell rang. A ring claims at once, but no sooner than pollIntervalMs after the last
+   * claim: the rings of a busy stream of commits share claims, so the doorbell never makes the
+   * relay claim more often than a busy polling relay does (one claim per commit cost a single
+   * writer a quarter of its commits on a 2-core server, in CPU alone).
+   */
   private ring(): void {
+    const wait = this.lastClaimAt + this.options.pollIntervalMs - Date.now();
+    if (wait > 0) {
+      this.ringTimer ??= setTimeout(() => {
+        this.ringTimer = undefined;
+        this.ring();
+      }, wait);
+      return;
+    }
     if (this.wakeLoop) this.wake();
     else this.rung = true;
   }
@@ -672,6 +690,7 @@ class OutboxRelay implements Relay {
     const unstarted = [...this.queue.drain(), ...this.runs.drain()];
     clearInterval(this.heartbeat);
     clearInterval(this.clockSync);
+    clearTimeout(this.ringTimer);
     clearInterval(this.seen);
     const released = abandoned.map(({ event }) => event).concat(unstarted);
     await within(
