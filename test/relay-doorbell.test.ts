@@ -117,16 +117,20 @@ describe('on a server with wal_level = logical', () => {
     await waitFor(async () => lines.filter((line) => line.message === 'doorbell ringing').length, (n) => n === 1, 'the doorbell never started');
     // The relay's first poll is behind it: from here on, only a ring wakes it within a minute.
     const listener = new pg.Client({ connectionString: relayUrl });
+    listener.on('error', () => {});
     const notifications: string[] = [];
     await listener.connect();
     listener.on('notification', (message) => notifications.push(message.channel));
-    await listener.query('LISTEN once_outbox');
-    appStatements.length = 0;
-    for (let round = 0; round < 3; round += 1) {
-      const { id } = await enqueueOne(`tenant-${round}`);
-      await waitFor(async () => delivered.includes(id), Boolean, `event ${id} of round ${round} was not delivered`);
+    try {
+      await listener.query('LISTEN once_outbox');
+      appStatements.length = 0;
+      for (let round = 0; round < 3; round += 1) {
+        const { id } = await enqueueOne(`tenant-${round}`);
+        await waitFor(async () => delivered.includes(id), Boolean, `event ${id} of round ${round} was not delivered`);
+      }
+    } finally {
+      await listener.end();
     }
-    await listener.end();
     expect(appStatements.length).toBeGreaterThan(0);
     expect(appStatements.filter((text) => /notify/i.test(text))).toEqual([]);
     expect(notifications).toEqual([]);
@@ -168,6 +172,7 @@ describe('on a server with wal_level = logical', () => {
     // WAL), however promptly the doorbell acknowledges: WAL written meanwhile stays retained.
     await admin.query('CREATE TABLE IF NOT EXISTS wal_filler (b text)');
     const holder = new pg.Client({ connectionString: databaseUrlFor(server.connectionString, (await admin.query('SELECT current_database() AS d')).rows[0].d) });
+    holder.on('error', () => {});
     await holder.connect();
     await holder.query('BEGIN');
     await holder.query("INSERT INTO wal_filler VALUES ('held')");

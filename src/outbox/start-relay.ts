@@ -89,6 +89,8 @@ const IDLE_POLL_FRACTION = 1 / 10;
 const DEFAULT_BATCH_SIZE = 1_024;
 /** How often the offset between the host clock and the database clock is measured again. */
 const CLOCK_SYNC_MILLISECONDS = 60 * 1_000;
+/** Rings of the doorbell claim at most this often (or every pollIntervalMs, if shorter), in milliseconds. */
+const RING_CLAIM_GAP_MILLISECONDS = 5;
 
 export async function startRelay(options: RelayOptions): Promise<Relay> {
   const resolved = parseOptions(relayOptionsSchema, options, 'relay options');
@@ -625,13 +627,14 @@ class OutboxRelay implements Relay {
   }
 
   /**
-   * The doorbell rang. A ring claims at once, but no sooner than pollIntervalMs after the last
-   * claim: the rings of a busy stream of commits share claims, so the doorbell never makes the
-   * relay claim more often than a busy polling relay does (one claim per commit cost a single
-   * writer a quarter of its commits on a 2-core server, in CPU alone).
+   * The doorbell rang. A ring claims at once, but no sooner than RING_CLAIM_GAP_MILLISECONDS
+   * after the last claim: the rings of a busy stream of commits share claims, so the doorbell
+   * makes the relay claim no more often than a busy polling relay does at the default
+   * pollIntervalMs (one claim per commit cost a single writer a quarter of its commits on a
+   * 2-core server, in CPU alone).
    */
   private ring(): void {
-    const wait = this.lastClaimAt + this.options.pollIntervalMs - Date.now();
+    const wait = this.lastClaimAt + Math.min(this.options.pollIntervalMs, RING_CLAIM_GAP_MILLISECONDS) - Date.now();
     if (wait > 0) {
       this.ringTimer ??= setTimeout(() => {
         this.ringTimer = undefined;
