@@ -45,6 +45,14 @@ const GUARD_MILLISECONDS = 10_000;
 const FIRST_PAUSE_MILLISECONDS = 500;
 /** Longest pause between attempts, and the pause after a configuration problem, in milliseconds. */
 const MAX_PAUSE_MILLISECONDS = 30_000;
+/**
+ * Each ring rings again this much later, in milliseconds (once, however many rings came
+ * meanwhile). The WAL sender may decode a commit a moment before the commit is visible to other
+ * sessions (the writer's backend flushes, then marks itself done), so the claim a ring starts can
+ * miss the row it rang for; the echo's claim finds it, instead of the safety-net poll a tenth of
+ * a second later. The relay spaces claims anyway, so under load echoes cost nothing.
+ */
+const ECHO_MILLISECONDS = 3;
 /** How long close() waits for the server to acknowledge the end of the session, in milliseconds. */
 const CLOSE_GRACE_MILLISECONDS = 500;
 
@@ -155,6 +163,15 @@ export function startLogicalDoorbell(connection: pg.ClientConfig, options: Resol
     }
   };
 
+  let echo: NodeJS.Timeout | undefined;
+  const ring = () => {
+    hooks.ring();
+    echo ??= setTimeout(() => {
+      echo = undefined;
+      if (!closed) hooks.ring();
+    }, ECHO_MILLISECONDS);
+  };
+
   const stream = (streaming: pg.Client, name: string) => {
     let received = 0n;
     let acknowledged = 0n;
@@ -179,7 +196,7 @@ export function startLogicalDoorbell(connection: pg.ClientConfig, options: Resol
       if (message.kind === 'B') inTransactionRung = false;
       else if (message.kind === 'I' && !inTransactionRung) {
         inTransactionRung = true;
-        hooks.ring();
+        ring();
       }
     });
     streaming
@@ -230,6 +247,7 @@ export function startLogicalDoorbell(connection: pg.ClientConfig, options: Resol
     async close() {
       closed = true;
       clearTimeout(retryTimer);
+      clearTimeout(echo);
       stopTimers();
       const last = client;
       client = undefined;
