@@ -10,7 +10,8 @@
  * the other embedded runs, fsync, synchronous_commit and full_page_writes ON, since the cost
  * of a NOTIFY is in durable commits. Every row of a table comes from that server, in one run.
  */
-import { startRelay, withTenant, enqueue, type Relay, type RelayOptions } from '../src/index.ts';
+import { spawn } from 'node:child_process';
+import { withTenant, enqueue, type RelayOptions } from '../src/index.ts';
 import { sql } from 'kysely';
 import pg from 'pg';
 import { startEmbeddedPostgres } from '../support/throwaway-postgres.ts';
@@ -31,6 +32,8 @@ export interface DoorbellBench {
   latency: { polling: Latency; doorbell: Latency; graphileWorker: Latency };
   /** Writer commits per second (median of WRITER_ROUNDS), by writers and relay wake-up. */
   writers: Record<'1' | '16', Record<WriterMode, number>>;
+  /** Every round's rate, in the order measured. */
+  writerRounds: Record<'1' | '16', Record<WriterMode, number[]>>;
   ratios: Record<string, number>;
 }
 
@@ -86,6 +89,7 @@ async function measure(bench: BenchDatabase, admin: pg.Pool, seconds: number, la
   return {
     latency,
     writers: summary,
+    writerRounds: writers,
     ratios: {
       'doorbell p50 / graphile-worker p50': latency.doorbell.p50 / latency.graphileWorker.p50,
       'doorbell p50 / polling p50': latency.doorbell.p50 / latency.polling.p50,
@@ -107,21 +111,22 @@ async function waitForSlot(admin: pg.Pool): Promise<void> {
 }
 
 /**
- * Writers each committing one outbox event per transaction (their own tenant) while a relay
- * delivers to a no-op sink: `poll` the default relay, `doorbell` with the wake-up on, `notify`
+ * Writers each committing one outbox event per transaction (their own tenant) while a relay, in a
+ * process of its own (doorbell-relay-child.ts), delivers to a no-op sink: `poll` the default relay, `doorbell` with the wake-up on, `notify`
  * the default relay with each writer also running `NOTIFY once_outbox` in its transaction.
  */
 async function writerThroughput(bench: BenchDatabase, admin: pg.Pool, mode: WriterMode, concurrency: number, seconds: number): Promise<number> {
   await admin.query('TRUNCATE once.outbox_events');
-  const relay: Relay = await startRelay({
-    connectionString: bench.relayUrl,
-    sinks: { '>': async () => {} },
-    handleSignals: false,
-    sweep: false,
-    logger: { warn: () => {}, error: (message: string) => console.error(message) },
-    ...(mode === 'doorbell' ? DOORBELL : {}),
+  const relay = spawn(process.execPath, [new URL('./doorbell-relay-child.ts', import.meta.url).pathname], {
+    env: { ...process.env, DATABASE_URL: bench.relayUrl, WAKEUP: mode === 'doorbell' ? 'logical' : 'poll' },
+    stdio: ['ignore', 'pipe', 'inherit'],
   });
+  const exited = new Promise<void>((resolve) => relay.on('exit', () => resolve()));
   try {
+    await new Promise<void>((resolve, reject) => {
+      relay.stdout!.on('data', (data: Buffer) => data.toString().includes('READY') && resolve());
+      relay.on('exit', (code) => reject(new Error(`relay child exited with ${code}`)));
+    });
     if (mode === 'doorbell') await waitForSlot(admin);
     const db = bench.kysely(concurrency);
     const result = await measureThroughput(
@@ -135,7 +140,8 @@ async function writerThroughput(bench: BenchDatabase, admin: pg.Pool, mode: Writ
     await db.destroy();
     return result.opsPerSecond;
   } finally {
-    await relay.stop();
+    relay.kill('SIGTERM');
+    await exited;
   }
 }
 
