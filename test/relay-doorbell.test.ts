@@ -224,15 +224,15 @@ describe('where the doorbell cannot ring', () => {
     const warnings = await deliverWith(setting.relayUrl);
     expect(warnings).toHaveLength(1);
     expect(warnings[0]).toMatchObject({ level: 'warn', fields: { code: 'DOORBELL_UNAVAILABLE', reason: 'wal_level' } });
-    expect(warnings[0]!.message).toContain("wal_level is 'replica'");
-    expect(warnings[0]!.message).toContain('polls');
+    expect(warnings[0]!.message).toBe('doorbell unavailable; the relay polls');
+    expect((warnings[0]!.fields.err as Error).message).toContain("wal_level is 'replica'; the doorbell needs 'logical'");
   });
 
   it('a login without REPLICATION: says so, and polls', async () => {
     const warnings = await deliverWith(await setting.fx.database.createLoginRole('relay'));
     expect(warnings).toHaveLength(1);
     expect(warnings[0]).toMatchObject({ level: 'warn', fields: { code: 'DOORBELL_UNAVAILABLE', reason: 'privilege' } });
-    expect(warnings[0]!.message).toContain('REPLICATION');
+    expect((warnings[0]!.fields.err as Error).message).toContain('REPLICATION');
   });
 
   it('refuses bad doorbell options, and a pooler without a direct connection for it', async () => {

@@ -118,10 +118,12 @@ export function startLogicalDoorbell(connection: pg.ClientConfig, options: Resol
     const retryInMs = configuration ? MAX_PAUSE_MILLISECONDS : pauseMs;
     pauseMs = Math.min(pauseMs * 2, MAX_PAUSE_MILLISECONDS);
     if (error.reason !== lastReason) {
-      hooks.log.warn(`doorbell unavailable (${error.message}); the relay polls every ${hooks.pollIntervalMs} ms or more and tries again`, {
+      // One message for every reason (lines group by it); the reason is in the fields and `err`.
+      hooks.log.warn('doorbell unavailable; the relay polls', {
         err: error,
         code: error.code,
         reason: error.reason,
+        pollIntervalMs: hooks.pollIntervalMs,
         retryInMs,
       });
       lastReason = error.reason;
