@@ -31,6 +31,7 @@ import { formatLsn, parseReplicationMessage, standbyStatusUpdate } from './repli
 import type { RelayDatabase } from './relay-pool.ts';
 import type { RelayLog } from './relay-log.ts';
 import type { Wakeup } from './relay-wakeup.ts';
+import { hangUp } from './hang-up.ts';
 import { slotRetainedWalBytes } from './sql/doorbell-slot.ts';
 
 /** Acknowledge what was received at most this often, in milliseconds (status updates are tiny). */
@@ -53,8 +54,6 @@ const MAX_PAUSE_MILLISECONDS = 30_000;
  * a second later. The relay spaces claims anyway, so under load echoes cost nothing.
  */
 const ECHO_MILLISECONDS = 3;
-/** How long close() waits for the server to acknowledge the end of the session, in milliseconds. */
-const CLOSE_GRACE_MILLISECONDS = 500;
 
 /** Reasons an operator must fix: retried at the slow pace, not the reconnect one. */
 const CONFIGURATION_REASONS = new Set<DoorbellUnavailableReason>(['wal_level', 'privilege', 'publication', 'slot_limit']);
@@ -257,20 +256,6 @@ export function startLogicalDoorbell(connection: pg.ClientConfig, options: Resol
       if (last) await hangUp(last);
     },
   };
-}
-
-/**
- * Ends a replication connection: Terminate, then the socket. Postgres drops the temporary slot
- * as the WAL sender exits. Bounded: a connection that went silent would never answer.
- */
-async function hangUp(connection: pg.Client): Promise<void> {
-  let grace: NodeJS.Timeout | undefined;
-  await Promise.race([
-    connection.end().catch(() => {}),
-    new Promise<void>((resolve) => (grace = setTimeout(resolve, CLOSE_GRACE_MILLISECONDS))),
-  ]);
-  clearTimeout(grace);
-  (connection as pg.Client & { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
 }
 
 /** SQLSTATEs meaning the server will not give this login a doorbell until an operator acts. */
