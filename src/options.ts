@@ -359,7 +359,7 @@ export const relayOptionsSchema = z
     path: ['connectionString'],
   })
   .refine((options) => options.pooler === 'none' || options.wakeup === undefined || options.wakeup.logicalReplication.connectionString !== undefined, {
-    message: 'behind a pooler the doorbell needs a direct connectionString of its own (poolers do not pass replication connections)',
+    message: 'behind a pooler the doorbell needs a direct connectionString of its own (a pooler may not pass replication connections)',
     path: ['wakeup', 'logicalReplication', 'connectionString'],
   });
 export type RelayOptions = z.input<typeof relayOptionsSchema>;

@@ -17,8 +17,8 @@ export const logicalDoorbellSchema = z
   .object({
     /**
      * A connection string for the replication connection, of a login with the REPLICATION
-     * attribute (rds_replication on RDS, cloudsqlsuperuser/REPLICATION on Cloud SQL). Required
-     * behind a pooler: PgBouncer does not pass replication connections.
+     * attribute (rds_replication on RDS, REPLICATION on Cloud SQL). Required behind a pooler:
+     * transaction mode cannot carry a replication stream, and PgBouncer before 1.23 passes none.
      * (Default: the relay's own connection)
      */
     connectionString: z.string().min(1).optional(),
