@@ -18,6 +18,11 @@ export default {
   out: 'docs/api',
   name: 'pg-once',
   readme: 'none',
+  // Source links from package.json's repository, not from the checkout's git remote: CI's clean
+  // clone has none (or a local path), and a warning about it would fail the build.
+  disableGit: true,
+  gitRevision: 'main',
+  sourceLinkTemplate: 'https://github.com/pg-once/pg-once/blob/{gitRevision}/{path}#L{line}',
   treatWarningsAsErrors: true,
   excludePrivate: true,
   excludeInternal: true,

@@ -19,7 +19,7 @@ import { readFile } from 'node:fs/promises';
 import { Logger, run } from 'graphile-worker';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
-import { enqueue, startRelay, withTenant } from '../src/index.ts';
+import { enqueue, type RelayOptions, startRelay, withTenant } from '../src/index.ts';
 import { CLAIM_EVENTS_TEXT } from '../src/outbox/sql/claim-events.ts';
 import { percentile, printTable } from './harness.ts';
 import { type IdleCost, idleCost } from './relay-idle.ts';
@@ -84,14 +84,25 @@ async function drainGraphileWorker(bench: BenchDatabase, admin: pg.Pool, count: 
   return count / seconds;
 }
 
-interface Latency {
+export interface Latency {
   p50: number;
   p99: number;
   samples: number;
 }
 
-/** Commit (as the writer sees it: its COMMIT returned) to the sink call, at `perSecond` events/s. */
-async function latencyPgOnce(bench: BenchDatabase, admin: pg.Pool, seconds: number, perSecond: number): Promise<Latency> {
+/**
+ * Commit (as the writer sees it: its COMMIT returned) to the sink call, at `perSecond` events/s.
+ * `relayOptions` and `ready` (awaited after the relay started, before the first event) let the
+ * doorbell bench (doorbell.ts) measure the same way with its wake-up on.
+ */
+export async function latencyPgOnce(
+  bench: BenchDatabase,
+  admin: pg.Pool,
+  seconds: number,
+  perSecond: number,
+  relayOptions: Partial<RelayOptions> = {},
+  ready: () => Promise<void> = async () => {},
+): Promise<Latency> {
   await admin.query('TRUNCATE once.outbox_events');
   const committedAt = new Map<number, number>();
   const latencies: number[] = [];
@@ -106,7 +117,9 @@ async function latencyPgOnce(bench: BenchDatabase, admin: pg.Pool, seconds: numb
         queueMicrotask(() => setImmediate(() => latencies.push(Math.max(0, at - (committedAt.get(seq) ?? at)))));
       },
     },
+    ...relayOptions,
   });
+  await ready();
   const db = bench.kysely(2);
   const total = Math.round(seconds * perSecond);
   for (let seq = 0; seq < total; seq += 1) {
@@ -119,7 +132,7 @@ async function latencyPgOnce(bench: BenchDatabase, admin: pg.Pool, seconds: numb
   return summarise(latencies);
 }
 
-async function latencyGraphileWorker(bench: BenchDatabase, admin: pg.Pool, seconds: number, perSecond: number): Promise<Latency> {
+export async function latencyGraphileWorker(bench: BenchDatabase, admin: pg.Pool, seconds: number, perSecond: number): Promise<Latency> {
   await admin.query('DELETE FROM graphile_worker._private_jobs');
   const committedAt = new Map<number, number>();
   const latencies: number[] = [];
@@ -248,7 +261,7 @@ export async function blockedKeysPoll(admin: pg.Pool, followers: number, keys = 
   return { bestMs: times[0]!, medianMs: times[2]! };
 }
 
-function summarise(latencies: number[]): Latency {
+export function summarise(latencies: number[]): Latency {
   const sorted = [...latencies].sort((a, b) => a - b);
   return { p50: percentile(sorted, 50), p99: percentile(sorted, 99), samples: sorted.length };
 }

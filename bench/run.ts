@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- core|relay|sweep|drivers|http|soak|relays] [--seconds N] [--only drain,key] [--days N] [--scale X]`: runs the benchmarks on a real Postgres (DATABASE_URL,
+ * `npm run bench [-- core|relay|doorbell|sweep|drivers|http|soak|relays] [--seconds N] [--only drain,key] [--days N] [--scale X]`: runs the benchmarks on a real Postgres (DATABASE_URL,
  * else an embedded one started here), prints tables with ratios against baselines measured in the
  * same run, and saves everything as JSON in bench/results/. `soak` and `relays` are not in the
  * default set (they run for minutes): ask for them by name; --days sets soak's simulated days
@@ -12,6 +12,7 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { startPostgres } from '../support/throwaway-postgres.ts';
 import { runCoreBench } from './core.ts';
+import { runDoorbellBench } from './doorbell.ts';
 import { runDriversBench } from './drivers.ts';
 import { runHttpBench } from './http.ts';
 import { runRelayBench } from './relay.ts';
@@ -34,7 +35,7 @@ const { values, positionals } = parseArgs({
   allowPositionals: true,
 });
 const seconds = Number(values.seconds);
-const SUITES = ['core', 'relay', 'sweep', 'drivers', 'http'];
+const SUITES = ['core', 'relay', 'doorbell', 'sweep', 'drivers', 'http'];
 /** Run only when named. */
 const ON_REQUEST = ['soak', 'relays'];
 const suites = positionals.length > 0 ? positionals : SUITES;
@@ -81,6 +82,8 @@ try {
             ? await runRelaysBench(database, { events: Math.round(20_000 * scale), only: values.only?.split(',') })
           : suite === 'soak'
             ? await runSoakBench(database, { days, perDay: Math.round(20_000 * scale) })
+          : suite === 'doorbell'
+            ? await runDoorbellBench(seconds, seconds * 2) // on a server of its own: wal_level = logical
           : suite === 'relay'
             ? await runRelayBench(database, { events: Math.round(20_000 * scale), rssEvents: Math.round(100_000 * scale), latencySeconds: seconds * 2, only: values.only?.split(',') })
             : await runSweepBench(database, { keys: Math.round(200_000 * scale) });

@@ -30,6 +30,7 @@ export type OnceErrorCode =
   | 'NO_SINK'
   | 'SINK_MISCONFIGURED'
   | 'POOLER_SETTING_REQUIRED'
+  | 'DOORBELL_UNAVAILABLE'
   | 'EVENT_NOT_FOUND'
   | 'RATE_LIMITED'
   | 'WRONG_ROLE'
@@ -293,6 +294,26 @@ export class PoolerSettingError extends OnceError {
   readonly retryable = false;
   readonly httpStatus = 500;
 }
+
+/**
+ * The relay's logical-replication doorbell cannot run here (`reason` says why: wal_level is not
+ * logical, the login lacks REPLICATION, the publication is missing, the slot retains too much
+ * WAL...). Never thrown at callers: the relay logs it and polls, which is always correct.
+ */
+export class DoorbellUnavailableError extends OnceError {
+  readonly code = 'DOORBELL_UNAVAILABLE';
+  readonly retryable = true;
+  readonly httpStatus = 503;
+  readonly reason: DoorbellUnavailableReason;
+
+  constructor(reason: DoorbellUnavailableReason, message: string, options?: OnceErrorOptions) {
+    super(message, options);
+    this.reason = reason;
+  }
+}
+
+/** Why the doorbell is off: see {@link DoorbellUnavailableError}. */
+export type DoorbellUnavailableReason = 'wal_level' | 'privilege' | 'publication' | 'slot_limit' | 'wal_retained' | 'connection';
 
 /** An outbox event id that does not exist (or is not dead, for requeue). */
 export class EventNotFoundError extends OnceError {

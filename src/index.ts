@@ -58,10 +58,12 @@ export type {
   RunIdempotentOptions,
   WithTenantOptions,
 } from './options.ts';
+export type { LogicalDoorbellOptions, WakeupOptions } from './outbox/doorbell-options.ts';
 export {
   CallAbortedError,
   DeliveryFailedError,
   DeliveryRejectedError,
+  DoorbellUnavailableError,
   EventNotFoundError,
   NoSinkError,
   PoolerSettingError,
@@ -95,4 +97,4 @@ export {
   WebhookVerificationError,
   WrongRoleError,
 } from './errors.ts';
-export type { InstallationProblem, OnceErrorCode, OnceErrorOptions, OnceIssue } from './errors.ts';
+export type { DoorbellUnavailableReason, InstallationProblem, OnceErrorCode, OnceErrorOptions, OnceIssue } from './errors.ts';

@@ -13,6 +13,7 @@ import type { DedupeAuditEvent } from './idempotency/audit-event.ts';
 import type { Sink } from './outbox/sink.ts';
 import type { RelayLogger } from './outbox/relay-logger.ts';
 import type { BackoffOptions } from './outbox/backoff.ts';
+import { wakeupSchema, type WakeupOptions } from './outbox/doorbell-options.ts';
 import { parseDuration } from './internal/duration.ts';
 import { DEFAULT_SWEEP_SCHEDULE, sweepCronItems } from './sweep-schedule.ts';
 import { textProblem } from './internal/safe-text.ts';
@@ -443,6 +444,12 @@ export const relayOptionsSchema = z
           .strict(),
       ])
       .default({ schedule: '*/5 * * * *' }),
+    /**
+     * An optional wake-up that writers do not pay for: `{ logicalReplication: {} }` wakes the
+     * relay on each committed outbox insert (a logical replication stream used as a doorbell).
+     * The relay still polls; the doorbell only ends a wait early. (Default: none, polling alone)
+     */
+    wakeup: wakeupSchema.optional(),
     /** Stop gracefully on SIGTERM and SIGINT. (Default: true) */
     handleSignals: z.boolean().default(true),
     /**
@@ -465,6 +472,10 @@ export const relayOptionsSchema = z
   .refine((options) => (options.connectionString === undefined) !== (options.pool === undefined), {
     message: 'give exactly one of connectionString and pool',
     path: ['connectionString'],
+  })
+  .refine((options) => options.pooler === 'none' || options.wakeup === undefined || options.wakeup.logicalReplication.connectionString !== undefined, {
+    message: 'behind a pooler the doorbell needs a direct connectionString of its own (a pooler may not pass replication connections)',
+    path: ['wakeup', 'logicalReplication', 'connectionString'],
   });
 /** Options of {@link startRelay}. Give exactly one of `connectionString` and `pool`. */
 export interface RelayOptions {
@@ -548,6 +559,12 @@ export interface RelayOptions {
    * `error(message, error)` still works. (Default: text lines on stderr)
    */
   logger?: RelayLogger;
+  /**
+   * An optional wake-up besides polling: `{ logicalReplication: { ... } }` wakes the relay on
+   * each committed outbox insert through a logical replication slot, at no cost to writers.
+   * (Default: none; the relay polls)
+   */
+  wakeup?: WakeupOptions;
 }
 
 /** The relay's sweep schedule and {@link sweep}'s options. */

@@ -1,7 +1,8 @@
 /**
  * status(): what an operator wants to see without writing SQL. Per tenant and tool over a window
  * (default 1 hour): calls, executions, replays, waits, key reuses, rate-limited calls; the outbox:
- * pending, oldest pending age, dead, delivery rate; table sizes; the last and next sweep.
+ * pending, oldest pending age, dead, delivery rate; table sizes; the last and next sweep; the
+ * database's logical replication slots (the relays' doorbells) and the WAL each holds back.
  * Run as a login granted the database's relay role (it sees metadata of every tenant, no results) or a superuser.
  */
 import { z } from 'zod';
@@ -78,6 +79,12 @@ export interface Status {
    */
   tables: { table: string; bytes: number; estimatedRows: number; rows: number; rowsExact: boolean }[];
   sweep: { schedule: string; lastRunAt: Date | null; nextRunAt: Date | null };
+  /**
+   * Logical replication slots of this database: the relays' doorbells (`once_doorbell_*`,
+   * temporary, gone with their relay) and any other, since every slot holds WAL back until it is
+   * acknowledged. `retainedWalBytes`: WAL from the slot's restart_lsn to the server's end of WAL.
+   */
+  replicationSlots: { slot: string; plugin: string; temporary: boolean; active: boolean; retainedWalBytes: number | null }[];
 }
 
 export async function status(target: DatabaseTarget, options?: StatusOptions): Promise<Status> {
@@ -137,6 +144,14 @@ export async function status(target: DatabaseTarget, options?: StatusOptions): P
       const { rows } = await session.query<{ n: number }>(`SELECT count(*)::int AS n FROM once.${quoteIdentifier(table.table)}`);
       exact.set(table.table, rows[0]!.n);
     }
+    // pg_replication_slots and the WAL position functions need no privilege. On a standby the end
+    // of WAL is the last replayed position (pg_current_wal_lsn() fails during recovery).
+    const { rows: slots } = await session.query<{ slot_name: string; plugin: string; temporary: boolean; active: boolean; retained: number | null }>(
+      `SELECT slot_name, plugin, temporary, active,
+              pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, restart_lsn)::float8 AS retained
+         FROM pg_catalog.pg_replication_slots
+        WHERE database = current_database() AND slot_type = 'logical' ORDER BY slot_name`,
+    );
     const sweeps = await lastSweep(session);
     const counts = outbox[0]!;
     return {
@@ -167,6 +182,13 @@ export async function status(target: DatabaseTarget, options?: StatusOptions): P
         estimatedRows: Number(row.estimated_rows),
         rows: exact.get(row.table) ?? Number(row.estimated_rows),
         rowsExact: exact.has(row.table),
+      })),
+      replicationSlots: slots.map((row) => ({
+        slot: row.slot_name,
+        plugin: row.plugin,
+        temporary: row.temporary,
+        active: row.active,
+        retainedWalBytes: row.retained,
       })),
       sweep: { schedule: opts.sweepSchedule, lastRunAt: 'lastRunAt' in sweeps ? sweeps.lastRunAt : null, nextRunAt: nextSweepAt(opts.sweepSchedule) ?? null },
     };

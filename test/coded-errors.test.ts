@@ -245,6 +245,7 @@ const testedElsewhere: Record<string, string> = {
   POOLER_SETTING_REQUIRED: 'test/pgbouncer-relay.test.ts',
   SINK_MISCONFIGURED: 'test/nats-sink.test.ts',
   EVENT_NOT_FOUND: 'test/relay.test.ts',
+  DOORBELL_UNAVAILABLE: 'test/relay-doorbell.test.ts',
 };
 
 /** The codes the documented error table lists (`MIGRATION_*` stands for the three migration codes). */

@@ -9,7 +9,7 @@ import { loadRelayConfig } from './relay-config.ts';
 
 const HELP = `Usage: pg-once relay [--config <file>] [--http <url> [--webhook-secret-file <file>]]
                     [--nats <servers> --nats-subject <subject>] [--concurrency <n>] [--max-attempts <n>]
-                    [--log-format text|json] [--pooler none|session|transaction]
+                    [--log-format text|json] [--pooler none|session|transaction] [--wakeup logical|poll]
                     [--once [--deadline <ms>] [--max <n>] [--json]]
 
 Delivers outbox events to sinks until SIGTERM or SIGINT, then finishes or releases in-flight
@@ -39,6 +39,13 @@ one the relay sends no session settings at connect (give its login statement_tim
 jit = off with ALTER ROLE ... SET); in transaction mode it also uses no named statements and no
 LISTEN (it polls). Statement mode cannot work.
 
+--wakeup logical: wake on each committed outbox insert, read from a logical replication stream
+(a temporary slot on the publication once_outbox_doorbell), instead of waiting for the next poll;
+writers pay nothing for it. Needs wal_level = logical and a login with REPLICATION (rds_replication
+on RDS); without them the relay logs DOORBELL_UNAVAILABLE and polls. A config file's
+"wakeup": {"logicalReplication": {...}} sets slotPrefix, publication, maxRetainedWalBytes and a
+direct connectionString (required behind a pooler). --wakeup poll turns it off.
+
 --once: for a cron (Vercel, Lambda, a CronJob): deliver what is due within --deadline (default
 10000 ms), at most --max deliveries, hand back the rest and exit 0 with the counts (delivered,
 failed, dead, released); non-zero only when the database or the configuration fails. Safe to run
@@ -59,6 +66,7 @@ export const relayCommand: Command = {
       'max-attempts': { type: 'string' },
       'log-format': { type: 'string' },
       pooler: { type: 'string' },
+      wakeup: { type: 'string' },
       once: { type: 'boolean' },
       deadline: { type: 'string' },
       max: { type: 'string' },
@@ -79,6 +87,7 @@ export const relayCommand: Command = {
       concurrency: values.concurrency,
       maxAttempts: values['max-attempts'],
       pooler: values.pooler,
+      wakeup: values.wakeup,
     });
     const connection =
       config.pool || (config.connectionString && !values['database-url'])

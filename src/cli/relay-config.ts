@@ -32,6 +32,8 @@ export interface RelayFlags {
   maxAttempts?: string | undefined;
   /** The relay's `pooler` option; startRelay validates it. */
   pooler?: string | undefined;
+  /** `logical`: the logical replication doorbell (with the config file's settings, if any); `poll`: none. */
+  wakeup?: string | undefined;
 }
 
 function usageError(message: string): InvalidOptionsError {
@@ -99,13 +101,17 @@ export async function loadRelayConfig(flags: RelayFlags): Promise<Partial<RelayO
     if (!Number.isInteger(number)) throw usageError(`--${name} expects an integer`);
     return number;
   };
+  if (flags.wakeup !== undefined && flags.wakeup !== 'logical' && flags.wakeup !== 'poll') throw usageError('--wakeup expects logical or poll');
+  const { wakeup: configured, ...rest } = config;
+  const wakeup = flags.wakeup === 'poll' ? undefined : flags.wakeup === 'logical' ? (configured ?? { logicalReplication: {} }) : configured;
   const concurrency = numeric('concurrency', flags.concurrency);
   const maxAttempts = numeric('max-attempts', flags.maxAttempts);
   return {
-    ...(config as Partial<RelayOptions>),
+    ...(rest as Partial<RelayOptions>),
     sinks,
     ...(concurrency === undefined ? {} : { concurrency }),
     ...(maxAttempts === undefined ? {} : { maxAttempts }),
     ...(flags.pooler === undefined ? {} : { pooler: flags.pooler as RelayOptions['pooler'] }),
+    ...(wakeup === undefined ? {} : { wakeup: wakeup as RelayOptions['wakeup'] }),
   };
 }

@@ -7,7 +7,8 @@ const HELP = `Usage: pg-once status [--window <duration>] [--sweep-schedule <cro
 
 Per tenant and tool over the window (default 1h): calls, executions, replays, waits, key reuses,
 rate-limited calls. The outbox: pending, oldest pending, dead, delivery rate. Table sizes, and
-the last and next sweep. --json prints the same data for machines.
+the last and next sweep; logical replication slots (the relays' doorbells) with the WAL
+each holds back. --json prints the same data for machines.
 Run as a login granted this database's relay role (\`pg-once roles\`). Reads DATABASE_URL unless --database-url is given.`;
 
 export const statusCommand: Command = {
@@ -56,6 +57,15 @@ function formatStatus(result: Status): string {
     '',
     `Sweeps (${result.sweep.schedule}): last ${result.sweep.lastRunAt?.toISOString() ?? 'never'}, next ${result.sweep.nextRunAt?.toISOString() ?? '-'}`,
   );
+  if (result.replicationSlots.length > 0) {
+    lines.push(
+      '',
+      table(
+        ['replication slot', 'plugin', 'temporary', 'active', 'retained WAL'],
+        result.replicationSlots.map((s) => [s.slot, s.plugin, s.temporary ? 'yes' : 'no', s.active ? 'yes' : 'no', s.retainedWalBytes === null ? '-' : `${(s.retainedWalBytes / 1024).toFixed(0)} kB`]),
+      ),
+    );
+  }
   return lines.join('\n');
 }
 

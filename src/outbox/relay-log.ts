@@ -99,6 +99,7 @@ export class RelayLog {
         deliveryTimeoutMs: options.deliveryTimeoutMs,
         pollIntervalMs: options.pollIntervalMs,
         maxPollIntervalMs: options.maxPollIntervalMs,
+        wakeup: options.wakeup ? 'logical replication' : 'poll',
         statementTimeoutMs: options.statementTimeoutMs,
         shutdownTimeoutMs: options.shutdownTimeoutMs,
         sweep: options.sweep === false ? false : options.sweep.schedule,
@@ -128,6 +129,11 @@ export class RelayLog {
     this.died(event, 'exhausted', error);
     // The first logger shape was told of these (as a warning), and still is.
     if (this.messages) this.call(() => this.messages!.warn(`event ${event.id} of tenant ${event.tenantId} is dead: ${error}`));
+  }
+
+  /** A line about the relay's own state (the doorbell ringing), for a structured logger only. */
+  info(message: string, fields: RelayLogFields = {}): void {
+    this.report({ level: 'info', message, fields });
   }
 
   warn(message: string, fields: RelayLogFields = {}): void {

@@ -4,10 +4,9 @@
  * a lost notification or a broken listener only costs latency. Reconnects with a growing pause.
  */
 import pg from 'pg';
+import { hangUp } from './hang-up.ts';
 
 export const WAKE_CHANNEL = 'once_outbox';
-/** How long close() waits for the server to acknowledge the end of the session, in milliseconds. */
-const CLOSE_GRACE_MILLISECONDS = 500;
 
 export interface Wakeup {
   close(): Promise<void>;
@@ -61,15 +60,7 @@ export function listenForWakeups(connectionConfig: pg.ClientConfig, onWake: () =
       if (timer) clearTimeout(timer);
       const last = client;
       if (!last) return;
-      // A polite goodbye, but not forever: on a connection that went silent, end() would wait
-      // for an answer that never comes (and keep the process alive). Then the socket is cut.
-      let grace: NodeJS.Timeout | undefined;
-      await Promise.race([
-        last.end().catch(() => {}),
-        new Promise<void>((resolve) => (grace = setTimeout(resolve, CLOSE_GRACE_MILLISECONDS))),
-      ]);
-      clearTimeout(grace);
-      (last as pg.Client & { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+      await hangUp(last);
     },
   };
 }
