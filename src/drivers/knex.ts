@@ -1,6 +1,8 @@
 /**
- * `pg-once/knex`: Knex on PostgreSQL. withTenant opens `knex.transaction(...)` READ COMMITTED;
- * `fn` gets its trx, and pg-once's statements run through `trx.raw`.
+ * `pg-once/knex`: Knex on PostgreSQL. withTenant opens `knex.transaction(...)` READ COMMITTED,
+ * or joins a trx the caller opened (pg-once sets the tenant in it and leaves the commit to the
+ * caller, who checks isRecordedFailure before letting an error roll it back); `fn` gets the trx,
+ * and pg-once's statements run through `trx.raw`.
  */
 import type { Knex } from 'knex';
 import type { Driver } from '../internal/driver.ts';
@@ -24,7 +26,7 @@ function knexStatement(text: string): { text: string; order: number[] } {
 }
 
 const driver: Driver<Knex, Knex.Transaction> = {
-  transaction: (knex, fn) => knex.transaction(fn, { isolationLevel: 'read committed' }),
+  transaction: (knex, fn) => (knex.isTransaction === true ? fn(knex as Knex.Transaction) : knex.transaction(fn, { isolationLevel: 'read committed' })),
   client(trx) {
     if (trx.isTransaction !== true) return undefined;
     return {
