@@ -46,6 +46,11 @@ export interface Subject {
   countOrders(tx: any, key: string): Promise<number>;
   /** `tx`'s isolation level (`SHOW transaction_isolation`), asked through the library. */
   isolation(tx: any): Promise<string>;
+  /**
+   * The same business insert without pg-once, as a user of the library writes it under RLS: the
+   * library's own transaction (its defaults), the tenant set, the insert, the commit.
+   */
+  bareInsert(tenantId: string, key: string, amount: number): Promise<void>;
   /** The library's database handle itself, which is not a transaction. */
   handle: unknown;
   close(): Promise<void>;
@@ -70,6 +75,11 @@ export const SUBJECTS: Record<string, (url: string, max: number) => Subject> = {
       insertOrder: async (tx, key, amount) => void (await tx.insertInto('orders').values({ key, amount }).execute()),
       countOrders: async (tx, key) => Number((await kyselySql<{ n: string }>`SELECT count(*) AS n FROM orders WHERE key = ${key}`.execute(tx)).rows[0]!.n),
       isolation: async (tx) => (await kyselySql<{ transaction_isolation: string }>`SHOW transaction_isolation`.execute(tx)).rows[0]!.transaction_isolation,
+      bareInsert: (tenantId, key, amount) =>
+        db.transaction().execute(async (tx) => {
+          await kyselySql`SELECT set_config('once.tenant_id', ${tenantId}, true)`.execute(tx);
+          await tx.insertInto('orders').values({ key, amount }).execute();
+        }),
       close: () => db.destroy(),
     };
   },
@@ -116,6 +126,11 @@ export const SUBJECTS: Record<string, (url: string, max: number) => Subject> = {
       insertOrder: async (tx, key, amount) => void (await tx`INSERT INTO orders (key, amount) VALUES (${key}, ${amount})`),
       countOrders: async (tx, key) => Number((await tx`SELECT count(*) AS n FROM orders WHERE key = ${key}`)[0].n),
       isolation: async (tx) => (await tx`SHOW transaction_isolation`)[0].transaction_isolation,
+      bareInsert: async (tenantId, key, amount) =>
+        void (await sql.begin(async (tx) => {
+          await tx`SELECT set_config('once.tenant_id', ${tenantId}, true)`;
+          await tx`INSERT INTO orders (key, amount) VALUES (${key}, ${amount})`;
+        })),
       close: () => sql.end(),
     };
   },
@@ -153,6 +168,11 @@ export const SUBJECTS: Record<string, (url: string, max: number) => Subject> = {
       insertOrder: async (tx, key, amount) => void (await tx.order.create({ data: { key, amount } })),
       countOrders: (tx, key) => tx.order.count({ where: { key } }),
       isolation: async (tx) => (await tx.$queryRawUnsafe('SHOW transaction_isolation'))[0].transaction_isolation,
+      bareInsert: async (tenantId, key, amount) =>
+        void (await prisma.$transaction(async (tx) => {
+          await tx.$queryRaw`SELECT set_config('once.tenant_id', ${tenantId}, true)`;
+          await tx.order.create({ data: { key, amount } });
+        })),
       close: () => prisma.$disconnect(),
     };
   },
@@ -174,6 +194,11 @@ export const SUBJECTS: Record<string, (url: string, max: number) => Subject> = {
       insertOrder: async (trx, key, amount) => void (await trx('orders').insert({ key, amount })),
       countOrders: async (trx, key) => Number((await trx('orders').where({ key }).count({ n: '*' }))[0].n),
       isolation: async (trx) => (await trx.raw('SHOW transaction_isolation')).rows[0].transaction_isolation,
+      bareInsert: (tenantId, key, amount) =>
+        db.transaction(async (trx) => {
+          await trx.raw("SELECT set_config('once.tenant_id', ?, true)", [tenantId]);
+          await trx('orders').insert({ key, amount });
+        }),
       close: () => db.destroy(),
     };
   },
@@ -212,6 +237,20 @@ function drizzleOwnTransaction(db: Parameters<typeof viaDrizzle.withTenant>[0]) 
 
 function pgCalls(pool: pg.Pool) {
   return {
+    async bareInsert(tenantId: string, key: string, amount: number) {
+      const client = await pool.connect();
+      try {
+        await client.query('BEGIN');
+        await client.query("SELECT set_config('once.tenant_id', $1, true)", [tenantId]);
+        await client.query('INSERT INTO orders (key, amount) VALUES ($1, $2)', [key, amount]);
+        await client.query('COMMIT');
+      } catch (error) {
+        await client.query('ROLLBACK');
+        throw error;
+      } finally {
+        client.release();
+      }
+    },
     runIdempotent: viaPg.runIdempotent,
     enqueue: viaPg.enqueue,
     receiveOnce: <T>(message: root.InboxMessage, fn: (tx: any) => Promise<T>) => viaPg.receiveOnce(pool, message, fn),
@@ -225,6 +264,11 @@ function pgCalls(pool: pg.Pool) {
 
 function drizzleCalls(db: Parameters<typeof viaDrizzle.withTenant>[0]) {
   return {
+    bareInsert: (tenantId: string, key: string, amount: number) =>
+      db.transaction(async (tx) => {
+        await tx.execute(sql`SELECT set_config('once.tenant_id', ${tenantId}, true)`);
+        await tx.insert(orders).values({ key, amount });
+      }),
     handle: db,
     withTenant: <T>(tenantId: string, fn: (tx: any) => Promise<T>, options?: root.WithTenantOptions) => viaDrizzle.withTenant(db, tenantId, fn, options),
     runIdempotent: viaDrizzle.runIdempotent,
