@@ -101,6 +101,26 @@ describe('public types', () => {
     void ((pool: pg.Pool) => viaPg.enqueue(pool, { topic: 't', payload: 1 }));
   });
 
+  it("joins the caller's own transaction of each library, and hands fn that transaction back", () => {
+    const postgresJs = (sql: TransactionSql<{}>) => viaPostgres.withTenant(sql, 't', async (tx) => (expectTypeOf(tx).toEqualTypeOf<TransactionSql<{}>>(), 1));
+    expectTypeOf(postgresJs).returns.resolves.toEqualTypeOf<number>();
+    const knexTrx = (trx: Knex.Transaction) => viaKnex.withTenant(trx, 't', async (tx) => (expectTypeOf(tx).toEqualTypeOf<Knex.Transaction>(), 1));
+    expectTypeOf(knexTrx).returns.resolves.toEqualTypeOf<number>();
+    const drizzle = (db: NodePgDatabase<{}>) =>
+      db.transaction((outer) => viaDrizzle.withTenant(outer, 't', async (tx) => (expectTypeOf(tx).toEqualTypeOf<typeof outer>(), 1)));
+    expectTypeOf(drizzle).returns.resolves.toEqualTypeOf<number>();
+    const prisma = (client: PrismaClient) =>
+      client.$transaction((outer) =>
+        viaPrisma.withTenant(outer, 't', async (tx) => {
+          expectTypeOf(tx).toEqualTypeOf(outer);
+          // @ts-expect-error: the model is `order`
+          tx.ordr;
+          return (await tx.order.count()) + 0;
+        }),
+      );
+    expectTypeOf(prisma).returns.resolves.toEqualTypeOf<number>();
+  });
+
   it('gives every error a stable code from a closed union', () => {
     expectTypeOf<OnceError['code']>().toEqualTypeOf<OnceErrorCode>();
     expectTypeOf<'IDEMPOTENCY_KEY_REUSED'>().toMatchTypeOf<OnceErrorCode>();
