@@ -109,12 +109,28 @@ describe('public types', () => {
   });
 
   it("joins the caller's own transaction of each library, and hands fn that transaction back", () => {
-    const postgresJs = (sql: TransactionSql<{}>) => viaPostgres.withTenant(sql, 't', async (tx) => (expectTypeOf(tx).toEqualTypeOf<TransactionSql<{}>>(), 1));
+    // biome-ignore lint/complexity/noBannedTypes: {} is postgres.js's own default for Sql<Types>, which this must match.
+    const postgresJs = (sql: TransactionSql<{}>) =>
+      viaPostgres.withTenant(sql, 't', async (tx) => {
+        // biome-ignore lint/complexity/noBannedTypes: as above.
+        expectTypeOf(tx).toEqualTypeOf<TransactionSql<{}>>();
+        return 1;
+      });
     expectTypeOf(postgresJs).returns.resolves.toEqualTypeOf<number>();
-    const knexTrx = (trx: Knex.Transaction) => viaKnex.withTenant(trx, 't', async (tx) => (expectTypeOf(tx).toEqualTypeOf<Knex.Transaction>(), 1));
+    const knexTrx = (trx: Knex.Transaction) =>
+      viaKnex.withTenant(trx, 't', async (tx) => {
+        expectTypeOf(tx).toEqualTypeOf<Knex.Transaction>();
+        return 1;
+      });
     expectTypeOf(knexTrx).returns.resolves.toEqualTypeOf<number>();
+    // biome-ignore lint/complexity/noBannedTypes: {} is drizzle's own default schema type for NodePgDatabase.
     const drizzle = (db: NodePgDatabase<{}>) =>
-      db.transaction((outer) => viaDrizzle.withTenant(outer, 't', async (tx) => (expectTypeOf(tx).toEqualTypeOf<typeof outer>(), 1)));
+      db.transaction((outer) =>
+        viaDrizzle.withTenant(outer, 't', async (tx) => {
+          expectTypeOf(tx).toEqualTypeOf<typeof outer>();
+          return 1;
+        }),
+      );
     expectTypeOf(drizzle).returns.resolves.toEqualTypeOf<number>();
     const prisma = (client: PrismaClient) =>
       client.$transaction((outer) =>
