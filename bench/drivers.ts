@@ -3,13 +3,26 @@
  * with a business insert through the library itself, a new key each call) of every adapter,
  * against the Kysely path measured in the same run, on the same server, at concurrency 1 and 16.
  * Target: each adapter within 5% of Kysely at c=16.
+ *
+ * Libraries are not equally fast at the same work (Prisma's query pipeline and Knex's builder
+ * cost CPU of their own), so each is also measured doing the same insert without pg-once, in its
+ * own transaction with the tenant set (what an RLS application pays anyway). pg-once's added cost
+ * through a library is then the time per call it adds at c=16, where the machine is saturated
+ * (1/ops with pg-once - 1/ops bare), compared with the same through Kysely. Round trips of both
+ * are counted on the wire.
  */
 import { SUBJECTS, type Subject } from '../support/driver-subjects.ts';
+import { startWireCounter } from '../support/wire-counter.ts';
 import { measureThroughput, printTable, type Throughput } from './harness.ts';
 import type { BenchDatabase } from './setup.ts';
 
 const TENANTS = 16;
 let runId = 0;
+
+/** Every library once, in the transaction withTenant opens; node-postgres also in the caller's own. */
+const BENCHED = Object.keys(SUBJECTS).filter((name) => !name.includes("the caller's own transaction") || name.startsWith('pg '));
+/** The bare baseline of each: the caller's own pg transaction is the Pool's. */
+const bareOf = (name: string) => (name.startsWith('pg ') ? 'pg (Pool)' : name);
 
 const freshCall = (subject: Subject, tag: string) => (worker: number, iteration: number) => {
   const key = `${tag}-${worker}-${iteration}`;
@@ -26,29 +39,61 @@ const freshCall = (subject: Subject, tag: string) => (worker: number, iteration:
   );
 };
 
+const bareCall = (subject: Subject, tag: string) => (worker: number, iteration: number) =>
+  subject.bareInsert(`tenant-${worker % TENANTS}`, `${tag}-${worker}-${iteration}`, 100);
+
 export interface DriversBenchResult {
-  throughput: Record<string, { c1: Throughput; c16: Throughput }>;
-  /** Each library's ops/s over Kysely's, at c=16 (target >= 0.95). */
+  throughput: Record<string, { c1: Throughput; c16: Throughput; bareC16?: Throughput }>;
+  roundTrips: Record<string, { pgOnce: number; bare: number }>;
   ratios: Record<string, number>;
+}
+
+/** Round trips of one fresh call and of one bare insert, after the warm-up calls that prepare statements. */
+async function countRoundTrips(bench: BenchDatabase, name: string): Promise<{ pgOnce: number; bare: number }> {
+  const server = new URL(bench.appUrl);
+  const counter = await startWireCounter({ host: server.hostname, port: Number(server.port || 5432) });
+  const url = new URL(bench.appUrl);
+  url.hostname = '127.0.0.1';
+  url.port = String(counter.port);
+  const subject = SUBJECTS[name]!(url.toString(), 1);
+  try {
+    const counted = async (call: (worker: number, iteration: number) => Promise<unknown>) => {
+      await call(0, 0);
+      await call(0, 1);
+      counter.reset();
+      await call(0, 2);
+      return counter.count.roundTrips;
+    };
+    return { pgOnce: await counted(freshCall(subject, `${++runId}-trips`)), bare: await counted(bareCall(subject, `${++runId}-trips`)) };
+  } finally {
+    await subject.close();
+    await counter.close();
+  }
 }
 
 export async function runDriversBench(bench: BenchDatabase, seconds: number): Promise<DriversBenchResult> {
   const run = ++runId;
-  const names = Object.keys(SUBJECTS);
   const throughput: DriversBenchResult['throughput'] = {};
+  const roundTrips: DriversBenchResult['roundTrips'] = {};
+  for (const name of BENCHED) roundTrips[name] = await countRoundTrips(bench, name);
   const better = (a: Throughput | undefined, b: Throughput) => (a && a.opsPerSecond >= b.opsPerSecond ? a : b);
   // Two rounds over all libraries, keeping each one's better run: on a 2-core machine one run is
   // at the mercy of whatever else wakes up, and that must not decide a ratio.
   for (let round = 0; round < 2; round += 1) {
-    for (const name of names) {
+    for (const name of BENCHED) {
       const one = SUBJECTS[name]!(bench.appUrl, 1);
       const sixteen = SUBJECTS[name]!(bench.appUrl, 16);
       try {
         const tag = `${run}-${round}-${name.replace(/\W+/g, '_')}`;
         const c1 = await measureThroughput(freshCall(one, `${tag}-c1`), { concurrency: 1, seconds });
         const c16 = await measureThroughput(freshCall(sixteen, `${tag}-c16`), { concurrency: 16, seconds });
-        throughput[name] = { c1: better(throughput[name]?.c1, c1), c16: better(throughput[name]?.c16, c16) };
-        console.log(`  round ${round + 1} ${name}: ${Math.round(c1.opsPerSecond)} ops/s at c=1, ${Math.round(c16.opsPerSecond)} ops/s at c=16`);
+        const bareC16 = bareOf(name) === name ? await measureThroughput(bareCall(sixteen, `${tag}-bare`), { concurrency: 16, seconds }) : undefined;
+        const previous = throughput[name];
+        throughput[name] = { c1: better(previous?.c1, c1), c16: better(previous?.c16, c16), ...(bareC16 && { bareC16: better(previous?.bareC16, bareC16) }) };
+        console.log(
+          `  round ${round + 1} ${name}: ${Math.round(c1.opsPerSecond)} ops/s at c=1, ${Math.round(c16.opsPerSecond)} ops/s at c=16` +
+            (bareC16 ? `, bare ${Math.round(bareC16.opsPerSecond)} ops/s at c=16` : ''),
+        );
       } finally {
         await one.close();
         await sixteen.close();
@@ -56,14 +101,33 @@ export async function runDriversBench(bench: BenchDatabase, seconds: number): Pr
     }
   }
   const kysely = throughput.kysely!;
-  const ratios = Object.fromEntries(names.map((name) => [`${name} / kysely at c=16 (target >= 0.95)`, throughput[name]!.c16.opsPerSecond / kysely.c16.opsPerSecond]));
-  console.log('\nDatabase libraries: fresh calls, ops/s (higher is better), against Kysely in this run');
+  const bare = (name: string) => throughput[bareOf(name)]!.bareC16!.opsPerSecond;
+  /** Milliseconds pg-once adds to a call through a library, at c=16 (the machine saturated). */
+  const added = (name: string) => 1_000 / throughput[name]!.c16.opsPerSecond - 1_000 / bare(name);
+  const ratios: Record<string, number> = {};
+  for (const name of BENCHED) {
+    ratios[`${name} / kysely at c=16 (target >= 0.95)`] = throughput[name]!.c16.opsPerSecond / kysely.c16.opsPerSecond;
+    ratios[`${name} / its bare transaction at c=16`] = throughput[name]!.c16.opsPerSecond / bare(name);
+    ratios[`${name}: pg-once's added ms per call / through kysely at c=16 (target <= 1.05)`] = added(name) / added('kysely');
+  }
+  console.log('\nDatabase libraries: fresh calls, ops/s (higher is better), against Kysely and against the library alone, in this run');
   printTable(
-    ['library', 'c=1 ops/s', 'x kysely', 'c=16 ops/s', 'x kysely'],
-    names.map((name) => {
+    ['library', 'c=1 ops/s', 'x kysely', 'c=16 ops/s', 'x kysely', 'bare c=16', 'x bare', 'added ms/call', 'x kysely', 'round trips (pg-once / bare)'],
+    BENCHED.map((name) => {
       const row = throughput[name]!;
-      return [name, row.c1.opsPerSecond, row.c1.opsPerSecond / kysely.c1.opsPerSecond, row.c16.opsPerSecond, row.c16.opsPerSecond / kysely.c16.opsPerSecond];
+      return [
+        name,
+        row.c1.opsPerSecond,
+        row.c1.opsPerSecond / kysely.c1.opsPerSecond,
+        row.c16.opsPerSecond,
+        row.c16.opsPerSecond / kysely.c16.opsPerSecond,
+        bare(name),
+        row.c16.opsPerSecond / bare(name),
+        added(name),
+        added(name) / added('kysely'),
+        `${roundTrips[name]!.pgOnce} / ${roundTrips[name]!.bare}`,
+      ];
     }),
   );
-  return { throughput, ratios };
+  return { throughput, roundTrips, ratios };
 }

@@ -12,10 +12,13 @@ import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
 import { SUBJECTS, type Subject } from '../support/driver-subjects.ts';
 import { errorOf } from './support/error-of.ts';
 import { QUIET_RELAY } from './support/relay-fixture.ts';
+import { startWireCounter } from '../support/wire-counter.ts';
 
 let fx: AppFixture;
 let relay: Relay;
 let bypassUrl: string;
+/** An application login whose transactions default to REPEATABLE READ. */
+let repeatableReadUrl: string;
 const bypassRole = `once_bypass_${randomBytes(4).toString('hex')}`;
 const delivered = new Map<string, DeliveryEvent>();
 
@@ -32,6 +35,8 @@ beforeAll(async () => {
   url.username = bypassRole;
   url.password = password;
   bypassUrl = url.toString();
+  repeatableReadUrl = await fx.database.createLoginRole('app');
+  await fx.database.admin.query(`ALTER ROLE ${quoteIdentifier(decodeURIComponent(new URL(repeatableReadUrl).username))} SET default_transaction_isolation = 'repeatable read'`);
 });
 afterAll(async () => {
   await relay?.stop();
@@ -169,6 +174,62 @@ describe.each(Object.keys(SUBJECTS))('%s', (library) => {
       } finally {
         await bypassing.close();
       }
+    }
+  });
+});
+
+/** The libraries whose transaction withTenant opens (the others join the caller's). */
+const OPENING = Object.keys(SUBJECTS).filter((name) => !name.includes("the caller's own transaction"));
+
+describe.each(OPENING)('%s: the transaction withTenant opens', (library) => {
+  it('is READ COMMITTED even where the login defaults to REPEATABLE READ, call after call', async () => {
+    const subject = SUBJECTS[library]!(repeatableReadUrl, 1);
+    try {
+      for (let call = 0; call < 3; call += 1) {
+        const key = freshKey('isolation');
+        const { value } = await subject.withTenant('tenant-a', (tx) =>
+          subject.runIdempotent.detailed(tx, key, async (inner: unknown) => {
+            await subject.insertOrder(inner, key, 1);
+            return subject.isolation(inner);
+          }),
+        );
+        expect(value).toBe('read committed');
+        expect((await fx.orders('tenant-a')).filter((row) => row.key === key)).toHaveLength(1);
+      }
+    } finally {
+      await subject.close();
+    }
+  });
+
+  it("costs pg-once's own statements of a fresh call the round trips they cost through Kysely", async () => {
+    const server = new URL(fx.appUrl);
+    const counter = await startWireCounter({ host: server.hostname, port: Number(server.port || 5432) });
+    const roundTrips = async (name: string) => {
+      const url = new URL(fx.appUrl);
+      url.hostname = '127.0.0.1';
+      url.port = String(counter.port);
+      const subject = SUBJECTS[name]!(url.toString(), 1);
+      try {
+        // fn writes nothing: its own statements cost what the library makes them cost (Drizzle over
+        // postgres.js describes each one first), with or without pg-once.
+        const call = (key: string) => subject.withTenant('tenant-a', (tx) => subject.runIdempotent.detailed(tx, key, async () => key));
+        // The connection, the handle's first (role-checking) transaction, and a second one: a
+        // library that prepares statements describes each on its first use.
+        await call(freshKey('warm-up'));
+        await call(freshKey('warm-up'));
+        counter.reset();
+        await call(freshKey('counted'));
+        return counter.count.roundTrips;
+      } finally {
+        await subject.close();
+      }
+    };
+    try {
+      const kysely = await roundTrips('kysely');
+      expect(kysely).toBeGreaterThanOrEqual(3); // BEGIN, the tenant, the claim, ..., COMMIT
+      expect(await roundTrips(library)).toBe(kysely);
+    } finally {
+      await counter.close();
     }
   });
 });

@@ -108,6 +108,42 @@ describe('public types', () => {
     void ((pool: pg.Pool) => viaPg.enqueue(pool, { topic: 't', payload: 1 }));
   });
 
+  it("joins the caller's own transaction of each library, and hands fn that transaction back", () => {
+    // biome-ignore lint/complexity/noBannedTypes: {} is postgres.js's own default for Sql<Types>, which this must match.
+    const postgresJs = (sql: TransactionSql<{}>) =>
+      viaPostgres.withTenant(sql, 't', async (tx) => {
+        // biome-ignore lint/complexity/noBannedTypes: as above.
+        expectTypeOf(tx).toEqualTypeOf<TransactionSql<{}>>();
+        return 1;
+      });
+    expectTypeOf(postgresJs).returns.resolves.toEqualTypeOf<number>();
+    const knexTrx = (trx: Knex.Transaction) =>
+      viaKnex.withTenant(trx, 't', async (tx) => {
+        expectTypeOf(tx).toEqualTypeOf<Knex.Transaction>();
+        return 1;
+      });
+    expectTypeOf(knexTrx).returns.resolves.toEqualTypeOf<number>();
+    // biome-ignore lint/complexity/noBannedTypes: {} is drizzle's own default schema type for NodePgDatabase.
+    const drizzle = (db: NodePgDatabase<{}>) =>
+      db.transaction((outer) =>
+        viaDrizzle.withTenant(outer, 't', async (tx) => {
+          expectTypeOf(tx).toEqualTypeOf<typeof outer>();
+          return 1;
+        }),
+      );
+    expectTypeOf(drizzle).returns.resolves.toEqualTypeOf<number>();
+    const prisma = (client: PrismaClient) =>
+      client.$transaction((outer) =>
+        viaPrisma.withTenant(outer, 't', async (tx) => {
+          expectTypeOf(tx).toEqualTypeOf(outer);
+          // @ts-expect-error: the model is `order`
+          tx.ordr;
+          return (await tx.order.count()) + 0;
+        }),
+      );
+    expectTypeOf(prisma).returns.resolves.toEqualTypeOf<number>();
+  });
+
   it('gives every error a stable code from a closed union', () => {
     expectTypeOf<OnceError['code']>().toEqualTypeOf<OnceErrorCode>();
     expectTypeOf<'IDEMPOTENCY_KEY_REUSED'>().toMatchTypeOf<OnceErrorCode>();

@@ -1,13 +1,17 @@
 /**
  * `pg-once/drizzle`: Drizzle over node-postgres or postgres.js. withTenant opens
- * `db.transaction(...)` READ COMMITTED; `fn` gets its tx, typed with the caller's schema, and
- * pg-once's statements run through `tx.execute(sql)`.
+ * `db.transaction(...)` READ COMMITTED (see read-committed.ts), or joins a tx the caller opened
+ * (pg-once sets the tenant in it and leaves the commit to the caller, who checks
+ * isRecordedFailure before letting an error roll it back); `fn` gets the tx, typed with the
+ * caller's schema, and pg-once's statements run on the driver's client under it (see queryFor).
  */
 import { type SQL, sql } from 'drizzle-orm';
 import type { PgDatabase, PgQueryResultHKT, PgTransaction } from 'drizzle-orm/pg-core';
 import type { Driver } from '../internal/driver.ts';
 import type { WithTenantOptions } from '../options.ts';
 import { driverApi } from './driver-api.ts';
+import { nodePostgresQuery, postgresJsQuery } from './native-query.ts';
+import { assertingReadCommitted, readCommittedTransaction } from './read-committed.ts';
 
 type AnyDatabase = PgDatabase<PgQueryResultHKT, any, any>;
 type AnyTransaction = PgTransaction<PgQueryResultHKT, any, any>;
@@ -34,22 +38,43 @@ function driverError(error: unknown): unknown {
   return typeof cause?.code === 'string' ? cause : error;
 }
 
+/** A PgTransaction has `rollback`; the database handle does not. */
+const isTransaction = (db: AnyDatabase): db is AnyTransaction => typeof (db as AnyTransaction).rollback === 'function';
+
+/**
+ * How pg-once's statements run in `tx`: straight on the driver client under Drizzle's session
+ * when it is postgres.js's or node-postgres's (Drizzle's `execute` does not prepare, so over
+ * postgres.js it cost a describe round trip per statement, 10 round trips a fresh call; its SQL
+ * template costs CPU besides), else through `tx.execute`. Drizzle's logger does not see them.
+ */
+function queryFor(tx: AnyTransaction): (text: string, values: readonly unknown[]) => Promise<never[]> {
+  const client = (tx as unknown as { session?: { client?: Record<string, unknown> } }).session?.client;
+  if (typeof client?.unsafe === 'function' && typeof client.savepoint === 'function') {
+    return (text, values) => postgresJsQuery(client as never, text, values);
+  }
+  // A pg Pool has `query` too, but a transaction's session holds one client, never the pool.
+  if (typeof client?.query === 'function' && typeof client.totalCount !== 'number') {
+    return (text, values) => nodePostgresQuery(client as never, text, values);
+  }
+  return async (text, values) => {
+    try {
+      // node-postgres answers a QueryResult, postgres.js the rows themselves.
+      const result: unknown = await tx.execute(drizzleStatement(text, values));
+      return (Array.isArray(result) ? result : (result as { rows: unknown[] }).rows) as never[];
+    } catch (error) {
+      throw driverError(error);
+    }
+  };
+}
+
 const driver: Driver<AnyDatabase, AnyTransaction> = {
-  transaction: (db, fn) => db.transaction(fn, { isolationLevel: 'read committed' }),
+  transaction: (db, fn) =>
+    isTransaction(db)
+      ? fn(db)
+      : readCommittedTransaction(db, (setLevel, inner) => db.transaction(inner, setLevel ? { isolationLevel: 'read committed' } : undefined), fn),
   client(tx) {
-    if (typeof (tx as AnyTransaction).rollback !== 'function') return undefined;
-    return {
-      owner: tx,
-      async query(text, values) {
-        try {
-          // node-postgres answers a QueryResult, postgres.js the rows themselves.
-          const result: unknown = await tx.execute(drizzleStatement(text, values));
-          return (Array.isArray(result) ? result : (result as { rows: never[] }).rows);
-        } catch (error) {
-          throw driverError(error);
-        }
-      },
-    };
+    if (!isTransaction(tx)) return undefined;
+    return { owner: tx, query: assertingReadCommitted(tx, queryFor(tx)) };
   },
 };
 

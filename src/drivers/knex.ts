@@ -1,10 +1,14 @@
 /**
- * `pg-once/knex`: Knex on PostgreSQL. withTenant opens `knex.transaction(...)` READ COMMITTED;
- * `fn` gets its trx, and pg-once's statements run through `trx.raw`.
+ * `pg-once/knex`: Knex on PostgreSQL. withTenant opens `knex.transaction(...)` READ COMMITTED,
+ * or joins a trx the caller opened (pg-once sets the tenant in it and leaves the commit to the
+ * caller, who checks isRecordedFailure before letting an error roll it back); `fn` gets the trx,
+ * and pg-once's statements run on its connection (see queryFor).
  */
 import type { Knex } from 'knex';
 import type { Driver } from '../internal/driver.ts';
+import type pg from 'pg';
 import { driverApi } from './driver-api.ts';
+import { nodePostgresQuery } from './native-query.ts';
 
 /**
  * knex.raw binds `?`, not `$n`: each statement's placeholders are rewritten once, remembering
@@ -23,17 +27,34 @@ function knexStatement(text: string): { text: string; order: number[] } {
   return statement;
 }
 
+function rawQuery(trx: Knex.Transaction, text: string, values: readonly unknown[]): Promise<never[]> {
+  const statement = knexStatement(text);
+  return trx.raw(statement.text, statement.order.map((index) => values[index]) as Knex.RawBinding[]).then((result: { rows: never[] }) => result.rows);
+}
+
+/**
+ * How pg-once's statements run in `trx`: on the node-postgres connection the trx holds (Knex's
+ * runner, its `?` bindings and its query events cost CPU per statement that a bare Knex
+ * transaction does not pay for pg-once's three), else through `trx.raw`. A trx that has
+ * completed goes to `trx.raw` too, which refuses it, rather than to a connection back in the pool.
+ */
+function queryFor(trx: Knex.Transaction): (text: string, values: readonly unknown[]) => Promise<never[]> {
+  const client = trx.client as { driverName?: unknown; acquireConnection?: () => Promise<unknown> } | undefined;
+  if (client?.driverName !== 'pg' || typeof client.acquireConnection !== 'function') return (text, values) => rawQuery(trx, text, values);
+  let connection: Promise<unknown> | undefined;
+  return async (text, values) => {
+    if (trx.isCompleted()) return rawQuery(trx, text, values);
+    // A transaction's client always hands out the transaction's own connection.
+    const held = (await (connection ??= client.acquireConnection!())) as pg.ClientBase;
+    return nodePostgresQuery(held, text, values);
+  };
+}
+
 const driver: Driver<Knex, Knex.Transaction> = {
-  transaction: (knex, fn) => knex.transaction(fn, { isolationLevel: 'read committed' }),
+  transaction: (knex, fn) => (knex.isTransaction === true ? fn(knex as Knex.Transaction) : knex.transaction(fn, { isolationLevel: 'read committed' })),
   client(trx) {
     if (trx.isTransaction !== true) return undefined;
-    return {
-      owner: trx,
-      async query(text, values) {
-        const statement = knexStatement(text);
-        return (await trx.raw(statement.text, statement.order.map((index) => values[index]) as Knex.RawBinding[])).rows;
-      },
-    };
+    return { owner: trx, query: queryFor(trx) };
   },
 };
 

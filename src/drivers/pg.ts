@@ -6,6 +6,7 @@
 import type pg from 'pg';
 import type { Driver } from '../internal/driver.ts';
 import { driverApi } from './driver-api.ts';
+import { nodePostgresQuery } from './native-query.ts';
 import { NotInTransactionError } from '../errors.ts';
 
 const isPool = (db: object): db is pg.Pool => typeof (db as pg.Pool).totalCount === 'number';
@@ -32,7 +33,7 @@ const driver: Driver<pg.Pool | pg.ClientBase, pg.ClientBase> = {
   },
   client(tx) {
     if (isPool(tx) || typeof tx.query !== 'function' || tx.getTransactionStatus?.() === 'I') return undefined;
-    return { owner: tx, query: async (text, values) => (await tx.query(text, values as unknown[])).rows };
+    return { owner: tx, query: (text, values) => nodePostgresQuery(tx, text, values) };
   },
 };
 

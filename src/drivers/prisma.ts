@@ -1,13 +1,17 @@
 /**
  * `pg-once/prisma`: Prisma 7 with a PostgreSQL driver adapter (@prisma/adapter-pg). withTenant
- * opens an interactive transaction (`$transaction(async (tx) => ...)`, READ COMMITTED); `fn`
- * gets its tx client, whose model calls (`tx.order.create`) join the transaction, and pg-once's
- * statements run through `tx.$queryRawUnsafe`. Prisma's own transaction limits apply (a 5 s
- * `timeout` by default): raise them with the client's `transactionOptions` for long calls.
+ * opens an interactive transaction (`$transaction(async (tx) => ...)`, READ COMMITTED: see
+ * read-committed.ts), or joins the tx client of one the caller opened (pg-once sets the tenant in
+ * it and leaves the commit to the caller, who checks isRecordedFailure before letting an error
+ * roll it back); `fn` gets the tx client, whose model calls (`tx.order.create`) join the
+ * transaction, and pg-once's statements run through `tx.$queryRawUnsafe`. Prisma's own
+ * transaction limits apply (a 5 s `timeout` by default): raise them with the client's
+ * `transactionOptions` for long calls.
  */
 import type { Driver } from '../internal/driver.ts';
 import type { WithTenantOptions } from '../options.ts';
 import { driverApi } from './driver-api.ts';
+import { assertingReadCommitted, readCommittedTransaction } from './read-committed.ts';
 
 /** What pg-once uses of a Prisma client: a generated PrismaClient is one. */
 export interface PrismaClientLike {
@@ -16,7 +20,8 @@ export interface PrismaClientLike {
 /** The tx client `$transaction` hands its callback, with the caller's models, passed through. */
 export type PrismaTransactionOf<C extends PrismaClientLike> = C extends { $transaction(fn: (tx: infer X) => any, options?: any): any } ? X : never;
 
-interface PrismaTransaction {
+/** What pg-once uses of a tx client: every Prisma client has it, the root one too (see isTransaction). */
+export interface PrismaTransactionLike {
   $queryRawUnsafe<Row>(query: string, ...values: unknown[]): Promise<Row[]>;
 }
 
@@ -33,48 +38,65 @@ function driverError(error: unknown): unknown {
 }
 
 /**
- * The tx clients withTenant opened. A tx client looks like the root client (both have
- * $queryRawUnsafe, and $transaction too), and a statement sent through the root client runs in
- * a transaction of its own: pg-once knows a transaction by having opened it.
+ * A tx client looks like the root client (both have $queryRawUnsafe, and $transaction too), and
+ * a statement sent through the root client runs in a transaction of its own. Prisma marks the
+ * clients of its interactive transactions with this registered symbol (the scope of nested
+ * calls); the tx clients withTenant opened are known besides, should a release drop the mark.
  */
+const SCOPE = Symbol.for('prisma.client.transaction.scope_context');
 const opened = new WeakSet<object>();
+const isTransaction = (client: object): client is PrismaTransactionLike =>
+  opened.has(client) || (client as Record<symbol, { kind?: unknown } | undefined>)[SCOPE]?.kind === 'nested';
 
-const driver: Driver<PrismaClientLike, PrismaTransaction> = {
+async function query<Row>(tx: PrismaTransactionLike, text: string, values: readonly unknown[]): Promise<Row[]> {
+  try {
+    return await tx.$queryRawUnsafe<Row>(text, ...values);
+  } catch (error) {
+    throw driverError(error);
+  }
+}
+
+const driver: Driver<PrismaClientLike | PrismaTransactionLike, PrismaTransactionLike> = {
   transaction: (prisma, fn) =>
-    prisma.$transaction(
-      (tx: PrismaTransaction) => {
-        opened.add(tx);
-        return fn(tx);
-      },
-      { isolationLevel: 'ReadCommitted' },
-    ),
+    isTransaction(prisma)
+      ? fn(prisma)
+      : readCommittedTransaction(
+          prisma,
+          (setLevel, inner) =>
+            (prisma as PrismaClientLike).$transaction(
+              (tx: PrismaTransactionLike) => {
+                opened.add(tx);
+                return inner(tx);
+              },
+              setLevel ? { isolationLevel: 'ReadCommitted' } : undefined,
+            ),
+          fn,
+        ),
   client(tx) {
-    if (!opened.has(tx)) return undefined;
-    return {
-      owner: tx,
-      async query<Row>(text: string, values: readonly unknown[]) {
-        try {
-          return await tx.$queryRawUnsafe<Row>(text, ...values);
-        } catch (error) {
-          throw driverError(error);
-        }
-      },
-    };
+    if (!isTransaction(tx)) return undefined;
+    return { owner: tx, query: assertingReadCommitted(tx, (text, values) => query(tx, text, values)) };
   },
 };
 
 const api = driverApi(driver);
 export const { runIdempotent, enqueue } = api;
-export const withTenant: <C extends PrismaClientLike, T>(
-  prisma: C,
-  tenantId: string,
-  fn: (tx: PrismaTransactionOf<C>) => Promise<T>,
-  options?: WithTenantOptions,
-) => Promise<T> = api.withTenant as never;
-export const receiveOnce: <C extends PrismaClientLike, T>(
-  prisma: C,
-  message: Parameters<typeof api.receiveOnce>[1],
-  fn: (tx: PrismaTransactionOf<C>) => Promise<T>,
-  options?: Parameters<typeof api.receiveOnce>[3],
-) => ReturnType<typeof api.receiveOnce<T>> = api.receiveOnce as never;
+export const withTenant: {
+  <C extends PrismaClientLike, T>(prisma: C, tenantId: string, fn: (tx: PrismaTransactionOf<C>) => Promise<T>, options?: WithTenantOptions): Promise<T>;
+  /** In the caller's own interactive transaction: `tx` is its tx client, and `fn` gets it back. */
+  <X extends PrismaTransactionLike, T>(tx: X, tenantId: string, fn: (tx: X) => Promise<T>, options?: WithTenantOptions): Promise<T>;
+} = api.withTenant as never;
+export const receiveOnce: {
+  <C extends PrismaClientLike, T>(
+    prisma: C,
+    message: Parameters<typeof api.receiveOnce>[1],
+    fn: (tx: PrismaTransactionOf<C>) => Promise<T>,
+    options?: Parameters<typeof api.receiveOnce>[3],
+  ): ReturnType<typeof api.receiveOnce<T>>;
+  <X extends PrismaTransactionLike, T>(
+    tx: X,
+    message: Parameters<typeof api.receiveOnce>[1],
+    fn: (tx: X) => Promise<T>,
+    options?: Parameters<typeof api.receiveOnce>[3],
+  ): ReturnType<typeof api.receiveOnce<T>>;
+} = api.receiveOnce as never;
 export const runIdempotentExternal = api.runIdempotentExternal;
