@@ -34,7 +34,6 @@ export default {
     'AnyDatabase',
     'RunIdempotentExternal',
     'WithTenant',
-    'PrismaTransaction',
     'Resolvable',
     'StoredError',
     'DriverApi.runIdempotentExternal',

@@ -17,7 +17,6 @@ import { loadRelayConfig } from '../src/cli/relay-config.ts';
 import { startEmbeddedPostgres, type PostgresServer } from '../support/throwaway-postgres.ts';
 import { databaseUrlFor, quoteIdentifier } from './support/database-url.ts';
 import { errorOf } from './support/error-of.ts';
-import { waitForOutbox } from './support/outbox-helpers.ts';
 import { useRelayFixture } from './support/relay-fixture.ts';
 import { testPool } from './support/test-database.ts';
 
@@ -68,7 +67,10 @@ describe('on a server with wal_level = logical', () => {
       ...SLOW_POLL,
       wakeup: { logicalReplication: {} },
       ...options,
-    } as RelayOptions).then((relay) => (relays.push(relay), relay));
+    } as RelayOptions).then((relay) => {
+      relays.push(relay);
+      return relay;
+    });
   const enqueueOne = (tenant = 't1') => withTenant(app, tenant, (tx) => enqueue(tx, { topic: 'doorbell.test', payload: { at: Date.now() } }));
 
   beforeAll(async () => {
