@@ -21,7 +21,7 @@ import { DeliveryFailedError } from '../errors.ts';
 import { assertRelayRole } from '../internal/operator-role.ts';
 import { within } from '../internal/within.ts';
 import { parseOptions } from '../options.ts';
-import { defaultBackoff, retryHorizonMs } from './backoff.ts';
+import { retryHorizonMs } from './backoff.ts';
 import { ByteBudget } from './byte-budget.ts';
 import { DatabaseClock } from './database-clock.ts';
 import { type DrainOnceOptions, drainOptionsSchema, type DrainResult, type ResolvedDrainOptions } from './drain-options.ts';
@@ -32,7 +32,6 @@ import { RelayLog } from './relay-log.ts';
 import { ownRelayPool, type RelayDatabase, timedDatabase } from './relay-pool.ts';
 import { closeSinks, sinksOf, startSinks } from './relay-sinks.ts';
 import { reportExhausted } from './report-exhausted.ts';
-import { routeTopics } from './route-topic.ts';
 import type { InFlight } from './run-sink.ts';
 import type { Sink } from './sink.ts';
 import { type ClaimedEvent, claimEvents } from './sql/claim-events.ts';
@@ -40,7 +39,7 @@ import { eventKey, type LeaseRef } from './sql/event-refs.ts';
 import type { Failure } from './sql/mark-failed.ts';
 import { registerRelay } from './sql/relay-registry.ts';
 import { releaseEvents } from './sql/release-events.ts';
-import { type DeliverySetup, startDelivery } from './start-delivery.ts';
+import { type DeliverySetup, deliverySetup, startDelivery } from './start-delivery.ts';
 import { TenantQueue } from './tenant-queue.ts';
 import { WakeSignal } from './wake-signal.ts';
 
@@ -95,14 +94,7 @@ class OutboxDrain {
       ownRelayPool(options.connectionString!, options.statementTimeoutMs, options.pooler, (message, error) => this.logger.warn(message, { err: error }));
     this.db = timedDatabase(this.pool, options.statementTimeoutMs, { named: options.pooler !== 'transaction' });
     this.clock = new DatabaseClock((text) => this.db.query({ text }));
-    this.delivery = {
-      route: routeTopics(options.sinks),
-      clock: this.clock,
-      logger: this.logger,
-      backoff: defaultBackoff(options.backoff),
-      maxAttempts: options.maxAttempts,
-      deliveryTimeoutMs: options.deliveryTimeoutMs,
-    };
+    this.delivery = deliverySetup(options, this.clock, this.logger);
     this.budget = new ByteBudget(options.maxHeldBytes);
     this.settler = new OutcomeSettler(this.db, this.id, SETTLE_RETRY_MILLISECONDS, {
       settled: (delivered, failed) => this.record(delivered, failed),

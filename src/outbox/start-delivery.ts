@@ -5,12 +5,13 @@
  */
 import { DeliveryFailedError } from '../errors.ts';
 import { endWithError, instruments, tracer } from '../telemetry.ts';
-import type { BackoffPolicy } from './backoff.ts';
+import { type BackoffOptions, type BackoffPolicy, defaultBackoff } from './backoff.ts';
 import type { DatabaseClock } from './database-clock.ts';
 import { deliveryFailure } from './delivery-failure.ts';
 import type { RelayLog } from './relay-log.ts';
-import type { SinkRouter } from './route-topic.ts';
+import { routeTopics, type SinkRouter } from './route-topic.ts';
 import { type InFlight, runSink } from './run-sink.ts';
+import type { Sink } from './sink.ts';
 import type { ClaimedEvent } from './sql/claim-events.ts';
 import type { Failure } from './sql/mark-failed.ts';
 
@@ -22,6 +23,16 @@ export interface DeliverySetup {
   backoff: BackoffPolicy;
   maxAttempts: number;
   deliveryTimeoutMs: number;
+}
+
+/** The setup of a relay or a drain, from their (shared) delivery options. */
+export function deliverySetup(
+  options: { sinks: Record<string, Sink>; backoff: BackoffOptions; maxAttempts: number; deliveryTimeoutMs: number },
+  clock: DatabaseClock,
+  logger: RelayLog,
+): DeliverySetup {
+  const { maxAttempts, deliveryTimeoutMs } = options;
+  return { route: routeTopics(options.sinks), clock, logger, backoff: defaultBackoff(options.backoff), maxAttempts, deliveryTimeoutMs };
 }
 
 /** Called in this order; none for an outcome that arrives after the delivery was given up on (`released`). */

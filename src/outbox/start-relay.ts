@@ -19,7 +19,7 @@ import { hostname } from 'node:os';
 import pg from 'pg';
 import { assertRelayRole } from '../internal/operator-role.ts';
 import { parseOptions, type RelayOptions, relayOptionsSchema, type ResolvedRelayOptions } from '../options.ts';
-import { defaultBackoff, retryHorizonMs } from './backoff.ts';
+import { retryHorizonMs } from './backoff.ts';
 import { ClaimPlan } from './claim-plan.ts';
 import { DatabaseClock } from './database-clock.ts';
 import { KeyRuns, RUN_FOLLOWERS_MAX } from './key-runs.ts';
@@ -33,14 +33,13 @@ import { closeSinks, sinksOf, startSinks } from './relay-sinks.ts';
 import { type RelaySweeps, startRelaySweeps } from './relay-sweeps.ts';
 import { listenForWakeups } from './relay-wakeup.ts';
 import { reportExhausted } from './report-exhausted.ts';
-import { routeTopics } from './route-topic.ts';
 import type { InFlight } from './run-sink.ts';
 import type { Sink } from './sink.ts';
 import { type Claim, type ClaimedEvent, claimEvents } from './sql/claim-events.ts';
 import { eventKey } from './sql/event-refs.ts';
 import { registerRelay, RELAY_SEEN_INTERVAL_MILLISECONDS, relaySeen } from './sql/relay-registry.ts';
 import { releaseEvents } from './sql/release-events.ts';
-import { type DeliverySetup, startDelivery } from './start-delivery.ts';
+import { type DeliverySetup, deliverySetup, startDelivery } from './start-delivery.ts';
 import { TenantQueue } from './tenant-queue.ts';
 import { WakeSignal } from './wake-signal.ts';
 
@@ -123,14 +122,7 @@ class OutboxRelay implements Relay, RelayParts {
     this.clock = new DatabaseClock((text) => this.db.query({ text }));
     this.sinks = sinksOf(options.sinks);
     this.batchSize = options.batchSize ?? Math.max(DEFAULT_BATCH_SIZE, options.concurrency * 4);
-    this.delivery = {
-      route: routeTopics(options.sinks),
-      clock: this.clock,
-      logger: this.logger,
-      backoff: defaultBackoff(options.backoff),
-      maxAttempts: options.maxAttempts,
-      deliveryTimeoutMs: options.deliveryTimeoutMs,
-    };
+    this.delivery = deliverySetup(options, this.clock, this.logger);
     this.plan = new ClaimPlan({ ...options, batchSize: this.batchSize });
     this.settler = new OutcomeSettler(this.db, this.id, ERROR_PAUSE_MILLISECONDS, {
       settled: (delivered, failed) => {
