@@ -8,7 +8,7 @@ import { type LeaseRef, leaseArrays } from './event-refs.ts';
  * lapsed and that another relay claimed is theirs to settle; this delivery was a duplicate the
  * receiver drops by dedupe id.
  */
-const TEXT = `
+export const MARK_DELIVERED_TEXT = `
 UPDATE once.outbox_events e
    SET status = 'delivered', delivered_at = now(), locked_by = NULL
   FROM unnest((SELECT $1::text[]), (SELECT $2::bigint[]), (SELECT $3::int[])) AS d(tenant_id, id, attempt)
@@ -17,5 +17,5 @@ UPDATE once.outbox_events e
 
 export async function markDelivered(db: RelayDatabase, events: readonly LeaseRef[], relayId: string): Promise<void> {
   if (events.length === 0) return;
-  await db.query({ name: 'once_mark_delivered', text: TEXT, values: [...leaseArrays(events), relayId] });
+  await db.query({ name: 'once_mark_delivered', text: MARK_DELIVERED_TEXT, values: [...leaseArrays(events), relayId] });
 }

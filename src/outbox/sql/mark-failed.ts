@@ -13,7 +13,7 @@ export interface Failure extends LeaseRef {
  * (see event-refs.ts; so is the shape of its arrays): a relay whose lease lapsed must not reset, back off or kill an event that
  * another relay is delivering now.
  */
-const TEXT = `
+export const MARK_FAILED_TEXT = `
 UPDATE once.outbox_events e
    SET status = CASE WHEN f.dead THEN 'dead' ELSE 'pending' END,
        next_attempt_at = now() + f.delay_ms * interval '1 millisecond',
@@ -27,7 +27,7 @@ export async function markFailed(db: RelayDatabase, failures: readonly Failure[]
   if (failures.length === 0) return;
   await db.query({
     name: 'once_mark_failed',
-    text: TEXT,
+    text: MARK_FAILED_TEXT,
     values: [
       ...leaseArrays(failures),
       failures.map((f) => f.dead),

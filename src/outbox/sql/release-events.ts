@@ -6,7 +6,7 @@ import { type LeaseRef, leaseArrays } from './event-refs.ts';
  * and the attempt that was interrupted is not counted, so another relay takes them immediately.
  * Fenced by the claim (see event-refs.ts).
  */
-const TEXT = `
+export const RELEASE_EVENTS_TEXT = `
 UPDATE once.outbox_events e
    SET next_attempt_at = now(), locked_by = NULL, attempts = greatest(e.attempts - 1, 0)
   FROM unnest((SELECT $1::text[]), (SELECT $2::bigint[]), (SELECT $3::int[])) AS r(tenant_id, id, attempt)
@@ -16,5 +16,5 @@ UPDATE once.outbox_events e
 export async function releaseEvents(db: RelayDatabase, events: readonly LeaseRef[], relayId: string): Promise<void> {
   if (events.length === 0) return;
   // The arrays through sub-selects: see event-refs.ts.
-  await db.query({ name: 'once_release_events', text: TEXT, values: [...leaseArrays(events), relayId] });
+  await db.query({ name: 'once_release_events', text: RELEASE_EVENTS_TEXT, values: [...leaseArrays(events), relayId] });
 }

@@ -10,7 +10,7 @@ import { type EventRef, type LeaseRef, leaseArrays } from './event-refs.ts';
  * needs no renewal, and waiting for it while the settle statement waits for a row locked here
  * would deadlock (seen under load). Returns the events renewed.
  */
-const TEXT = `
+export const RENEW_LEASES_TEXT = `
 WITH held AS (
   SELECT e.tenant_id, e.id, r.lease_ms
     FROM once.outbox_events e
@@ -29,7 +29,7 @@ export async function renewLeases(db: RelayDatabase, leases: readonly (LeaseRef 
   if (leases.length === 0) return [];
   const { rows } = await db.query<{ tenant_id: string; id: string }>({
     name: 'once_renew_leases',
-    text: TEXT,
+    text: RENEW_LEASES_TEXT,
     values: [...leaseArrays(leases), leases.map((lease) => lease.leaseMs), relayId],
   });
   return rows.map((row) => ({ tenantId: row.tenant_id, id: String(row.id) }));
