@@ -33,7 +33,10 @@ function gates() {
   const waiting = new Map<string, { reached: PromiseWithResolvers<void>; opened: PromiseWithResolvers<void> }>();
   const entry = (key: string) => {
     let found = waiting.get(key);
-    if (!found) waiting.set(key, (found = { reached: Promise.withResolvers(), opened: Promise.withResolvers() }));
+    if (!found) {
+      found = { reached: Promise.withResolvers(), opened: Promise.withResolvers() };
+      waiting.set(key, found);
+    }
     return found;
   };
   return {
@@ -83,7 +86,7 @@ export function httpSuite(framework: Framework): void {
       let pending = requests.map((_, index) => index);
       while (pending.length > 0) {
         const round = await Promise.all(pending.map((index) => post(`${app.url}/orders`, requests[index]!.key, { amount: requests[index]!.amount }, headers)));
-        round.forEach((reply, i) => replies[pending[i]!]!.push(reply));
+        for (const [i, reply] of round.entries()) replies[pending[i]!]!.push(reply);
         const busy = round.filter((reply) => reply.status === 409);
         for (const reply of busy) {
           expect(reply.headers.get('retry-after')).toMatch(/^[1-9]\d*$/);
