@@ -6,9 +6,9 @@
  *
  * Every relay guarantee holds because it IS the relay's claim path: the same claim statement
  * (claim-events.ts: SKIP LOCKED, fair across tenants, one event in flight per ordering key, cut-
- * short events alone, attempts counted at claim), the same leases and heartbeat (lease-plan.ts),
- * the same fenced settle, fail and release statements, the same sink call and failure policy
- * (run-sink.ts, delivery-failure.ts). So any number of drains, and relays, can run at once.
+ * short events alone, attempts counted at claim), the same leases and heartbeat (lease-plan.ts, lease-renewal.ts),
+ * the same batched, fenced settle (outcome-settler.ts) and release statements, the same delivery
+ * (start-delivery.ts: sink call, failure policy, telemetry) and byte budget (byte-budget.ts). So any number of drains, and relays, can run at once.
  *
  * Unlike the relay it keeps no prefetch queue (a claim asks only for free delivery slots; a queue
  * holds just the ordering-key heads a claim may bring beyond that), and it does not retry a failed
@@ -16,31 +16,32 @@
  */
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import pg from 'pg';
+import type pg from 'pg';
 import { DeliveryFailedError } from '../errors.ts';
 import { assertRelayRole } from '../internal/operator-role.ts';
 import { within } from '../internal/within.ts';
 import { parseOptions } from '../options.ts';
-import { RelayLog } from './relay-log.ts';
-import { instruments } from '../telemetry.ts';
-import { type BackoffPolicy, defaultBackoff, retryHorizonMs } from './backoff.ts';
+import { retryHorizonMs } from './backoff.ts';
 import { ByteBudget } from './byte-budget.ts';
 import { DatabaseClock } from './database-clock.ts';
-import { deliveryFailure } from './delivery-failure.ts';
 import { type DrainOnceOptions, drainOptionsSchema, type DrainResult, type ResolvedDrainOptions } from './drain-options.ts';
-import { HEARTBEAT_MILLISECONDS, type HeldLease, leaseOf, queuedLeaseMs, renewalsDue } from './lease-plan.ts';
-import { createRelayPool, type RelayDatabase, timedDatabase } from './relay-pool.ts';
-import { routeTopics, type SinkRouter } from './route-topic.ts';
-import { type InFlight, runSink } from './run-sink.ts';
+import { HEARTBEAT_MILLISECONDS, leaseOf, queuedLeaseMs } from './lease-plan.ts';
+import { LeaseRenewal } from './lease-renewal.ts';
+import { OutcomeSettler } from './outcome-settler.ts';
+import { RelayLog } from './relay-log.ts';
+import { ownRelayPool, type RelayDatabase, timedDatabase } from './relay-pool.ts';
+import { closeSinks, sinksOf, startSinks } from './relay-sinks.ts';
+import { reportExhausted } from './report-exhausted.ts';
+import type { InFlight } from './run-sink.ts';
 import type { Sink } from './sink.ts';
 import { type ClaimedEvent, claimEvents } from './sql/claim-events.ts';
 import { eventKey, type LeaseRef } from './sql/event-refs.ts';
-import { markDelivered } from './sql/mark-delivered.ts';
-import { type Failure, markFailed } from './sql/mark-failed.ts';
-import { releaseEvents } from './sql/release-events.ts';
+import type { Failure } from './sql/mark-failed.ts';
 import { registerRelay } from './sql/relay-registry.ts';
-import { renewLeases } from './sql/renew-leases.ts';
+import { releaseEvents } from './sql/release-events.ts';
+import { type DeliverySetup, deliverySetup, startDelivery } from './start-delivery.ts';
 import { TenantQueue } from './tenant-queue.ts';
+import { WakeSignal } from './wake-signal.ts';
 
 /** Of the deadline, this much at the end (at most a quarter of it) is kept for releasing, settling and closing, in milliseconds. */
 const CLEANUP_MILLISECONDS = 1_000;
@@ -65,16 +66,12 @@ class OutboxDrain {
   private readonly pool: pg.Pool;
   private readonly db: RelayDatabase;
   private readonly clock: DatabaseClock;
-  private readonly route: SinkRouter;
-  private readonly backoff: BackoffPolicy;
+  private readonly delivery: DeliverySetup;
   private readonly budget: ByteBudget;
   private readonly queue = new TenantQueue<ClaimedEvent>();
   private readonly inFlight = new Map<string, InFlight>();
-  /** Outcomes not yet written, and every outcome until it is written (renewed meanwhile). */
-  private delivered: HeldLease[] = [];
-  private failed: Failure[] = [];
-  private readonly unsettled = new Map<string, HeldLease>();
-  private settling: Promise<void> | undefined;
+  private readonly settler: OutcomeSettler;
+  private readonly renewal: LeaseRenewal;
   /** Settle statements that succeeded: a claim that ran while one committed may have missed a key's next event. */
   private settledBatches = 0;
   private readonly counts = { delivered: 0, failed: 0, dead: 0, released: 0 };
@@ -83,33 +80,39 @@ class OutboxDrain {
   private cutShortHeld = 0;
   private isolation: Promise<void> | undefined;
   private stopReason: DrainResult['reason'] | undefined;
-  /** Past the deadline: settles stop retrying. */
-  private closed = false;
-  private renewing = false;
   /** The first database error: the drain ends with it. */
   private error: unknown;
   /** The last error of a settle: the drain ends with it if outcomes are still unwritten at the deadline. */
   private settleError: unknown;
-  private waiting: (() => void) | undefined;
+  private readonly signal = new WakeSignal();
 
   constructor(options: ResolvedDrainOptions) {
     this.options = options;
     this.logger = new RelayLog(options.logger, this.id);
-    this.pool = options.pool ?? this.ownPool(options.connectionString!);
+    this.pool =
+      options.pool ??
+      ownRelayPool(options.connectionString!, options.statementTimeoutMs, options.pooler, (message, error) => this.logger.warn(message, { err: error }));
     this.db = timedDatabase(this.pool, options.statementTimeoutMs, { named: options.pooler !== 'transaction' });
     this.clock = new DatabaseClock((text) => this.db.query({ text }));
-    this.route = routeTopics(options.sinks);
-    this.backoff = defaultBackoff(options.backoff);
+    this.delivery = deliverySetup(options, this.clock, this.logger);
     this.budget = new ByteBudget(options.maxHeldBytes);
+    this.settler = new OutcomeSettler(this.db, this.id, SETTLE_RETRY_MILLISECONDS, {
+      settled: (delivered, failed) => this.record(delivered, failed),
+      failed: (error) => {
+        this.settleError = error;
+        this.logger.error('settling deliveries failed; retrying', { err: error });
+      },
+    });
+    this.renewal = new LeaseRenewal(this.db, this.id, (error) => this.logger.warn('renewing leases failed', { err: error }));
   }
 
   async run(): Promise<DrainResult> {
     const deadline = Date.now() + this.options.deadlineMs;
     const deliverUntil = deadline - Math.min(CLEANUP_MILLISECONDS, this.options.deadlineMs / 4);
-    const sinks = [...new Set(Object.values(this.options.sinks))];
+    const sinks = sinksOf(this.options.sinks);
     try {
       const info = { retryHorizonMs: retryHorizonMs(this.options.backoff, this.options.maxAttempts), warn: (message: string) => this.logger.warn(message) };
-      for (const sink of sinks) await sink.start?.(info);
+      await startSinks(sinks, info);
       const session = { query: async (text: string) => ({ rows: (await this.db.query({ text })).rows as never[] }) };
       await assertRelayRole(session, 'drainOnce');
       await this.clock.measure();
@@ -136,25 +139,25 @@ class OutboxDrain {
       await within(looping, deliverUntil + (deadline - deliverUntil) / 2);
       this.stop('deadline');
       await this.handBack(deadline);
-      this.settle();
-      await within(this.settling, deadline);
+      this.settler.settle();
+      await within(this.settler.settling, deadline);
     } finally {
-      this.closed = true;
+      this.settler.closed = true; // past the deadline: settles stop retrying
       clearTimeout(stopTimer);
       clearInterval(heartbeat);
       this.options.signal?.removeEventListener('abort', onAbort);
       await this.close(sinks, deadline);
     }
     if (this.error !== undefined) throw this.error;
-    if (this.delivered.length + this.failed.length > 0) {
-      throw this.settleError ?? new DeliveryFailedError(`drainOnce could not record ${this.delivered.length + this.failed.length} outcome(s) before its deadline; their leases will expire and they will be delivered again`);
+    if (this.settler.waiting > 0) {
+      throw this.settleError ?? new DeliveryFailedError(`drainOnce could not record ${this.settler.waiting} outcome(s) before its deadline; their leases will expire and they will be delivered again`);
     }
     return { ...this.counts, reason: this.stopReason ?? 'drained' };
   }
 
   private stop(reason: DrainResult['reason']): void {
     this.stopReason ??= reason;
-    this.wake();
+    this.signal.wake();
   }
 
   /** Claims while there are free slots and something is due; returns when the drain should end. */
@@ -165,7 +168,7 @@ class OutboxDrain {
       if (this.options.max !== undefined && this.started >= this.options.max && this.inFlight.size === 0) return this.stop('max');
       const limit = this.claimLimit();
       if (limit === 0) {
-        await this.sleep();
+        await this.signal.sleep();
         continue;
       }
       const settledBefore = this.settledBatches;
@@ -180,10 +183,7 @@ class OutboxDrain {
         runFollowers: 0,
       });
       this.lastTenant = claim.lastTenant;
-      for (const event of claim.exhausted) {
-        this.logger.exhausted(event);
-        instruments().deliveries.add(1, { 'once.outcome': 'dead', 'once.topic': event.topic });
-      }
+      reportExhausted(this.logger, claim.exhausted);
       this.counts.dead += claim.exhausted.length;
       this.budget.take(claim.events.map((event) => event.bytes));
       this.cutShortHeld += claim.events.filter((event) => event.cutShort).length;
@@ -192,12 +192,12 @@ class OutboxDrain {
       if (claim.events.length + claim.exhausted.length > 0) continue;
       // Nothing due now. With deliveries still running or outcomes being written, a key's next
       // event becomes claimable when its head is settled: wait for that, then look again.
-      if (busy > 0 || this.settling || this.settledBatches !== settledBefore) {
-        if (this.settledBatches === settledBefore) await this.sleep();
+      if (busy > 0 || this.settler.settling || this.settledBatches !== settledBefore) {
+        if (this.settledBatches === settledBefore) await this.signal.sleep();
         continue;
       }
       if (this.options.pollIntervalMs === undefined) return this.stop('drained');
-      await this.sleep(this.options.pollIntervalMs);
+      await this.signal.sleep(this.options.pollIntervalMs);
     }
   }
 
@@ -243,79 +243,29 @@ class OutboxDrain {
 
   private deliver(event: ClaimedEvent): void {
     this.started += 1;
-    const key = eventKey(event);
-    const delivery: InFlight = { event, controller: new AbortController(), released: false };
-    this.inFlight.set(key, delivery);
-    const { deliveryTimeoutMs } = this.options;
-    const timeout = setTimeout(() => delivery.controller.abort(new DeliveryFailedError(`delivery timed out after ${deliveryTimeoutMs} ms`)), deliveryTimeoutMs);
-    void runSink(this.route, event, delivery.controller.signal, () => this.clock.now())
-      .then(
-        () => {
-          if (delivery.released) return;
-          this.delivered.push(leaseOf(event));
-          this.unsettled.set(key, leaseOf(event));
-          const telemetry = instruments();
-          telemetry.deliveries.add(1, { 'once.outcome': 'delivered', 'once.topic': event.topic });
-          telemetry.deliveryLatency.record(this.clock.now().getTime() - event.createdAt.getTime(), { 'once.topic': event.topic });
-        },
-        (error: unknown) => {
-          if (delivery.released) return;
-          const failure = deliveryFailure(event, error, this.options.maxAttempts, this.backoff);
-          this.logger.failed(event, failure, error);
-          this.failed.push(failure);
-          this.unsettled.set(key, leaseOf(event));
-          instruments().deliveries.add(1, { 'once.outcome': failure.dead ? 'dead' : 'retry', 'once.topic': event.topic });
-        },
-      )
-      .finally(() => {
-        clearTimeout(timeout);
-        this.inFlight.delete(key);
+    const entry = startDelivery(this.delivery, event, {
+      delivered: () => this.settler.addDelivered(leaseOf(event)),
+      failed: (_, failure) => this.settler.addFailed(failure, leaseOf(event)),
+      done: () => {
+        this.inFlight.delete(eventKey(event));
         this.budget.give(event.bytes);
         if (event.cutShort) this.cutShortHeld -= 1;
-        this.settle();
+        this.settler.settle();
         this.pump();
-        this.wake();
-      })
-      // The outcome is recorded first thing in each branch; nothing after it may become an
-      // unhandled rejection (which ends the process).
-      .catch((error: unknown) => this.logger.error('recording a delivery outcome failed', { err: error }));
-  }
-
-  /** Writes the gathered outcomes, many per statement; retried after an error until the deadline. */
-  private settle(): void {
-    // Only with something to write: an async function with nothing to await would clear
-    // `settling` before ??= assigns it, leaving it set for good.
-    if (this.delivered.length + this.failed.length === 0) return;
-    this.settling ??= (async () => {
-      while (this.delivered.length + this.failed.length > 0 && !this.closed) {
-        const delivered = this.delivered.splice(0);
-        const failed = this.failed.splice(0);
-        try {
-          await Promise.all([markDelivered(this.db, delivered, this.id), markFailed(this.db, failed, this.id)]);
-        } catch (error) {
-          // Still leased to us (renewed meanwhile): try again; past the deadline the leases take over.
-          this.delivered.unshift(...delivered);
-          this.failed.unshift(...failed);
-          this.settleError = error;
-          this.logger.error('settling deliveries failed; retrying', { err: error });
-          await new Promise((resolve) => setTimeout(resolve, SETTLE_RETRY_MILLISECONDS));
-          continue;
-        }
-        this.record(delivered, failed);
-      }
-      this.settling = undefined;
-      this.wake();
-    })();
+        this.signal.wake();
+      },
+    });
+    this.inFlight.set(eventKey(event), entry);
   }
 
   private record(delivered: readonly LeaseRef[], failed: readonly Failure[]): void {
-    for (const event of [...delivered, ...failed]) this.unsettled.delete(eventKey(event));
     this.settledBatches += 1;
     this.counts.delivered += delivered.length;
     for (const failure of failed) {
       if (failure.dead) this.counts.dead += 1;
       else this.counts.failed += 1;
     }
+    this.signal.wake();
   }
 
   /**
@@ -350,53 +300,17 @@ class OutboxDrain {
    * be written, for the short queued lease (lease-plan.ts).
    */
   private async renew(): Promise<void> {
-    if (this.renewing) return;
-    const now = Date.now();
-    const queuedMs = queuedLeaseMs(this.options.leaseMs);
-    const renewals = [
-      ...renewalsDue([...this.inFlight.values()].map(({ event }) => event), this.options.leaseMs, now),
-      ...renewalsDue([...this.queue.values(), ...this.unsettled.values()], queuedMs, now),
-    ];
-    if (renewals.length === 0) return;
-    this.renewing = true;
-    try {
-      const sentAt = Date.now();
-      const renewed = new Set((await renewLeases(this.db, renewals, this.id)).map(eventKey));
-      for (const renewal of renewals) if (renewed.has(eventKey(renewal))) renewal.held.leaseUntil = sentAt + renewal.leaseMs;
-    } catch (error) {
-      this.logger.warn('renewing leases failed', { err: error });
-    } finally {
-      this.renewing = false;
-    }
-  }
-
-  /** Waits for a delivery to finish, a settle to commit, the stop, or `milliseconds`. */
-  private sleep(milliseconds?: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = milliseconds === undefined ? undefined : setTimeout(() => this.wake(), milliseconds);
-      this.waiting = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
-  }
-
-  private wake(): void {
-    const waiting = this.waiting;
-    this.waiting = undefined;
-    waiting?.();
+    const { leaseMs } = this.options;
+    const queuedMs = queuedLeaseMs(leaseMs);
+    await this.renewal.renew([
+      { held: [...this.inFlight.values()].map(({ event }) => event), leaseMs },
+      { held: this.queue.values(), leaseMs: queuedMs },
+      { held: this.settler.heldLeases(leaseMs, Date.now()), leaseMs: queuedMs },
+    ]);
   }
 
   private async close(sinks: readonly Sink[], deadline: number): Promise<void> {
-    await within(Promise.all(sinks.map((sink) => sink.close?.().catch(() => {}))), deadline);
+    await within(closeSinks(sinks), deadline);
     if (!this.options.pool) await within(this.pool.end().catch(() => {}), deadline);
-  }
-
-  /** A pool of the drain's own, with the relay's settings and both error listeners (README, "Pools"). */
-  private ownPool(connectionString: string): pg.Pool {
-    const pool = createRelayPool(connectionString, this.options.statementTimeoutMs, this.options.pooler);
-    pool.on('error', (error) => this.logger.warn('idle connection failed', { err: error }));
-    pool.on('connect', (client) => client.on('error', (error) => this.logger.warn('connection failed', { err: error })));
-    return pool;
   }
 }

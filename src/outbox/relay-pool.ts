@@ -71,6 +71,23 @@ export function createRelayPool(connectionString: string, statementTimeoutMs: nu
 }
 
 /**
+ * A pool of the relay's (or a drain's) own, with both error listeners: without them a server
+ * restart, or a connection terminated while the pool is ending, is an uncaught exception
+ * (README, "Pools").
+ */
+export function ownRelayPool(
+  connectionString: string,
+  statementTimeoutMs: number,
+  pooler: Pooler,
+  warn: (message: string, error: unknown) => void,
+): pg.Pool {
+  const pool = createRelayPool(connectionString, statementTimeoutMs, pooler);
+  pool.on('error', (error) => warn('idle connection failed', error));
+  pool.on('connect', (client) => client.on('error', (error) => warn('connection failed', error)));
+  return pool;
+}
+
+/**
  * SQLSTATEs of a named statement that met the wrong server connection: invalid_sql_statement_name
  * (prepared on another) and duplicate_prepared_statement (another client prepared it here). Both
  * fail at Parse or Bind, before anything runs, so sending the statement again unnamed is safe.

@@ -114,7 +114,7 @@ interface Row {
  * ISO, and returns null otherwise).
  *
  * Bounded in bytes by the relay, which sizes `limit` by the bytes per event it has seen
- * (start-relay.ts); a cap here (a running sum of stored sizes) cost a third of the statement's
+ * (claim-plan.ts, byte-budget.ts); a cap here (a running sum of stored sizes) cost a third of the statement's
  * time and, stored sizes being compressed, bounded nothing a large repetitive payload brings.
  * The chosen rows reach the UPDATE as arrays (`picked`, unnest): the planner cannot know how many
  * rows the per-tenant LIMIT yields and guessed thousands, joining by a hash of the whole table (a

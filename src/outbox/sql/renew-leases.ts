@@ -5,16 +5,16 @@ import { type EventRef, type LeaseRef, leaseArrays } from './event-refs.ts';
  * The heartbeat: pushes the lease (next_attempt_at) of events this relay holds further out, each
  * by its own lease (short for queued events, leaseMs for started ones; see lease-plan.ts), so a
  * slow but live delivery (or one waiting to be settled) is never taken over. Fenced by the claim
- * (see event-refs.ts): an event whose lease already ran out and was claimed again, by another
+ * (see event-refs.ts; so is the shape of its arrays): an event whose lease already ran out and was claimed again, by another
  * relay or by this one, belongs to that newer claim. SKIP LOCKED: a row being settled right now
  * needs no renewal, and waiting for it while the settle statement waits for a row locked here
  * would deadlock (seen under load). Returns the events renewed.
  */
-const TEXT = `
+export const RENEW_LEASES_TEXT = `
 WITH held AS (
   SELECT e.tenant_id, e.id, r.lease_ms
     FROM once.outbox_events e
-    JOIN unnest($1::text[], $2::bigint[], $3::int[], $4::int[]) AS r(tenant_id, id, attempt, lease_ms)
+    JOIN unnest((SELECT $1::text[]), (SELECT $2::bigint[]), (SELECT $3::int[]), (SELECT $4::int[])) AS r(tenant_id, id, attempt, lease_ms)
       ON e.tenant_id = r.tenant_id AND e.id = r.id AND e.attempts = r.attempt
    WHERE e.status = 'pending' AND e.locked_by = $5
    FOR UPDATE OF e SKIP LOCKED
@@ -29,7 +29,7 @@ export async function renewLeases(db: RelayDatabase, leases: readonly (LeaseRef 
   if (leases.length === 0) return [];
   const { rows } = await db.query<{ tenant_id: string; id: string }>({
     name: 'once_renew_leases',
-    text: TEXT,
+    text: RENEW_LEASES_TEXT,
     values: [...leaseArrays(leases), leases.map((lease) => lease.leaseMs), relayId],
   });
   return rows.map((row) => ({ tenantId: row.tenant_id, id: String(row.id) }));
