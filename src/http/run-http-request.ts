@@ -13,8 +13,10 @@ import type { Transaction } from 'kysely';
 import { InvalidKeyError, InvalidTenantError, withTenant } from '../index.ts';
 import { httpKeys } from '../integrations/internal/adapter-keys.ts';
 import { runToolCall } from '../integrations/internal/run-tool-call.ts';
+import { textProblem } from '../internal/safe-text.ts';
 import { replayedAnswer, storedAnswer, type HttpAnswer, type StoredAnswer } from './http-answer.ts';
 import type { ResolvedHttpIdempotency } from './http-idempotency-options.ts';
+import { httpRequestFingerprint } from './http-fingerprint.ts';
 import { parseIdempotencyKey } from './parse-idempotency-key.ts';
 import { isRefusal, problemAnswer } from './problem-answer.ts';
 
@@ -65,6 +67,23 @@ function fingerprintBody(body: unknown): unknown {
   return body ?? null;
 }
 
+/** The tool name of a route, for audit rows and rate limits by tool; checked once per route. */
+const tools = new Map<string, string | undefined>();
+/** Routes are the application's own patterns, a bounded set; this only caps a pathological one. */
+const MAX_TOOLS_KEPT = 10_000;
+
+function toolOf(method: string, route: string | undefined): string | undefined {
+  if (route === undefined) return undefined;
+  const name = `${method} ${route}`;
+  if (tools.has(name)) return tools.get(name);
+  // As runIdempotent's `tool` option requires (1 to 128 characters that Postgres stores as
+  // given); a route that cannot be one is simply not named, rather than failing its requests.
+  const tool = name.slice(0, 128);
+  const checked = textProblem(tool) === undefined ? tool : undefined;
+  if (tools.size < MAX_TOOLS_KEPT) tools.set(name, checked);
+  return checked;
+}
+
 export async function runHttpRequest<R, DB>(
   config: ResolvedHttpIdempotency<R>,
   request: R,
@@ -106,9 +125,10 @@ export async function runHttpRequest<R, DB>(
       db: config.db,
       tenantId: tenant,
       key: httpKeys.client(principal, clientKey),
-      tool: facts.route === undefined ? undefined : `${facts.method} ${facts.route}`.slice(0, 128),
-      request: { method: facts.method, target: facts.target, headers, body },
+      tool: toolOf(facts.method, facts.route),
+      request: httpRequestFingerprint({ method: facts.method, target: facts.target, headers, body }),
       run: config.run,
+      runResolved: true,
       internalKey: true,
       fn: async (tx) => {
         const answer = await run(tx as Transaction<DB>);
