@@ -1,7 +1,8 @@
 /**
  * What a request's fingerprint is made of: method, target, the chosen headers and the body, as
- * RFC 8785 canonical JSON (the same canonical form runIdempotent uses for every request), hashed
- * here so that runIdempotent fingerprints a short string instead of walking the body again.
+ * RFC 8785 canonical JSON (the same canonical form runIdempotent uses for every request). That
+ * text is the `request` runIdempotent fingerprints: a string, which it hashes without walking the
+ * body again.
  *
  * The body is what a JSON parser made in nearly every request, and canonicalJson (src/keys.ts)
  * pays for values that are not: it serialises with a checking replacer, parses the text back and
@@ -11,7 +12,6 @@
  * instance, a string Postgres could not store) goes through canonicalJson, so its text, and its
  * refusal, are canonicalJson's.
  */
-import { createHash } from 'node:crypto';
 import { MAX_JSON_DEPTH } from '../internal/json-text.ts';
 import { canonicalJson } from '../keys.ts';
 
@@ -23,9 +23,9 @@ export interface FingerprintedRequest {
   body: unknown;
 }
 
-/** sha256 (hex) of the request's canonical JSON. */
-export function httpRequestFingerprint(request: FingerprintedRequest): string {
-  return createHash('sha256').update(canonicalText(request)).digest('hex');
+/** The request's canonical JSON. */
+export function httpRequestText(request: FingerprintedRequest): string {
+  return canonicalText(request);
 }
 
 /** RFC 8785 canonical JSON of `value`, canonicalJson's text. */

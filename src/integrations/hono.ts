@@ -9,7 +9,7 @@
  */
 import type { Context, MiddlewareHandler } from 'hono';
 import type { Transaction } from 'kysely';
-import type { HttpAnswer } from '../http/http-answer.ts';
+import type { CapturedAnswer } from '../http/http-answer.ts';
 import { resolveHttpIdempotency, type HttpIdempotencyOptions } from '../http/http-idempotency-options.ts';
 import { runHttpRequest, type HttpRequestFacts } from '../http/run-http-request.ts';
 
@@ -56,7 +56,7 @@ export function idempotency<DB>(options: HonoIdempotencyOptions<DB>): Middleware
         const response = c.res;
         const held = heldBody(response);
         intact = held === undefined ? undefined : response;
-        return capture(response, held);
+        return capture(response, held, config.replayHeaders);
       });
       if (kind !== 'replayed' && kind !== 'refused') {
         // The handler's answer. Untouched, it is still c.res; read as a stream, it is rebuilt
@@ -80,7 +80,7 @@ export function idempotency<DB>(options: HonoIdempotencyOptions<DB>): Middleware
   };
 }
 
-function setResponse(c: Context, answer: HttpAnswer, headers: Headers | Record<string, string>): void {
+function setResponse(c: Context, answer: CapturedAnswer, headers: Headers | Record<string, string>): void {
   // Cleared first: assigning over a Response makes Hono copy it through its body stream, a
   // second slow trip through web streams on every request (measured in bench/http.ts).
   c.res = undefined;
@@ -133,11 +133,13 @@ function heldBody(response: Response): string | Uint8Array | null | undefined {
   return undefined;
 }
 
-async function capture(response: Response, held: string | Uint8Array | null | undefined): Promise<HttpAnswer> {
+/** The handler's answer; of its headers, those a replay repeats (it goes out with all of them). */
+async function capture(response: Response, held: string | Uint8Array | null | undefined, replayHeaders: ReadonlySet<string>): Promise<CapturedAnswer> {
   const headers: Record<string, string> = {};
-  response.headers.forEach((value, name) => {
-    headers[name] = value;
-  });
-  const body = held === undefined ? new Uint8Array(await response.arrayBuffer()) : typeof held === 'string' ? Buffer.from(held) : (held ?? new Uint8Array());
+  for (const name of replayHeaders) {
+    const value = response.headers.get(name);
+    if (value !== null) headers[name] = value;
+  }
+  const body = held === undefined ? new Uint8Array(await response.arrayBuffer()) : (held ?? new Uint8Array());
   return { status: response.status, headers, body };
 }
