@@ -26,7 +26,10 @@ function countQueries(): { count: () => number; stop: () => void } {
     count += 1;
     return original.apply(this, args);
   };
-  return { count: () => count, stop: () => void (prototype.query = original) };
+  return { count: () => count, stop: () => {
+      prototype.query = original;
+    },
+  };
 }
 
 export async function idleCost(bench: BenchDatabase, admin: pg.Pool, options: { idleSeconds: number; idleTimesMs: number[]; samples: number }): Promise<IdleCost> {

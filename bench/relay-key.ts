@@ -4,7 +4,7 @@
  * would be worthless): the sink sees each event's sequence number, and a repeat (at least once)
  * is allowed, a step back past an event not yet seen is not.
  */
-import pg from 'pg';
+import type pg from 'pg';
 import { startRelay } from '../src/index.ts';
 import type { BenchDatabase } from './setup.ts';
 

@@ -1,9 +1,10 @@
 /**
- * `npm run bench [-- core|relay|sweep|drivers|http|soak] [--seconds N] [--only drain,key] [--days N] [--scale X]`: runs the benchmarks on a real Postgres (DATABASE_URL,
+ * `npm run bench [-- core|relay|sweep|drivers|http|soak|relays] [--seconds N] [--only drain,key] [--days N] [--scale X]`: runs the benchmarks on a real Postgres (DATABASE_URL,
  * else an embedded one started here), prints tables with ratios against baselines measured in the
- * same run, and saves everything as JSON in bench/results/. `soak` is not in the default set (it
- * runs for minutes): ask for it by name; --days sets its simulated days (default 3) and --scale
- * (or BENCH_SCALE) the calls per day (20,000 x scale).
+ * same run, and saves everything as JSON in bench/results/. `soak` and `relays` are not in the
+ * default set (they run for minutes): ask for them by name; --days sets soak's simulated days
+ * (default 3) and --scale (or BENCH_SCALE) its calls per day (20,000 x scale); `relays` drains
+ * backlogs of 20,000 x scale events with 1, 2 and 4 relay processes (--only backlog,live,idle).
  */
 import { writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
@@ -14,6 +15,7 @@ import { runCoreBench } from './core.ts';
 import { runDriversBench } from './drivers.ts';
 import { runHttpBench } from './http.ts';
 import { runRelayBench } from './relay.ts';
+import { runRelaysBench } from './relays.ts';
 import { runSoakBench } from './soak.ts';
 import { runSweepBench } from './sweep.ts';
 import { createBenchDatabase } from './setup.ts';
@@ -22,7 +24,7 @@ const { values, positionals } = parseArgs({
   options: {
     seconds: { type: 'string', default: process.env.BENCH_SECONDS ?? '3' },
     'database-url': { type: 'string' },
-    /** Relay suite: a comma-separated list of its parts (bench/relay.ts, RELAY_PARTS). */
+    /** Relay and relays suites: a comma-separated list of their parts (RELAY_PARTS, RELAYS_PARTS). */
     only: { type: 'string' },
     /** Soak suite: simulated days (bench/soak.ts). */
     days: { type: 'string', default: '3' },
@@ -34,7 +36,7 @@ const { values, positionals } = parseArgs({
 const seconds = Number(values.seconds);
 const SUITES = ['core', 'relay', 'sweep', 'drivers', 'http'];
 /** Run only when named. */
-const ON_REQUEST = ['soak'];
+const ON_REQUEST = ['soak', 'relays'];
 const suites = positionals.length > 0 ? positionals : SUITES;
 const scale = Number(values.scale);
 const days = Number(values.days);
@@ -75,6 +77,8 @@ try {
             ? await runDriversBench(database, seconds)
           : suite === 'http'
             ? await runHttpBench(database, seconds)
+          : suite === 'relays'
+            ? await runRelaysBench(database, { events: Math.round(20_000 * scale), only: values.only?.split(',') })
           : suite === 'soak'
             ? await runSoakBench(database, { days, perDay: Math.round(20_000 * scale) })
           : suite === 'relay'

@@ -11,7 +11,7 @@
 import { parseDemoOptions, USAGE } from './demo/options.ts';
 import { runDemo } from './demo/run-demo.ts';
 
-let options;
+let options: ReturnType<typeof parseDemoOptions>;
 try {
   options = parseDemoOptions(process.argv.slice(2));
 } catch (error) {

@@ -7,7 +7,6 @@
  * Run it with the application's and the relay's connection strings: the login checks (superuser,
  * BYPASSRLS, roles held) are about the login given.
  */
-import { z } from 'zod';
 import { clockFinding, measureClock } from './doctor/clock-finding.ts';
 import { databaseFacts } from './doctor/database-facts.ts';
 import { type DoctorCheck, type DoctorFinding, finding } from './doctor/finding.ts';

@@ -47,7 +47,9 @@ export interface OnceIssue {
   code: string;
 }
 
+/** Options of every OnceError's constructor. */
 export interface OnceErrorOptions {
+  /** The underlying error (a driver error, a zod error, a sink's failure), as ES2022's `cause`. (Default: none) */
   cause?: unknown;
 }
 

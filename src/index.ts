@@ -9,7 +9,7 @@ export type { ExternalCallContext } from './idempotency/run-idempotent-external.
 export { INBOX_KEY_PREFIX, receiveOnce } from './inbox/receive-once.ts';
 export type { InboxMessage, ReceiveOnceOptions } from './inbox/receive-once.ts';
 export { verifyWebhook } from './inbox/verify-webhook.ts';
-export type { VerifiedWebhook, VerifyWebhookOptions } from './inbox/verify-webhook.ts';
+export type { HeaderBag, VerifiedWebhook, VerifyWebhookOptions } from './inbox/verify-webhook.ts';
 export { StoredCallError } from './idempotency/stored-error.ts';
 export type { DedupeAuditEvent } from './idempotency/audit-event.ts';
 export { enqueue, MAX_PAYLOAD_BYTES } from './outbox/enqueue.ts';
@@ -53,6 +53,7 @@ export type {
   MigrateOptions,
   OutboxEvent,
   RelayOptions,
+  RelaySweepOptions,
   RunIdempotentExternalOptions,
   RunIdempotentOptions,
   WithTenantOptions,

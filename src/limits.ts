@@ -1,7 +1,8 @@
 /**
- * Per-tenant rate limits on fresh executions: configured rows of once.rate_limits, enforced by
- * the claim (sql/0003_claim_function.sql). Managed as the schema owner (`pg-once limits`); the
- * application role can only read its own tenant's row and the default.
+ * Per-tenant rate limits on fresh executions: configured rows of once.rate_limits, checked by the
+ * claim (once.claim_key, sql/0007_bounded_claims.sql) and charged with the stored result. Managed
+ * as the schema owner (`pg-once limits`); the application role can only read its own tenant's row
+ * and the default.
  */
 import { z } from 'zod';
 import { assertSchemaOwner } from './internal/operator-role.ts';
@@ -12,7 +13,7 @@ import { parseOptions } from './options.ts';
 /** The tenant id of the default limit, applied to tenants without a row of their own. */
 export const DEFAULT_LIMIT_TENANT = '*';
 
-const rateLimitSchema = z
+export const rateLimitSchema = z
   .object({
     /** The tenant, or '*' for the default of tenants without a limit of their own. */
     tenant: z.string().min(1).max(128).refine((text) => textProblem(text) === undefined, 'must be well-formed text without control characters'),
@@ -24,7 +25,17 @@ const rateLimitSchema = z
     burst: z.number().int().min(1).max(1_000_000),
   })
   .strict();
-export type RateLimit = z.input<typeof rateLimitSchema>;
+/** A rate limit for {@link setRateLimit}. */
+export interface RateLimit {
+  /** The tenant (1..128 characters), or '*' for the default of tenants without a limit of their own. (Required) */
+  tenant: string;
+  /** Limit only this tool's executions. (Default: '', all tools together) */
+  tool?: string;
+  /** Sustained rate of fresh executions, per second (fractions allowed: 0.5 = one every 2 s). (Required) */
+  perSecond: number;
+  /** Executions allowed at once above the sustained rate, 1 to 1 000 000. (Required) */
+  burst: number;
+}
 
 export interface RateLimitRow {
   tenant: string;

@@ -1,7 +1,10 @@
 /**
- * zod schemas for every public option, parsed once at the public boundary. `z.input<>` is the
- * public type (what callers may pass, defaults optional); `z.output<>` is the resolved shape used
- * inside. Bad options throw {@link InvalidOptionsError} with every zod issue attached.
+ * zod schemas for every public option, parsed once at the public boundary, each with the public
+ * type beside it: a hand-written interface with a doc comment per field, because a type derived
+ * with `z.input<>` emits zod's types into the .d.ts (`z.ZodDefault<z.ZodNumber>`) and loses the
+ * comments, so editors would show nothing. test/option-types.test.ts keeps each interface and its
+ * schema's input in step. `z.output<>` is the resolved shape used inside. Bad options throw
+ * {@link InvalidOptionsError} with every zod issue attached.
  */
 import { z } from 'zod';
 import { InvalidOptionsError, type OnceIssue } from './errors.ts';
@@ -9,6 +12,7 @@ import type pg from 'pg';
 import type { DedupeAuditEvent } from './idempotency/audit-event.ts';
 import type { Sink } from './outbox/sink.ts';
 import type { RelayLogger } from './outbox/relay-logger.ts';
+import type { BackoffOptions } from './outbox/backoff.ts';
 import { parseDuration } from './internal/duration.ts';
 import { DEFAULT_SWEEP_SCHEDULE, sweepCronItems } from './sweep-schedule.ts';
 import { textProblem } from './internal/safe-text.ts';
@@ -64,7 +68,22 @@ export const migrateOptionsSchema = z
     onLog: callback<(message: string) => void>().optional(),
   })
   .strict();
-export type MigrateOptions = z.input<typeof migrateOptionsSchema>;
+/** Options of {@link migrate}. */
+export interface MigrateOptions {
+  /**
+   * Also install (or upgrade) graphile-worker's schema, which the relay runs on, so no separate
+   * step is needed. (Default: true)
+   */
+  installWorkerSchema?: boolean;
+  /**
+   * Names this database's roles at install: `<rolePrefix>_app`, `_relay` and `_maintenance`.
+   * Roles are cluster-wide, so every database gets its own. Later runs use the installed roles
+   * and refuse a different prefix. (Default: `once_<database name>`; see `pg-once roles`)
+   */
+  rolePrefix?: string;
+  /** Receives one line per applied migration (after the commit) and per notable step. (Default: silent) */
+  onLog?: (message: string) => void;
+}
 export type ResolvedMigrateOptions = z.output<typeof migrateOptionsSchema>;
 
 /** A string stored as an identifier: see internal/safe-text.ts for what is refused and why. */
@@ -116,7 +135,21 @@ export const withTenantOptionsSchema = z
     idleInTransactionTimeoutMs: z.number().int().min(0).max(24 * 60 * 60 * 1_000).optional(),
   })
   .strict();
-export type WithTenantOptions = z.input<typeof withTenantOptionsSchema>;
+/** Options of {@link withTenant}. */
+export interface WithTenantOptions {
+  /**
+   * Run even if the connection's role bypasses row-level security (superuser or BYPASSRLS), in
+   * which case tenants are NOT isolated by the database. (Default: false, or `configure()`'s)
+   */
+  allowRlsBypass?: boolean;
+  /**
+   * The transaction's `idle_in_transaction_session_timeout`, in milliseconds (0 to 86 400 000),
+   * set for it alone (SET LOCAL) and never above the session's: a client host that vanishes
+   * mid-call without closing its connection has its transaction, and the claim in it, ended by
+   * the server after this long idle. 0 leaves the server's setting. (Default: 60 000)
+   */
+  idleInTransactionTimeoutMs?: number;
+}
 
 export const runIdempotentOptionsSchema = z
   .object({
@@ -155,7 +188,50 @@ export const runIdempotentOptionsSchema = z
     maxWaiting: z.number().int().min(0).max(10_000).default(4),
   })
   .strict();
-export type RunIdempotentOptions = z.input<typeof runIdempotentOptionsSchema>;
+/** Options of {@link runIdempotent} (and, through them, of the adapters). */
+export interface RunIdempotentOptions {
+  /**
+   * The tool's arguments. Fingerprinted (sha256 of RFC 8785 canonical JSON, so key order never
+   * matters); the same key with a different request throws IdempotencyKeyReusedError (422).
+   * (Default: none, and then any later call with a request counts as different)
+   */
+  request?: unknown;
+  /**
+   * How long the result is kept and replayed: milliseconds, or text such as '15m', '24h', '7d',
+   * '1h30m'; at most 10 years. (Default: '24h')
+   */
+  ttl?: number | string;
+  /**
+   * Part of the key space, up to 64 characters: a new version never replays an old version's
+   * result. (Default: '')
+   */
+  version?: string;
+  /** The tool's name (1..128 characters), stored for audit and metrics. (Default: none) */
+  tool?: string;
+  /**
+   * How long a concurrent duplicate waits for the first call to finish, in milliseconds (0 to
+   * 600 000), before IdempotencyInProgressError (409, retryable); the time withTenant queued for
+   * a pooled connection counts against it. (Default: 10 000)
+   */
+  waitMs?: number;
+  /**
+   * Which errors of `fn` are permanent results: stored as a `failed` record and re-thrown on
+   * every replay as a StoredCallError. (Default: none are; the call rolls back and a retry
+   * executes afresh)
+   */
+  storeError?: (error: unknown) => boolean;
+  /** Largest result accepted, in bytes of JSON; larger is ResultTooLargeError. (Default: 1 048 576, i.e. 1 MiB) */
+  maxResultBytes?: number;
+  /** Called for every dedupe audit event of this call. (Default: `configure()`'s logger) */
+  logger?: (event: DedupeAuditEvent) => void;
+  /**
+   * How many connections of this call's pool (its Kysely instance) may wait for concurrent
+   * duplicates at once. A waiting duplicate holds its connection; one that finds this many
+   * already waiting answers IdempotencyInProgressError at once instead, so the rest of the pool
+   * keeps serving other calls. Keep it below the pool's size. (Default: 4)
+   */
+  maxWaiting?: number;
+}
 export type ResolvedRunIdempotentOptions = z.output<typeof runIdempotentOptionsSchema>;
 
 export const runIdempotentExternalOptionsSchema = runIdempotentOptionsSchema
@@ -173,7 +249,24 @@ export const runIdempotentExternalOptionsSchema = runIdempotentOptionsSchema
     tenantOptions: withTenantOptionsSchema.optional(),
   })
   .strict();
-export type RunIdempotentExternalOptions = z.input<typeof runIdempotentExternalOptionsSchema>;
+/** Options of {@link runIdempotentExternal}: those of runIdempotent, and the lease's. */
+export interface RunIdempotentExternalOptions extends RunIdempotentOptions {
+  /**
+   * How long the committed claim is reserved for this call, in milliseconds (100 to 86 400 000).
+   * A worker that dies holds the key this long; a live one extends it with heartbeat().
+   * (Default: 60 000)
+   */
+  leaseMs?: number;
+  /**
+   * Renew the lease automatically at this interval while fn runs, in milliseconds (at least 10,
+   * at most a third of leaseMs). (Default: never; call heartbeat())
+   */
+  heartbeatIntervalMs?: number;
+  /** Cancels the call: fn's signal aborts; an already-aborted signal claims nothing. (Default: none) */
+  signal?: AbortSignal;
+  /** Options for the two transactions the call opens. (Default: none) */
+  tenantOptions?: WithTenantOptions;
+}
 export type ResolvedRunIdempotentExternalOptions = z.output<typeof runIdempotentExternalOptionsSchema>;
 
 export const outboxEventSchema = z
@@ -205,7 +298,29 @@ export const outboxEventSchema = z
     dedupeId: safeText(255).optional(),
   })
   .strict();
-export type OutboxEvent = z.input<typeof outboxEventSchema>;
+/** An event for {@link enqueue}. */
+export interface OutboxEvent {
+  /** Where the relay routes the event, e.g. 'orders.created' (1..255 characters). (Required) */
+  topic: string;
+  /** The event body: any JSON value, at most MAX_PAYLOAD_BYTES of JSON. (Required) */
+  payload: unknown;
+  /**
+   * Events sharing an ordering key (1..255 characters) are delivered in commit order; events
+   * without one flow in parallel. (Default: none)
+   */
+  orderingKey?: string;
+  /**
+   * Extra headers passed to the sink: names 1..128 characters, string values up to 4 096; no
+   * header named `__proto__`. (Default: {})
+   */
+  headers?: Record<string, unknown>;
+  /**
+   * The id receivers dedupe on: 1..255 characters of `A-Z a-z 0-9 - . _ ~ : / + = @`, so it
+   * travels in any header. (Default: inside runIdempotent, derived from tenant, key, version
+   * and the event's position in the call; elsewhere a random UUID)
+   */
+  dedupeId?: string;
+}
 
 /** A sink: a delivery function, optionally with start/close hooks (see src/outbox/sink.ts). */
 const sinkSchema = z.custom<Sink>((value) => typeof value === 'function', { message: 'Expected a sink function' });
@@ -351,7 +466,101 @@ export const relayOptionsSchema = z
     message: 'give exactly one of connectionString and pool',
     path: ['connectionString'],
   });
-export type RelayOptions = z.input<typeof relayOptionsSchema>;
+/** Options of {@link startRelay}. Give exactly one of `connectionString` and `pool`. */
+export interface RelayOptions {
+  /** Connection string of a login granted the database's relay role. Give this or `pool`. */
+  connectionString?: string;
+  /**
+   * A pg.Pool of a login granted the database's relay role (not ended by stop()). Give this or
+   * `connectionString`. The relay cannot pin the settings of a pool it did not create: give the
+   * role `ALTER ROLE ... SET jit = off` and a statement_timeout.
+   */
+  pool?: pg.Pool;
+  /**
+   * Where events go, by topic: exact topics, or patterns with NATS-style wildcards (`*` one
+   * dot-separated token, `>` the rest): `{ 'orders.*': httpSink(...), '>': fallback }`. At least
+   * one. (Required)
+   */
+  sinks: Record<string, Sink>;
+  /** Deliveries in flight at once (1 to 1 000). (Default: 32) */
+  concurrency?: number;
+  /**
+   * The most events claimed per round trip and held in the local queue until a delivery slot is
+   * free (1 to 10 000). (Default: the larger of 1 024 and 4 x concurrency)
+   */
+  batchSize?: number;
+  /**
+   * Payload and header bytes (as JSON text) the relay holds at once, claimed and not finished;
+   * at least 65 536. A single event larger than a quarter of it is still claimed, alone.
+   * (Default: 16 777 216, i.e. 16 MiB)
+   */
+  maxHeldBytes?: number;
+  /** Attempts before an event is declared dead (1 to 1 000). (Default: 25) */
+  maxAttempts?: number;
+  /**
+   * Exponential backoff with jitter between attempts, in milliseconds.
+   * (Default: `{ initialMs: 250, maxMs: 300 000 }`: 250 ms, doubling, capped at 5 minutes)
+   */
+  backoff?: Partial<BackoffOptions>;
+  /**
+   * How long a started delivery stays reserved for this relay, in milliseconds (500 to 600 000),
+   * renewed while it runs. Events claimed but not started hold 750 ms (or this, if shorter).
+   * (Default: 10 000)
+   */
+  leaseMs?: number;
+  /** A delivery still running after this is aborted and retried, in milliseconds. (Default: 30 000) */
+  deliveryTimeoutMs?: number;
+  /** How often a busy relay looks for new events, in milliseconds (1 to 60 000). (Default: 5) */
+  pollIntervalMs?: number;
+  /**
+   * The longest an idle relay waits between polls, in milliseconds (1 to 60 000): after a quiet
+   * spell it polls every tenth of the time it has been quiet, up to this. (Default: 100)
+   */
+  maxPollIntervalMs?: number;
+  /**
+   * How long stop() may take, in milliseconds, whatever the network does; what does not make it
+   * in time is left to the leases. (Default: 10 000)
+   */
+  shutdownTimeoutMs?: number;
+  /**
+   * The longest any statement of the relay may run, in milliseconds (100 to 600 000):
+   * statement_timeout on its own connections, and a client-side timeout (this plus 1 s) on every
+   * statement. (Default: 10 000)
+   */
+  statementTimeoutMs?: number;
+  /**
+   * The pool mode of a connection pooler between the relay and Postgres (PgBouncer's
+   * `pool_mode`): 'none' (a direct connection), 'session' or 'transaction'. Statement mode
+   * cannot work. See docs/drivers.md, "Poolers". (Default: 'none')
+   */
+  pooler?: 'none' | 'session' | 'transaction';
+  /**
+   * TTL sweeps, scheduled with graphile-worker's cron (one run per tick across all relays), or
+   * false for none. `schedule` is a cron expression in UTC; the other fields are sweep()'s.
+   * (Default: `{ schedule: '*\/5 * * * *' }`, every 5 minutes with sweep()'s defaults)
+   */
+  sweep?: false | RelaySweepOptions;
+  /** Stop gracefully on SIGTERM and SIGINT. (Default: true) */
+  handleSignals?: boolean;
+  /**
+   * Receives the relay's log lines: a pino logger (or a child of one), or anything with
+   * `info/warn/error(fields, message)`; a logger with only `warn(message)` and
+   * `error(message, error)` still works. (Default: text lines on stderr)
+   */
+  logger?: RelayLogger;
+}
+
+/** The relay's sweep schedule and {@link sweep}'s options. */
+export interface RelaySweepOptions {
+  /** A cron expression, in UTC (graphile-worker's syntax). (Default: '*\/5 * * * *', every 5 minutes) */
+  schedule?: string;
+  /** Rows deleted per statement (1 to 100 000). (Default: 5 000) */
+  batchSize?: number;
+  /** Keep delivered outbox events this long: milliseconds or text such as '3d'. (Default: '7d') */
+  outboxRetention?: number | string;
+  /** Keep audit rows this long: milliseconds or text such as '30d'. (Default: '30d') */
+  auditRetention?: number | string;
+}
 export type ResolvedRelayOptions = z.output<typeof relayOptionsSchema>;
 
 export type { RelayLogger } from './outbox/relay-logger.ts';

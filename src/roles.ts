@@ -38,7 +38,19 @@ export const rolesSqlOptionsSchema = z
     relayLogins: z.array(identifier).default([]),
   })
   .strict();
-export type RolesSqlOptions = z.input<typeof rolesSqlOptionsSchema>;
+/** Options of {@link rolesSql}. Names are 1..63 characters. */
+export interface RolesSqlOptions {
+  /** The database pg-once will be installed in: the default role names derive from it. (Required) */
+  database: string;
+  /** The role that will run `pg-once migrate` (the database's owner). (Required) */
+  owner: string;
+  /** As `migrate({ rolePrefix })`. (Default: `once_<database>`) */
+  rolePrefix?: string;
+  /** Existing login roles to grant the application role to. (Default: none) */
+  appLogins?: string[];
+  /** Existing login roles to grant the relay role to. (Default: none) */
+  relayLogins?: string[];
+}
 
 /**
  * SQL for an administrator (a superuser, or a role with CREATEROLE that may grant these roles):

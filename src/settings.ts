@@ -16,7 +16,16 @@ export const settingsSchema = z
     logger: z.custom<(event: DedupeAuditEvent) => void>((value) => typeof value === 'function').optional(),
   })
   .strict();
-export type Settings = z.input<typeof settingsSchema>;
+/** Process-wide defaults for {@link configure}. */
+export interface Settings {
+  /**
+   * Let withTenant run on a role that bypasses row-level security (superuser or BYPASSRLS).
+   * Tenants are then NOT isolated by the database. (Default: false)
+   */
+  allowRlsBypass?: boolean;
+  /** Called for every dedupe audit event (replay, wait, key reuse, model-key rejection). (Default: none) */
+  logger?: (event: DedupeAuditEvent) => void;
+}
 
 let current: z.output<typeof settingsSchema> = {};
 

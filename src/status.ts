@@ -30,7 +30,13 @@ export const statusOptionsSchema = z
     sweepSchedule: z.string().default(DEFAULT_SWEEP_SCHEDULE),
   })
   .strict();
-export type StatusOptions = z.input<typeof statusOptionsSchema>;
+/** Options of {@link status}. */
+export interface StatusOptions {
+  /** The window the counts cover: milliseconds or text such as '1h', '15m'. (Default: '1h') */
+  window?: number | string;
+  /** The relays' sweep schedule, to tell when the next sweep is due. (Default: '*\/5 * * * *') */
+  sweepSchedule?: string;
+}
 
 /**
  * Tables whose heap is at most this size are counted exactly; larger ones show the planner's

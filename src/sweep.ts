@@ -2,8 +2,8 @@
  * sweep(): TTL pruning, so the tables stay the size of their live data. Deletes
  * - idempotency records past expires_at (never an in-progress one whose lease is live, never one
  *   a running transaction holds: SKIP LOCKED);
- * - delivered outbox events older than `outboxRetention` (dead events stay until requeued or
- *   purged);
+ * - delivered outbox events older than `outboxRetention` (dead events are never swept: they stay
+ *   until an operator requeues them, and are then swept once delivered);
  * - audit rows older than `auditRetention`.
  * In bounded batches, each its own short statement, so sweeping millions of rows never holds
  * locks that stall claims. A swept key executes again on its next call, exactly like expiry.
@@ -29,7 +29,17 @@ export const sweepOptionsSchema = z
     maxBatches: z.number().int().min(1).default(10_000),
   })
   .strict();
-export type SweepOptions = z.input<typeof sweepOptionsSchema>;
+/** Options of {@link sweep}. */
+export interface SweepOptions {
+  /** Rows deleted per statement (1 to 100 000). (Default: 5 000) */
+  batchSize?: number;
+  /** Keep delivered outbox events this long after delivery: milliseconds or text such as '3d'. (Default: '7d') */
+  outboxRetention?: number | string;
+  /** Keep audit rows this long: milliseconds or text such as '30d'. (Default: '30d') */
+  auditRetention?: number | string;
+  /** Stop after this many statements in all, leaving the rest to the next sweep. (Default: 10 000) */
+  maxBatches?: number;
+}
 
 export interface SweepResult {
   idempotencyKeys: number;

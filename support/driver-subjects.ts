@@ -23,7 +23,7 @@ import { PrismaClient } from '../test/fixtures/prisma/generated/client.ts';
 
 /**
  * A pg.Pool with error listeners on idle and checked-out connections: test and bench databases
- * are dropped WITH (FORCE) right after their pools end (see README, "Pools").
+ * are dropped WITH (FORCE) right after their pools end (see docs/getting-started.md, "Connect").
  */
 function testPool(config: pg.PoolConfig): pg.Pool {
   const pool = new pg.Pool(config);

@@ -16,7 +16,7 @@ import { receivedEventsTable } from '../examples/inbox-receiver.ts';
 import { startAmqpConsumer, storeAmqpEvent } from '../examples/amqp-consumer.ts';
 import { DeliveryFailedError, DeliveryRejectedError, SinkMisconfiguredError } from '../src/errors.ts';
 import type { Relay, Sink } from '../src/index.ts';
-import { amqpSink, amqpSinkOptionsSchema, type AmqpSinkOptions } from '../src/outbox/sinks/amqp-sink.ts';
+import { amqpSink, type amqpSinkOptionsSchema, type AmqpSinkOptions } from '../src/outbox/sinks/amqp-sink.ts';
 import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
 import { errorOf } from './support/error-of.ts';
 import {

@@ -57,7 +57,7 @@ async function relayDelivering(args: string[], env: Record<string, string>, coun
   child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   try {
     const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
-    expect(line).toMatch(/^\S+Z INFO  pg-once: relay started relayId=\S+ /);
+    expect(line).toMatch(/^\S+Z INFO {2}pg-once: relay started relayId=\S+ /);
     await waitForOutbox(fx.database.admin, (c) => c.delivered === count);
   } finally {
     child.kill('SIGTERM');

@@ -40,7 +40,7 @@ describe('pg-once relay', () => {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
-    expect(line).toMatch(/^\S+Z INFO  pg-once: relay started relayId=\S+ /);
+    expect(line).toMatch(/^\S+Z INFO {2}pg-once: relay started relayId=\S+ /);
     await waitForOutbox(fx.database.admin, (c) => c.delivered === 30);
     child.kill('SIGTERM');
     const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];

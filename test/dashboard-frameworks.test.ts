@@ -1,5 +1,5 @@
 /**
- * dashboardHandler mounted as README shows it, in real Express 5, Fastify 5 and Hono 4 (on
+ * dashboardHandler mounted as docs/operations.md shows it, in real Express 5, Fastify 5 and Hono 4 (on
  * @hono/node-server) servers under /ops/once: logging in, pages, and a requeue through a form
  * post with its CSRF token, each through the framework's own routing and body handling.
  */
@@ -45,12 +45,16 @@ const frameworks: Record<string, Mount> = {
     await new Promise((resolve) => server.once('listening', resolve));
     return {
       url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-      close: () => new Promise<void>((resolve) => (server.closeAllConnections(), server.close(() => resolve()))),
+      close: () =>
+        new Promise<void>((resolve) => {
+          server.closeAllConnections();
+          server.close(() => resolve());
+        }),
     };
   },
   async fastify(handler) {
     const app = Fastify();
-    // As README shows: in a scope of its own, whose form bodies Fastify leaves unread (the
+    // As docs/operations.md shows: in a scope of its own, whose form bodies Fastify leaves unread (the
     // dashboard parses them itself), so the application's other routes keep their parsers.
     await app.register(async (scope) => {
       scope.removeAllContentTypeParsers();

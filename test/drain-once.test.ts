@@ -80,7 +80,14 @@ it('a deadline shorter than the backlog: returns with the rest handed back, clai
   const slowSink = async (event: DeliveryEvent, { signal }: { signal: AbortSignal }) => {
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(resolve, 100);
-      signal.addEventListener('abort', () => (clearTimeout(timer), reject(signal.reason)), { once: true });
+      signal.addEventListener(
+        'abort',
+        () => {
+          clearTimeout(timer);
+          reject(signal.reason);
+        },
+        { once: true },
+      );
     });
     delivered.push(event.dedupeId);
   };

@@ -52,7 +52,9 @@ it('two runners deliver every event once (but for retries), each key in order, t
   const [first, second] = [await startRunner(options), await startRunner(options)];
   let deliverJobs = 0;
   for (const runner of [first!, second!]) {
-    runner.events.on('job:start', ({ job }) => void (job.task_identifier === OUTBOX_TASKS.deliver && (deliverJobs += 1)));
+    runner.events.on('job:start', ({ job }) => {
+      if (job.task_identifier === OUTBOX_TASKS.deliver) deliverJobs += 1;
+    });
   }
   // One slice at a time: a slice has released or settled all it held before it adds the next
   // job, so two drains never hold leases at once (sampled all along).

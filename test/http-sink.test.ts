@@ -11,7 +11,7 @@ import { afterEach, describe, expect, expectTypeOf, it } from 'vitest';
 import type { z } from 'zod';
 import { DeliveryFailedError, DeliveryRejectedError, InvalidOptionsError } from '../src/errors.ts';
 import type { DeliveryContext, DeliveryEvent } from '../src/outbox/sink.ts';
-import { defaultIsPermanent, httpSink, httpSinkOptionsSchema, type HttpSinkOptions } from '../src/outbox/sinks/http-sink.ts';
+import { defaultIsPermanent, httpSink, type httpSinkOptionsSchema, type HttpSinkOptions } from '../src/outbox/sinks/http-sink.ts';
 
 const SECRET = `whsec_${randomBytes(32).toString('base64')}`;
 const OTHER_SECRET = `whsec_${randomBytes(32).toString('base64')}`;

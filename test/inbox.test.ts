@@ -126,7 +126,7 @@ describe('verifyWebhook', () => {
     }
     // Several signatures in the header (a sender mid-rotation), only the second one known here.
     const both = signed('msg_rot2', { tenant: 'acme' }, { secret: oldSecret });
-    both.headers['webhook-signature'] += ' ' + new Webhook(newSecret).sign('msg_rot2', new Date(Number(both.headers['webhook-timestamp']) * 1_000), both.text);
+    both.headers['webhook-signature'] += ` ${new Webhook(newSecret).sign('msg_rot2', new Date(Number(both.headers['webhook-timestamp']) * 1_000), both.text)}`;
     expect(verifyWebhook(both.headers, both.text, newSecret).tenant).toBe('acme');
     expect(() => verifyWebhook(both.headers, both.text, [OTHER_SECRET])).toThrow(expect.objectContaining({ reason: 'bad_signature' }));
   });

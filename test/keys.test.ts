@@ -214,6 +214,7 @@ describe('keys.orchestrator', () => {
     { requiredKeys: ['runId', 'step', 'tool', 'args'] },
   );
 
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: the test's name shows the key's format, placeholders included.
   it('is `${runId}:${step}:${tool}:<16 hex of the args>` (+ `:v<version>`), and deterministic', () => {
     const key = keys.orchestrator({ runId: 'run_abc', step: 4, tool: 'charge_card', args: { amount: 100 } });
     expect(key).toBe(`run_abc:4:charge_card:${sha256Hex('{"amount":100}').slice(0, 16)}`);
@@ -352,6 +353,7 @@ describe('keys.orchestrator', () => {
 });
 
 describe('keys.content', () => {
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: the test's name shows the key's format, placeholders included.
   it('is `${tool}:<32 hex of the canonical args>`', () => {
     expect(keys.content('send_email', { to: 'a@example.com', body: 'hi' })).toBe(
       `send_email:${sha256Hex('{"body":"hi","to":"a@example.com"}').slice(0, 32)}`,

@@ -270,7 +270,7 @@ describe('a schema older than the package', () => {
     await scratch.database(database);
     const client = new pg.Client({ connectionString: scratch.url(database) });
     await client.connect();
-    let roles;
+    let roles: Awaited<ReturnType<typeof applyPending>>['roles'];
     try {
       // The schema as an older release left it.
       roles = (await applyPending(client, await migrationFiles(), { useBaseline: true, toVersion: version })).roles;

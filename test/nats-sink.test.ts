@@ -16,7 +16,7 @@ import {
   InvalidOptionsError,
   SinkMisconfiguredError,
 } from '../src/errors.ts';
-import { eventEnvelope, type DeliveryEvent, type Sink } from '../src/outbox/sink.ts';
+import { eventEnvelope, type Sink } from '../src/outbox/sink.ts';
 import { natsSink, type NatsSinkOptions } from '../src/outbox/sinks/nats-sink.ts';
 import { errorOf } from './support/error-of.ts';
 import { NATS_URL, natsAvailable, natsRequired } from './support/nats.ts';

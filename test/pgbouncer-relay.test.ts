@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { PoolerSettingError, startRelay, type DeliveryEvent, type Relay, type RelayOptions } from '../src/index.ts';
 import { loadRelayConfig } from '../src/cli/relay-config.ts';

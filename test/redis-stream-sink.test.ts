@@ -10,14 +10,14 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, expectTypeOf, it, vi } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, expectTypeOf, it } from 'vitest';
 import type { z } from 'zod';
 import { DeliveryFailedError, SinkMisconfiguredError } from '../src/errors.ts';
 import type { Relay, Sink } from '../src/index.ts';
 import { eventEnvelope } from '../src/outbox/sink.ts';
 import {
   redisStreamSink,
-  redisStreamSinkOptionsSchema,
+  type redisStreamSinkOptionsSchema,
   type RedisStreamSinkOptions,
 } from '../src/outbox/sinks/redis-stream-sink.ts';
 import { createAppFixture, type AppFixture } from './support/app-fixture.ts';

@@ -2,7 +2,7 @@
  * Tenant isolation by row-level security, exercised as login roles that are neither superuser nor
  * BYPASSRLS (granted the database's app or relay role), exactly as a deployed application would connect.
  */
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SQLSTATE_TENANT_MISSING } from '../src/index.ts';
 import { createTestDatabase, testPool, type TestDatabase } from './support/test-database.ts';

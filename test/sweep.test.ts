@@ -124,7 +124,7 @@ describe('sweep', () => {
       }),
     );
     await takenOver;
-    let result;
+    let result: Awaited<ReturnType<typeof sweep>>;
     try {
       result = await sweep(relayUrl);
     } finally {

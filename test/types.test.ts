@@ -27,7 +27,7 @@ import {
   type IdempotentOutcome,
   type Jsonify,
   type OnceErrorCode,
-  OnceError,
+  type OnceError,
   type MessageRelayLogger,
   type RelayLogger,
   type RelayOptions,
@@ -83,9 +83,16 @@ describe('public types', () => {
   it("gives each database library's fn that library's own transaction, typed as the caller's", () => {
     expectTypeOf(viaPg.withTenant<number>).parameter(2).parameter(0).toEqualTypeOf<pg.PoolClient>();
     expectTypeOf(viaKnex.withTenant<number>).parameter(2).parameter(0).toEqualTypeOf<Knex.Transaction>();
+    // biome-ignore lint/complexity/noBannedTypes: {} is postgres.js's own default for Sql<Types>, which this must match.
     expectTypeOf(viaPostgres.withTenant<number, {}>).parameter(2).parameter(0).toEqualTypeOf<TransactionSql<{}>>();
+    // biome-ignore lint/complexity/noBannedTypes: {} is drizzle's own default schema type for NodePgDatabase.
     const drizzle = (db: NodePgDatabase<{}>) =>
-      viaDrizzle.withTenant(db, 't', (tx) => viaDrizzle.runIdempotent(tx, 'k', async (inner) => (expectTypeOf(inner).toEqualTypeOf(tx), 1)));
+      viaDrizzle.withTenant(db, 't', (tx) =>
+        viaDrizzle.runIdempotent(tx, 'k', async (inner) => {
+          expectTypeOf(inner).toEqualTypeOf(tx);
+          return 1;
+        }),
+      );
     expectTypeOf(drizzle).returns.resolves.toEqualTypeOf<number>();
     const prisma = (client: PrismaClient) =>
       viaPrisma.withTenant(client, 't', (tx) =>

@@ -4,7 +4,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { Kysely, PostgresDialect } from 'kysely';
-import pg from 'pg';
+import type pg from 'pg';
 import { httpSink, startRelay, type Relay } from '../../src/index.ts';
 import { startWebhookReceiver, type WebhookReceiver } from '../webhook-receiver.ts';
 import { runAgent } from './agent.ts';
@@ -47,7 +47,9 @@ export async function runDemo(options: DemoOptions): Promise<boolean> {
     const lostAcks = new Set<string>();
     receiver = await startWebhookReceiver({
       secret,
-      onEvent: (event) => void (effects[event.type] = (effects[event.type] ?? 0) + 1),
+      onEvent: (event) => {
+        effects[event.type] = (effects[event.type] ?? 0) + 1;
+      },
       answerAfterEffect: (event) => {
         if (!loseAck(options.seed, event.id)) return 200;
         lostAcks.add(event.id);

@@ -37,7 +37,8 @@ export interface VerifyWebhookOptions {
   tenant?: string;
 }
 
-type HeaderBag = Headers | Record<string, string | string[] | undefined>;
+/** Request headers as fetch (`Headers`) or node:http (`IncomingHttpHeaders`) give them. */
+export type HeaderBag = Headers | Record<string, string | string[] | undefined>;
 
 const secretsSchema = z.object({ secret: webhookSecretsSchema });
 

@@ -22,7 +22,7 @@ export type { ProblemDetails } from '../http/problem-answer.ts';
  * Augment it to type `request.tx` with your database:
  * `declare module 'pg-once/fastify' { interface FastifyIdempotencyTypes { database: Database } }`.
  */
-// eslint-disable-next-line @typescript-eslint/no-empty-object-type
+// biome-ignore lint/suspicious/noEmptyInterface: empty on purpose; users augment it (declaration merging needs an interface).
 export interface FastifyIdempotencyTypes {}
 
 /** The database type of `request.tx`: `FastifyIdempotencyTypes['database']`, else `any`. */

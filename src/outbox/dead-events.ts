@@ -1,5 +1,6 @@
 /**
- * Dead events: kept (never swept until requeued or purged), listed, and requeued. For operators,
+ * Dead events: kept (no sweep deletes them, and there is no purge: only a requeue, after which a
+ * delivered event is swept like any other), listed, and requeued. For operators,
  * through `pg-once outbox dead` and `pg-once outbox requeue`; run as a login granted the database's relay role
  * (it sees every tenant's events) or the schema owner.
  */

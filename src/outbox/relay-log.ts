@@ -166,7 +166,10 @@ export class RelayLog {
   }
 
   private troubleLine(line: Line, suppressed: number): void {
-    if (this.structured) return this.report(line, suppressed);
+    if (this.structured) {
+      this.report(line, suppressed);
+      return;
+    }
     const { err, ...rest } = line.fields;
     const fields = textFields(suppressed ? { ...rest, suppressed } : rest);
     // The first shape's warnings carried the error's message; its errors, the error itself.

@@ -33,7 +33,7 @@ export interface TestDatabaseOptions {
 }
 
 /**
- * A pg.Pool with error listeners for idle AND checked-out connections (see README, "Pools"): a
+ * A pg.Pool with error listeners for idle AND checked-out connections (see docs/getting-started.md, "Connect"): a
  * test database is dropped WITH (FORCE) right after its pools end, and pool.end() resolves before
  * the sockets close, so a terminated connection must not surface as an uncaught exception.
  */

@@ -39,5 +39,5 @@ export function formatDuration(milliseconds: number | null): string {
 }
 
 export function formatTime(time: Date | null): string {
-  return time === null ? '-' : time.toISOString().replace('T', ' ').slice(0, 19) + ' UTC';
+  return time === null ? '-' : `${time.toISOString().replace('T', ' ').slice(0, 19)} UTC`;
 }

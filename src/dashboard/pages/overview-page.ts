@@ -30,8 +30,8 @@ export async function overviewPage(session: Session, context: PageContext, query
   <div class="card"><span>Oldest pending</span><b>${formatDuration(counts.oldestPendingAgeMs)}</b></div>
   <div class="card"><span>Deliveries / min (${window.name})</span><b>${perMinute.toFixed(1)}</b></div>
   <div class="card${counts.dead > 0 ? ' warn' : ''}"><span>Dead</span><b id="dead">${counts.dead}</b><a href="${href(context, '/dead')}">list</a></div>
-  <div class="card"><span>Last sweep</span><b>${lastSweepAt ? formatDuration(Date.now() - lastSweepAt.getTime()) + ' ago' : 'never'}</b>${formatTime(lastSweepAt)}</div>
-  <div class="card"><span>Next sweep (${sweepSchedule})</span><b>${nextSweep ? 'in ' + formatDuration(nextSweep.getTime() - Date.now()) : '-'}</b>${formatTime(nextSweep)}</div>
+  <div class="card"><span>Last sweep</span><b>${lastSweepAt ? `${formatDuration(Date.now() - lastSweepAt.getTime())} ago` : 'never'}</b>${formatTime(lastSweepAt)}</div>
+  <div class="card"><span>Next sweep (${sweepSchedule})</span><b>${nextSweep ? `in ${formatDuration(nextSweep.getTime() - Date.now())}` : '-'}</b>${formatTime(nextSweep)}</div>
 </div>
 <p><label class="inline"><input type="checkbox" id="auto-refresh"> refresh every 10 s</label></p>
 <form class="filters" method="get" action="${href(context, '/')}">${windowSelect(window)}<button>Show</button></form>

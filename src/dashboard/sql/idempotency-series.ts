@@ -42,7 +42,10 @@ export async function idempotencySeries(session: Session, windowMs: number, buck
   const buckets = new Map<number, OutcomeBucket>();
   const bucket = (at: Date) => {
     let found = buckets.get(at.getTime());
-    if (!found) buckets.set(at.getTime(), (found = { at, executed: 0, replayed: 0, waited: 0, rejected: 0, rateLimited: 0 }));
+    if (!found) {
+      found = { at, executed: 0, replayed: 0, waited: 0, rejected: 0, rateLimited: 0 };
+      buckets.set(at.getTime(), found);
+    }
     return found;
   };
   for (const row of executed) bucket(row.bucket).executed = row.executions;

@@ -88,11 +88,16 @@ export function lazyClient<T>(sink: string, open: () => Promise<T>): LazyClient<
   return {
     get() {
       if (closed) return Promise.reject(new DeliveryFailedError(`pg-once ${sink}: the sink is closed.`));
-      const opening = (client ??= open().catch((error: unknown) => {
-        if (client === opening) client = undefined;
-        throw error;
-      }));
-      return opening;
+      if (client === undefined) {
+        // A failed open is forgotten, so the next get() tries again; unless forget() or another
+        // get() already replaced it.
+        const opening: Promise<T> = open().catch((error: unknown) => {
+          if (client === opening) client = undefined;
+          throw error;
+        });
+        client = opening;
+      }
+      return client;
     },
     forget,
     close() {

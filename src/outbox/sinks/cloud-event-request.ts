@@ -65,10 +65,11 @@ let sdk: Promise<typeof CloudEventsSdk> | undefined;
 
 /** The SDK, imported once; a missing package is a SinkMisconfiguredError naming the fix. */
 function loadSdk(): Promise<typeof CloudEventsSdk> {
-  return (sdk ??= import('cloudevents').catch((error: unknown) => {
+  sdk ??= import('cloudevents').catch((error: unknown) => {
     sdk = undefined;
     return missingPeer('httpSink (cloudEvents)', 'cloudevents')(error);
-  }));
+  });
+  return sdk;
 }
 
 /**

@@ -204,8 +204,9 @@ export function httpSink(options: HttpSinkOptions): Sink {
 
     // The status decides the outcome; the body only explains it, so a broken one is ignored.
     const text = await readBody(response).catch(() => '');
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this strips from the body's snippet.
     const snippet = text.replace(/[\u0000-\u001f\u007f]+/g, ' ').trim().slice(0, MAX_SNIPPET_CHARACTERS);
-    const message = `POST ${target} answered ${status}` + (snippet ? `: ${snippet}` : '');
+    const message = `POST ${target} answered ${status}${snippet ? `: ${snippet}` : ''}`;
     if (isPermanent({ status, headers: response.headers })) throw new DeliveryRejectedError(message);
     throw new DeliveryFailedError(status >= 300 && status < 400 ? `${message} (redirects are not followed)` : message, {
       retryAfterMs: parseRetryAfter(response.headers.get('retry-after'), now.getTime()),

@@ -79,7 +79,30 @@ export const natsSinkOptionsSchema = z
     timeoutMs: z.number().int().positive().max(600_000).default(5_000),
   })
   .strict();
-export type NatsSinkOptions = z.input<typeof natsSinkOptionsSchema>;
+/** Options of {@link natsSink}. */
+export interface NatsSinkOptions {
+  /** The NATS server(s), e.g. 'nats://127.0.0.1:4222' or a list for a cluster. (Required) */
+  servers: string | string[];
+  /**
+   * Where each event is published: a fixed subject (no wildcards, whitespace or empty tokens), or
+   * a function of the event (e.g. routing by topic). The stream bound to a fixed subject is
+   * checked by start(). (Required)
+   */
+  subject: string | ((event: DeliveryEvent) => string);
+  /**
+   * What start() does when the stream's `duplicate_window` is shorter than the relay's retry
+   * horizon: 'warn' through the relay's logger, 'refuse' by throwing SinkMisconfiguredError,
+   * 'off' nothing. (Default: 'warn')
+   */
+  duplicateWindowCheck?: 'warn' | 'refuse' | 'off';
+  /**
+   * Extra options for `connect()` of @nats-io/transport-node: credentials, tls, timeout,
+   * reconnect policy; `servers` above always wins. (Default: none)
+   */
+  connectOptions?: Omit<NodeConnectionOptions, 'servers' | 'port'>;
+  /** How long to wait for JetStream's PubAck, in milliseconds (at most 600 000). (Default: 5 000) */
+  timeoutMs?: number;
+}
 type ResolvedNatsSinkOptions = z.output<typeof natsSinkOptionsSchema>;
 
 interface Connection {

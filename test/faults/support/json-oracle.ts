@@ -15,6 +15,7 @@ export interface ValueVerdict {
   size: number;
 }
 
+// biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is one of the characters Postgres cannot store, which this finds.
 const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
 export function judge(value: unknown): ValueVerdict {

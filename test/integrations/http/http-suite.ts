@@ -33,7 +33,10 @@ function gates() {
   const waiting = new Map<string, { reached: PromiseWithResolvers<void>; opened: PromiseWithResolvers<void> }>();
   const entry = (key: string) => {
     let found = waiting.get(key);
-    if (!found) waiting.set(key, (found = { reached: Promise.withResolvers(), opened: Promise.withResolvers() }));
+    if (!found) {
+      found = { reached: Promise.withResolvers(), opened: Promise.withResolvers() };
+      waiting.set(key, found);
+    }
     return found;
   };
   return {
@@ -84,7 +87,7 @@ export function httpSuite(framework: Framework): void {
       const spurious: string[] = [];
       while (pending.length > 0) {
         const round = await Promise.all(pending.map((index) => post(`${app.url}/orders`, requests[index]!.key, { amount: requests[index]!.amount }, headers)));
-        round.forEach((reply, i) => replies[pending[i]!]!.push(reply));
+        for (const [i, reply] of round.entries()) replies[pending[i]!]!.push(reply);
         // A 409 means another request of the same key was in flight, and every request of a round
         // is answered before the next round starts: so a key refused in a round must have been
         // executed in that same round (a 201 that is not a replay). A 409 without one was a

@@ -8,7 +8,7 @@ import { Hono } from 'hono';
 import type { Kysely, Transaction } from 'kysely';
 import { describe, expectTypeOf, it } from 'vitest';
 import type { z } from 'zod';
-import { httpIdempotencyOptionsSchema, type HttpIdempotencyOptions } from '../../../src/http/http-idempotency-options.ts';
+import type { httpIdempotencyOptionsSchema, HttpIdempotencyOptions } from '../../../src/http/http-idempotency-options.ts';
 import { idempotency as expressIdempotency } from '../../../src/integrations/express.ts';
 import { idempotency as honoIdempotency } from '../../../src/integrations/hono.ts';
 
