@@ -97,6 +97,41 @@ describe('waiting duplicates and the pool', () => {
   });
 });
 
+describe('waitMs 0: 409 for duplicates only', () => {
+  it("a fresh key is claimed when its claim's own write waits on a lock no duplicate holds", async () => {
+    // A claim that holds its key's advisory lock inserts the record; that INSERT can wait on
+    // locks that have nothing to do with a duplicate: a relation extension lock (seen under the
+    // HTTP suite's 200 concurrent requests), or here, as a stand-in one can hold on purpose, a
+    // SHARE lock (what CREATE INDEX takes). With waitMs 0 it used to get a 1 ms lock_timeout, and
+    // the brand-new key was answered IDEMPOTENCY_IN_PROGRESS with nothing in progress.
+    const locker = await fx.database.admin.connect();
+    try {
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE once.idempotency_keys IN SHARE MODE');
+      const key = freshKey('share-locked');
+      const call = withTenant(fx.app, 'tenant-locked', (tx) => runIdempotent(tx, key, async () => 'ran', { waitMs: 0 })).catch((error: unknown) => error);
+      await sleep(200); // the claim's INSERT is waiting for the lock
+      await locker.query('COMMIT');
+      expect(await call).toBe('ran');
+    } finally {
+      locker.release();
+    }
+  });
+
+  it('a duplicate of a call in flight is still refused at once', async () => {
+    const key = freshKey('zero-wait');
+    const first = holdClaim(fx.app, 'tenant-zero', key);
+    await first.started;
+    let firstEnded = false;
+    void first.done.then(() => (firstEnded = true));
+    const error = await errorOf(withTenant(fx.app, 'tenant-zero', (tx) => runIdempotent(tx, key, async () => 'duplicate', { waitMs: 0 })));
+    expect(error).toBeInstanceOf(IdempotencyInProgressError);
+    expect(firstEnded).toBe(false); // refused while the first was still held, not after it
+    first.release();
+    expect(await first.done).toBe('first');
+  });
+});
+
 describe('statement and idle timeouts', () => {
   it("a role's statement_timeout shorter than the wait does not end it with SQLSTATE 57014", async () => {
     const url = await fx.database.createLoginRole('app');

@@ -13,6 +13,18 @@ export interface HttpAnswer {
   body: Uint8Array;
 }
 
+/**
+ * An answer as an adapter captured it from the handler: the body as bytes, or as the string the
+ * handler's framework wrote (sent as UTF-8). A string is stored as it is, rather than encoded by
+ * the adapter and decoded again here; and only the headers a replay repeats need be captured.
+ */
+export interface CapturedAnswer {
+  status: number;
+  /** Names in lower case: the replay headers at least. */
+  headers: Record<string, string>;
+  body: Uint8Array | string;
+}
+
 /** The stored form (the result runIdempotent keeps): short names, since it is stored per key. */
 export interface StoredAnswer {
   /** Status. */
@@ -29,18 +41,25 @@ export const REPLAYED_HEADER = 'idempotent-replayed';
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
-export function storedAnswer(answer: HttpAnswer, replayHeaders: ReadonlySet<string>): StoredAnswer {
+export function storedAnswer(answer: CapturedAnswer, replayHeaders: ReadonlySet<string>): StoredAnswer {
   const headers: Record<string, string> = {};
   for (const [name, value] of Object.entries(answer.headers)) if (replayHeaders.has(name)) headers[name] = value;
+  // Postgres jsonb cannot hold U+0000, so such a body goes as base64 like binary does; a string
+  // with an unpaired surrogate was sent with U+FFFD in its place, so it is stored as those bytes.
+  if (typeof answer.body === 'string' && storableText(answer.body)) return { s: answer.status, h: headers, b: answer.body };
+  const bytes = typeof answer.body === 'string' ? Buffer.from(answer.body) : answer.body;
   let text: string | undefined;
   try {
-    text = strictUtf8.decode(answer.body);
+    text = strictUtf8.decode(bytes);
   } catch {
     text = undefined;
   }
-  // Postgres jsonb cannot hold U+0000, so such a body goes as base64 like binary does.
-  if (text === undefined || text.includes('\u0000')) return { s: answer.status, h: headers, b: Buffer.from(answer.body).toString('base64'), e: 'base64' };
+  if (text === undefined || !storableText(text)) return { s: answer.status, h: headers, b: Buffer.from(bytes).toString('base64'), e: 'base64' };
   return { s: answer.status, h: headers, b: text };
+}
+
+function storableText(text: string): boolean {
+  return !text.includes('\u0000') && text.isWellFormed();
 }
 
 /** The answer a replay sends: the stored status, bytes and headers, marked as a replay. */

@@ -6,7 +6,7 @@
  */
 import type { Kysely } from 'kysely';
 import { z } from 'zod';
-import { parseOptions } from '../options.ts';
+import { parseOptions, type ResolvedRunIdempotentOptions } from '../options.ts';
 import { adapterRunOptionsSchema, callbackSchema, databaseSchema, type AdapterRunOptions } from '../integrations/internal/run-tool-call.ts';
 
 /** A value computed from the request, e.g. `(req) => req.user.tenantId`. */
@@ -104,28 +104,30 @@ export interface ResolvedHttpIdempotency<R> {
   replayHeaders: ReadonlySet<string>;
   store: (status: number) => boolean;
   problemType: (code: string) => string;
-  /** Passed to runIdempotent (waitMs, ttl, version, storeError, ...). */
-  run: AdapterRunOptions;
+  /**
+   * Passed to runIdempotent (waitMs, ttl, version, storeError, ...), resolved here with the
+   * core's defaults, so that runIdempotent does not parse them again on every request.
+   */
+  run: Omit<ResolvedRunIdempotentOptions, 'request' | 'tool'>;
 }
-
-const OWN_OPTIONS = ['db', 'tenant', 'principal', 'header', 'methods', 'required', 'fingerprintHeaders', 'replayHeaders', 'store', 'problemType'];
 
 export function resolveHttpIdempotency<R>(options: HttpIdempotencyOptions<R>, what: string): ResolvedHttpIdempotency<R> {
   const parsed = parseOptions(httpIdempotencyOptionsSchema, options, what);
-  const run = { ...options } as Record<string, unknown>;
-  for (const key of OWN_OPTIONS) delete run[key];
-  run.waitMs = parsed.waitMs;
+  // Everything that is not the adapter's own is a runIdempotent option, parsed by the core's
+  // schema (adapterRunOptionsSchema) with its defaults; waitMs has the adapter's default. The
+  // callbacks are taken from `options` below, where they have their types.
+  const { db, tenant, principal, header, methods, required, fingerprintHeaders, replayHeaders, store, problemType, ...run } = parsed;
   return {
-    db: parsed.db,
+    db,
     tenant: options.tenant,
     principal: options.principal,
-    header: parsed.header.toLowerCase(),
-    methods: new Set(parsed.methods.map((method) => method.toUpperCase())),
-    required: parsed.required,
-    fingerprintHeaders: [...new Set(parsed.fingerprintHeaders.map((name) => name.toLowerCase()))].sort(),
-    replayHeaders: new Set(['content-type', ...parsed.replayHeaders.map((name) => name.toLowerCase())]),
+    header: header.toLowerCase(),
+    methods: new Set(methods.map((method) => method.toUpperCase())),
+    required,
+    fingerprintHeaders: [...new Set(fingerprintHeaders.map((name) => name.toLowerCase()))].sort(),
+    replayHeaders: new Set(['content-type', ...replayHeaders.map((name) => name.toLowerCase())]),
     store: options.store ?? ((status) => status < 500),
     problemType: options.problemType ?? ((code) => `${DOCS_URL}#${code.toLowerCase()}`),
-    run: run as AdapterRunOptions,
+    run,
   };
 }

@@ -13,8 +13,10 @@ import type { Transaction } from 'kysely';
 import { InvalidKeyError, InvalidTenantError, withTenant } from '../index.ts';
 import { httpKeys } from '../integrations/internal/adapter-keys.ts';
 import { runToolCall } from '../integrations/internal/run-tool-call.ts';
-import { replayedAnswer, storedAnswer, type HttpAnswer, type StoredAnswer } from './http-answer.ts';
+import { textProblem } from '../internal/safe-text.ts';
+import { replayedAnswer, storedAnswer, type CapturedAnswer, type StoredAnswer } from './http-answer.ts';
 import type { ResolvedHttpIdempotency } from './http-idempotency-options.ts';
+import { httpRequestText } from './http-fingerprint.ts';
 import { parseIdempotencyKey } from './parse-idempotency-key.ts';
 import { isRefusal, problemAnswer } from './problem-answer.ts';
 
@@ -42,16 +44,21 @@ export interface HttpRequestFacts {
  */
 export interface HttpOutcome {
   kind: 'executed' | 'replayed' | 'refused' | 'rolled-back' | 'unkeyed';
-  answer: HttpAnswer;
+  /** The handler's answer as captured (executed, rolled-back, unkeyed), else bytes. */
+  answer: CapturedAnswer;
 }
 
-/** Runs the handler and captures its answer; throws what the handler throws. */
-export type RunHandler<DB> = (tx: Transaction<DB>) => Promise<HttpAnswer>;
+/**
+ * Runs the handler and captures its answer; throws what the handler throws. The answer's headers
+ * need hold only `config.replayHeaders`: an adapter sends the handler's own answer with all of its
+ * headers itself.
+ */
+export type RunHandler<DB> = (tx: Transaction<DB>) => Promise<CapturedAnswer>;
 
 /** Carries an answer that must not be stored out of runIdempotent, which then rolls back. */
 class Unstored extends Error {
-  readonly answer: HttpAnswer;
-  constructor(answer: HttpAnswer) {
+  readonly answer: CapturedAnswer;
+  constructor(answer: CapturedAnswer) {
     super(`pg-once: the handler answered ${answer.status}, which is not stored; its writes roll back`);
     this.name = 'Unstored';
     this.answer = answer;
@@ -65,6 +72,25 @@ function fingerprintBody(body: unknown): unknown {
   return body ?? null;
 }
 
+/** The tool name of a route, for audit rows and rate limits by tool, checked once per route; null: none. */
+const tools = new Map<string, string | null>();
+/** Routes are the application's own patterns, a bounded set; this only caps a pathological one. */
+const MAX_TOOLS_KEPT = 10_000;
+
+function toolOf(method: string, route: string | undefined): string | undefined {
+  if (route === undefined) return undefined;
+  const name = `${method} ${route}`;
+  let tool = tools.get(name);
+  if (tool === undefined) {
+    // As runIdempotent's `tool` option requires (1 to 128 characters that Postgres stores as
+    // given); a route that cannot be one is simply not named, rather than failing its requests.
+    const cut = name.slice(0, 128);
+    tool = textProblem(cut) === undefined ? cut : null;
+    if (tools.size < MAX_TOOLS_KEPT) tools.set(name, tool);
+  }
+  return tool ?? undefined;
+}
+
 export async function runHttpRequest<R, DB>(
   config: ResolvedHttpIdempotency<R>,
   request: R,
@@ -75,7 +101,7 @@ export async function runHttpRequest<R, DB>(
   // only pg-once's refusals of this request become problems. Tracked by identity, not wrapped, so
   // that `storeError` sees (and stores) the handler's error itself.
   const thrown = new Set<unknown>();
-  const run = async (tx: Transaction<DB>): Promise<HttpAnswer> => {
+  const run = async (tx: Transaction<DB>): Promise<CapturedAnswer> => {
     try {
       return await handler(tx);
     } catch (error) {
@@ -101,14 +127,15 @@ export async function runHttpRequest<R, DB>(
     for (const name of config.fingerprintHeaders) headers[name] = facts.header(name) ?? null;
     // Read before the transaction opens: a slow upload must not hold a pooled connection.
     const body = fingerprintBody(await facts.body());
-    let executed: HttpAnswer | undefined;
+    let executed: CapturedAnswer | undefined;
     const outcome = await runToolCall<StoredAnswer>({
       db: config.db,
       tenantId: tenant,
       key: httpKeys.client(principal, clientKey),
-      tool: facts.route === undefined ? undefined : `${facts.method} ${facts.route}`.slice(0, 128),
-      request: { method: facts.method, target: facts.target, headers, body },
+      tool: toolOf(facts.method, facts.route),
+      request: httpRequestText({ method: facts.method, target: facts.target, headers, body }),
       run: config.run,
+      runResolved: true,
       internalKey: true,
       fn: async (tx) => {
         const answer = await run(tx as Transaction<DB>);

@@ -68,6 +68,21 @@ export interface ClaimMode {
   statementTimeoutMs?: number;
 }
 
+/**
+ * What a claim that does not block may wait on the locks of its own write, in milliseconds. Such
+ * a claim waits for no duplicate: it answers 'busy' when the key's advisory lock is taken. Holding
+ * that lock, it inserts (or takes over) the record, and once.claim_key bounds that write's lock
+ * waits by p_wait_ms, which is what is left of `waitMs`: 0 for a caller that wants duplicates
+ * refused at once (the HTTP adapters' default), which became a 1 ms lock_timeout. Those waits are
+ * not duplicates: a relation extension lock while many claims insert at once (a brand-new key was
+ * answered IDEMPOTENCY_IN_PROGRESS under the HTTP suite's 200 concurrent requests), a CREATE
+ * INDEX, a sweep deleting the expired record being taken over. So the write gets at least this
+ * long; waits for duplicates (p_block) keep exactly what is left of waitMs. (A client of a version
+ * before 0007, which claims without the advisory lock, is waited for up to this long as well during
+ * a rolling upgrade.)
+ */
+const OWN_WRITE_WAIT_MILLISECONDS = 1_000;
+
 /** SQLSTATE lock_not_available: the claim's wait ran out. */
 const LOCK_NOT_AVAILABLE = '55P03';
 /** SQLSTATE query_canceled: a statement_timeout (or a cancel) ended the wait. */
@@ -109,7 +124,7 @@ export async function claim(tx: TransactionClient, request: ClaimRequest, mode: 
       request.tool ?? null,
       request.fingerprint,
       request.ttlMs,
-      Math.max(0, Math.ceil(mode.waitMs)),
+      mode.block ? Math.max(0, Math.ceil(mode.waitMs)) : Math.max(Math.ceil(mode.waitMs), OWN_WRITE_WAIT_MILLISECONDS),
       request.lease?.ms ?? null,
       request.lease?.token ?? null,
       mode.block,

@@ -17,6 +17,7 @@ import {
   type RunIdempotentOptions,
   runIdempotentOptionsSchema,
 } from '../options.ts';
+import { isResolved } from '../internal/resolved-options.ts';
 import { traceCall } from '../telemetry.ts';
 import { type CallContext, callContext } from './call-context.ts';
 import {
@@ -80,7 +81,8 @@ async function runIdempotentCall<T>(
     );
   }
   assertValidKey(key);
-  const opts = options === undefined ? DEFAULT_OPTIONS : parseOptions(runIdempotentOptionsSchema, options, 'runIdempotent options');
+  const opts =
+    options === undefined ? DEFAULT_OPTIONS : isResolved(options) ? options : parseOptions(runIdempotentOptionsSchema, options, 'runIdempotent options');
   refuseReentry(tx, key, opts.version);
   const found = await claimWithinWait(tx, claimRequest(key, opts), opts.maxWaiting);
   onTenant(found.tenant_id);

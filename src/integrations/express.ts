@@ -11,7 +11,7 @@
 import type { Request, RequestHandler, Response } from 'express';
 import type { ParamsDictionary } from 'express-serve-static-core';
 import type { Transaction } from 'kysely';
-import type { HttpAnswer } from '../http/http-answer.ts';
+import type { CapturedAnswer } from '../http/http-answer.ts';
 import { resolveHttpIdempotency, type HttpIdempotencyOptions } from '../http/http-idempotency-options.ts';
 import { runHttpRequest, type HttpRequestFacts } from '../http/run-http-request.ts';
 
@@ -43,7 +43,7 @@ export function idempotency<DB>(options: ExpressIdempotencyOptions<DB>): Request
       header: (name) => req.get(name),
       body: () => readBody(req),
     };
-    const held = holdResponse(res);
+    const held = holdResponse(res, config.replayHeaders);
     runHttpRequest<Request, DB>(config, req as Request, facts, async (tx) => {
       res.locals.tx = tx;
       next();
@@ -53,7 +53,7 @@ export function idempotency<DB>(options: ExpressIdempotencyOptions<DB>): Request
         held.release();
         if (kind === 'replayed' || kind === 'refused') for (const [name, value] of Object.entries(answer.headers)) res.setHeader(name, value);
         res.statusCode = answer.status;
-        res.setHeader('content-length', answer.body.length);
+        res.setHeader('content-length', typeof answer.body === 'string' ? Buffer.byteLength(answer.body) : answer.body.length);
         res.end(answer.body);
       },
       (error: unknown) => {
@@ -82,13 +82,20 @@ function hasBody(req: Request): boolean {
  * committed: a client must never receive an answer whose writes could still roll back. Headers set
  * with setHeader stay on `res` and go out with the answer.
  */
-function holdResponse(res: Response): { answer: Promise<HttpAnswer>; release(): void } {
-  const chunks: Buffer[] = [];
-  const toBuffer = (chunk: unknown, encoding: unknown) =>
-    Buffer.isBuffer(chunk) ? chunk : typeof chunk === 'string' ? Buffer.from(chunk, (typeof encoding === 'string' ? encoding : 'utf8') as BufferEncoding) : Buffer.from(chunk as Uint8Array);
+function holdResponse(res: Response, replayHeaders: ReadonlySet<string>): { answer: Promise<CapturedAnswer>; release(): void } {
+  // Kept as written: res.json() and res.send() end with one UTF-8 string, stored as it is.
+  const chunks: (Buffer | string)[] = [];
+  const toChunk = (chunk: unknown, encoding: unknown): Buffer | string =>
+    typeof chunk === 'string'
+      ? encoding === undefined || encoding === 'utf8' || encoding === 'utf-8' || typeof encoding === 'function'
+        ? chunk
+        : Buffer.from(chunk, encoding as BufferEncoding)
+      : Buffer.isBuffer(chunk)
+        ? chunk
+        : Buffer.from(chunk as Uint8Array);
   const callbackOf = (...args: unknown[]) => args.find((arg): arg is () => void => typeof arg === 'function');
-  let ended!: (answer: HttpAnswer) => void;
-  const answer = new Promise<HttpAnswer>((resolve) => {
+  let ended!: (answer: CapturedAnswer) => void;
+  const answer = new Promise<CapturedAnswer>((resolve) => {
     ended = resolve;
   });
   const held = res as unknown as Record<string, unknown>;
@@ -100,16 +107,21 @@ function holdResponse(res: Response): { answer: Promise<HttpAnswer>; release(): 
     return res;
   };
   held.write = (chunk: unknown, encoding?: unknown, callback?: unknown) => {
-    chunks.push(toBuffer(chunk, encoding));
+    chunks.push(toChunk(chunk, encoding));
     callbackOf(encoding, callback)?.();
     return true;
   };
   held.end = (chunk?: unknown, encoding?: unknown, callback?: unknown) => {
-    if (chunk !== undefined && chunk !== null && typeof chunk !== 'function') chunks.push(toBuffer(chunk, encoding));
+    if (chunk !== undefined && chunk !== null && typeof chunk !== 'function') chunks.push(toChunk(chunk, encoding));
     callbackOf(chunk, encoding, callback)?.();
+    // Only what a replay repeats: the handler's answer itself goes out with every header on `res`.
     const headers: Record<string, string> = {};
-    for (const [name, value] of Object.entries(res.getHeaders())) if (value !== undefined) headers[name] = Array.isArray(value) ? value.join(', ') : String(value);
-    ended({ status: res.statusCode, headers, body: Buffer.concat(chunks) });
+    for (const name of replayHeaders) {
+      const value = res.getHeader(name);
+      if (value !== undefined) headers[name] = Array.isArray(value) ? value.join(', ') : String(value);
+    }
+    const body = chunks.length === 1 && typeof chunks[0] === 'string' ? chunks[0] : Buffer.concat(chunks.map((part) => (typeof part === 'string' ? Buffer.from(part) : part)));
+    ended({ status: res.statusCode, headers, body });
     return res;
   };
   held.flushHeaders = () => {};

@@ -10,7 +10,7 @@
  */
 import type { FastifyPluginCallback, FastifyReply, FastifyRequest, RouteHandlerMethod } from 'fastify';
 import type { Transaction } from 'kysely';
-import type { HttpAnswer } from '../http/http-answer.ts';
+import type { CapturedAnswer } from '../http/http-answer.ts';
 import { resolveHttpIdempotency, type HttpIdempotencyOptions } from '../http/http-idempotency-options.ts';
 import { runHttpRequest, type HttpRequestFacts } from '../http/run-http-request.ts';
 
@@ -100,11 +100,13 @@ function plugin(fastify: Parameters<FastifyPluginCallback<FastifyIdempotencyOpti
         } finally {
           delete (reply as unknown as Record<string, unknown>).send;
         }
-        return serialize(reply, sent === NOTHING ? undefined : sent);
+        return serialize(reply, sent === NOTHING ? undefined : sent, config.replayHeaders);
       });
       if (kind === 'replayed' || kind === 'refused') reply.headers(answer.headers);
       reply.code(answer.status);
-      return reply.send(Buffer.from(answer.body.buffer, answer.body.byteOffset, answer.body.byteLength));
+      // Bytes, never a string: Fastify would run a string through a reply serializer again.
+      const { body } = answer;
+      return reply.send(typeof body === 'string' ? Buffer.from(body) : Buffer.from(body.buffer, body.byteOffset, body.byteLength));
     }, { [WRAPPED]: true as const });
   });
   done();
@@ -125,23 +127,30 @@ function headerValue(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value.join(', ') : value;
 }
 
-/** The bytes Fastify would send for `payload`, and the content-type it would give them. */
-function serialize(reply: FastifyReply, payload: unknown): HttpAnswer {
+/**
+ * The body Fastify would send for `payload` (its serialised text, or bytes), with the
+ * content-type it would give it, and the headers a replay repeats.
+ */
+function serialize(reply: FastifyReply, payload: unknown, replayHeaders: ReadonlySet<string>): CapturedAnswer {
   if (payload instanceof Error) throw payload; // reply.send(error) is Fastify's way of throwing
   if (typeof (payload as { pipe?: unknown } | null)?.pipe === 'function' || payload instanceof ReadableStream) {
     throw new TypeError('pg-once/fastify: a route with idempotency must send a body, not a stream (a stream cannot be stored and replayed).');
   }
-  let body: Uint8Array;
+  let body: Uint8Array | string;
   let type: string | undefined;
   if (payload === undefined) body = new Uint8Array();
-  else if (typeof payload === 'string') [body, type] = [Buffer.from(payload), 'text/plain; charset=utf-8'];
+  else if (typeof payload === 'string') [body, type] = [payload, 'text/plain; charset=utf-8'];
   else if (payload instanceof Uint8Array) [body, type] = [payload, 'application/octet-stream'];
   else {
     const text = reply.serialize(payload);
-    [body, type] = [typeof text === 'string' ? Buffer.from(text) : new Uint8Array(text), 'application/json; charset=utf-8'];
+    [body, type] = [typeof text === 'string' ? text : new Uint8Array(text), 'application/json; charset=utf-8'];
   }
   if (type !== undefined && !reply.hasHeader('content-type')) reply.header('content-type', type);
+  // Only what a replay repeats: the handler's answer itself goes out with every header it set.
   const headers: Record<string, string> = {};
-  for (const [name, value] of Object.entries(reply.getHeaders())) if (value !== undefined) headers[name.toLowerCase()] = Array.isArray(value) ? value.join(', ') : String(value);
+  for (const name of replayHeaders) {
+    const value = reply.getHeader(name);
+    if (value !== undefined) headers[name] = Array.isArray(value) ? value.join(', ') : String(value);
+  }
   return { status: reply.statusCode, headers, body };
 }

@@ -9,7 +9,7 @@
  */
 import type { Context, MiddlewareHandler } from 'hono';
 import type { Transaction } from 'kysely';
-import type { HttpAnswer } from '../http/http-answer.ts';
+import type { CapturedAnswer } from '../http/http-answer.ts';
 import { resolveHttpIdempotency, type HttpIdempotencyOptions } from '../http/http-idempotency-options.ts';
 import { runHttpRequest, type HttpRequestFacts } from '../http/run-http-request.ts';
 
@@ -43,6 +43,9 @@ export function idempotency<DB>(options: HonoIdempotencyOptions<DB>): Middleware
       header: (name) => c.req.header(name),
       body: () => readBody(c),
     };
+    // The handler's Response when its body was read without being used up (see heldBody): then
+    // that very Response goes out, as Hono would send it without the middleware.
+    let intact: Response | undefined;
     try {
       const { kind, answer } = await runHttpRequest<Context, DB>(config, c, facts, async (tx) => {
         c.set('tx', tx);
@@ -50,20 +53,38 @@ export function idempotency<DB>(options: HonoIdempotencyOptions<DB>): Middleware
         // Hono hands a thrown error to onError, which already made c.res; rethrown here so the
         // call rolls back, and caught below so that Hono does not handle it twice.
         if (c.error) throw c.error;
-        return capture(c.res);
+        const response = c.res;
+        const held = heldBody(response);
+        intact = held === undefined ? undefined : response;
+        return capture(response, held, config.replayHeaders);
       });
-      // The handler's own Response keeps every header it set (those of earlier middleware were
-      // merged into it); a replay or a problem adds its headers to what earlier middleware set.
-      const headers = new Headers(c.res.headers);
-      if (kind === 'replayed' || kind === 'refused') for (const [name, value] of Object.entries(answer.headers)) headers.set(name, value);
-      // Cleared first: assigning over a Response makes Hono copy it through its body stream, a
-      // second slow trip through web streams on every request (measured in bench/http.ts).
-      c.res = undefined;
-      c.res = new Response(answer.body.length === 0 ? null : answer.body, { status: answer.status, headers });
+      if (kind !== 'replayed' && kind !== 'refused') {
+        // The handler's answer. Untouched, it is still c.res; read as a stream, it is rebuilt
+        // from its bytes with every header it had (several Set-Cookie included).
+        if (intact !== undefined && intact === c.res) return;
+        setResponse(c, answer, new Headers(c.res.headers));
+        return;
+      }
+      // A replay or a problem adds its headers to what earlier middleware set, if anything.
+      const earlier = c.res.headers;
+      if (earlier.keys().next().done === true) {
+        setResponse(c, answer, answer.headers);
+        return;
+      }
+      const headers = new Headers(earlier);
+      for (const [name, value] of Object.entries(answer.headers)) headers.set(name, value);
+      setResponse(c, answer, headers);
     } catch (error) {
       if (error !== c.error) throw error;
     }
   };
+}
+
+function setResponse(c: Context, answer: CapturedAnswer, headers: Headers | Record<string, string>): void {
+  // Cleared first: assigning over a Response makes Hono copy it through its body stream, a
+  // second slow trip through web streams on every request (measured in bench/http.ts).
+  c.res = undefined;
+  c.res = new Response(answer.body.length === 0 ? null : answer.body, { status: answer.status, headers });
 }
 
 /** The body as the fingerprint takes it: JSON when it parses, else its bytes. Hono caches it for the handler. */
@@ -76,8 +97,13 @@ async function readBody(c: Context): Promise<unknown> {
   if (length === undefined && c.req.header('transfer-encoding') === undefined && c.req.raw.body === null) return undefined;
   const bytes = new Uint8Array(await c.req.arrayBuffer());
   if (/\bjson\b/iu.test(c.req.header('content-type') ?? '')) {
+    // Decoded as Request.text() decodes (UTF-8, replacement characters, a BOM dropped) and
+    // cached as such, so that the handler's c.req.json() or text() parses this text instead of
+    // having Hono rebuild a Response from the cached bytes to decode them again.
+    const text = utf8.decode(bytes);
+    c.req.bodyCache.text = Promise.resolve(text) as unknown as string; // Hono keeps promises there (its own validator does the same)
     try {
-      return JSON.parse(new TextDecoder().decode(bytes));
+      return JSON.parse(text);
     } catch {
       // Not JSON after all: the bytes are the fingerprint, and the handler answers the parse error.
     }
@@ -85,10 +111,35 @@ async function readBody(c: Context): Promise<unknown> {
   return bytes;
 }
 
-async function capture(response: Response): Promise<HttpAnswer> {
+const utf8 = new TextDecoder();
+
+/**
+ * The body of a Response made from a string or bytes, read without using it up, when the server
+ * adapter says where it keeps it: @hono/node-server's lightweight Response holds
+ * `[status, body, headers]` under a symbol described `cache` until something reads it as a
+ * stream (and its server writes that body as it is). Reading it through `arrayBuffer()` instead
+ * would make it build a full Response and pump the bytes through web streams, on every request
+ * (bench/http.ts). Undefined for any other Response (other runtimes, streamed bodies): then
+ * capture() reads the stream.
+ */
+function heldBody(response: Response): string | Uint8Array | null | undefined {
+  for (const symbol of Object.getOwnPropertySymbols(response)) {
+    if (symbol.description !== 'cache') continue;
+    const held = (response as unknown as Record<symbol, unknown>)[symbol];
+    if (!Array.isArray(held) || typeof held[0] !== 'number') return undefined;
+    const body: unknown = held[1];
+    return body === null || typeof body === 'string' || body instanceof Uint8Array ? body : undefined;
+  }
+  return undefined;
+}
+
+/** The handler's answer; of its headers, those a replay repeats (it goes out with all of them). */
+async function capture(response: Response, held: string | Uint8Array | null | undefined, replayHeaders: ReadonlySet<string>): Promise<CapturedAnswer> {
   const headers: Record<string, string> = {};
-  response.headers.forEach((value, name) => {
-    headers[name] = value;
-  });
-  return { status: response.status, headers, body: new Uint8Array(await response.arrayBuffer()) };
+  for (const name of replayHeaders) {
+    const value = response.headers.get(name);
+    if (value !== null) headers[name] = value;
+  }
+  const body = held === undefined ? new Uint8Array(await response.arrayBuffer()) : (held ?? new Uint8Array());
+  return { status: response.status, headers, body };
 }

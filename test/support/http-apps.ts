@@ -5,7 +5,9 @@
  *
  * Routes, each writing an order row keyed by the Idempotency-Key and enqueuing an event in the
  * request's transaction:
- *   POST /orders          201 JSON with a random token (a re-execution could never answer the same bytes)
+ *   POST /orders          201 JSON with a random token (a re-execution could never answer the same bytes),
+ *                         and text outside ASCII (its bytes are not its characters)
+ *   PATCH /orders         the same
  *   POST /orders/fail     503 after the insert (not stored: rolls back)
  *   POST /orders/throw    throws after the insert (the framework answers 500; rolls back)
  *   POST /orders/reject   404 JSON (stored and replayed)
@@ -60,14 +62,14 @@ async function handle(route: Route, tx: Transaction<any>, key: string | undefine
   const { rows } = await sql<{ id: string }>`INSERT INTO orders (key, amount) VALUES (${key ?? 'unkeyed'}, ${amount}) RETURNING id`.execute(tx);
   const id = rows[0]!.id;
   await enqueue(tx, { topic: 'orders.created', payload: { id, key, amount } });
-  if (route === 'orders' && process.env.HOLD_FOREVER === key) {
+  if (route === 'orders' && key !== undefined && process.env.HOLD_FOREVER === key) {
     process.stdout.write('IN_HANDLER\n');
     await new Promise(() => {}); // the parent kills this process here
   }
   if (route === 'orders' && key !== undefined) await hooks.gate?.(key);
   switch (route) {
     case 'orders':
-      return { status: 201, headers: { location: `/orders/${id}`, 'x-trace': randomUUID() }, json: { id, key, amount, token: randomUUID() } };
+      return { status: 201, headers: { location: `/orders/${id}`, 'x-trace': randomUUID() }, json: { id, key, amount, token: randomUUID(), city: 'Zürich 🚀' } };
     case 'fail':
       return { status: 503, json: { error: 'upstream down', token: randomUUID() } };
     case 'throw':
@@ -111,6 +113,9 @@ async function startExpress(db: Kysely<any>, options: AppOptions, hooks: AppHook
       send(res, await handle(route, res.locals.tx, req.get('idempotency-key'), req.body, hooks));
     });
   }
+  app.patch('/orders', express.json(), once_, async (req, res) => {
+    send(res, await handle('orders', res.locals.tx, req.get('idempotency-key'), req.body, hooks));
+  });
   app.get('/orders/count', once_, async (_req, res) => send(res, await count(res.locals.tx)));
   const server = app.listen(0, '127.0.0.1');
   await once(server, 'listening');
@@ -134,11 +139,16 @@ async function startFastify(db: Kysely<any>, options: AppOptions, hooks: AppHook
     principal: (request) => headerOf(request.headers['x-user']),
     ...options,
   });
-  for (const [path, route] of ROUTES) {
-    app.post(path, { config: { idempotency: true } }, async (request, reply) => {
-      const answer = await handle(route, request.tx, headerOf(request.headers['idempotency-key']), request.body as { amount?: number }, hooks);
-      reply.code(answer.status).headers(answer.headers ?? {});
-      return answer.bytes ? Buffer.from(answer.bytes) : answer.json;
+  for (const [method, path, route] of [...ROUTES.map(([path, route]) => ['POST', path, route] as const), ['PATCH', '/orders', 'orders'] as const]) {
+    app.route({
+      method,
+      url: path,
+      config: { idempotency: true },
+      handler: async (request, reply) => {
+        const answer = await handle(route, request.tx, headerOf(request.headers['idempotency-key']), request.body as { amount?: number }, hooks);
+        reply.code(answer.status).headers(answer.headers ?? {});
+        return answer.bytes ? Buffer.from(answer.bytes) : answer.json;
+      },
     });
   }
   app.get('/orders/count', { config: { idempotency: true } }, async (request, reply) => {
@@ -152,8 +162,8 @@ async function startFastify(db: Kysely<any>, options: AppOptions, hooks: AppHook
 async function startHono(db: Kysely<any>, options: AppOptions, hooks: AppHooks): Promise<RunningApp> {
   const app = new Hono();
   const once_ = honoIdempotency({ db, tenant: (c) => c.req.header('x-tenant'), principal: (c) => c.req.header('x-user'), ...options });
-  for (const [path, route] of ROUTES) {
-    app.post(path, once_, async (c) => {
+  for (const [method, path, route] of [...ROUTES.map(([path, route]) => ['POST', path, route] as const), ['PATCH', '/orders', 'orders'] as const]) {
+    app.on(method, path, once_, async (c) => {
       const body = (await c.req.json().catch(() => undefined)) as { amount?: number } | undefined;
       const answer = await handle(route, c.get('tx'), c.req.header('idempotency-key'), body, hooks);
       if (answer.bytes) return c.body(Buffer.from(answer.bytes), answer.status as 200, answer.headers);

@@ -22,12 +22,16 @@ const MAX_PRINCIPAL_PART = 64;
 export const httpKeys = {
   /**
    * An HTTP client's `Idempotency-Key`, scoped by the principal that sent it:
-   * `once:http:<principal>:<key>`, the principal percent-encoded (or its sha256 when long), empty
-   * when the adapter scopes by tenant only.
+   * `once:http:<principal>:<key>`. The principal is percent-encoded (so it holds no ':' and the
+   * key starts after the first ':' that follows it), empty when the adapter scopes by tenant only
+   * (a principal of '' is the same: no principal), and `%h<sha256>` when it is long: encoding
+   * never writes '%' before anything but '25' or '3A', so no principal's own text is ever taken
+   * for another's hash. Distinct (principal, key) pairs give distinct keys.
    */
   client: (principal: string | undefined, clientKey: string): string => {
-    const encoded = encodeKeyPart(principal ?? '');
-    const part = encoded.length <= MAX_PRINCIPAL_PART ? encoded : createHash('sha256').update(principal!).digest('hex').slice(0, 32);
+    if (principal === undefined) return `once:http::${clientKey}`;
+    const encoded = encodeKeyPart(principal);
+    const part = encoded.length <= MAX_PRINCIPAL_PART ? encoded : `%h${createHash('sha256').update(principal).digest('hex').slice(0, 32)}`;
     return `once:http:${part}:${clientKey}`;
   },
 };

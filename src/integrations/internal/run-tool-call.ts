@@ -9,7 +9,8 @@ import { z } from 'zod';
 import { outsideInternalKey, runWithInternalKey } from '../../internal/internal-key.ts';
 import { isTransaction } from '../../internal/is-transaction.ts';
 import { IdempotencyInProgressError, runIdempotent, withTenant, type IdempotentOutcome } from '../../index.ts';
-import { runIdempotentOptionsSchema, type RunIdempotentOptions } from '../../options.ts';
+import { runIdempotentOptionsSchema, type ResolvedRunIdempotentOptions, type RunIdempotentOptions } from '../../options.ts';
+import { asResolved } from '../../internal/resolved-options.ts';
 
 /**
  * The runIdempotent options an adapter passes through (ttl, version, waitMs, storeError,
@@ -64,6 +65,12 @@ export interface ToolCallRun<T> {
   run: AdapterRunOptions;
   fn: (tx: Transaction<any>) => Promise<T>;
   /**
+   * Whether `run` is the schema's own output (with its defaults), resolved once when the adapter
+   * was made: runIdempotent then does not parse it again on every call (internal/resolved-options.ts).
+   * (Default: false)
+   */
+  runResolved?: boolean;
+  /**
    * Whether `key` is the adapter's own, in its reserved namespace (adapter-keys.ts). False for a
    * key the user derived (a `key` option): that one obeys the rules of user keys.
    */
@@ -105,7 +112,8 @@ export async function runToolCall<T>(call: ToolCallRun<T>): Promise<IdempotentOu
 const waitMsSchema = runIdempotentOptionsSchema.shape.waitMs;
 
 function runInTransaction<T>(call: ToolCallRun<T>, run: AdapterRunOptions): Promise<IdempotentOutcome<T>> {
-  const options = { ...run, request: call.request, ...(call.tool === undefined ? {} : { tool: call.tool }) };
+  const given = { ...run, request: call.request, ...(call.tool === undefined ? {} : { tool: call.tool }) };
+  const options = call.runResolved ? asResolved(given as ResolvedRunIdempotentOptions) : given;
   return withTenant(call.db, call.tenantId, (tx) =>
     call.internalKey
       ? runWithInternalKey(call.key, () => runIdempotent.detailed(tx, call.key, outsideInternalKey(call.fn), options))

@@ -5,8 +5,18 @@
  */
 import Fastify from 'fastify';
 import { describe, expect, it } from 'vitest';
-import { IdempotencyInProgressError, IdempotencyKeyReusedError, InvalidKeyError, InvalidOptionsError, RateLimitedError } from '../../../src/index.ts';
-import { parseIdempotencyKey } from '../../../src/http/parse-idempotency-key.ts';
+import {
+  IdempotencyInProgressError,
+  IdempotencyKeyReusedError,
+  InvalidKeyError,
+  InvalidOptionsError,
+  InvalidRequestError,
+  RateLimitedError,
+} from '../../../src/index.ts';
+import { canonicalText } from '../../../src/http/http-fingerprint.ts';
+import { MAX_CLIENT_KEY_LENGTH, parseIdempotencyKey } from '../../../src/http/parse-idempotency-key.ts';
+import { httpKeys } from '../../../src/integrations/internal/adapter-keys.ts';
+import { canonicalJson } from '../../../src/keys.ts';
 import { problemAnswer } from '../../../src/http/problem-answer.ts';
 import { idempotency as expressIdempotency } from '../../../src/integrations/express.ts';
 import { fastifyIdempotency } from '../../../src/integrations/fastify.ts';
@@ -58,5 +68,89 @@ describe('options', () => {
     expect(error).toBeInstanceOf(InvalidOptionsError);
     const paths = (error as InvalidOptionsError).issues.map((issue) => issue.path.join('.'));
     expect(paths).toEqual(expect.arrayContaining(['db', 'tenant', 'header', 'waitMs', 'unknown']));
+  });
+});
+
+describe('canonicalText (the fingerprinted text of a request)', () => {
+  /** A JSON value as a parser makes it, from a seeded generator: the same values on every run. */
+  function randomJson(seed: number): unknown {
+    let state = seed;
+    const next = () => {
+      state = (state * 1_103_515_245 + 12_345) % 2_147_483_648;
+      return state / 2_147_483_648;
+    };
+    const strings = ['', 'a', 'Zürich', '🚀', 'é\u0301', '"quoted"\n\t\\', '\u001f', '\u2028', 'ö', 'Ω', 'z', 'A', '10', '2', '__proto__', 'constructor'];
+    const numbers = [0, -0, 1, -1, 0.1, 1e21, 1e-7, 123456789.123, -5e-324, 2 ** 53, Number.MAX_VALUE];
+    const value = (depth: number): unknown => {
+      const pick = Math.floor(next() * (depth > 3 ? 4 : 6));
+      if (pick === 0) return strings[Math.floor(next() * strings.length)];
+      if (pick === 1) return numbers[Math.floor(next() * numbers.length)];
+      if (pick === 2) return next() < 0.5;
+      if (pick === 3) return null;
+      if (pick === 4) return Array.from({ length: Math.floor(next() * 4) }, () => value(depth + 1));
+      return Object.fromEntries(Array.from({ length: Math.floor(next() * 5) }, () => [strings[Math.floor(next() * strings.length)]!, value(depth + 1)]));
+    };
+    // Through JSON text and back, as a body parser hands it over (own "__proto__" keys included).
+    return JSON.parse(JSON.stringify(value(0)));
+  }
+
+  it('is canonicalJson\'s text for values a JSON parser makes', () => {
+    for (let seed = 1; seed <= 500; seed += 1) {
+      const body = randomJson(seed);
+      expect(canonicalText({ method: 'POST', target: '/orders?x=1', headers: { accept: null }, body })).toBe(
+        canonicalJson({ method: 'POST', target: '/orders?x=1', headers: { accept: null }, body }),
+      );
+    }
+    expect(canonicalText(JSON.parse('{"__proto__":{"b":1},"a":[1,{"d":2,"c":3}]}'))).toBe('{"__proto__":{"b":1},"a":[1,{"c":3,"d":2}]}');
+  });
+
+  it("is canonicalJson's text, and refusal, for values no parser makes", () => {
+    class Money {
+      readonly cents: number;
+      constructor(cents: number) {
+        this.cents = cents;
+      }
+    }
+    const values = [
+      { when: new Date(0), skipped: undefined, nested: [undefined, 1] },
+      new Money(5),
+      { toJSON: () => ({ b: 2, a: 1 }) },
+      Object.assign(Object.create({ inherited: 1 }), { own: 2 }),
+      [Number.NaN, Number.POSITIVE_INFINITY],
+    ];
+    for (const value of values) expect(canonicalText(value)).toBe(canonicalJson(value));
+    expect(() => canonicalText({ text: 'a\u0000b' })).toThrow(InvalidRequestError);
+    expect(() => canonicalText({ run: () => 1 })).toThrow(InvalidRequestError);
+    expect(() => canonicalText(Object.fromEntries([['k\ud800', 1]]))).toThrow(InvalidRequestError);
+  });
+});
+
+describe('httpKeys.client (the stored key of a client key)', () => {
+  it('gives distinct stored keys to distinct (principal, key) pairs', () => {
+    const long = 'p'.repeat(100);
+    const hashed = httpKeys.client(long, 'k').split(':')[2]!;
+    const pairs: [string | undefined, string][] = [
+      [undefined, 'a:b'],
+      ['a', 'b'],
+      ['a:b', 'c'],
+      ['a', 'b:c'],
+      ['%3A', 'k'],
+      [':', 'k'],
+      ['%', 'k'],
+      ['%25', 'k'],
+      [long, 'k'],
+      [hashed, 'k'], // a principal that is another's hash, literally
+      [hashed.slice(2), 'k'],
+      ['x'.repeat(64), 'k'],
+    ];
+    const stored = pairs.map(([principal, key]) => httpKeys.client(principal, key));
+    expect(new Set(stored).size).toBe(pairs.length);
+    // The longest client key with the longest principal part, plain or hashed, fits a stored key.
+    for (const principal of ['x'.repeat(64), long]) expect(httpKeys.client(principal, 'k'.repeat(MAX_CLIENT_KEY_LENGTH)).length).toBeLessThanOrEqual(255);
+  });
+
+  it("scopes by tenant only without a principal, and '' is no principal", () => {
+    expect(httpKeys.client(undefined, 'k')).toBe('once:http::k');
+    expect(httpKeys.client('', 'k')).toBe('once:http::k');
   });
 });

@@ -18,9 +18,9 @@ interface Reply {
   json(): any;
 }
 
-async function post(url: string, key: string | undefined, body: unknown, headers: Record<string, string> = {}): Promise<Reply> {
+async function post(url: string, key: string | undefined, body: unknown, headers: Record<string, string> = {}, method = 'POST'): Promise<Reply> {
   const response = await fetch(url, {
-    method: 'POST',
+    method,
     headers: { 'content-type': 'application/json', ...(key === undefined ? {} : { 'idempotency-key': key }), ...headers },
     body: JSON.stringify(body),
   });
@@ -84,9 +84,16 @@ export function httpSuite(framework: Framework): void {
       }
       const replies: Reply[][] = requests.map(() => []);
       let pending = requests.map((_, index) => index);
+      const spurious: string[] = [];
       while (pending.length > 0) {
         const round = await Promise.all(pending.map((index) => post(`${app.url}/orders`, requests[index]!.key, { amount: requests[index]!.amount }, headers)));
         for (const [i, reply] of round.entries()) replies[pending[i]!]!.push(reply);
+        // A 409 means another request of the same key was in flight, and every request of a round
+        // is answered before the next round starts: so a key refused in a round must have been
+        // executed in that same round (a 201 that is not a replay). A 409 without one was a
+        // brand-new or settled key refused for nothing.
+        const executedInRound = new Set(round.flatMap((reply, i) => (reply.status === 201 && reply.headers.get('idempotent-replayed') === null ? [requests[pending[i]!]!.key] : [])));
+        spurious.push(...round.flatMap((reply, i) => (reply.status === 409 && !executedInRound.has(requests[pending[i]!]!.key) ? [requests[pending[i]!]!.key] : [])));
         const busy = round.filter((reply) => reply.status === 409);
         for (const reply of busy) {
           expect(reply.headers.get('retry-after')).toMatch(/^[1-9]\d*$/);
@@ -97,6 +104,7 @@ export function httpSuite(framework: Framework): void {
         if (pending.length > 0) await new Promise((resolve) => setTimeout(resolve, 1_000 * Number(busy[0]!.headers.get('retry-after'))));
       }
 
+      expect(spurious).toEqual([]);
       const rows = await ordersOf(t);
       expect(rows).toHaveLength(50);
       expect(new Set(rows.map((row) => row.key)).size).toBe(50);
@@ -170,6 +178,81 @@ export function httpSuite(framework: Framework): void {
       expect(long.json()).toMatchObject({ status: 400, code: 'INVALID_KEY' });
       expect(executions.get('orders') ?? 0).toBe(before);
       expect(await ordersOf(tenant('nokey'))).toEqual([]);
+    });
+
+    it('PATCH without a key is 400 as well; with one, its retry is a replay', async () => {
+      const headers = { 'x-tenant': tenant('patch') };
+      const missing = await post(`${app.url}/orders`, undefined, { amount: 4 }, headers, 'PATCH');
+      expect(missing.status).toBe(400);
+      expect(missing.json()).toMatchObject({ code: 'INVALID_KEY' });
+      const first = await post(`${app.url}/orders`, 'patch-1', { amount: 4 }, headers, 'PATCH');
+      const retry = await post(`${app.url}/orders`, 'patch-1', { amount: 4 }, headers, 'PATCH');
+      expect([first.status, retry.status]).toEqual([201, 201]);
+      expect(retry.headers.get('idempotent-replayed')).toBe('true');
+      expect(retry.bytes.equals(first.bytes)).toBe(true);
+      // The method is fingerprinted: the same key with POST is another request.
+      expect((await post(`${app.url}/orders`, 'patch-1', { amount: 4 }, headers)).status).toBe(422);
+      expect(await ordersOf(tenant('patch'))).toHaveLength(1);
+    });
+
+    it('optional keys (required: false): a POST without one runs unkeyed, each time; with one it is still deduplicated', async () => {
+      const optional = await start({ required: false });
+      const t = tenant('optional');
+      const before = executions.get('orders') ?? 0;
+      const a = await post(`${optional.url}/orders`, undefined, { amount: 8 }, { 'x-tenant': t });
+      const b = await post(`${optional.url}/orders`, undefined, { amount: 8 }, { 'x-tenant': t });
+      expect([a.status, b.status]).toEqual([201, 201]);
+      expect(b.headers.get('idempotent-replayed')).toBeNull();
+      expect(b.bytes.equals(a.bytes)).toBe(false);
+      const keyed = await post(`${optional.url}/orders`, 'optional-1', { amount: 8 }, { 'x-tenant': t });
+      const replay = await post(`${optional.url}/orders`, 'optional-1', { amount: 8 }, { 'x-tenant': t });
+      expect(replay.bytes.equals(keyed.bytes)).toBe(true);
+      expect(executions.get('orders')! - before).toBe(3);
+      expect(await ordersOf(t)).toHaveLength(3);
+      expect(await fx.rows('outbox_events', `tenant_id = '${t}'`)).toHaveLength(3); // unkeyed writes commit with their events too
+    });
+
+    it('header, fingerprintHeaders, replayHeaders and store are options', async () => {
+      const custom = await start({ header: 'X-Request-Id', fingerprintHeaders: ['Accept-Language'], replayHeaders: ['x-trace'], store: (status) => status < 400 });
+      const t = tenant('options');
+      const send = (path: string, key: string, language: string) =>
+        post(`${custom.url}${path}`, undefined, { amount: 9 }, { 'x-tenant': t, 'x-request-id': key, 'accept-language': language });
+      // The key comes from X-Request-Id: Idempotency-Key alone is a missing key.
+      expect((await post(`${custom.url}/orders`, 'options-0', { amount: 9 }, { 'x-tenant': t })).status).toBe(400);
+      const first = await send('/orders', 'options-1', 'de');
+      const replay = await send('/orders', 'options-1', 'de');
+      expect(replay.headers.get('idempotent-replayed')).toBe('true');
+      expect(replay.headers.get('x-trace')).toBe(first.headers.get('x-trace')); // allow-listed here
+      // A fingerprinted header that changed makes it another request.
+      const otherLanguage = await send('/orders', 'options-1', 'fr');
+      expect(otherLanguage.status).toBe(422);
+      // store: only < 400 here, so a 404 is not stored: its writes roll back and a retry runs again.
+      const before = executions.get('reject') ?? 0;
+      const rejected = await send('/orders/reject', 'options-2', 'de');
+      const again = await send('/orders/reject', 'options-2', 'de');
+      expect([rejected.status, again.status]).toEqual([404, 404]);
+      expect(again.headers.get('idempotent-replayed')).toBeNull();
+      expect(executions.get('reject')! - before).toBe(2);
+      expect(await ordersOf(t)).toHaveLength(1);
+    });
+
+    it("a fresh key is not refused 409 while its claim's write waits on a lock no duplicate holds", async () => {
+      // The claim's INSERT waits behind a SHARE lock (CREATE INDEX takes one), as it did behind
+      // relation extension locks under the 200 concurrent requests: with waitMs 0 that used to
+      // answer 409 IDEMPOTENCY_IN_PROGRESS for a key nobody else had sent.
+      const t = tenant('locked');
+      const locker = await fx.database.admin.connect();
+      try {
+        await locker.query('BEGIN');
+        await locker.query('LOCK TABLE once.idempotency_keys IN SHARE MODE');
+        const reply = post(`${app.url}/orders`, 'locked-1', { amount: 3 }, { 'x-tenant': t });
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        await locker.query('COMMIT');
+        expect((await reply).status).toBe(201);
+      } finally {
+        locker.release();
+      }
+      expect(await ordersOf(t)).toHaveLength(1);
     });
 
     it('a request without a tenant is 400 INVALID_TENANT', async () => {
