@@ -20,7 +20,7 @@ const BATCH = 700;
 
 /** Every node of a JSON plan, depth first. */
 function nodesOf(plan: Record<string, unknown>): Record<string, unknown>[] {
-  const children = (plan['Plans'] as Record<string, unknown>[] | undefined) ?? [];
+  const children = (plan.Plans as Record<string, unknown>[] | undefined) ?? [];
   return [plan, ...children.flatMap(nodesOf)];
 }
 

@@ -5,7 +5,7 @@
  */
 import type { IdempotentOutcome } from '../idempotency/claim-outcome.ts';
 import type { Jsonify } from '../idempotency/jsonify.ts';
-import { type RunIdempotent, runIdempotentFor } from '../idempotency/run-idempotent.ts';
+import { runIdempotentFor } from '../idempotency/run-idempotent.ts';
 import { type RunIdempotentExternal, runIdempotentExternalFor } from '../idempotency/run-idempotent-external.ts';
 import { type InboxMessage, type ReceiveOnceOptions, receiveOnceFor, type WithTenant } from '../inbox/receive-once.ts';
 import type { Driver } from '../internal/driver.ts';

@@ -24,7 +24,11 @@ function drizzleStatement(text: string, values: readonly unknown[]): SQL {
   let statement = split.get(text);
   if (!statement) {
     const order: number[] = [];
-    const strings = text.split(/\$(\d+)/).filter((piece, i) => (i % 2 === 1 ? (order.push(Number(piece) - 1), false) : true));
+    const strings = text.split(/\$(\d+)/).filter((piece, i) => {
+      if (i % 2 === 0) return true;
+      order.push(Number(piece) - 1);
+      return false;
+    });
     statement = { strings: Object.assign(strings, { raw: strings }) as unknown as TemplateStringsArray, order };
     // Statements without values (a savepoint of its own name per call) are not worth remembering.
     if (order.length > 0) split.set(text, statement);

@@ -21,7 +21,13 @@ function knexStatement(text: string): { text: string; order: number[] } {
   let statement = rewritten.get(text);
   if (!statement) {
     const order: number[] = [];
-    statement = { text: text.replace(/\$(\d+)/g, (_, n: string) => (order.push(Number(n) - 1), '?')), order };
+    statement = {
+      text: text.replace(/\$(\d+)/g, (_, n: string) => {
+        order.push(Number(n) - 1);
+        return '?';
+      }),
+      order,
+    };
     rewritten.set(text, statement);
   }
   return statement;
@@ -45,7 +51,8 @@ function queryFor(trx: Knex.Transaction): (text: string, values: readonly unknow
   return async (text, values) => {
     if (trx.isCompleted()) return rawQuery(trx, text, values);
     // A transaction's client always hands out the transaction's own connection.
-    const held = (await (connection ??= client.acquireConnection!())) as pg.ClientBase;
+    connection ??= client.acquireConnection!();
+    const held = (await connection) as pg.ClientBase;
     return nodePostgresQuery(held, text, values);
   };
 }

@@ -21,12 +21,14 @@ const driver: Driver<Sql<any> | TransactionSql<any>, TransactionSql<any>> = {
 
 const api = driverApi(driver);
 export const { runIdempotent, enqueue, runIdempotentExternal } = api;
+// biome-ignore lint/complexity/noBannedTypes: `{}` is postgres.js's own default for Sql's type parameter; another default would not match `sql`.
 export const withTenant: <T, Types extends Record<string, unknown> = {}>(
   sql: Sql<Types> | TransactionSql<Types>,
   tenantId: string,
   fn: (sql: TransactionSql<Types>) => Promise<T>,
   options?: WithTenantOptions,
 ) => Promise<T> = api.withTenant as never;
+// biome-ignore lint/complexity/noBannedTypes: as above, postgres.js's own default.
 export const receiveOnce: <T, Types extends Record<string, unknown> = {}>(
   sql: Sql<Types> | TransactionSql<Types>,
   message: Parameters<typeof api.receiveOnce>[1],

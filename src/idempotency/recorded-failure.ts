@@ -27,7 +27,10 @@ export function isRecordedFailure(error: unknown): boolean {
 export function recordFailure<E>(tx: object, error: E): E {
   if (typeof error === 'object' && error !== null) return markRecordedFailure(error);
   const state = transactionState(tx);
-  if (state) (state.recordedValues ??= []).push(error);
+  if (state) {
+    state.recordedValues ??= [];
+    state.recordedValues.push(error);
+  }
   return error;
 }
 
