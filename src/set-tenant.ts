@@ -24,16 +24,17 @@ interface RoleCheck {
 }
 
 /**
- * The newest function, column and grant this package uses (sql/0007, sql/0009, sql/0013): their
+ * The newest function and column this package uses (sql/0007, sql/0009), and sql/0013's grant as
+ * the mark of a schema that has the newest claim_key (duplicates waiting on a shared lock): their
  * absence means the database's schema is older than the code, which would otherwise fail at the
- * claim with a bare "function does not exist", "permission denied for sequence", or at enqueue
- * with "column does not exist". Read from the catalog, which every login may read.
+ * claim with a bare "function does not exist", or at enqueue with "column does not exist", or
+ * wait for duplicates one after another. Read from the catalog, which every login may read.
  */
 const NEWEST_FUNCTION = 'claim_key';
 // By name through the catalog, not to_regclass('once....'), which needs USAGE on the schema: a
 // login without the app role must get WRONG_ROLE, not "permission denied for schema once".
 const NEWEST_COLUMN = { table: 'outbox_events', column: 'payload_text' };
-/** sql/0013: the application role reserves outbox ids (the claim's nextval) for the events it holds back. */
+/** sql/0013 grants it to the application role (made for reserved outbox ids, a step later taken back; still 0013's mark). */
 const NEWEST_GRANT = { sequence: 'outbox_events_id_seq' };
 const roleByInstance = new WeakMap<object, RoleCheck>();
 

@@ -240,7 +240,19 @@ describe('enqueue inside runIdempotent: derived dedupe ids', () => {
   });
 });
 
-describe("enqueue inside runIdempotent: the call's first event, written with the result", () => {
+describe('enqueue inside runIdempotent', () => {
+  it("writes at once: fn's own later statements see the event it enqueued", async () => {
+    const topic = fresh('visible');
+    const seen = await withTenant(fx.app, 'tenant-a', (tx) =>
+      runIdempotent(tx, fresh('visible-key'), async (t) => {
+        const { id } = await enqueue(t, { topic, payload: { n: 0 } });
+        const { rows } = await sql<{ id: string }>`SELECT id::text AS id FROM once.outbox_events WHERE topic = ${topic}`.execute(t);
+        return { id, rows: rows.map((row) => row.id) };
+      }),
+    );
+    expect(seen.rows).toEqual([seen.id]);
+  });
+
   it('answers with the id and dedupe id of the row the call commits, and later events follow it in id order', async () => {
     const topic = fresh('held');
     const key = fresh('held-key');
@@ -260,7 +272,7 @@ describe("enqueue inside runIdempotent: the call's first event, written with the
     expect(rows[2]!.ordering_key).toBe('k');
   });
 
-  it('writes the held event exactly as enqueue outside a call would (payload bytes, headers, status)', async () => {
+  it('writes the event exactly as enqueue outside a call would (payload bytes, headers, status)', async () => {
     const topic = fresh('held-bytes');
     const payload = { b: 1, a: [1.50, 'x'] };
     await withTenant(fx.app, 'tenant-a', (tx) => runIdempotent(tx, fresh('held-bytes-key'), (t) => enqueue(t, { topic, payload })));

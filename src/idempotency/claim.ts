@@ -38,11 +38,6 @@ export interface ClaimRow {
   limit_tolerance_ms: number | null;
   /** The transaction's statement_timeout after the claim, in milliseconds (0: none). */
   statement_timeout_ms: number;
-  /**
-   * In-transaction mode, claimed without a rate limit: an outbox id reserved for the call's first
-   * event, so that `enqueue` can write it with the stored result (see store-outcome.ts).
-   */
-  event_id: string | null;
 }
 
 /** How a stored failure is kept: enough to re-throw an equivalent error. */
@@ -102,23 +97,15 @@ const CLAIM_COLUMNS = `
 const CLAIM_FROM = `
     FROM once.claim_key($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`;
 /**
- * The two-phase mode's claim (its events are written by the transaction that stores the result).
  * The statement_timeout is read after claim_key put back any value raised for its wait, so it is
  * the one later statements run under.
  */
-const CLAIM = `${CLAIM_COLUMNS}, NULL::text AS event_id${CLAIM_FROM}`;
-/**
- * The in-transaction mode's claim also reserves one outbox id for a fresh claim without a rate
- * limit: the call's first event then costs no round trip of its own (enqueue.ts). nextval, once
- * per fresh call, is what it costs; the ids of calls that enqueue nothing are simply skipped.
- */
-const CLAIM_RESERVING_EVENT_ID = `${CLAIM_COLUMNS},
-         CASE WHEN outcome = 'claimed' AND limit_tool IS NULL THEN nextval('once.outbox_events_id_seq')::text END AS event_id${CLAIM_FROM}`;
+const CLAIM = `${CLAIM_COLUMNS}${CLAIM_FROM}`;
 
 export async function claim(tx: TransactionClient, request: ClaimRequest, mode: ClaimMode): Promise<ClaimRow> {
   try {
     if (mode.block) await raiseStatementTimeout(tx, mode.waitMs, mode.statementTimeoutMs);
-    const rows = await tx.query<Omit<ClaimRow, 'error'> & { error: string | null }>(request.lease ? CLAIM : CLAIM_RESERVING_EVENT_ID, [
+    const rows = await tx.query<Omit<ClaimRow, 'error'> & { error: string | null }>(CLAIM, [
       request.key,
       request.version,
       request.tool ?? null,

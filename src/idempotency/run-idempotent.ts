@@ -89,7 +89,7 @@ async function runIdempotentCall<T>(
   const settled = settleClaim<T>(found, key, opts);
   if (settled) return settled;
   const charge = rateCharge(found);
-  return execute(tx, { tenantId: found.tenant_id, key, version: opts.version }, fn, opts, found.waited, charge, charge ? undefined : (found.event_id ?? undefined));
+  return execute(tx, { tenantId: found.tenant_id, key, version: opts.version }, fn, opts, found.waited, charge);
 }
 
 /**
@@ -111,7 +111,6 @@ async function execute<T>(
   opts: ResolvedRunIdempotentOptions,
   waited: boolean,
   charge: RateCharge | undefined,
-  eventSlot: string | undefined,
 ): Promise<IdempotentOutcome<T>> {
   // Only a stored failure needs fn's partial writes undone while keeping the claim, and only that
   // pays for a savepoint.
@@ -119,12 +118,10 @@ async function execute<T>(
   if (savepoint) await tx.query(`SAVEPOINT ${quoteIdentifier(savepoint)}`, []);
 
   let value: T;
-  const call: CallContext = { tx: tx.owner, ...record, position: 0, parent: callContext.getStore(), eventSlot };
+  const call: CallContext = { tx: tx.owner, ...record, position: 0, parent: callContext.getStore() };
   try {
     value = await callContext.run(call, fn);
   } catch (error) {
-    // An event held back for the store goes with the rest of fn's writes.
-    call.eventSlot = call.heldEvent = undefined;
     if (savepoint && wantsStored(opts.storeError, error)) {
       await tx.query(`ROLLBACK TO SAVEPOINT ${quoteIdentifier(savepoint)}`, []);
       await detectEndedTransaction(tx, record, () => storeFailure(tx, record, JSON.stringify(describeError(error))));
@@ -134,8 +131,6 @@ async function execute<T>(
     throw error;
   }
 
-  // An enqueue that fn started and did not await, running after this point, writes its own row.
-  call.eventSlot = undefined;
   let text: string | undefined;
   try {
     text = storableResult(value, record.key, opts.maxResultBytes);
@@ -143,7 +138,7 @@ async function execute<T>(
     await abortCall(tx, error);
     throw error;
   }
-  if (!(await detectEndedTransaction(tx, record, () => storeResult(tx, record, text, charge, call.heldEvent)))) {
+  if (!(await detectEndedTransaction(tx, record, () => storeResult(tx, record, text, charge)))) {
     // Lost the race for the tenant's last token after fn ran: its writes roll back with the call.
     const error = new RateLimitedError(record.key, Math.max(1, Math.ceil(charge!.emissionMs)));
     await abortCall(tx, error);

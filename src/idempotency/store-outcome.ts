@@ -5,7 +5,6 @@
  */
 import { translateDatabaseError } from '../errors.ts';
 import type { TransactionClient } from '../internal/transaction-client.ts';
-import type { HeldEvent } from './call-context.ts';
 import { transactionState } from './transaction-state.ts';
 
 export interface RecordId {
@@ -27,20 +26,6 @@ export interface RateCharge {
  * returns false when the call lost the race for the last token (nothing was stored).
  */
 const STORE_RESULT = `
-  UPDATE once.idempotency_keys
-     SET status = 'completed', result = $4::text::jsonb, result_text = $4, lease_token = NULL, completed_at = now()
-   WHERE tenant_id = $1 AND key = $2 AND version = $3`;
-
-/**
- * The same, also writing the call's first event, held back by enqueue (call-context.ts) under the
- * outbox id its claim reserved: the event costs no round trip of its own. A data-modifying CTE
- * runs exactly once whatever the UPDATE does; the row's tenant is the transaction's, as enqueue's.
- */
-const STORE_RESULT_WITH_EVENT = `
-  WITH event AS (
-    INSERT INTO once.outbox_events (id, dedupe_id, topic, payload, payload_text, headers) OVERRIDING SYSTEM VALUE
-    SELECT $5::text::bigint, $6, $7, p.text::jsonb, p.text, $9::text::jsonb FROM (SELECT $8::text AS text) p
-  )
   UPDATE once.idempotency_keys
      SET status = 'completed', result = $4::text::jsonb, result_text = $4, lease_token = NULL, completed_at = now()
    WHERE tenant_id = $1 AND key = $2 AND version = $3`;
@@ -67,15 +52,9 @@ export async function storeResult(
   id: RecordId,
   resultText: string | undefined,
   charge: RateCharge | undefined,
-  event?: HeldEvent,
 ): Promise<boolean> {
   try {
     const record = [id.tenantId, id.key, id.version, resultText ?? null];
-    if (event) {
-      // Never held under a rate limit (the claim reserves no id then): no charge to make here.
-      await tx.query(STORE_RESULT_WITH_EVENT, [...record, event.id, event.dedupeId, event.topic, event.payloadText, event.headersText]);
-      return true;
-    }
     if (!charge) {
       await tx.query(STORE_RESULT, record);
       return true;

@@ -66,18 +66,8 @@ export async function enqueueIn(tx: TransactionClient | undefined, event: Outbox
   // Taken synchronously, before any await, so positions follow the order of enqueue calls.
   const dedupeId = parsed.dedupeId ?? (ownCall ? deriveDedupeId(ownCall.tenantId, ownCall.key, ownCall.version, ownCall.position++) : randomUUID());
   const headers = JSON.stringify(parsed.headers);
-  // The call's first event, when its claim reserved an id for it, is held back and written by the
-  // statement that stores the call's result: one round trip fewer, and the same row, id and
-  // dedupe ID. Only the first (later ones, and ordered ones, get ids after it, in enqueue order),
-  // and never an ordered one: its id must be taken after its key's lock (see above). Nothing in
-  // it can fail at that INSERT that did not fail here: the payload and headers are JSON that
-  // jsonb accepts (json-text.ts, safe-text.ts), and the tenant is the call's.
-  const slot = ownCall?.eventSlot;
-  if (ownCall) ownCall.eventSlot = undefined;
-  if (slot !== undefined && parsed.orderingKey === undefined) {
-    ownCall!.heldEvent = { id: slot, dedupeId, topic: parsed.topic, payloadText: payload, headersText: headers };
-    return { id: slot, dedupeId };
-  }
+  // Written at once, never held back for the statement that stores the result (which would save
+  // a round trip): fn's own later statements, and the caller's, must see the event it enqueued.
   try {
     // The payload is sent once and stored twice: as written (payload_text, what the relay
     // delivers, so keys keep their order: sql/0009) and as jsonb (payload, for queries).
