@@ -73,7 +73,7 @@ export function createRelayPool(connectionString: string, statementTimeoutMs: nu
 /**
  * A pool of the relay's (or a drain's) own, with both error listeners: without them a server
  * restart, or a connection terminated while the pool is ending, is an uncaught exception
- * (README, "Pools").
+ * (docs/getting-started.md, "Connect").
  */
 export function ownRelayPool(
   connectionString: string,
