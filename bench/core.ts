@@ -57,7 +57,9 @@ const floor: Call = (db, tenant, key) => handTransaction(db, tenant, (tx) => ins
  */
 const hand: Call = (db, tenant, key) =>
   handTransaction(db, tenant, async (tx) => {
-    const fingerprint = createHash('sha256').update(JSON.stringify({ key, amount: 100 })).digest();
+    const fingerprint = createHash('sha256')
+      .update(JSON.stringify({ key, amount: 100 }))
+      .digest();
     const claimed = await sql`
       INSERT INTO once.idempotency_keys (key, version, tool, fingerprint, status, expires_at)
       VALUES (${key}, '', 'create_order', ${fingerprint}, 'in_progress', now() + interval '24 hours')
@@ -106,9 +108,7 @@ const worker: Call = (db, tenant, key) =>
 
 /** (f): all 16 duplicates wait for the first call's result, as the hand-written ones do. */
 const onceSameKey: Call = (db, tenant, key) =>
-  withTenant(db, tenant, (tx) =>
-    runIdempotent(tx, key, (t) => insertOrder(t, key), { tool: 'create_order', request: { key, amount: 100 }, maxWaiting: 16 }),
-  );
+  withTenant(db, tenant, (tx) => runIdempotent(tx, key, (t) => insertOrder(t, key), { tool: 'create_order', request: { key, amount: 100 }, maxWaiting: 16 }));
 
 /**
  * add_job as the application role: graphile-worker's schema granted as migrate grants it to the

@@ -57,13 +57,17 @@ const step = async (what: string, run: () => Promise<unknown>) => {
   await run();
 };
 const HOUR = 60 * 60 * 1_000;
-const { rows: someDead } = await client.query<{ tenant_id: string; id: string }>(`SELECT tenant_id, id FROM once.outbox_events WHERE status = 'dead' ORDER BY id DESC LIMIT 1`);
+const { rows: someDead } = await client.query<{ tenant_id: string; id: string }>(
+  `SELECT tenant_id, id FROM once.outbox_events WHERE status = 'dead' ORDER BY id DESC LIMIT 1`,
+);
 const tenant = someDead[0]?.tenant_id ?? 'tenant-1';
 await step('overview counts', () => overviewCounts(explaining));
 await step('deliveries and latency, 1h', () => deliverySeries(explaining, HOUR, 60));
 await step('backlog by tenant, by size', () => backlogByTenant(explaining, { order: 'size', limit: 50 }));
 await step('backlog by tenant, by name', () => backlogByTenant(explaining, { order: 'name', limit: 50 }));
-await step('backlog by tenant, by name, page 2', () => backlogByTenant(explaining, { order: 'name', after: { tenantId: 'tenant-5000', pending: 0 }, limit: 50 }));
+await step('backlog by tenant, by name, page 2', () =>
+  backlogByTenant(explaining, { order: 'name', after: { tenantId: 'tenant-5000', pending: 0 }, limit: 50 }),
+);
 await step('backlog by topic', () => backlogByTopic(explaining, 50));
 await step('dead events, first page', () => deadEventList(explaining, {}, { limit: 50 }));
 await step('dead events of a tenant', () => deadEventList(explaining, { tenant }, { limit: 50 }));

@@ -71,8 +71,13 @@ async function measure(bench: BenchDatabase, admin: pg.Pool, seconds: number, la
     doorbell: await latencyPgOnce(bench, admin, latencySeconds, 50, DOORBELL, ringing),
     graphileWorker: await latencyGraphileWorker(bench, admin, latencySeconds, 50),
   };
-  console.log(`  latency p50: polling ${latency.polling.p50.toFixed(2)} ms, doorbell ${latency.doorbell.p50.toFixed(2)} ms, graphile-worker ${latency.graphileWorker.p50.toFixed(2)} ms`);
-  const writers = { '1': { poll: [], doorbell: [], notify: [] }, '16': { poll: [], doorbell: [], notify: [] } } as Record<'1' | '16', Record<WriterMode, number[]>>;
+  console.log(
+    `  latency p50: polling ${latency.polling.p50.toFixed(2)} ms, doorbell ${latency.doorbell.p50.toFixed(2)} ms, graphile-worker ${latency.graphileWorker.p50.toFixed(2)} ms`,
+  );
+  const writers = { '1': { poll: [], doorbell: [], notify: [] }, '16': { poll: [], doorbell: [], notify: [] } } as Record<
+    '1' | '16',
+    Record<WriterMode, number[]>
+  >;
   for (let round = 0; round < WRITER_ROUNDS; round += 1) {
     for (const mode of ['poll', 'doorbell', 'notify'] as const) {
       for (const concurrency of [16, 1] as const) {

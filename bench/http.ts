@@ -175,6 +175,8 @@ export async function runHttpBench(bench: BenchDatabase, seconds: number): Promi
   console.log('direct: withTenant + runIdempotent called in the route handler; middleware: pg-once/<framework>');
   const worstOverheadPercent = Math.max(...Object.values(ratios).map((ratio) => (1 - ratio) * 100));
   const worstCpuOverheadPercent = Math.max(...Object.values(cpuRatios).map((ratio) => (ratio - 1) * 100));
-  console.log(`\nworst middleware overhead: throughput ${worstOverheadPercent.toFixed(1)}%, Node CPU per request ${worstCpuOverheadPercent.toFixed(1)}% (target <= 10%)`);
+  console.log(
+    `\nworst middleware overhead: throughput ${worstOverheadPercent.toFixed(1)}%, Node CPU per request ${worstCpuOverheadPercent.toFixed(1)}% (target <= 10%)`,
+  );
   return { concurrency: CONCURRENCY, throughput, ratios, cpuRatios, worstOverheadPercent, worstCpuOverheadPercent };
 }

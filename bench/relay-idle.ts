@@ -26,13 +26,19 @@ function countQueries(): { count: () => number; stop: () => void } {
     count += 1;
     return original.apply(this, args);
   };
-  return { count: () => count, stop: () => {
+  return {
+    count: () => count,
+    stop: () => {
       prototype.query = original;
     },
   };
 }
 
-export async function idleCost(bench: BenchDatabase, admin: pg.Pool, options: { idleSeconds: number; idleTimesMs: number[]; samples: number }): Promise<IdleCost> {
+export async function idleCost(
+  bench: BenchDatabase,
+  admin: pg.Pool,
+  options: { idleSeconds: number; idleTimesMs: number[]; samples: number },
+): Promise<IdleCost> {
   await admin.query('TRUNCATE once.outbox_events');
   let delivered: ((at: number) => void) | undefined;
   // Sweeps on, as in production: graphile-worker's scheduler is part of what an idle relay costs.

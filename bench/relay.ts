@@ -74,9 +74,7 @@ async function drainGraphileWorker(bench: BenchDatabase, admin: pg.Pool, count: 
     taskList: { noop: async () => {} },
     logger: silent,
     noHandleSignals: true,
-    ...(batched
-      ? { preset: { worker: { concurrentJobs: 32, localQueue: { size: 500 }, completeJobBatchDelay: 0, failJobBatchDelay: 0 } } }
-      : {}),
+    ...(batched ? { preset: { worker: { concurrentJobs: 32, localQueue: { size: 500 }, completeJobBatchDelay: 0, failJobBatchDelay: 0 } } } : {}),
   });
   await waitUntil(async () => (await admin.query('SELECT 1 FROM graphile_worker._private_jobs LIMIT 1')).rowCount === 0);
   const seconds = (performance.now() - started) / 1_000;
@@ -302,7 +300,15 @@ type RelayPart = (typeof RELAY_PARTS)[number];
 
 export async function runRelayBench(
   bench: BenchDatabase,
-  options: { events: number; rssEvents: number; latencySeconds: number; fairnessBacklog?: number; bigEvents?: number; keyEvents?: number; only?: readonly string[] },
+  options: {
+    events: number;
+    rssEvents: number;
+    latencySeconds: number;
+    fairnessBacklog?: number;
+    bigEvents?: number;
+    keyEvents?: number;
+    only?: readonly string[];
+  },
 ) {
   // 50,000 at the default scale (run.ts passes events = 20,000 x BENCH_SCALE).
   const fairnessBacklog = options.fairnessBacklog ?? Math.round(options.events * 2.5);
@@ -336,7 +342,9 @@ export async function runRelayBench(
         drain.graphileWorkerBatched = Math.max(drain.graphileWorkerBatched, await drainGraphileWorker(bench, admin, options.events, true));
       }
       drain.graphileWorkerDefault = await drainGraphileWorker(bench, admin, options.events, false);
-      console.log(`  drain: pg-once ${Math.round(drain.pgOnce)}/s, graphile-worker ${Math.round(drain.graphileWorkerDefault)}/s default, ${Math.round(drain.graphileWorkerBatched)}/s batched`);
+      console.log(
+        `  drain: pg-once ${Math.round(drain.pgOnce)}/s, graphile-worker ${Math.round(drain.graphileWorkerDefault)}/s default, ${Math.round(drain.graphileWorkerBatched)}/s batched`,
+      );
       result.drain = drain;
     }
     if (wanted('latency')) {
@@ -374,11 +382,23 @@ export async function runRelayBench(
         ],
       );
     }
-    if (rss) console.log(`\nRelay RSS while draining ${options.rssEvents.toLocaleString('en-US')} events: peak ${rss.peakMb.toFixed(0)} MB (target <= 150), drained in ${rss.seconds.toFixed(1)} s`);
+    if (rss)
+      console.log(
+        `\nRelay RSS while draining ${options.rssEvents.toLocaleString('en-US')} events: peak ${rss.peakMb.toFixed(0)} MB (target <= 150), drained in ${rss.seconds.toFixed(1)} s`,
+      );
     if (fairness) printFairness(fairness, fairnessBacklog);
-    if (blockedKeys) console.log(`\nIdle poll with 100,000 due events behind 100 backing-off ordering-key heads: ${blockedKeys.bestMs.toFixed(2)} ms server time (median of 5: ${blockedKeys.medianMs.toFixed(2)}; target <= 1)`);
-    if (bigRss) console.log(`\nRelay RSS while draining ${bigEvents.toLocaleString('en-US')} events of 1 MiB: peak ${bigRss.peakMb.toFixed(0)} MB (target <= 250), drained in ${bigRss.seconds.toFixed(1)} s`);
-    if (key) console.log(`\nOne ordering key, ${keyEvents.toLocaleString('en-US')} events, instant sink: ${Math.round(key.perSecond)} events/s (target >= 1,000), ${key.outOfOrder} out of order, ${key.repeats} repeats`);
+    if (blockedKeys)
+      console.log(
+        `\nIdle poll with 100,000 due events behind 100 backing-off ordering-key heads: ${blockedKeys.bestMs.toFixed(2)} ms server time (median of 5: ${blockedKeys.medianMs.toFixed(2)}; target <= 1)`,
+      );
+    if (bigRss)
+      console.log(
+        `\nRelay RSS while draining ${bigEvents.toLocaleString('en-US')} events of 1 MiB: peak ${bigRss.peakMb.toFixed(0)} MB (target <= 250), drained in ${bigRss.seconds.toFixed(1)} s`,
+      );
+    if (key)
+      console.log(
+        `\nOne ordering key, ${keyEvents.toLocaleString('en-US')} events, instant sink: ${Math.round(key.perSecond)} events/s (target >= 1,000), ${key.outOfOrder} out of order, ${key.repeats} repeats`,
+      );
     if (idle) printIdle(idle);
     printIssueFigures(result);
     const ratios = drain

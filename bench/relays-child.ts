@@ -67,7 +67,10 @@ prototype.query = function (this: unknown, ...args: unknown[]) {
   }
   const returned = original.apply(this, args);
   if (returned && typeof (returned as Promise<unknown>).then === 'function') {
-    (returned as Promise<{ rowCount?: number | null }>).then((res) => done(res?.rowCount ?? 0), () => {});
+    (returned as Promise<{ rowCount?: number | null }>).then(
+      (res) => done(res?.rowCount ?? 0),
+      () => {},
+    );
   }
   return returned;
 };

@@ -139,27 +139,32 @@ async function backlogRun(bench: BenchDatabase, admin: pg.Pool, plan: RelayPlan,
   await admin.query('TRUNCATE once.outbox_events');
   const children = await startChildren(bench, plan);
   // Measured from the commit on: the insert's own CPU is not the relays' cost.
-  const measured = await measure(bench, children, async () => {
-    while (await pendingLeft(admin)) await new Promise((resolve) => setTimeout(resolve, 20));
-  }, async () => {
-    const client = await admin.connect();
-    try {
-      // Analysed in the same transaction: the relays' first claim plans with the backlog's statistics.
-      await client.query('BEGIN');
-      await client.query(
-        `INSERT INTO once.outbox_events (tenant_id, dedupe_id, topic, ordering_key, payload, payload_text)
+  const measured = await measure(
+    bench,
+    children,
+    async () => {
+      while (await pendingLeft(admin)) await new Promise((resolve) => setTimeout(resolve, 20));
+    },
+    async () => {
+      const client = await admin.connect();
+      try {
+        // Analysed in the same transaction: the relays' first claim plans with the backlog's statistics.
+        await client.query('BEGIN');
+        await client.query(
+          `INSERT INTO once.outbox_events (tenant_id, dedupe_id, topic, ordering_key, payload, payload_text)
          SELECT 'tenant-' || (i % $2::int), 'relays-' || i, 'relays.event',
                 CASE WHEN (i / $2::int) % 2 = 0 THEN 'key-' || ((i / (2 * $2::int)) % $3::int) END, p, p::text
            FROM generate_series(0, $1::int - 1) i, LATERAL (SELECT jsonb_build_object('s', i) AS p) payload
           ORDER BY i`,
-        [events, TENANTS, KEYS_PER_TENANT],
-      );
-      await client.query('ANALYZE once.outbox_events');
-      await client.query('COMMIT');
-    } finally {
-      client.release();
-    }
-  });
+          [events, TENANTS, KEYS_PER_TENANT],
+        );
+        await client.query('ANALYZE once.outbox_events');
+        await client.query('COMMIT');
+      } finally {
+        client.release();
+      }
+    },
+  );
   const { results } = measured;
   const check = checkDeliveries(results, events, backlogGroup);
   const seconds = (check.lastAt - check.firstAt) / 1_000;
@@ -256,7 +261,9 @@ export async function runRelaysBench(
       for (const sinkMs of [0, 10]) {
         for (const relays of counts) {
           const run = await backlogRun(bench, admin, { relays, sinkMs, concurrency: 32 }, options.events);
-          console.log(`  backlog, ${relays} relay(s), ${sinkMs} ms sink: ${Math.round(run.perSecond)} events/s, ${run.outOfOrder} out of order, ${run.duplicates} duplicates, ${run.missing} missing`);
+          console.log(
+            `  backlog, ${relays} relay(s), ${sinkMs} ms sink: ${Math.round(run.perSecond)} events/s, ${run.outOfOrder} out of order, ${run.duplicates} duplicates, ${run.missing} missing`,
+          );
           backlog.push(run);
         }
       }
@@ -269,7 +276,9 @@ export async function runRelaysBench(
       for (const sinkMs of [0, 10]) {
         for (const relays of counts) {
           const run = await liveRun(bench, admin, { relays, sinkMs, concurrency: 32 }, liveRate, liveSeconds);
-          console.log(`  live ${liveRate}/s, ${relays} relay(s), ${sinkMs} ms sink: commit-to-sink p50 ${run.commitToSinkMs!.p50.toFixed(1)} ms, p99 ${run.commitToSinkMs!.p99.toFixed(1)} ms`);
+          console.log(
+            `  live ${liveRate}/s, ${relays} relay(s), ${sinkMs} ms sink: commit-to-sink p50 ${run.commitToSinkMs!.p50.toFixed(1)} ms, p99 ${run.commitToSinkMs!.p99.toFixed(1)} ms`,
+          );
           live.push(run);
         }
       }
@@ -294,7 +303,22 @@ function printRuns(title: string, runs: RelaysRun[]): void {
   if (runs.length === 0) return;
   console.log(`\n${title}`);
   printTable(
-    ['relays x concurrency, sink', 'events/s', 'c2s p50 ms', 'c2s p99 ms', 'order errs', 'dups', 'claim p50 ms', 'claim p99 ms', 'rows/claim', 'CPU relays', 'CPU server', 'CPU bench', 'CPU machine', 'active backends'],
+    [
+      'relays x concurrency, sink',
+      'events/s',
+      'c2s p50 ms',
+      'c2s p99 ms',
+      'order errs',
+      'dups',
+      'claim p50 ms',
+      'claim p99 ms',
+      'rows/claim',
+      'CPU relays',
+      'CPU server',
+      'CPU bench',
+      'CPU machine',
+      'active backends',
+    ],
     runs.map((r) => [
       `${r.relays} x ${r.concurrency}, ${r.sinkMs} ms`,
       r.perSecond,
@@ -314,7 +338,10 @@ function printRuns(title: string, runs: RelaysRun[]): void {
   );
   console.log('What the active backends ran / waited for (share of samples, top 4):');
   for (const r of runs) {
-    const top = r.activity.shares.slice(0, 4).map((s) => `${s.what} ${(s.share * 100).toFixed(0)}%`).join(', ');
+    const top = r.activity.shares
+      .slice(0, 4)
+      .map((s) => `${s.what} ${(s.share * 100).toFixed(0)}%`)
+      .join(', ');
     console.log(`  ${r.relays} x ${r.concurrency}, ${r.sinkMs} ms: ${top}`);
   }
 }

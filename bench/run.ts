@@ -63,11 +63,14 @@ const environment = {
   server: server.kind,
   secondsPerMeasurement: seconds,
 };
-console.log(`pg-once bench: Node ${environment.node}, ${environment.cpus} CPUs, Postgres ${environment.postgres} (${server.kind}; ${environment.postgresSettings})`);
+console.log(
+  `pg-once bench: Node ${environment.node}, ${environment.cpus} CPUs, Postgres ${environment.postgres} (${server.kind}; ${environment.postgresSettings})`,
+);
 
 try {
   for (const suite of suites) {
-    if (!SUITES.includes(suite) && !ON_REQUEST.includes(suite)) throw new Error(`unknown bench suite "${suite}" (known: ${[...SUITES, ...ON_REQUEST].join(', ')})`);
+    if (!SUITES.includes(suite) && !ON_REQUEST.includes(suite))
+      throw new Error(`unknown bench suite "${suite}" (known: ${[...SUITES, ...ON_REQUEST].join(', ')})`);
     const database = await createBenchDatabase(server.connectionString);
     try {
       console.log(`\n== ${suite}`);
@@ -76,17 +79,22 @@ try {
           ? await runCoreBench(database, seconds)
           : suite === 'drivers'
             ? await runDriversBench(database, seconds)
-          : suite === 'http'
-            ? await runHttpBench(database, seconds)
-          : suite === 'relays'
-            ? await runRelaysBench(database, { events: Math.round(20_000 * scale), only: values.only?.split(',') })
-          : suite === 'soak'
-            ? await runSoakBench(database, { days, perDay: Math.round(20_000 * scale) })
-          : suite === 'doorbell'
-            ? await runDoorbellBench(seconds, seconds * 2) // on a server of its own: wal_level = logical
-          : suite === 'relay'
-            ? await runRelayBench(database, { events: Math.round(20_000 * scale), rssEvents: Math.round(100_000 * scale), latencySeconds: seconds * 2, only: values.only?.split(',') })
-            : await runSweepBench(database, { keys: Math.round(200_000 * scale) });
+            : suite === 'http'
+              ? await runHttpBench(database, seconds)
+              : suite === 'relays'
+                ? await runRelaysBench(database, { events: Math.round(20_000 * scale), only: values.only?.split(',') })
+                : suite === 'soak'
+                  ? await runSoakBench(database, { days, perDay: Math.round(20_000 * scale) })
+                  : suite === 'doorbell'
+                    ? await runDoorbellBench(seconds, seconds * 2) // on a server of its own: wal_level = logical
+                    : suite === 'relay'
+                      ? await runRelayBench(database, {
+                          events: Math.round(20_000 * scale),
+                          rssEvents: Math.round(100_000 * scale),
+                          latencySeconds: seconds * 2,
+                          only: values.only?.split(','),
+                        })
+                      : await runSweepBench(database, { keys: Math.round(200_000 * scale) });
       // A partial run (--only) would replace the saved figures with some of them: not saved.
       if (values.only === undefined) {
         const file = new URL(`./results/${suite}.json`, import.meta.url);

@@ -125,8 +125,10 @@ export async function runSoakBench(bench: BenchDatabase, options: { days: number
         }
       }),
     );
-    let dayWallMs = perDay / (warmDone / ((performance.now() - warmStart) / 1_000)) * 1_000;
-    console.log(`  warm-up: ${warmDone} calls in ${((performance.now() - warmStart) / 1_000).toFixed(1)} s; day 1 estimated at ${(dayWallMs / 1_000).toFixed(1)} s`);
+    let dayWallMs = (perDay / (warmDone / ((performance.now() - warmStart) / 1_000))) * 1_000;
+    console.log(
+      `  warm-up: ${warmDone} calls in ${((performance.now() - warmStart) / 1_000).toFixed(1)} s; day 1 estimated at ${(dayWallMs / 1_000).toFixed(1)} s`,
+    );
 
     const results: SoakDay[] = [];
     let sweepRunning: Promise<SweepResult & { seconds: number }> | undefined;
@@ -250,9 +252,23 @@ export async function runSoakBench(bench: BenchDatabase, options: { days: number
       [bounded.outboxTableBytesVsDay2, bounded.keysTableBytesVsDay2, bounded.outboxIndexBytesVsDay2, bounded.keysIndexBytesVsDay2].every((r) => r <= 1.1);
 
     const mb = (bytes: number) => bytes / 1_048_576;
-    console.log(`\nSoak: ${days} simulated days of ${perDay.toLocaleString('en-US')} calls (${WRITERS} writers, runIdempotent + insert + enqueue), relay with an instant sink`);
+    console.log(
+      `\nSoak: ${days} simulated days of ${perDay.toLocaleString('en-US')} calls (${WRITERS} writers, runIdempotent + insert + enqueue), relay with an instant sink`,
+    );
     printTable(
-      ['day', 'calls/s', 'call p99 ms', 'c2s p50 ms', 'c2s p99 ms', 'drain after s', 'claim p50 ms', 'claim max ms', 'idle poll ms', 'swept ev/keys', 'sweep s'],
+      [
+        'day',
+        'calls/s',
+        'call p99 ms',
+        'c2s p50 ms',
+        'c2s p99 ms',
+        'drain after s',
+        'claim p50 ms',
+        'claim max ms',
+        'idle poll ms',
+        'swept ev/keys',
+        'sweep s',
+      ],
       results.map((r) => [
         String(r.day),
         r.callsPerSecond,
@@ -267,7 +283,7 @@ export async function runSoakBench(bench: BenchDatabase, options: { days: number
         r.sweepDuringDay?.seconds ?? Number.NaN,
       ]),
     );
-    console.log('\nTables at each day\'s end (before its sweep): MB, tuples, autovacuum runs');
+    console.log("\nTables at each day's end (before its sweep): MB, tuples, autovacuum runs");
     printTable(
       ['day', 'outbox heap', 'outbox idx', 'outbox rows', 'outbox dead', 'outbox av', 'keys heap', 'keys idx', 'keys rows', 'keys dead', 'keys av'],
       results.map((r) => [

@@ -49,7 +49,9 @@ export async function runSweepBench(bench: BenchDatabase, options: { keys: numbe
     const during = await writers(bench, () => !sweeping, 'during');
     const result = await sweepDone;
 
-    console.log(`\nSweep of ${result.idempotencyKeys.toLocaleString('en-US')} expired keys in ${result.seconds.toFixed(1)} s (${result.batches} batches), 8 writers claiming fresh keys`);
+    console.log(
+      `\nSweep of ${result.idempotencyKeys.toLocaleString('en-US')} expired keys in ${result.seconds.toFixed(1)} s (${result.batches} batches), 8 writers claiming fresh keys`,
+    );
     printTable(
       ['writers', 'calls', 'p50 ms', 'p99 ms', 'worst ms'],
       [

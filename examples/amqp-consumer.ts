@@ -92,7 +92,9 @@ function amqpEvent(message: AsyncMessage): AmqpEvent | undefined {
 
 /** Stores a received event in the example's business table (received_events, see above). */
 export async function storeAmqpEvent(tx: Transaction<any>, event: AmqpEvent): Promise<{ stored: string }> {
-  await sql`INSERT INTO received_events (message_id, type, data) VALUES (${event.messageId}, ${event.topic}, ${JSON.stringify(event.body.data ?? null)}::jsonb)`.execute(tx);
+  await sql`INSERT INTO received_events (message_id, type, data) VALUES (${event.messageId}, ${event.topic}, ${JSON.stringify(event.body.data ?? null)}::jsonb)`.execute(
+    tx,
+  );
   return { stored: event.messageId };
 }
 

@@ -36,9 +36,7 @@ export function createInboxReceiver(options: InboxReceiverOptions): Server {
     } catch (error) {
       // 4xx tells the sender to stop (a forged or stale delivery); 5xx, to retry later.
       const status = error instanceof OnceError && !error.retryable && error.httpStatus < 500 ? error.httpStatus : 503;
-      response.writeHead(status, { 'content-type': 'application/json' }).end(
-        JSON.stringify({ error: error instanceof OnceError ? error.code : 'INTERNAL' }),
-      );
+      response.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ error: error instanceof OnceError ? error.code : 'INTERNAL' }));
     }
   });
 }
@@ -66,7 +64,9 @@ export const receivedEventsTable = (appRole: string) => `
 /** Stores a received event (the primary key would also refuse a second copy, as a last line). */
 export async function storeReceivedEvent(tx: Transaction<any>, webhook: VerifiedWebhook): Promise<{ stored: string }> {
   const body = webhook.payload as { type?: string; data?: unknown };
-  await sql`INSERT INTO received_events (message_id, type, data) VALUES (${webhook.messageId}, ${body.type ?? null}, ${JSON.stringify(body.data ?? null)}::jsonb)`.execute(tx);
+  await sql`INSERT INTO received_events (message_id, type, data) VALUES (${webhook.messageId}, ${body.type ?? null}, ${JSON.stringify(body.data ?? null)}::jsonb)`.execute(
+    tx,
+  );
   return { stored: webhook.messageId };
 }
 
@@ -74,10 +74,12 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const db = new Kysely<any>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: process.env.DATABASE_URL }) }) });
   const secrets = (process.env.WEBHOOK_SECRET ?? '').split(' ').filter(Boolean);
   if (secrets.length === 0) {
-    console.error('Set WEBHOOK_SECRET to the sender\'s secret (whsec_...; `npx pg-once webhook-secret` makes one).');
+    console.error("Set WEBHOOK_SECRET to the sender's secret (whsec_...; `npx pg-once webhook-secret` makes one).");
     process.exit(2);
   }
   const server = createInboxReceiver({ db, secret: secrets, handle: storeReceivedEvent });
   const port = Number(process.env.PORT ?? 8787);
-  server.listen(port, () => console.log(`inbox receiver on http://127.0.0.1:${port}/ (create its table with receivedEventsTable(appRole) as the schema owner)`));
+  server.listen(port, () =>
+    console.log(`inbox receiver on http://127.0.0.1:${port}/ (create its table with receivedEventsTable(appRole) as the schema owner)`),
+  );
 }

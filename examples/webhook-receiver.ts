@@ -138,7 +138,7 @@ function headerRecord(headers: IncomingHttpHeaders): Record<string, string> {
 if (import.meta.main) {
   const secret = process.env.WEBHOOK_SECRET;
   if (!secret) {
-    console.error('Set WEBHOOK_SECRET to the relay\'s webhook secret (whsec_...; `npx pg-once webhook-secret` makes one).');
+    console.error("Set WEBHOOK_SECRET to the relay's webhook secret (whsec_...; `npx pg-once webhook-secret` makes one).");
     process.exit(2);
   }
   const receiver = await startWebhookReceiver({

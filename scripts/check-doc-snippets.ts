@@ -133,12 +133,16 @@ export function checkSnippets(root: string, snippets: readonly Snippet[], scratc
       writeFileSync(name, `${snippet.code}\nexport {};\n`);
       origins.set(name, snippet);
     });
-    const base = ts.getParsedCommandLineOfConfigFile(join(root, 'tsconfig.json'), {}, {
-      ...ts.sys,
-      onUnRecoverableConfigFileDiagnostic: (diagnostic) => {
-        throw new Error(ts.flattenDiagnosticMessageText(diagnostic.messageText, '\n'));
+    const base = ts.getParsedCommandLineOfConfigFile(
+      join(root, 'tsconfig.json'),
+      {},
+      {
+        ...ts.sys,
+        onUnRecoverableConfigFileDiagnostic: (diagnostic) => {
+          throw new Error(ts.flattenDiagnosticMessageText(diagnostic.messageText, '\n'));
+        },
       },
-    });
+    );
     if (!base) throw new Error('cannot read tsconfig.json');
     const options: ts.CompilerOptions = { ...base.options, noEmit: true, paths: packagePaths(root), noUnusedLocals: false };
     const program = ts.createProgram({
@@ -155,7 +159,11 @@ export function checkSnippets(root: string, snippets: readonly Snippet[], scratc
       } else {
         // An error outside the blocks (the globals file, the source) fails the check too.
         const where = diagnostic.file ? relative(root, diagnostic.file.fileName) : 'tsconfig';
-        problems.push({ file: where, line: diagnostic.file && diagnostic.start !== undefined ? diagnostic.file.getLineAndCharacterOfPosition(diagnostic.start).line + 1 : 0, message });
+        problems.push({
+          file: where,
+          line: diagnostic.file && diagnostic.start !== undefined ? diagnostic.file.getLineAndCharacterOfPosition(diagnostic.start).line + 1 : 0,
+          message,
+        });
       }
     }
     return problems;

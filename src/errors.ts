@@ -75,9 +75,7 @@ export class InvalidOptionsError extends OnceError {
   readonly issues: readonly OnceIssue[];
 
   constructor(what: string, issues: readonly OnceIssue[], options?: OnceErrorOptions) {
-    const summary = issues
-      .map((issue) => (issue.path.length > 0 ? `${issue.path.map(String).join('.')}: ` : '') + issue.message)
-      .join('; ');
+    const summary = issues.map((issue) => (issue.path.length > 0 ? `${issue.path.map(String).join('.')}: ` : '') + issue.message).join('; ');
     super(`Invalid ${what}: ${summary}`, options);
     this.issues = issues;
   }
@@ -113,7 +111,7 @@ export class RlsBypassError extends OnceError {
   constructor(role: string, options?: OnceErrorOptions) {
     super(
       `pg-once: role "${role}" bypasses row-level security (superuser or BYPASSRLS), so tenants ` +
-        'would not be isolated. Connect as a login granted this database\'s application role (`pg-once roles` names it), or pass allowRlsBypass: true.',
+        "would not be isolated. Connect as a login granted this database's application role (`pg-once roles` names it), or pass allowRlsBypass: true.",
       options,
     );
     this.role = role;
@@ -152,11 +150,7 @@ export class IdempotencyKeyReusedError extends OnceError {
   readonly key: string;
 
   constructor(key: string, options?: OnceErrorOptions) {
-    super(
-      `pg-once: idempotency key "${key}" was already used with a different request; ` +
-        'use a new key for a different request.',
-      options,
-    );
+    super(`pg-once: idempotency key "${key}" was already used with a different request; use a new key for a different request.`, options);
     this.key = key;
   }
 }
@@ -458,10 +452,7 @@ export class InstallationUnsafeError extends MigrationError {
   readonly problems: readonly InstallationProblem[];
 
   constructor(problems: readonly InstallationProblem[]) {
-    super(
-      `pg-once: refusing to use this database; nothing was changed:\n` +
-        problems.map((p) => `  - ${p.object}: ${p.problem} (fix: ${p.fix})`).join('\n'),
-    );
+    super(`pg-once: refusing to use this database; nothing was changed:\n${problems.map((p) => `  - ${p.object}: ${p.problem} (fix: ${p.fix})`).join('\n')}`);
     this.problems = problems;
   }
 }
@@ -492,19 +483,15 @@ const RETRYABLE_SQLSTATES = new Set(['40001', '40P01', SQLSTATE_CLAIM_CONTENDED]
 export function translateDatabaseError(error: unknown): unknown {
   const sqlstate = (error as { code?: unknown } | null)?.code;
   if (sqlstate === SQLSTATE_TENANT_MISSING) {
-    return new TenantMissingError(
-      'pg-once: no tenant is set for this transaction; run the work inside withTenant(db, tenantId, fn).',
-      { cause: error },
-    );
+    return new TenantMissingError('pg-once: no tenant is set for this transaction; run the work inside withTenant(db, tenantId, fn).', { cause: error });
   }
   if (sqlstate === SQLSTATE_CALL_ABORTED) {
     return new CallAbortedError((error as Error).message, { cause: error });
   }
   if (sqlstate === SQLSTATE_ACTIVE_TRANSACTION) {
-    return new TransactionMisuseError(
-      `pg-once: ${(error as Error).message}; withTenant's transaction is READ COMMITTED and began before fn ran.`,
-      { cause: error },
-    );
+    return new TransactionMisuseError(`pg-once: ${(error as Error).message}; withTenant's transaction is READ COMMITTED and began before fn ran.`, {
+      cause: error,
+    });
   }
   if (typeof sqlstate === 'string' && RETRYABLE_SQLSTATES.has(sqlstate)) {
     return new TransactionConflictError(`pg-once: ${(error as Error).message}; retry the transaction.`, { cause: error });

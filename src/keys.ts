@@ -91,8 +91,7 @@ function assertPart(name: string, value: unknown, maxLength: number): string {
   const text = typeof value === 'number' && Number.isSafeInteger(value) ? String(value) : value;
   if (typeof text !== 'string' || text.length === 0 || text.length > maxLength || textProblem(text) !== undefined) {
     throw new InvalidKeyError(
-      `pg-once: ${name} must be a non-empty string (or integer) of at most ${maxLength} characters, ` +
-        'well-formed and without control characters.',
+      `pg-once: ${name} must be a non-empty string (or integer) of at most ${maxLength} characters, well-formed and without control characters.`,
     );
   }
   return text;

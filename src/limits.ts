@@ -16,7 +16,11 @@ export const DEFAULT_LIMIT_TENANT = '*';
 export const rateLimitSchema = z
   .object({
     /** The tenant, or '*' for the default of tenants without a limit of their own. */
-    tenant: z.string().min(1).max(128).refine((text) => textProblem(text) === undefined, 'must be well-formed text without control characters'),
+    tenant: z
+      .string()
+      .min(1)
+      .max(128)
+      .refine((text) => textProblem(text) === undefined, 'must be well-formed text without control characters'),
     /** Limit only this tool's executions (Default: all tools together) */
     tool: z.string().max(128).default(''),
     /** Sustained rate of fresh executions, per second (fractions allowed: 0.5 = one every 2 s). */

@@ -19,13 +19,7 @@ import {
   type ShippedMigrations,
   unappliedFiles,
 } from './internal/migration-files.ts';
-import {
-  defaultRolePrefix,
-  installedRoleNames,
-  isLegacyRoles,
-  type RoleNames,
-  roleNamesFor,
-} from './internal/role-names.ts';
+import { defaultRolePrefix, installedRoleNames, isLegacyRoles, type RoleNames, roleNamesFor } from './internal/role-names.ts';
 import { type DatabaseTarget, type Session, withSession } from './internal/session.ts';
 import { grantWorkerSchema } from './internal/grant-worker-schema.ts';
 import { checkForeignRoleUse, checkInstallation, refuseForeignSchema } from './internal/check-installation.ts';
@@ -122,16 +116,11 @@ export async function applyPending(session: Session, shipped: ShippedMigrations,
       } catch (error) {
         const hint = (error as { hint?: string }).hint;
         throw new MigrationFailedError(
-          `pg-once: migration ${file.name} failed, nothing was applied: ${(error as Error).message}` +
-            (hint ? `\nHint: ${hint}` : ''),
+          `pg-once: migration ${file.name} failed, nothing was applied: ${(error as Error).message}${hint ? `\nHint: ${hint}` : ''}`,
           { cause: error },
         );
       }
-      await session.query('INSERT INTO once.migrations (version, name, checksum) VALUES ($1, $2, $3)', [
-        file.version,
-        file.name,
-        file.checksum,
-      ]);
+      await session.query('INSERT INTO once.migrations (version, name, checksum) VALUES ($1, $2, $3)', [file.version, file.name, file.checksum]);
       applied.push({ version: file.version, name: file.name });
     }
 

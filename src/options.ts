@@ -104,19 +104,17 @@ const MAX_TTL_MILLISECONDS = 10 * 365 * DAY_MILLISECONDS;
 const DEFAULT_MAX_RESULT_BYTES = 1_048_576;
 
 /** A duration in milliseconds, or a string such as '24h', '15m', '7d', '1h30m'. */
-const duration = z
-  .union([z.number(), z.string()])
-  .transform((value, context) => {
-    const milliseconds = parseDuration(value);
-    if (milliseconds === undefined || milliseconds <= 0 || milliseconds > MAX_TTL_MILLISECONDS) {
-      context.addIssue({
-        code: 'custom',
-        message: `expected a positive duration up to 10 years: milliseconds, or text like '24h', '15m', '7d' (got ${JSON.stringify(value)})`,
-      });
-      return z.NEVER;
-    }
-    return milliseconds;
-  });
+const duration = z.union([z.number(), z.string()]).transform((value, context) => {
+  const milliseconds = parseDuration(value);
+  if (milliseconds === undefined || milliseconds <= 0 || milliseconds > MAX_TTL_MILLISECONDS) {
+    context.addIssue({
+      code: 'custom',
+      message: `expected a positive duration up to 10 years: milliseconds, or text like '24h', '15m', '7d' (got ${JSON.stringify(value)})`,
+    });
+    return z.NEVER;
+  }
+  return milliseconds;
+});
 
 export const withTenantOptionsSchema = z
   .object({
@@ -133,7 +131,12 @@ export const withTenantOptionsSchema = z
      * for a fn that pauses longer between two statements; 0 leaves the server's setting.
      * (Default: 60 000)
      */
-    idleInTransactionTimeoutMs: z.number().int().min(0).max(24 * 60 * 60 * 1_000).optional(),
+    idleInTransactionTimeoutMs: z
+      .number()
+      .int()
+      .min(0)
+      .max(24 * 60 * 60 * 1_000)
+      .optional(),
   })
   .strict();
 /** Options of {@link withTenant}. */
@@ -241,7 +244,12 @@ export const runIdempotentExternalOptionsSchema = runIdempotentOptionsSchema
      * How long the committed claim is reserved for this call, in milliseconds. A worker that dies
      * holds the key this long; a live one extends it with heartbeat(). (Default: 60 000)
      */
-    leaseMs: z.number().int().min(100).max(24 * 60 * 60 * 1_000).default(60_000),
+    leaseMs: z
+      .number()
+      .int()
+      .min(100)
+      .max(24 * 60 * 60 * 1_000)
+      .default(60_000),
     /** Renew the lease automatically at this interval while fn runs, in milliseconds. (Default: never; call heartbeat()) */
     heartbeatIntervalMs: z.number().int().min(10).optional(),
     /** Cancels the call: fn's signal aborts. (Default: none) */
@@ -463,7 +471,10 @@ export const relayOptionsSchema = z
     logger: z
       .custom<RelayLogger>(
         (value) =>
-          typeof value === 'object' && value !== null && typeof (value as RelayLogger).warn === 'function' && typeof (value as RelayLogger).error === 'function',
+          typeof value === 'object' &&
+          value !== null &&
+          typeof (value as RelayLogger).warn === 'function' &&
+          typeof (value as RelayLogger).error === 'function',
         { message: 'expected a logger with warn and error methods (a pino logger, or { info, warn, error })' },
       )
       .optional(),

@@ -22,7 +22,11 @@ export async function databaseRoles(target: DatabaseTarget): Promise<RoleNames> 
   });
 }
 
-const identifier = z.string().min(1).max(63).refine((name) => !name.includes('\u0000'), 'must not contain NUL');
+const identifier = z
+  .string()
+  .min(1)
+  .max(63)
+  .refine((name) => !name.includes('\u0000'), 'must not contain NUL');
 
 export const rolesSqlOptionsSchema = z
   .object({
@@ -62,8 +66,7 @@ export function rolesSql(options: RolesSqlOptions): string {
   const parsed = parseOptions(rolesSqlOptionsSchema, options, 'rolesSql options');
   const roles = roleNamesFor(parsed.rolePrefix ?? defaultRolePrefix(parsed.database));
   const q = quoteIdentifier;
-  const create = (name: string) =>
-    `DO $$ BEGIN CREATE ROLE ${q(name)} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`;
+  const create = (name: string) => `DO $$ BEGIN CREATE ROLE ${q(name)} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;`;
   const lines = [
     `-- pg-once roles for database ${parsed.database}; run as an administrator, before`,
     `-- \`pg-once migrate\` runs as ${parsed.owner}. Roles are cluster-wide: these belong to this database only.`,

@@ -14,7 +14,12 @@ export const DEFAULT_SWEEP_SCHEDULE = '*/5 * * * *';
 /** The sweep's cron item, unparsed (for a crontab of one's own: pg-once/graphile-worker). */
 export function sweepCronItem(schedule: string): CronItem {
   // No backfill: a sweep missed while no relay ran is simply the next sweep's work.
-  return { task: SWEEP_TASK, identifier: SWEEP_TASK, match: schedule, options: { backfillPeriod: 0, jobKey: SWEEP_TASK, jobKeyMode: 'replace', maxAttempts: 1 } };
+  return {
+    task: SWEEP_TASK,
+    identifier: SWEEP_TASK,
+    match: schedule,
+    options: { backfillPeriod: 0, jobKey: SWEEP_TASK, jobKeyMode: 'replace', maxAttempts: 1 },
+  };
 }
 
 export function sweepCronItems(schedule: string) {
@@ -40,8 +45,7 @@ export type SweepRecord =
    * sweeps (sql/0008, by the relay's cron or by hand), or, on a schema older than that,
    * graphile-worker's record of the cron's last tick.
    */
-  | { lastRunAt: Date | null; source: 'sweeps' | 'cron' }
-  | { unreadable: 'no-worker-schema' | 'no-access' };
+  { lastRunAt: Date | null; source: 'sweeps' | 'cron' } | { unreadable: 'no-worker-schema' | 'no-access' };
 
 /**
  * When the last sweep ran. "Never swept" must not be confused with "could not look": an

@@ -83,12 +83,7 @@ export async function withTenantFor<Db extends object, Tx extends object, T>(
   }
 }
 
-export async function withTenant<DB, T>(
-  db: Kysely<DB>,
-  tenantId: string,
-  fn: (tx: Transaction<DB>) => Promise<T>,
-  options?: WithTenantOptions,
-): Promise<T> {
+export async function withTenant<DB, T>(db: Kysely<DB>, tenantId: string, fn: (tx: Transaction<DB>) => Promise<T>, options?: WithTenantOptions): Promise<T> {
   return withTenantFor(kyselyDriver as unknown as Driver<Kysely<DB>, Transaction<DB>>, db, tenantId, fn, options);
 }
 
@@ -135,7 +130,7 @@ function translateTransactionError(error: unknown, state: TransactionState | und
   if (isStatementPoolingRefusal(error)) {
     return new PoolerSettingError(
       `pg-once: the connection refused withTenant's transaction (${(error as Error).message}). pg-once needs transactions ` +
-        "of several statements: behind PgBouncer, use pool_mode = transaction or session, not statement.",
+        'of several statements: behind PgBouncer, use pool_mode = transaction or session, not statement.',
       { cause: error },
     );
   }

@@ -85,7 +85,13 @@ export const SUBJECTS: Record<string, (url: string, max: number) => Subject> = {
   },
   'pg (Pool)'(url, max) {
     const pool = testPool({ connectionString: url, max });
-    return { name: 'pg (Pool)', handle: pool, ...pgCalls(pool), withTenant: (tenantId, fn, options) => viaPg.withTenant(pool, tenantId, fn, options), close: () => pool.end() };
+    return {
+      name: 'pg (Pool)',
+      handle: pool,
+      ...pgCalls(pool),
+      withTenant: (tenantId, fn, options) => viaPg.withTenant(pool, tenantId, fn, options),
+      close: () => pool.end(),
+    };
   },
   "pg (the caller's own transaction)"(url, max) {
     const pool = testPool({ connectionString: url, max });
@@ -137,7 +143,15 @@ export const SUBJECTS: Record<string, (url: string, max: number) => Subject> = {
   "postgres.js (the caller's own transaction)"(url, max) {
     const subject = SUBJECTS['postgres.js']!(url, max);
     const sql = subject.handle as postgres.Sql;
-    return { ...subject, name: "postgres.js (the caller's own transaction)", withTenant: (tenantId, fn, options) => inOwnTransaction((body) => sql.begin(body) as never, (tx: postgres.TransactionSql) => viaPostgres.withTenant(tx, tenantId, fn, options)) };
+    return {
+      ...subject,
+      name: "postgres.js (the caller's own transaction)",
+      withTenant: (tenantId, fn, options) =>
+        inOwnTransaction(
+          (body) => sql.begin(body) as never,
+          (tx: postgres.TransactionSql) => viaPostgres.withTenant(tx, tenantId, fn, options),
+        ),
+    };
   },
   'drizzle (node-postgres)'(url, max) {
     const pool = testPool({ connectionString: url, max });
@@ -149,11 +163,19 @@ export const SUBJECTS: Record<string, (url: string, max: number) => Subject> = {
   },
   "drizzle (node-postgres, the caller's own transaction)"(url, max) {
     const subject = SUBJECTS['drizzle (node-postgres)']!(url, max);
-    return { ...subject, name: "drizzle (node-postgres, the caller's own transaction)", withTenant: drizzleOwnTransaction(subject.handle as Parameters<typeof viaDrizzle.withTenant>[0]) };
+    return {
+      ...subject,
+      name: "drizzle (node-postgres, the caller's own transaction)",
+      withTenant: drizzleOwnTransaction(subject.handle as Parameters<typeof viaDrizzle.withTenant>[0]),
+    };
   },
   "drizzle (postgres.js, the caller's own transaction)"(url, max) {
     const subject = SUBJECTS['drizzle (postgres.js)']!(url, max);
-    return { ...subject, name: "drizzle (postgres.js, the caller's own transaction)", withTenant: drizzleOwnTransaction(subject.handle as Parameters<typeof viaDrizzle.withTenant>[0]) };
+    return {
+      ...subject,
+      name: "drizzle (postgres.js, the caller's own transaction)",
+      withTenant: drizzleOwnTransaction(subject.handle as Parameters<typeof viaDrizzle.withTenant>[0]),
+    };
   },
   prisma(url, max) {
     const prisma = new PrismaClient({ adapter: new PrismaPg({ connectionString: url, max }) });
@@ -179,7 +201,15 @@ export const SUBJECTS: Record<string, (url: string, max: number) => Subject> = {
   "prisma (the caller's own transaction)"(url, max) {
     const subject = SUBJECTS.prisma!(url, max);
     const prisma = subject.handle as PrismaClient;
-    return { ...subject, name: "prisma (the caller's own transaction)", withTenant: (tenantId, fn, options) => inOwnTransaction((body) => prisma.$transaction(body), (tx) => viaPrisma.withTenant(tx, tenantId, fn, options)) };
+    return {
+      ...subject,
+      name: "prisma (the caller's own transaction)",
+      withTenant: (tenantId, fn, options) =>
+        inOwnTransaction(
+          (body) => prisma.$transaction(body),
+          (tx) => viaPrisma.withTenant(tx, tenantId, fn, options),
+        ),
+    };
   },
   knex(url, max) {
     const db = knex({ client: 'pg', connection: url, pool: { min: 0, max } });
@@ -205,7 +235,15 @@ export const SUBJECTS: Record<string, (url: string, max: number) => Subject> = {
   "knex (the caller's own transaction)"(url, max) {
     const subject = SUBJECTS.knex!(url, max);
     const db = subject.handle as knex.Knex;
-    return { ...subject, name: "knex (the caller's own transaction)", withTenant: (tenantId, fn, options) => inOwnTransaction((body) => db.transaction(body), (trx: knex.Knex.Transaction) => viaKnex.withTenant(trx, tenantId, fn, options)) };
+    return {
+      ...subject,
+      name: "knex (the caller's own transaction)",
+      withTenant: (tenantId, fn, options) =>
+        inOwnTransaction(
+          (body) => db.transaction(body),
+          (trx: knex.Knex.Transaction) => viaKnex.withTenant(trx, tenantId, fn, options),
+        ),
+    };
   },
 };
 
@@ -232,7 +270,10 @@ async function inOwnTransaction<Tx, T>(
 
 function drizzleOwnTransaction(db: Parameters<typeof viaDrizzle.withTenant>[0]) {
   return <T>(tenantId: string, fn: (tx: any) => Promise<T>, options?: root.WithTenantOptions) =>
-    inOwnTransaction<Parameters<Parameters<typeof db.transaction>[0]>[0], T>((body) => db.transaction(body), (tx) => viaDrizzle.withTenant(tx, tenantId, fn, options));
+    inOwnTransaction<Parameters<Parameters<typeof db.transaction>[0]>[0], T>(
+      (body) => db.transaction(body),
+      (tx) => viaDrizzle.withTenant(tx, tenantId, fn, options),
+    );
 }
 
 function pgCalls(pool: pg.Pool) {
@@ -255,10 +296,12 @@ function pgCalls(pool: pg.Pool) {
     enqueue: viaPg.enqueue,
     receiveOnce: <T>(message: root.InboxMessage, fn: (tx: any) => Promise<T>) => viaPg.receiveOnce(pool, message, fn),
     runIdempotentExternal: <T>(tenantId: string, key: string, fn: () => Promise<T>) => viaPg.runIdempotentExternal(pool, tenantId, key, fn),
-    insertOrder: async (client: pg.ClientBase, key: string, amount: number) => void (await client.query('INSERT INTO orders (key, amount) VALUES ($1, $2)', [key, amount])),
+    insertOrder: async (client: pg.ClientBase, key: string, amount: number) =>
+      void (await client.query('INSERT INTO orders (key, amount) VALUES ($1, $2)', [key, amount])),
     countOrders: async (client: pg.ClientBase, key: string) =>
       Number((await client.query<{ n: string }>('SELECT count(*) AS n FROM orders WHERE key = $1', [key])).rows[0]!.n),
-    isolation: async (client: pg.ClientBase) => (await client.query<{ transaction_isolation: string }>('SHOW transaction_isolation')).rows[0]!.transaction_isolation,
+    isolation: async (client: pg.ClientBase) =>
+      (await client.query<{ transaction_isolation: string }>('SHOW transaction_isolation')).rows[0]!.transaction_isolation,
   };
 }
 

@@ -12,7 +12,10 @@ export interface WireCount {
   statements: string[];
 }
 
-export async function startWireCounter(target: { host: string; port: number }): Promise<{ port: number; count: WireCount; reset(): void; close(): Promise<void> }> {
+export async function startWireCounter(target: {
+  host: string;
+  port: number;
+}): Promise<{ port: number; count: WireCount; reset(): void; close(): Promise<void> }> {
   const count: WireCount = { roundTrips: 0, statements: [] };
   const sockets = new Set<Socket>();
   const server: Server = createServer((client) => {

@@ -19,18 +19,9 @@ import type { Relay, Sink } from '../src/index.ts';
 import { amqpSink, type amqpSinkOptionsSchema, type AmqpSinkOptions } from '../src/outbox/sinks/amqp-sink.ts';
 import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
 import { errorOf } from './support/error-of.ts';
-import {
-  optionIssues,
-  pacedSink,
-  startBrokerRelay,
-  testContext,
-  testEvent,
-  testStartInfo,
-  twiceSink,
-} from './support/sink-fixtures.ts';
+import { optionIssues, pacedSink, startBrokerRelay, testContext, testEvent, testStartInfo, twiceSink } from './support/sink-fixtures.ts';
 import { fillOutbox, waitForOutbox } from './support/outbox-helpers.ts';
 import { createVhost, rabbitAvailable, rabbitRequired, requireRabbit, type TestVhost } from './support/rabbitmq.ts';
-
 
 /** Every message in `queue` (acked as read), in queue order. */
 async function drain(channel: Channel, queue: string): Promise<AsyncMessage[]> {
@@ -352,13 +343,9 @@ describe.skipIf(!rabbitAvailable && !rabbitRequired)('relay -> amqpSink -> Rabbi
       );
 
       expect(handled).toBe(40);
-      const { rows } = await fx.database.admin.query<{ tenant_id: string; message_id: string }>(
-        'SELECT tenant_id, message_id FROM received_events',
-      );
+      const { rows } = await fx.database.admin.query<{ tenant_id: string; message_id: string }>('SELECT tenant_id, message_id FROM received_events');
       expect(rows).toHaveLength(40);
-      expect(new Set(rows.map((r) => `${r.tenant_id}/${r.message_id}`))).toEqual(
-        new Set(refs.map((r) => `${r.tenantId}/${r.dedupeId}`)),
-      );
+      expect(new Set(rows.map((r) => `${r.tenant_id}/${r.message_id}`))).toEqual(new Set(refs.map((r) => `${r.tenantId}/${r.dedupeId}`)));
     } finally {
       await consumer.close();
       await consumerConnection.close();

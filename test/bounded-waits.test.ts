@@ -155,14 +155,25 @@ describe('statement and idle timeouts', () => {
 
   it('transactions carry a local idle-in-transaction timeout, never raising a lower one', async () => {
     const show = (options?: { idleInTransactionTimeoutMs: number }) =>
-      withTenant(fx.app, 'tenant-idle', async (tx) => (await sql<{ v: string }>`SELECT current_setting('idle_in_transaction_session_timeout') AS v`.execute(tx)).rows[0]!.v, options);
+      withTenant(
+        fx.app,
+        'tenant-idle',
+        async (tx) => (await sql<{ v: string }>`SELECT current_setting('idle_in_transaction_session_timeout') AS v`.execute(tx)).rows[0]!.v,
+        options,
+      );
     expect(await show()).toBe('1min');
     expect(await show({ idleInTransactionTimeoutMs: 250 })).toBe('250ms');
     expect(await show({ idleInTransactionTimeoutMs: 0 })).toBe('0');
     const url = await fx.database.createLoginRole('app');
     await fx.database.admin.query(`ALTER ROLE ${quoteIdentifier(decodeURIComponent(new URL(url).username))} SET idle_in_transaction_session_timeout = '5s'`);
     const strict = fx.database.kysely(url, { max: 1 });
-    expect(await withTenant(strict, 'tenant-idle', async (tx) => (await sql<{ v: string }>`SELECT current_setting('idle_in_transaction_session_timeout') AS v`.execute(tx)).rows[0]!.v)).toBe('5s');
+    expect(
+      await withTenant(
+        strict,
+        'tenant-idle',
+        async (tx) => (await sql<{ v: string }>`SELECT current_setting('idle_in_transaction_session_timeout') AS v`.execute(tx)).rows[0]!.v,
+      ),
+    ).toBe('5s');
     // Outside pg-once's transactions the session's own setting is untouched.
     expect((await sql<{ v: string }>`SELECT current_setting('idle_in_transaction_session_timeout') AS v`.execute(strict)).rows[0]!.v).toBe('5s');
   });

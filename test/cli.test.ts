@@ -64,7 +64,7 @@ describe('pg-once relay', () => {
     expect(receiver.accepted.map((d) => d.body.type)).toEqual(['orders.created']);
   });
 
-  it('--log-format json: one JSON object per line in pino\'s shape, from the start line to the stop line', async () => {
+  it("--log-format json: one JSON object per line in pino's shape, from the start line to the stop line", async () => {
     await fx.database.admin.query('DELETE FROM once.outbox_events');
     receiver.accepted.length = 0;
     await fillOutbox(fx.app, { count: 10, tenants: 2 });
@@ -93,9 +93,10 @@ describe('pg-once relay', () => {
   });
 
   it('refuses an unknown --log-format, with a usage error', async () => {
-    const error = (await cli(['relay', '--http', 'http://127.0.0.1:9/', '--log-format', 'yaml'], { DATABASE_URL: relayUrl, ONCE_WEBHOOK_SECRET: receiver.secret }).catch(
-      (e: unknown) => e,
-    )) as { code: number; stderr: string };
+    const error = (await cli(['relay', '--http', 'http://127.0.0.1:9/', '--log-format', 'yaml'], {
+      DATABASE_URL: relayUrl,
+      ONCE_WEBHOOK_SECRET: receiver.secret,
+    }).catch((e: unknown) => e)) as { code: number; stderr: string };
     expect(error.code).toBe(2);
     expect(error.stderr).toContain('--log-format expects json or text');
   });

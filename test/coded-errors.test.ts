@@ -256,7 +256,7 @@ function documentedCodes(): string[] {
   return codes.flatMap((code) => (code === 'MIGRATION_*' ? ['MIGRATION_CHECKSUM_MISMATCH', 'MIGRATION_DATABASE_AHEAD', 'MIGRATION_FAILED'] : [code]));
 }
 
-describe("every code in the error table of docs/getting-started.md reaches callers", () => {
+describe('every code in the error table of docs/getting-started.md reaches callers', () => {
   it('has a trigger here or a named test elsewhere for each documented code', () => {
     const codes = documentedCodes();
     expect(codes.length).toBeGreaterThan(20);

@@ -110,7 +110,10 @@ describe.each(Object.entries(frameworks))('the dashboard mounted in %s', (_name,
       expect(confirm.status).toBe(200);
       const csrf = /name="csrf" value="([^"]+)"/.exec(confirm.body)![1]!;
       expect((await client.post(`${BASE}/dead/requeue`, [['id', ids[0]!]])).status).toBe(403);
-      const done = await client.post(`${BASE}/dead/requeue`, [['id', ids[0]!], ['csrf', csrf]]);
+      const done = await client.post(`${BASE}/dead/requeue`, [
+        ['id', ids[0]!],
+        ['csrf', csrf],
+      ]);
       expect(done.status).toBe(303);
       expect(done.headers.get('location')).toBe(`${BASE}/dead?done=requeue&count=1`);
       const { rows } = await fx.database.admin.query<{ status: string }>('SELECT status FROM once.outbox_events WHERE id = $1', [ids[0]]);

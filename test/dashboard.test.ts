@@ -62,7 +62,14 @@ describe('authentication', () => {
   it('shows nothing of any tenant without the token, only a login form', async () => {
     const [id] = await deadEvents(SECRET_TENANT, 1);
     const anonymous = dashboardClient(dashboard.url);
-    for (const path of ['/', '/backlog', '/dead', `/event?tenant=${SECRET_TENANT}&id=${id}`, '/idempotency', `/idempotency/key?tenant=${SECRET_TENANT}&key=k`]) {
+    for (const path of [
+      '/',
+      '/backlog',
+      '/dead',
+      `/event?tenant=${SECRET_TENANT}&id=${id}`,
+      '/idempotency',
+      `/idempotency/key?tenant=${SECRET_TENANT}&key=k`,
+    ]) {
       const page = await anonymous.get(path);
       expect(page.status, path).toBe(401);
       expect(page.body).toContain('name="token"');
@@ -86,7 +93,9 @@ describe('authentication', () => {
     expect(() => dashboardHandler({ database: relayUrl })).toThrow(expect.objectContaining({ code: 'INVALID_OPTIONS' }));
     expect(() => dashboardHandler({ database: relayUrl, tokens: ['short'] })).toThrow(expect.objectContaining({ code: 'INVALID_OPTIONS' }));
     expect(() => dashboardHandler({ database: relayUrl, tokens: [TOKEN], basePath: 'no-slash' })).toThrow(expect.objectContaining({ code: 'INVALID_OPTIONS' }));
-    expect(() => dashboardHandler({ database: relayUrl, tokens: [TOKEN], sweepSchedule: 'every tuesday' })).toThrow(expect.objectContaining({ code: 'INVALID_OPTIONS' }));
+    expect(() => dashboardHandler({ database: relayUrl, tokens: [TOKEN], sweepSchedule: 'every tuesday' })).toThrow(
+      expect.objectContaining({ code: 'INVALID_OPTIONS' }),
+    );
   });
 
   it('without a token, answers loopback clients only', async () => {
@@ -105,7 +114,7 @@ describe('authentication', () => {
     }
   });
 
-  it('takes the host application\'s authentication through authorize()', async () => {
+  it("takes the host application's authentication through authorize()", async () => {
     const hosted = await serveDashboard({ database: relayUrl, authorize: (request) => (request.headers['x-user'] === 'ada' ? 'ada' : undefined) });
     try {
       expect((await fetch(`${hosted.url}/dead`)).status).toBe(401);
@@ -113,7 +122,14 @@ describe('authentication', () => {
       const ada = dashboardClient(hosted.url);
       const page = await fetch(`${hosted.url}/dead`, { headers: { 'x-user': 'ada' } });
       const csrf = /<meta name="csrf-token" content="([^"]+)">/.exec(await page.text())![1]!;
-      const done = await ada.post('/dead/requeue', [['id', id!], ['csrf', csrf]], { 'x-user': 'ada' });
+      const done = await ada.post(
+        '/dead/requeue',
+        [
+          ['id', id!],
+          ['csrf', csrf],
+        ],
+        { 'x-user': 'ada' },
+      );
       expect(done.status).toBe(303);
       const { rows } = await fx.database.admin.query('SELECT actor FROM once.operator_actions WHERE event_id = $1', [id]);
       expect(rows).toEqual([{ actor: 'ada' }]);
@@ -161,20 +177,31 @@ describe('actions', () => {
     expect(await statusOf(ids[0]!)).toBe('dead'); // showing the confirmation changed nothing
     const csrf = /name="csrf" value="([^"]+)"/.exec(confirm.body)![1]!;
 
-    const requeued = await client.post('/dead/requeue', [['id', ids[0]!], ['id', ids[1]!], ['csrf', csrf]]);
+    const requeued = await client.post('/dead/requeue', [
+      ['id', ids[0]!],
+      ['id', ids[1]!],
+      ['csrf', csrf],
+    ]);
     expect(requeued.status).toBe(303);
     expect(requeued.headers.get('location')).toBe('/dead?done=requeue&count=2');
     expect(await statusOf(ids[0]!)).toBe('pending');
     expect(await statusOf(ids[1]!)).toBe('pending');
 
-    const discarded = await client.post('/dead/discard', [['id', ids[2]!], ['csrf', csrf]]);
+    const discarded = await client.post('/dead/discard', [
+      ['id', ids[2]!],
+      ['csrf', csrf],
+    ]);
     expect(discarded.status).toBe(303);
     expect(await statusOf(ids[2]!)).toBeUndefined();
 
-    const { rows } = await fx.database.admin.query<{ action: string; actor: string; db_role: string; tenant_id: string; event_id: string; detail: Record<string, unknown> }>(
-      'SELECT action, actor, db_role, tenant_id, event_id, detail FROM once.operator_actions WHERE tenant_id = $1 ORDER BY id',
-      ['t-actions'],
-    );
+    const { rows } = await fx.database.admin.query<{
+      action: string;
+      actor: string;
+      db_role: string;
+      tenant_id: string;
+      event_id: string;
+      detail: Record<string, unknown>;
+    }>('SELECT action, actor, db_role, tenant_id, event_id, detail FROM once.operator_actions WHERE tenant_id = $1 ORDER BY id', ['t-actions']);
     // One statement inserts a requeue's rows, in no promised order.
     expect(rows.map((row) => `${row.action} ${row.event_id}`).sort()).toEqual([`discard ${ids[2]}`, `requeue ${ids[0]}`, `requeue ${ids[1]}`].sort());
     expect(rows[0]!.actor).toMatch(/^token:[0-9a-f]{12}$/);
@@ -192,11 +219,47 @@ describe('actions', () => {
     const [id] = await deadEvents('t-csrf', 1);
     const csrf = await client.csrf();
     expect((await client.post('/dead/discard', [['id', id!]])).status).toBe(403);
-    expect((await client.post('/dead/discard', [['id', id!], ['csrf', 'x'.repeat(43)]])).status).toBe(403);
-    expect((await client.post('/dead/discard', [['id', id!], ['csrf', csrf]], { origin: 'https://evil.example' })).status).toBe(403);
-    expect((await client.post('/dead/discard', [['id', id!], ['csrf', csrf]], { 'sec-fetch-site': 'cross-site' })).status).toBe(403);
+    expect(
+      (
+        await client.post('/dead/discard', [
+          ['id', id!],
+          ['csrf', 'x'.repeat(43)],
+        ])
+      ).status,
+    ).toBe(403);
+    expect(
+      (
+        await client.post(
+          '/dead/discard',
+          [
+            ['id', id!],
+            ['csrf', csrf],
+          ],
+          { origin: 'https://evil.example' },
+        )
+      ).status,
+    ).toBe(403);
+    expect(
+      (
+        await client.post(
+          '/dead/discard',
+          [
+            ['id', id!],
+            ['csrf', csrf],
+          ],
+          { 'sec-fetch-site': 'cross-site' },
+        )
+      ).status,
+    ).toBe(403);
     // No session at all: the login form, nothing done.
-    expect((await dashboardClient(dashboard.url).post('/dead/discard', [['id', id!], ['csrf', csrf]])).status).toBe(401);
+    expect(
+      (
+        await dashboardClient(dashboard.url).post('/dead/discard', [
+          ['id', id!],
+          ['csrf', csrf],
+        ])
+      ).status,
+    ).toBe(401);
     expect(await statusOf(id!)).toBe('dead');
 
     const readOnly = await serveDashboard({ database: relayUrl, tokens: [TOKEN], readOnly: true });
@@ -207,7 +270,14 @@ describe('actions', () => {
       expect(list.body).toContain(`>${id}</a>`);
       expect(list.body).not.toContain('Requeue selected');
       const token = await viewer.csrf();
-      expect((await viewer.post('/dead/requeue', [['id', id!], ['csrf', token]])).status).toBe(403);
+      expect(
+        (
+          await viewer.post('/dead/requeue', [
+            ['id', id!],
+            ['csrf', token],
+          ])
+        ).status,
+      ).toBe(403);
       expect((await viewer.get(`/dead/confirm?action=requeue&id=${id}`)).status).toBe(403);
     } finally {
       await readOnly.close();
@@ -220,7 +290,14 @@ describe('actions', () => {
   it('rejects ids that are not event ids', async () => {
     const client = await loggedIn();
     const csrf = await client.csrf();
-    expect((await client.post('/dead/requeue', [['id', '1); DROP TABLE x; --'], ['csrf', csrf]])).status).toBe(400);
+    expect(
+      (
+        await client.post('/dead/requeue', [
+          ['id', '1); DROP TABLE x; --'],
+          ['csrf', csrf],
+        ])
+      ).status,
+    ).toBe(400);
     expect((await client.post('/dead/requeue', [['csrf', csrf]])).status).toBe(400);
   });
 });
@@ -267,7 +344,11 @@ describe('pages', () => {
     try {
       const client = dashboardClient(paged.url);
       await client.post('/login', [['token', TOKEN]]);
-      for (const [tenant, count] of [['bk-a', 1], ['bk-b', 3], ['bk-c', 2]] as const) {
+      for (const [tenant, count] of [
+        ['bk-a', 1],
+        ['bk-b', 3],
+        ['bk-c', 2],
+      ] as const) {
         await withTenant(fx.app, tenant, async (tx) => {
           for (let i = 0; i < count; i += 1) await enqueue(tx, { topic: `topic-${i % 2}`, payload: {}, ...(i === 2 ? { orderingKey: 'k' } : {}) });
         });
@@ -291,7 +372,8 @@ describe('pages', () => {
 
   it('looks up a key: state, lease, audit trail; results only for a login that holds the application role', async () => {
     const client = await loggedIn();
-    const call = () => withTenant(fx.app, 't-keys', (tx) => runIdempotent(tx, 'order-42', async () => ({ secret: 'result-of-tenant' }), { tool: 'charge_card' }));
+    const call = () =>
+      withTenant(fx.app, 't-keys', (tx) => runIdempotent(tx, 'order-42', async () => ({ secret: 'result-of-tenant' }), { tool: 'charge_card' }));
     await call();
     await call();
     const page = await client.get('/idempotency/key?tenant=t-keys&key=order-42');
@@ -334,9 +416,13 @@ describe('pg-once dashboard', () => {
   it('serves with a token file, and stops on SIGTERM', async () => {
     const directory = await mkdtemp(join(tmpdir(), 'pg-once-dashboard-'));
     await writeFile(join(directory, 'token'), `${TOKEN}\n`);
-    const child = spawn(process.execPath, ['src/cli.ts', 'dashboard', '--host', '0.0.0.0', '--port', '0', '--token-file', join(directory, 'token'), '--database-url', relayUrl], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      ['src/cli.ts', 'dashboard', '--host', '0.0.0.0', '--port', '0', '--token-file', join(directory, 'token'), '--database-url', relayUrl],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     try {
       const [line] = (await once(child.stdout, 'data')) as [Buffer];
       const port = /:(\d+)\/ \(token required\)/.exec(line.toString())![1];

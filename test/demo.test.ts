@@ -9,11 +9,9 @@ import pg from 'pg';
 import { expect, inject, it } from 'vitest';
 
 it('the demo runs 3 tenants × 5 agent runs with every duplicate source, prints PASS and leaves nothing behind', async () => {
-  const child = spawn(
-    process.execPath,
-    ['examples/demo.ts', '--tenants', '3', '--runs', '5', '--seed', '1', '--database-url', inject('adminUrl')],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
+  const child = spawn(process.execPath, ['examples/demo.ts', '--tenants', '3', '--runs', '5', '--seed', '1', '--database-url', inject('adminUrl')], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let output = '';
   child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
   child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
@@ -33,10 +31,10 @@ it('the demo runs 3 tenants × 5 agent runs with every duplicate source, prints 
   const admin = new pg.Client({ connectionString: inject('adminUrl') });
   await admin.connect();
   try {
-    const left = await admin.query(
-      'SELECT datname AS name FROM pg_database WHERE datname = $1 UNION ALL SELECT rolname FROM pg_roles WHERE rolname LIKE $2',
-      [database, `${database}%`],
-    );
+    const left = await admin.query('SELECT datname AS name FROM pg_database WHERE datname = $1 UNION ALL SELECT rolname FROM pg_roles WHERE rolname LIKE $2', [
+      database,
+      `${database}%`,
+    ]);
     expect(left.rows).toEqual([]);
   } finally {
     await admin.end();

@@ -18,7 +18,7 @@ const markdown = [
   '', // 2
   '```ts', // 3
   "import { withTenant } from 'pg-once';", // 4
-  "await withTenant(db, tenantId, async () => 1);", // 5
+  'await withTenant(db, tenantId, async () => 1);', // 5
   '```', // 6
   '', // 7
   '```ts', // 8
@@ -65,7 +65,10 @@ describe('docs:check', () => {
     expect(headingSlug('In your own graphile-worker: `pg-once/graphile-worker`')).toBe('in-your-own-graphile-worker-pg-oncegraphile-worker');
     const docs = mkdtempSync(join(tmpdir(), 'doc-links-'));
     try {
-      writeFileSync(join(docs, 'a.md'), '# A\n\n## Poolers\n\n[ok](b.md#the-relay) [here](#poolers) [gone](c.md) [moved](b.md#poolers) [web](https://example.com/x)\n');
+      writeFileSync(
+        join(docs, 'a.md'),
+        '# A\n\n## Poolers\n\n[ok](b.md#the-relay) [here](#poolers) [gone](c.md) [moved](b.md#poolers) [web](https://example.com/x)\n',
+      );
       writeFileSync(join(docs, 'b.md'), '# The relay\n\n```md\n## Poolers\n```\n');
       expect(checkLinks(docs, ['a.md', 'b.md'])).toEqual([
         { file: 'a.md', line: 5, message: expect.stringContaining('dead link: c.md') },

@@ -88,7 +88,10 @@ describe('a healthy database', () => {
     expect(one(report, 'shared-roles')).toMatchObject({ severity: 'warn', message: expect.stringContaining(inject('templateDatabase')) });
     expect(one(report, 'clock')).toMatchObject({ severity: 'ok', message: expect.stringMatching(/agree within \d+ ms/) });
     expect(one(report, 'sweep')).toMatchObject({ severity: 'warn', message: expect.stringContaining('no sweep has run yet') });
-    expect(one(report, 'relays')).toMatchObject({ severity: 'warn', message: 'no relay seen in the last 120 s: events written now would wait until one starts' });
+    expect(one(report, 'relays')).toMatchObject({
+      severity: 'warn',
+      message: 'no relay seen in the last 120 s: events written now would wait until one starts',
+    });
 
     const { code, stdout } = await cli(['--database-url', relayUrl]);
     expect(code).toBe(0);
@@ -182,9 +185,9 @@ describe('findings that fail', () => {
         files.map((f) => f.checksum),
       ]);
     };
-    const installed = (await db.admin.query<{ version: number; name: string; checksum: string }>(
-      'SELECT version, name, checksum FROM once.migrations ORDER BY version',
-    )).rows;
+    const installed = (
+      await db.admin.query<{ version: number; name: string; checksum: string }>('SELECT version, name, checksum FROM once.migrations ORDER BY version')
+    ).rows;
     try {
       // As 0.1 left a database: 0001-0004 recorded one by one, so 0005 onwards is pending.
       await record(shipped.files.filter((f) => f.version <= 4));
@@ -230,8 +233,7 @@ describe('findings that fail', () => {
 
 describe('operations', () => {
   it('the last sweep: ok when on schedule, a warning when overdue; a sweep run by hand counts', async () => {
-    const swept = (ago: string) =>
-      db.admin.query(`INSERT INTO once.sweeps (at, deleted, truncated) VALUES (now() - $1::interval, '{}', false)`, [ago]);
+    const swept = (ago: string) => db.admin.query(`INSERT INTO once.sweeps (at, deleted, truncated) VALUES (now() - $1::interval, '{}', false)`, [ago]);
     try {
       await swept('1 hour');
       expect(one(await doctor(relayUrl), 'sweep')).toMatchObject({
@@ -242,7 +244,10 @@ describe('operations', () => {
       expect(one(await doctor(relayUrl, { sweepSchedule: '0 0 1 1 *' }), 'sweep').severity).toBe('ok');
       // `pg-once sweep` by hand leaves its record too.
       await sweep(relayUrl);
-      expect(one(await doctor(relayUrl), 'sweep')).toMatchObject({ severity: 'ok', message: expect.stringMatching(/^last sweep ran at .*; next due .* \(\*\/5 \* \* \* \*\)$/) });
+      expect(one(await doctor(relayUrl), 'sweep')).toMatchObject({
+        severity: 'ok',
+        message: expect.stringMatching(/^last sweep ran at .*; next due .* \(\*\/5 \* \* \* \*\)$/),
+      });
       const { rows } = await db.admin.query('SELECT by_role, deleted FROM once.sweeps ORDER BY at DESC LIMIT 1');
       expect(rows[0]).toEqual({ by_role: expect.stringContaining('_relay'), deleted: { idempotencyKeys: 0, outboxEvents: 0, dedupeAudit: 0 } });
     } finally {
@@ -278,7 +283,8 @@ describe('operations', () => {
       const finding = one(await doctor(relayUrl), 'relays');
       expect(finding).toMatchObject({
         severity: 'warn',
-        message: '2 pending event(s) became due over 60 s ago and no relay has taken them (relay host-1:42:abcd1234 stopped renewing its leases): no relay is delivering, or the relays cannot keep up',
+        message:
+          '2 pending event(s) became due over 60 s ago and no relay has taken them (relay host-1:42:abcd1234 stopped renewing its leases): no relay is delivering, or the relays cannot keep up',
       });
       expect(finding.fix).toContain(`start pg-once relay as a login granted ${quoteIdentifier(roles.relay)}`);
     } finally {
@@ -287,12 +293,21 @@ describe('operations', () => {
   });
 
   it('the clock: which side is ahead, past one second', () => {
-    expect(clockFinding({ offsetMs: 1_500, roundTripMs: 4 })).toMatchObject({ severity: 'warn', message: expect.stringMatching(/^the database is 1\.5 s ahead \(±2 ms\)/) });
-    expect(clockFinding({ offsetMs: -2_000, roundTripMs: 1 })).toMatchObject({ severity: 'warn', message: expect.stringMatching(/^this host is 2\.0 s ahead/) });
-    expect(clockFinding({ offsetMs: -300, roundTripMs: 1 })).toMatchObject({ severity: 'ok', message: "this host's clock and the database's agree within 300 ms (±1 ms)" });
+    expect(clockFinding({ offsetMs: 1_500, roundTripMs: 4 })).toMatchObject({
+      severity: 'warn',
+      message: expect.stringMatching(/^the database is 1\.5 s ahead \(±2 ms\)/),
+    });
+    expect(clockFinding({ offsetMs: -2_000, roundTripMs: 1 })).toMatchObject({
+      severity: 'warn',
+      message: expect.stringMatching(/^this host is 2\.0 s ahead/),
+    });
+    expect(clockFinding({ offsetMs: -300, roundTripMs: 1 })).toMatchObject({
+      severity: 'ok',
+      message: "this host's clock and the database's agree within 300 ms (±1 ms)",
+    });
   });
 
-  it('roles held: both app and relay, the maintenance role, and 0.1\'s cluster-wide roles each warn', () => {
+  it("roles held: both app and relay, the maintenance role, and 0.1's cluster-wide roles each warn", () => {
     const facts = (held: string[], schemaOwner = 'owner'): DatabaseFacts => ({
       database: 'shop',
       login: 'svc',
@@ -303,10 +318,10 @@ describe('operations', () => {
       roles: { app: 'once_shop_app', relay: 'once_shop_relay', maintenance: 'once_shop_maintenance' },
     });
     const warnings = (held: string[], schemaOwner?: string) =>
-      loginFindings(facts(held, schemaOwner)).filter((f) => f.severity !== 'ok').map((f) => `${f.check}: ${f.fix}`);
-    expect(warnings(['once_shop_app', 'once_shop_relay'])).toEqual([
-      'roles: REVOKE "once_shop_relay" FROM "svc";  -- and run the relay as a login of its own',
-    ]);
+      loginFindings(facts(held, schemaOwner))
+        .filter((f) => f.severity !== 'ok')
+        .map((f) => `${f.check}: ${f.fix}`);
+    expect(warnings(['once_shop_app', 'once_shop_relay'])).toEqual(['roles: REVOKE "once_shop_relay" FROM "svc";  -- and run the relay as a login of its own']);
     expect(warnings(['once_shop_app', 'once_shop_maintenance'])).toEqual(['roles: REVOKE "once_shop_maintenance" FROM "svc";']);
     expect(warnings(['once_shop_app', 'once_app', 'once_maintenance'])).toEqual([
       'legacy-roles: REVOKE "once_app", "once_maintenance" FROM "svc";  -- once every database has run pg-once migrate',

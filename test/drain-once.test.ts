@@ -20,9 +20,13 @@ afterEach(async () => {
 
 /** What the outbox holds, read past RLS. */
 async function outbox() {
-  const { rows } = await setting.fx.database.admin.query<{ status: string; locked_by: string | null; attempts: number; due: boolean; last_error: string | null }>(
-    'SELECT status, locked_by, attempts, next_attempt_at <= now() AS due, last_error FROM once.outbox_events ORDER BY id',
-  );
+  const { rows } = await setting.fx.database.admin.query<{
+    status: string;
+    locked_by: string | null;
+    attempts: number;
+    due: boolean;
+    last_error: string | null;
+  }>('SELECT status, locked_by, attempts, next_attempt_at <= now() AS due, last_error FROM once.outbox_events ORDER BY id');
   return rows;
 }
 
@@ -197,7 +201,10 @@ it('delivers an event cut short twice alone, and declares one out of attempts de
   });
   expect(result).toMatchObject({ reason: 'drained', delivered: 11, dead: 1, failed: 0 });
   expect(besidePoison).toBe(0);
-  const { rows } = await setting.fx.database.admin.query<{ status: string; last_error: string }>('SELECT status, last_error FROM once.outbox_events WHERE id = $1', [exhausted.id]);
+  const { rows } = await setting.fx.database.admin.query<{ status: string; last_error: string }>(
+    'SELECT status, last_error FROM once.outbox_events WHERE id = $1',
+    [exhausted.id],
+  );
   expect(rows[0]).toMatchObject({ status: 'dead' });
   expect(rows[0]!.last_error).toContain('without an outcome');
 });

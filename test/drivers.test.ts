@@ -25,7 +25,11 @@ const delivered = new Map<string, DeliveryEvent>();
 beforeAll(async () => {
   // The Kysely pool of the fixture is not used here: each library opens its own.
   fx = await createAppFixture(1);
-  relay = await startRelay({ ...QUIET_RELAY, connectionString: await fx.database.createLoginRole('relay'), sinks: { '>': async (event) => void delivered.set(event.dedupeId, event) } });
+  relay = await startRelay({
+    ...QUIET_RELAY,
+    connectionString: await fx.database.createLoginRole('relay'),
+    sinks: { '>': async (event) => void delivered.set(event.dedupeId, event) },
+  });
   const password = randomBytes(12).toString('hex');
   await fx.database.admin.query(
     `CREATE ROLE ${quoteIdentifier(bypassRole)} LOGIN NOSUPERUSER BYPASSRLS PASSWORD '${password}';
@@ -36,7 +40,9 @@ beforeAll(async () => {
   url.password = password;
   bypassUrl = url.toString();
   repeatableReadUrl = await fx.database.createLoginRole('app');
-  await fx.database.admin.query(`ALTER ROLE ${quoteIdentifier(decodeURIComponent(new URL(repeatableReadUrl).username))} SET default_transaction_isolation = 'repeatable read'`);
+  await fx.database.admin.query(
+    `ALTER ROLE ${quoteIdentifier(decodeURIComponent(new URL(repeatableReadUrl).username))} SET default_transaction_isolation = 'repeatable read'`,
+  );
 });
 afterAll(async () => {
   await relay?.stop();
@@ -122,12 +128,23 @@ describe.each(Object.keys(SUBJECTS))('%s', (library) => {
       await subject.insertOrder(tx, key, calls);
       return { seen: await subject.countOrders(tx, key) };
     };
-    expect(await subject.withTenant('tenant-a', (tx) => subject.runIdempotent.detailed(tx, key, fn))).toMatchObject({ value: { seen: 1 }, outcome: 'executed' });
-    expect(await subject.withTenant('tenant-b', (tx) => subject.runIdempotent.detailed(tx, key, fn))).toMatchObject({ value: { seen: 1 }, outcome: 'executed' });
+    expect(await subject.withTenant('tenant-a', (tx) => subject.runIdempotent.detailed(tx, key, fn))).toMatchObject({
+      value: { seen: 1 },
+      outcome: 'executed',
+    });
+    expect(await subject.withTenant('tenant-b', (tx) => subject.runIdempotent.detailed(tx, key, fn))).toMatchObject({
+      value: { seen: 1 },
+      outcome: 'executed',
+    });
     expect(await subject.withTenant('tenant-b', (tx) => subject.runIdempotent.detailed(tx, key, fn))).toMatchObject({ outcome: 'replayed' });
     expect(calls).toBe(2);
     expect((await storedKeys(key)).map((row) => row.tenant_id)).toEqual(['tenant-a', 'tenant-b']);
-    expect((await fx.orders()).filter((row) => row.key === key).map((row) => row.tenant_id).sort()).toEqual(['tenant-a', 'tenant-b']);
+    expect(
+      (await fx.orders())
+        .filter((row) => row.key === key)
+        .map((row) => row.tenant_id)
+        .sort(),
+    ).toEqual(['tenant-a', 'tenant-b']);
   });
 
   it('has an event enqueued in the transaction delivered by the relay, under its derived dedupe id', async () => {
@@ -144,11 +161,12 @@ describe.each(Object.keys(SUBJECTS))('%s', (library) => {
   it('runs receiveOnce and runIdempotentExternal through the same library', async () => {
     const messageId = freshKey('message');
     let handled = 0;
-    const handle = () => subject.receiveOnce({ messageId, tenant: 'tenant-a' }, async (tx) => {
-      handled += 1;
-      await subject.insertOrder(tx, messageId, 3);
-      return 'stored';
-    });
+    const handle = () =>
+      subject.receiveOnce({ messageId, tenant: 'tenant-a' }, async (tx) => {
+        handled += 1;
+        await subject.insertOrder(tx, messageId, 3);
+        return 'stored';
+      });
     expect([await handle(), await handle()]).toEqual(['stored', 'stored']);
     expect(handled).toBe(1);
     const key = freshKey('external');

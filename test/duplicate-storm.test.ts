@@ -48,7 +48,10 @@ const demoTool = (call: ToolCall) => (copy: StormCopy) =>
 /** Rows of a business table and outbox events of a topic, for one run (read as superuser). */
 async function stored(table: 'orders' | 'charges' | 'emails', where: string, values: unknown[], topic: string): Promise<{ rows: number; events: number }> {
   const rows = await database.admin.query<{ n: number }>(`SELECT count(*)::int AS n FROM public.${table} WHERE ${where}`, values);
-  const events = await database.admin.query<{ n: number }>('SELECT count(*)::int AS n FROM once.outbox_events WHERE tenant_id = $1 AND topic = $2', [TENANT, topic]);
+  const events = await database.admin.query<{ n: number }>('SELECT count(*)::int AS n FROM once.outbox_events WHERE tenant_id = $1 AND topic = $2', [
+    TENANT,
+    topic,
+  ]);
   return { rows: rows.rows[0]!.n, events: events.rows[0]!.n };
 }
 
@@ -60,7 +63,12 @@ async function sessionsKilled(): Promise<number> {
 }
 
 async function createOrder(runId: string): Promise<number> {
-  const call: ToolCall = { tenantId: TENANT, runId, tool: 'create_order', args: { customer: 'ada@example.com', items: [{ sku: 'book', quantity: 1, priceCents: 1_500 }] } };
+  const call: ToolCall = {
+    tenantId: TENANT,
+    runId,
+    tool: 'create_order',
+    args: { customer: 'ada@example.com', items: [{ sku: 'book', quantity: 1, priceCents: 1_500 }] },
+  };
   const result = await withTenant(app, TENANT, (tx) => runIdempotent(tx, toolCallKey(call), (t) => runTool(t, call, { runId, work: async () => {} })));
   return (result as { orderId: number }).orderId;
 }
@@ -68,7 +76,12 @@ async function createOrder(runId: string): Promise<number> {
 describe("duplicateStorm on the demo's tools", () => {
   it('create_order: a copy killed mid-call (throw), 8 concurrent copies, 2 retries after a timeout, a late one: one order, one answer', async () => {
     const runId = `run-${randomUUID()}`;
-    const call: ToolCall = { tenantId: TENANT, runId, tool: 'create_order', args: { customer: 'ada@example.com', items: [{ sku: 'pen', quantity: 3, priceCents: 250 }] } };
+    const call: ToolCall = {
+      tenantId: TENANT,
+      runId,
+      tool: 'create_order',
+      args: { customer: 'ada@example.com', items: [{ sku: 'pen', quantity: 3, priceCents: 250 }] },
+    };
     const report = await duplicateStorm(demoTool(call), {
       copies: 8,
       countEffects: async () => (await database.admin.query('SELECT 1 FROM public.orders WHERE run_id = $1', [runId])).rowCount!,
@@ -82,7 +95,9 @@ describe("duplicateStorm on the demo's tools", () => {
     expect(report.effects).toBe(1);
     const orderId = (report.distinctResults[0] as { orderId: number }).orderId;
     expect(await stored('orders', 'run_id = $1', [runId], 'orders.created')).toMatchObject({ rows: 1 });
-    const events = await database.admin.query("SELECT 1 FROM once.outbox_events WHERE payload->>'orderId' = $1 AND topic = 'orders.created'", [String(orderId)]);
+    const events = await database.admin.query("SELECT 1 FROM once.outbox_events WHERE payload->>'orderId' = $1 AND topic = 'orders.created'", [
+      String(orderId),
+    ]);
     expect(events.rowCount).toBe(1);
   });
 
@@ -158,7 +173,9 @@ describe('duplicateStorm catches handlers that are not idempotent', () => {
     const broken = (copy: StormCopy) =>
       withTenant(app, TENANT, (tx) =>
         runIdempotent(tx, `broken-side-channel:${runId}`, async (t) => {
-          await withTenant(app, TENANT, (other) => sql`INSERT INTO emails (order_id, recipient, template) VALUES (${orderId}, 'ada@example.com', 'receipt')`.execute(other));
+          await withTenant(app, TENANT, (other) =>
+            sql`INSERT INTO emails (order_id, recipient, template) VALUES (${orderId}, 'ada@example.com', 'receipt')`.execute(other),
+          );
           await copy.inside(t);
           return { queued: true };
         }),
@@ -178,7 +195,9 @@ describe('duplicateStorm catches handlers that are not idempotent', () => {
     const orderId = await createOrder(runId);
     const broken = (copy: StormCopy) =>
       withTenant(app, TENANT, async (tx) => {
-        const { rows } = await sql<{ id: number }>`INSERT INTO emails (order_id, recipient, template) VALUES (${orderId}, 'ada@example.com', 'receipt') RETURNING id`.execute(tx);
+        const { rows } = await sql<{
+          id: number;
+        }>`INSERT INTO emails (order_id, recipient, template) VALUES (${orderId}, 'ada@example.com', 'receipt') RETURNING id`.execute(tx);
         await copy.inside(tx);
         return { emailId: rows[0]!.id };
       });
@@ -201,7 +220,10 @@ describe('duplicateStorm catches handlers that are not idempotent', () => {
 
 describe('duplicateStorm refuses what it cannot do, with INVALID_OPTIONS', () => {
   it('needs countEffects or checkEffects, and refuses unknown options', async () => {
-    await expect(duplicateStorm(async () => 1, {})).rejects.toMatchObject({ code: 'INVALID_OPTIONS', issues: [expect.objectContaining({ path: ['countEffects'] })] });
+    await expect(duplicateStorm(async () => 1, {})).rejects.toMatchObject({
+      code: 'INVALID_OPTIONS',
+      issues: [expect.objectContaining({ path: ['countEffects'] })],
+    });
     await expect(duplicateStorm(async () => 1, { countEffects: () => 1, copys: 3 } as DuplicateStormOptions)).rejects.toMatchObject({
       code: 'INVALID_OPTIONS',
       issues: [expect.objectContaining({ path: ['copys'] })],
@@ -214,7 +236,10 @@ describe('duplicateStorm refuses what it cannot do, with INVALID_OPTIONS', () =>
       calls += 1;
       return { same: true };
     };
-    await expect(duplicateStorm(noHook, { countEffects: () => 1 })).rejects.toMatchObject({ code: 'INVALID_OPTIONS', issues: [expect.objectContaining({ path: ['kills'] })] });
+    await expect(duplicateStorm(noHook, { countEffects: () => 1 })).rejects.toMatchObject({
+      code: 'INVALID_OPTIONS',
+      issues: [expect.objectContaining({ path: ['kills'] })],
+    });
     const report = await duplicateStorm(noHook, { kills: 0, timeouts: 0, copies: 3, countEffects: () => 1 });
     expect(report.outcomes).toMatchObject({ executed: 0, replayed: 4 });
     // The refused storm stopped after its first copy, the kill that could not be.
@@ -223,7 +248,12 @@ describe('duplicateStorm refuses what it cannot do, with INVALID_OPTIONS', () =>
 
   it('a terminating login that may not signal the backend is named, not mistaken for a kill', async () => {
     const runId = `run-${randomUUID()}`;
-    const call: ToolCall = { tenantId: TENANT, runId, tool: 'create_order', args: { customer: 'bob@example.com', items: [{ sku: 'ink', quantity: 1, priceCents: 99 }] } };
+    const call: ToolCall = {
+      tenantId: TENANT,
+      runId,
+      tool: 'create_order',
+      args: { customer: 'bob@example.com', items: [{ sku: 'ink', quantity: 1, priceCents: 99 }] },
+    };
     const refused = await errorOf(duplicateStorm(demoTool(call), { kill: { terminate: relayUrl }, countEffects: () => 1 }));
     expect(refused).toMatchObject({ code: 'INVALID_OPTIONS', issues: [expect.objectContaining({ path: ['kill', 'terminate'] })] });
   });

@@ -6,15 +6,7 @@
 import fc from 'fast-check';
 import { sql, type Transaction } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  enqueue,
-  InvalidOptionsError,
-  MAX_PAYLOAD_BYTES,
-  NotInTransactionError,
-  runIdempotent,
-  TenantMissingError,
-  withTenant,
-} from '../src/index.ts';
+import { enqueue, InvalidOptionsError, MAX_PAYLOAD_BYTES, NotInTransactionError, runIdempotent, TenantMissingError, withTenant } from '../src/index.ts';
 import { dedupeIdProblem, deriveDedupeId } from '../src/outbox/dedupe-id.ts';
 import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
 import { errorOf } from './support/error-of.ts';
@@ -128,7 +120,7 @@ describe('enqueue outside runIdempotent', () => {
     expect(await fx.rows('idempotency_keys', `key = '${key}'`)).toEqual([]);
   });
 
-  it('keeps each tenant\'s events to itself under row-level security', async () => {
+  it("keeps each tenant's events to itself under row-level security", async () => {
     const topic = fresh('isolated');
     await withTenant(fx.app, 'tenant-a', (tx) => enqueue(tx, { topic, payload: 'a' }));
     await withTenant(fx.app, 'tenant-b', (tx) => enqueue(tx, { topic, payload: 'b' }));
@@ -218,8 +210,7 @@ describe('enqueue inside runIdempotent: derived dedupe ids', () => {
   it('derives different ids for another tenant or another version of the same key', async () => {
     const topic = fresh('spaces');
     const key = fresh('shared-key');
-    const run = (tenant: string, version: string) =>
-      withTenant(fx.app, tenant, (tx) => runIdempotent(tx, key, threeEvents(topic), { version }));
+    const run = (tenant: string, version: string) => withTenant(fx.app, tenant, (tx) => runIdempotent(tx, key, threeEvents(topic), { version }));
     const base = await run('tenant-a', '');
     const otherTenant = await run('tenant-b', '');
     const otherVersion = await run('tenant-a', 'v2');
@@ -230,7 +221,7 @@ describe('enqueue inside runIdempotent: derived dedupe ids', () => {
     expect((await eventsOf(topic)).map((row) => row.dedupe_id).sort()).toEqual([...all].sort());
   });
 
-  it('uses a random id for an event written on another transaction than the call\'s', async () => {
+  it("uses a random id for an event written on another transaction than the call's", async () => {
     const topic = fresh('other-tx');
     const key = fresh('other-tx-key');
     const id = await withTenant(fx.app, 'tenant-a', (tx) =>
@@ -274,7 +265,7 @@ describe('enqueue inside runIdempotent', () => {
 
   it('writes the event exactly as enqueue outside a call would (payload bytes, headers, status)', async () => {
     const topic = fresh('held-bytes');
-    const payload = { b: 1, a: [1.50, 'x'] };
+    const payload = { b: 1, a: [1.5, 'x'] };
     await withTenant(fx.app, 'tenant-a', (tx) => runIdempotent(tx, fresh('held-bytes-key'), (t) => enqueue(t, { topic, payload })));
     await withTenant(fx.app, 'tenant-a', (tx) => enqueue(tx, { topic, payload }));
     const { rows } = await fx.database.admin.query<{ payload_text: string; headers: unknown; status: string; attempts: number }>(
@@ -399,8 +390,12 @@ describe('enqueue: bad events', () => {
     );
     // Derived ids (sha256 hex) and the random default (a UUID) are always valid.
     fc.assert(
-      fc.property(fc.string(), fc.string(), fc.string(), fc.nat(), (tenant, key, version, position) =>
-        dedupeIdProblem(deriveDedupeId(tenant, key, version, position)) === undefined,
+      fc.property(
+        fc.string(),
+        fc.string(),
+        fc.string(),
+        fc.nat(),
+        (tenant, key, version, position) => dedupeIdProblem(deriveDedupeId(tenant, key, version, position)) === undefined,
       ),
     );
     const topic = fresh('safe-ids');

@@ -26,7 +26,10 @@ async function startRunner(options: Partial<OutboxTasksOptions>, workerUrl = set
     noHandleSignals: true,
     pollInterval: 200,
     logger: quietWorker,
-    taskList: { ...outboxTasks({ connectionString: setting.relayUrl, sinks: { '>': async () => {} }, logger: QUIET_RELAY.logger, ...options }), team_task: async () => {} },
+    taskList: {
+      ...outboxTasks({ connectionString: setting.relayUrl, sinks: { '>': async () => {} }, logger: QUIET_RELAY.logger, ...options }),
+      team_task: async () => {},
+    },
     parsedCronItems: parseCronItems(outboxCronItems()),
   });
   runners.push(runner);
@@ -86,7 +89,9 @@ it('two runners deliver every event once (but for retries), each key in order, t
   sampling = false;
   await sampler;
   expect(mostDrainsAtOnce).toBeLessThanOrEqual(1);
-  const { rows } = await setting.fx.database.admin.query<{ n: number }>(`SELECT count(*)::int AS n FROM graphile_worker.jobs WHERE task_identifier = $1`, [OUTBOX_TASKS.deliver]);
+  const { rows } = await setting.fx.database.admin.query<{ n: number }>(`SELECT count(*)::int AS n FROM graphile_worker.jobs WHERE task_identifier = $1`, [
+    OUTBOX_TASKS.deliver,
+  ]);
   expect(rows[0]!.n).toBe(1); // the next link, waiting or running
 }, 90_000);
 
@@ -97,7 +102,9 @@ it('the watchdog leaves a live chain alone', async () => {
   const done = new Promise<void>((resolve) => runner.events.on('job:complete', ({ job }) => job.task_identifier === OUTBOX_TASKS.watchdog && resolve()));
   await runner.addJob(OUTBOX_TASKS.watchdog, {});
   await done;
-  const { rows } = await setting.fx.database.admin.query<{ n: number }>(`SELECT count(*)::int AS n FROM graphile_worker.jobs WHERE task_identifier = $1`, [OUTBOX_TASKS.deliver]);
+  const { rows } = await setting.fx.database.admin.query<{ n: number }>(`SELECT count(*)::int AS n FROM graphile_worker.jobs WHERE task_identifier = $1`, [
+    OUTBOX_TASKS.deliver,
+  ]);
   expect(rows[0]!.n).toBe(1);
 });
 
@@ -129,7 +136,9 @@ it('the sweep task sweeps, recorded as any sweep', async () => {
 
 it('the deliver task refuses a login without the relay role with WRONG_ROLE', async () => {
   const runner = await startRunner({ connectionString: setting.fx.appUrl });
-  const failed = new Promise<unknown>((resolve) => runner.events.on('job:error', ({ job, error }) => job.task_identifier === OUTBOX_TASKS.deliver && resolve(error)));
+  const failed = new Promise<unknown>((resolve) =>
+    runner.events.on('job:error', ({ job, error }) => job.task_identifier === OUTBOX_TASKS.deliver && resolve(error)),
+  );
   await runner.addJob(OUTBOX_TASKS.deliver, {}, { jobKey: OUTBOX_TASKS.deliver });
   expect(await failed).toMatchObject({ code: 'WRONG_ROLE' });
 });

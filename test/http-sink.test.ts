@@ -127,13 +127,9 @@ describe('httpSink: what the receiver gets', () => {
     const receiver = await startReceiver(answer(200));
     await httpSink({ url: receiver.url, secret: SECRET })(makeEvent(), makeContext());
     const [received] = receiver.requests as [Received];
-    expect(() => new Webhook(OTHER_SECRET).verify(received.body, webhookHeaders(received))).toThrow(
-      WebhookVerificationError,
-    );
+    expect(() => new Webhook(OTHER_SECRET).verify(received.body, webhookHeaders(received))).toThrow(WebhookVerificationError);
     // And a tampered body fails even with the right secret.
-    expect(() => new Webhook(SECRET).verify(received.body.replace('42', '43'), webhookHeaders(received))).toThrow(
-      WebhookVerificationError,
-    );
+    expect(() => new Webhook(SECRET).verify(received.body.replace('42', '43'), webhookHeaders(received))).toThrow(WebhookVerificationError);
   });
 
   it('sends the same webhook-id on every delivery of an event, so the receiver can dedupe', async () => {
@@ -188,9 +184,7 @@ describe('httpSink: what the receiver gets', () => {
     await httpSink({ url: receiver.url, secret: SECRET })(makeEvent({ tenantId: 'acme' }), makeContext());
     const [received] = receiver.requests as [Received];
     expect(new Webhook(SECRET).verify(received.body, webhookHeaders(received))).toMatchObject({ tenant: 'acme' });
-    expect(() => new Webhook(SECRET).verify(received.body.replace('"acme"', '"evil"'), webhookHeaders(received))).toThrow(
-      WebhookVerificationError,
-    );
+    expect(() => new Webhook(SECRET).verify(received.body.replace('"acme"', '"evil"'), webhookHeaders(received))).toThrow(WebhookVerificationError);
   });
 
   it('signs with every secret of a rotation: a receiver holding either one verifies', async () => {
@@ -228,9 +222,7 @@ describe('httpSink: what the receiver gets', () => {
 
   it('rejects an event whose header HTTP cannot carry, without sending anything', async () => {
     const receiver = await startReceiver(answer(200));
-    const error = await deliveryError(
-      httpSink({ url: receiver.url, secret: SECRET })(makeEvent({ headers: { 'bad name': 'x' } }), makeContext()),
-    );
+    const error = await deliveryError(httpSink({ url: receiver.url, secret: SECRET })(makeEvent({ headers: { 'bad name': 'x' } }), makeContext()));
     expect(error).toBeInstanceOf(DeliveryRejectedError);
     expect(error.message).toContain('bad name');
     expect(receiver.requests).toHaveLength(0);

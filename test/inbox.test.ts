@@ -9,16 +9,7 @@ import { sql } from 'kysely';
 import { Webhook } from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createInboxReceiver, receivedEventsTable, storeReceivedEvent } from '../examples/inbox-receiver.ts';
-import {
-  enqueue,
-  httpSink,
-  InvalidOptionsError,
-  receiveOnce,
-  startRelay,
-  verifyWebhook,
-  WebhookVerificationError,
-  withTenant,
-} from '../src/index.ts';
+import { enqueue, httpSink, InvalidOptionsError, receiveOnce, startRelay, verifyWebhook, WebhookVerificationError, withTenant } from '../src/index.ts';
 import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
 import { errorOf } from './support/error-of.ts';
 import { waitForOutbox } from './support/outbox-helpers.ts';
@@ -157,7 +148,7 @@ describe('verifyWebhook', () => {
 });
 
 describe('receiveOnce', () => {
-  it('opens the transaction of the message\'s tenant: the same message id is its own in each tenant', async () => {
+  it("opens the transaction of the message's tenant: the same message id is its own in each tenant", async () => {
     const runs: string[] = [];
     const handle = (tenant: string) =>
       receiveOnce(fx.app, { messageId: 'msg_tenants', tenant }, async (tx) => {
@@ -265,7 +256,10 @@ describe('the example inbox receiver', () => {
       await relay.stop();
     }
     expect(handled - before).toBe(20);
-    const { rows } = await fx.database.admin.query('SELECT tenant_id, count(*)::int AS n FROM received_events WHERE message_id = ANY($1) GROUP BY 1 ORDER BY 1', [ids]);
+    const { rows } = await fx.database.admin.query(
+      'SELECT tenant_id, count(*)::int AS n FROM received_events WHERE message_id = ANY($1) GROUP BY 1 ORDER BY 1',
+      [ids],
+    );
     expect(rows).toEqual([
       { tenant_id: 'tenant-a', n: 10 },
       { tenant_id: 'tenant-b', n: 10 },

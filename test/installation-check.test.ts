@@ -44,7 +44,7 @@ async function refusal(db: TestDatabase): Promise<InstallationUnsafeError> {
 }
 
 describe('migrate refuses a schema that is not as pg-once made it', () => {
-  it('an extra permissive policy (which would let one tenant read another\'s results)', async () => {
+  it("an extra permissive policy (which would let one tenant read another's results)", async () => {
     const { db, roles } = await installed();
     await db.admin.query(`CREATE POLICY peek ON once.idempotency_keys FOR SELECT TO ${roles.app} USING (true)`);
     const error = await refusal(db);
@@ -103,12 +103,7 @@ describe('migrate refuses a schema that is not as pg-once made it', () => {
       GRANT SELECT (result) ON once.idempotency_keys TO PUBLIC;
       GRANT EXECUTE ON FUNCTION once.current_tenant() TO PUBLIC`);
     const error = await refusal(db);
-    expect(error.problems.map((p) => p.object)).toEqual([
-      'schema once',
-      'once.dedupe_audit',
-      'once.idempotency_keys',
-      'function once.current_tenant()',
-    ]);
+    expect(error.problems.map((p) => p.object)).toEqual(['schema once', 'once.dedupe_audit', 'once.idempotency_keys', 'function once.current_tenant()']);
   });
 
   it('a SECURITY DEFINER function handed to another owner', async () => {
@@ -129,7 +124,9 @@ describe('migrate refuses a schema that is not as pg-once made it', () => {
     const error = await errorOf(migrate(db.adminUrl));
     expect(error).toBeInstanceOf(InstallationUnsafeError);
     expect(error.problems[0].problem).toContain('was not installed by pg-once');
-    const { rows } = await db.admin.query("SELECT to_regclass('once.migrations') AS migrations, (SELECT count(*)::int FROM pg_policies WHERE schemaname = 'once') AS policies");
+    const { rows } = await db.admin.query(
+      "SELECT to_regclass('once.migrations') AS migrations, (SELECT count(*)::int FROM pg_policies WHERE schemaname = 'once') AS policies",
+    );
     expect(rows[0]).toEqual({ migrations: null, policies: 1 });
   });
 });

@@ -75,9 +75,7 @@ describe('reserved key namespaces', () => {
     const tenant = `tenant-${randomUUID()}`;
     const [first, second] = [`msg_${randomUUID()}`, `msg_${randomUUID()}`];
 
-    const error = await errorOf(
-      receiveOnce(fx.app, { messageId: first, tenant }, (tx) => runIdempotent(tx, `inbox:${second}`, async () => 'stolen')),
-    );
+    const error = await errorOf(receiveOnce(fx.app, { messageId: first, tenant }, (tx) => runIdempotent(tx, `inbox:${second}`, async () => 'stolen')));
 
     expect(error).toBeInstanceOf(InvalidKeyError);
     expect(await recordsOf(tenant)).toEqual([]);

@@ -242,8 +242,7 @@ describe('keys.orchestrator', () => {
   it('returns only valid keys: at most 255 characters, no control characters (property)', () => {
     fc.assert(
       fc.property(parts, (p) => {
-        const length =
-          `${p.runId}:${enc(p.step)}:${enc(p.tool)}:`.length + 16 + (p.version === undefined ? 0 : 2 + enc(p.version).length);
+        const length = `${p.runId}:${enc(p.step)}:${enc(p.tool)}:`.length + 16 + (p.version === undefined ? 0 : 2 + enc(p.version).length);
         let key: string;
         try {
           key = keys.orchestrator(p);
@@ -355,9 +354,7 @@ describe('keys.orchestrator', () => {
 describe('keys.content', () => {
   // biome-ignore lint/suspicious/noTemplateCurlyInString: the test's name shows the key's format, placeholders included.
   it('is `${tool}:<32 hex of the canonical args>`', () => {
-    expect(keys.content('send_email', { to: 'a@example.com', body: 'hi' })).toBe(
-      `send_email:${sha256Hex('{"body":"hi","to":"a@example.com"}').slice(0, 32)}`,
-    );
+    expect(keys.content('send_email', { to: 'a@example.com', body: 'hi' })).toBe(`send_email:${sha256Hex('{"body":"hi","to":"a@example.com"}').slice(0, 32)}`);
   });
 
   it('is deterministic and independent of key order (property)', () => {
@@ -539,7 +536,9 @@ describe('assertValidKey', () => {
   });
 
   it('agrees with a direct statement of the rule (property)', () => {
-    const reservedLooking = fc.tuple(fc.constantFrom('inbox:', 'mcp:', 'lg:', 'once:', '%inbox:', 'inbox', 'Inbox:'), fc.string({ maxLength: 40 })).map(([a, b]) => a + b);
+    const reservedLooking = fc
+      .tuple(fc.constantFrom('inbox:', 'mcp:', 'lg:', 'once:', '%inbox:', 'inbox', 'Inbox:'), fc.string({ maxLength: 40 }))
+      .map(([a, b]) => a + b);
     fc.assert(
       fc.property(fc.oneof(fc.string({ unit: 'binary-ascii', maxLength: 300 }), fc.string({ maxLength: 300 }), reservedLooking), (key) => {
         const reserved = ['inbox:', 'mcp:', 'lg:', 'once:'].some((prefix) => key.startsWith(prefix));
@@ -556,7 +555,9 @@ describe('key namespaces: no user or model key is ever an inbox, MCP or LangGrap
   /** Parts that try hard to look like an internal key: reserved prefixes, '%'s, colons. */
   const tricky = fc.oneof(
     text(40),
-    fc.tuple(fc.constantFrom('inbox', 'mcp', 'lg', 'once', '%inbox', '%%mcp', 'inbox:', 'lg:', '%'), fc.constantFrom('', ':', ':x', ':content:a')).map(([a, b]) => a + b),
+    fc
+      .tuple(fc.constantFrom('inbox', 'mcp', 'lg', 'once', '%inbox', '%%mcp', 'inbox:', 'lg:', '%'), fc.constantFrom('', ':', ':x', ':content:a'))
+      .map(([a, b]) => a + b),
   );
   /** Every form of key pg-once writes itself, with arbitrary parts. */
   const internalKeys = fc.oneof(
@@ -570,7 +571,11 @@ describe('key namespaces: no user or model key is ever an inbox, MCP or LangGrap
   /** Keys a user or model can produce: keys.*, anything written by hand, or an internal key copied verbatim. */
   const userKeys = fc.oneof(
     fc.record({ runId: tricky, step: tricky, tool: tricky, args: jsonValues }).map((parts) => () => keys.orchestrator(parts)),
-    fc.tuple(tricky, jsonValues, fc.option(tricky, { nil: undefined })).map(([tool, args, scope]) => () => keys.content(tool, args, scope)),
+    fc.tuple(tricky, jsonValues, fc.option(tricky, { nil: undefined })).map(
+      ([tool, args, scope]) =>
+        () =>
+          keys.content(tool, args, scope),
+    ),
     fc.oneof(fc.string({ maxLength: 260 }), tricky, internalKeys).map((key) => () => key),
   );
   const acceptedAsUserKey = (key: string) => {
@@ -594,7 +599,12 @@ describe('key namespaces: no user or model key is ever an inbox, MCP or LangGrap
         // Another internal key than the one running is still refused, and the handler's own code
         // (outsideInternalKey) is back to the user rules.
         expect(runWithInternalKey(key, () => acceptedAsUserKey(`${key}x`))).toBe(false);
-        expect(runWithInternalKey(key, outsideInternalKey(() => acceptedAsUserKey(key)))).toBe(false);
+        expect(
+          runWithInternalKey(
+            key,
+            outsideInternalKey(() => acceptedAsUserKey(key)),
+          ),
+        ).toBe(false);
       }),
     );
   });
@@ -638,7 +648,12 @@ describe('key namespaces: no user or model key is ever an inbox, MCP or LangGrap
   });
 
   it('moves keys out of the reserved namespaces one-to-one, leaving every other key as it was (property)', () => {
-    const keyish = fc.oneof(fc.string({ maxLength: 20 }), fc.tuple(fc.constantFrom('', '%', '%%'), fc.constantFrom('inbox:', 'mcp:', 'lg:', 'once:', 'lg', 'x:'), fc.string({ maxLength: 5 })).map((p) => p.join('')));
+    const keyish = fc.oneof(
+      fc.string({ maxLength: 20 }),
+      fc
+        .tuple(fc.constantFrom('', '%', '%%'), fc.constantFrom('inbox:', 'mcp:', 'lg:', 'once:', 'lg', 'x:'), fc.string({ maxLength: 5 }))
+        .map((p) => p.join('')),
+    );
     fc.assert(
       fc.property(keyish, keyish, (a, b) => {
         const [ea, eb] = [outsideReservedNamespaces(a), outsideReservedNamespaces(b)];

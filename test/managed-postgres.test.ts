@@ -257,9 +257,7 @@ describe('every use with the wrong role is a coded error naming the role needed'
     expect(notInstalled.code).toBe('RLS_BYPASS');
     const plain = scratch.name('once_login');
     const plainPassword = await scratch.login(plain);
-    expect(await errorOf(withTenant(scratch.kysely(scratch.url(empty, plain, plainPassword)), 't', async () => 1))).toBeInstanceOf(
-      NotInstalledError,
-    );
+    expect(await errorOf(withTenant(scratch.kysely(scratch.url(empty, plain, plainPassword)), 't', async () => 1))).toBeInstanceOf(NotInstalledError);
   });
 });
 

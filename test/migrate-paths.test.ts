@@ -61,13 +61,16 @@ async function catalog(database: string): Promise<Record<string, unknown>> {
     const rls = await query(`
       SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
        WHERE n.nspname = 'once' AND c.relkind = 'r' ORDER BY 1`);
-    const policies = (await query(`
+    const policies = (
+      await query(`
       SELECT schemaname, tablename, policyname, permissive, cmd, roles::text[] AS roles, qual, with_check
-        FROM pg_policies WHERE schemaname IN ('once', 'graphile_worker') ORDER BY 1, 2, 3`)).map((row) => ({
+        FROM pg_policies WHERE schemaname IN ('once', 'graphile_worker') ORDER BY 1, 2, 3`)
+    ).map((row) => ({
       ...row,
       roles: (row.roles as string[]).map(kind),
     }));
-    const privileges = (await query(`
+    const privileges = (
+      await query(`
       SELECT n.nspname || '.' || c.relname AS object, NULL AS column, pg_get_userbyid(a.grantee) AS grantee, a.privilege_type
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) a
        WHERE n.nspname IN ('once', 'graphile_worker') AND c.relname <> 'migrations'
@@ -85,13 +88,14 @@ async function catalog(database: string): Promise<Record<string, unknown>> {
        WHERE n.nspname = 'once'
       UNION ALL
       SELECT 'database', NULL, pg_get_userbyid(a.grantee), a.privilege_type
-        FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = current_database() AND a.grantee <> d.datdba`)).map(
-      (row) => `${row.object}${row.column ? `(${row.column})` : ''}: ${kind(row.grantee)} ${row.privilege_type}`,
-    );
-    const functions = (await query(`
+        FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = current_database() AND a.grantee <> d.datdba`)
+    ).map((row) => `${row.object}${row.column ? `(${row.column})` : ''}: ${kind(row.grantee)} ${row.privilege_type}`);
+    const functions = (
+      await query(`
       SELECT p.oid::regprocedure::text AS name, md5(p.prosrc) AS body, p.prosecdef, p.proconfig, p.provolatile,
              pg_get_userbyid(p.proowner) AS owner
-        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'once' ORDER BY 1`)).map((row) => ({
+        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'once' ORDER BY 1`)
+    ).map((row) => ({
       ...row,
       owner: kind(row.owner),
     }));
@@ -132,7 +136,9 @@ describe('a database of pg-once 0.1 (0001-0004) and a new one end in the same sc
     const upgrade = await migrate(scratch.url(legacy), { onLog: (line) => lines.push(line) });
     expect(upgrade.applied.map((m) => m.name)).toEqual(['0005_per_database_roles', ...numberedAfter(5)]);
     expect(upgrade.roles.app).toBe(`once_${legacy}_app`);
-    expect(lines).toContain(`role ${login} holds the cluster-wide once_app, which no longer opens this database; if it should: GRANT ${upgrade.roles.app} TO ${login};`);
+    expect(lines).toContain(
+      `role ${login} holds the cluster-wide once_app, which no longer opens this database; if it should: GRANT ${upgrade.roles.app} TO ${login};`,
+    );
     expect((await migrate(scratch.url(legacy))).applied).toEqual([]);
 
     await scratch.database(fresh);

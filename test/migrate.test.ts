@@ -2,12 +2,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { Kysely, PostgresDialect } from 'kysely';
 import { afterEach, describe, expect, it } from 'vitest';
-import {
-  InvalidOptionsError,
-  migrate,
-  MigrationChecksumError,
-  MigrationDatabaseAheadError,
-} from '../src/index.ts';
+import { InvalidOptionsError, migrate, MigrationChecksumError, MigrationDatabaseAheadError } from '../src/index.ts';
 import { LATEST_VERSION, SHIPPED_FOR_NEW_DATABASE } from './support/shipped-migrations.ts';
 import { createTestDatabase, testPool, type TestDatabase } from './support/test-database.ts';
 
@@ -35,7 +30,7 @@ async function recordedMigrations(db: TestDatabase) {
 }
 
 describe('migrate', () => {
-  it('installs a fresh database from the baseline, with roles of its own and graphile-worker\'s schema', async () => {
+  it("installs a fresh database from the baseline, with roles of its own and graphile-worker's schema", async () => {
     const db = await freshDatabase();
     const result = await migrate(db.adminUrl);
     expect(result.applied.map((m) => m.name)).toEqual(SHIPPED);
@@ -109,7 +104,7 @@ describe('migrate', () => {
     }
   });
 
-  it('installs graphile-worker\'s schema through a Kysely instance', async () => {
+  it("installs graphile-worker's schema through a Kysely instance", async () => {
     const db = await freshDatabase();
     const kysely = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: testPool({ connectionString: db.adminUrl, max: 1 }) }) });
     try {
@@ -142,9 +137,7 @@ describe('migrate', () => {
   });
 
   it('rejects bad options with the zod issues attached, before touching the database', async () => {
-    const error = await migrate('postgres://nobody@127.0.0.1:1/none', { installWorkerSchema: 'yes' } as never).catch(
-      (e: unknown) => e,
-    );
+    const error = await migrate('postgres://nobody@127.0.0.1:1/none', { installWorkerSchema: 'yes' } as never).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(InvalidOptionsError);
     expect(error).toMatchObject({ code: 'INVALID_OPTIONS', httpStatus: 400 });
     expect((error as InvalidOptionsError).issues[0]?.path).toEqual(['installWorkerSchema']);

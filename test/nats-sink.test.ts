@@ -10,12 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import {
-  DeliveryFailedError,
-  DeliveryRejectedError,
-  InvalidOptionsError,
-  SinkMisconfiguredError,
-} from '../src/errors.ts';
+import { DeliveryFailedError, DeliveryRejectedError, InvalidOptionsError, SinkMisconfiguredError } from '../src/errors.ts';
 import { eventEnvelope, type Sink } from '../src/outbox/sink.ts';
 import { natsSink, type NatsSinkOptions } from '../src/outbox/sinks/nats-sink.ts';
 import { errorOf } from './support/error-of.ts';
@@ -121,9 +116,7 @@ describe.skipIf(!available && !required)('natsSink (real NATS JetStream)', () =>
     await deliver(event({ topic: 'orders.created' }), context());
     await deliver(event({ topic: 'orders.paid' }), context());
 
-    const subjects = await Promise.all(
-      [1, 2].map(async (seq) => (await jsm.streams.getMessage(stream.name, { seq }))?.subject),
-    );
+    const subjects = await Promise.all([1, 2].map(async (seq) => (await jsm.streams.getMessage(stream.name, { seq }))?.subject));
     expect(subjects).toEqual([`${stream.prefix}.orders.created`, `${stream.prefix}.orders.paid`]);
   });
 
@@ -143,9 +136,7 @@ describe.skipIf(!available && !required)('natsSink (real NATS JetStream)', () =>
     const stream = await createStream(1_000);
     const info = startInfo(10 * MINUTE_MILLISECONDS);
 
-    const error = await errorOf(
-      sink({ subject: `${stream.prefix}.orders`, duplicateWindowCheck: 'refuse' }).start!(info),
-    );
+    const error = await errorOf(sink({ subject: `${stream.prefix}.orders`, duplicateWindowCheck: 'refuse' }).start!(info));
 
     expect(error).toBeInstanceOf(SinkMisconfiguredError);
     expect(error.code).toBe('SINK_MISCONFIGURED');
@@ -166,9 +157,7 @@ describe.skipIf(!available && !required)('natsSink (real NATS JetStream)', () =>
   });
 
   it('start() refuses a subject no stream stores', async () => {
-    const error = await errorOf(
-      sink({ subject: `once.nostream.${randomBytes(6).toString('hex')}` }).start!(startInfo(1_000)),
-    );
+    const error = await errorOf(sink({ subject: `once.nostream.${randomBytes(6).toString('hex')}` }).start!(startInfo(1_000)));
 
     expect(error).toBeInstanceOf(SinkMisconfiguredError);
     expect(error.code).toBe('SINK_MISCONFIGURED');
@@ -326,9 +315,7 @@ describe('natsSink options', () => {
     expect(issuesOf({ servers: [], subject: 'orders.*' })).toEqual(expect.arrayContaining(['servers', 'subject']));
     expect(issuesOf({ servers: NATS_URL, subject: 'orders >' })).toEqual(['subject']);
     expect(issuesOf({ servers: NATS_URL, subject: 'orders..created' })).toEqual(['subject']);
-    expect(issuesOf({ servers: NATS_URL, subject: 's', duplicateWindowCheck: 'ignore' })).toEqual([
-      'duplicateWindowCheck',
-    ]);
+    expect(issuesOf({ servers: NATS_URL, subject: 's', duplicateWindowCheck: 'ignore' })).toEqual(['duplicateWindowCheck']);
     expect(issuesOf({ servers: NATS_URL, subject: 's', timeoutMs: 0 })).toEqual(['timeoutMs']);
     expect(issuesOf({ servers: NATS_URL, subject: 's', connectOptions: 'user:pass' })).toEqual(['connectOptions']);
     expect(issuesOf({ servers: NATS_URL, subject: 's', stream: 'ORDERS' })).toEqual(['stream']);

@@ -149,7 +149,11 @@ console.log(JSON.stringify({ tasks: Object.values(OUTBOX_TASKS), functions: [out
 `,
   );
   const { stdout } = await node(['graphile-worker-subpath.js'], {});
-  expect(JSON.parse(stdout)).toEqual({ tasks: ['once_deliver', 'once_deliver_watchdog', 'once_sweep'], functions: ['function', 'function', 'function', 'function'], crontab: 2 });
+  expect(JSON.parse(stdout)).toEqual({
+    tasks: ['once_deliver', 'once_deliver_watchdog', 'once_sweep'],
+    functions: ['function', 'function', 'function', 'function'],
+    crontab: 2,
+  });
 });
 
 it('ships the built files of every subpath export, and imports those whose library is installed here', async () => {

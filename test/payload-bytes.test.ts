@@ -45,7 +45,13 @@ async function enqueueAll(tenantId: string, payloads: readonly unknown[], orderi
 async function drainWith(sink: (event: DeliveryEvent) => Promise<void>, count: number): Promise<void> {
   let relay: Relay | undefined;
   try {
-    relay = await startRelay({ connectionString: relayUrl, sinks: { '>': sink }, handleSignals: false, sweep: false, logger: { warn: () => {}, error: () => {} } });
+    relay = await startRelay({
+      connectionString: relayUrl,
+      sinks: { '>': sink },
+      handleSignals: false,
+      sweep: false,
+      logger: { warn: () => {}, error: () => {} },
+    });
     await waitForOutbox(fx.database.admin, (c) => c.delivered === count, 30_000);
   } finally {
     await relay?.stop();
@@ -106,7 +112,13 @@ describe('outbox payloads as written', () => {
       const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks`;
       let relay: Relay | undefined;
       try {
-        relay = await startRelay({ connectionString: relayUrl, sinks: { '>': httpSink({ url, secret }) }, handleSignals: false, sweep: false, logger: { warn: () => {}, error: () => {} } });
+        relay = await startRelay({
+          connectionString: relayUrl,
+          sinks: { '>': httpSink({ url, secret }) },
+          handleSignals: false,
+          sweep: false,
+          logger: { warn: () => {}, error: () => {} },
+        });
         await waitForOutbox(fx.database.admin, (c) => c.delivered === PAYLOADS.length, 30_000);
       } finally {
         await relay?.stop();

@@ -146,9 +146,7 @@ describe.skipIf(!pgbouncerAvailable && !pgbouncerRequired)('the application path
     const enqueued = await withTenant(app, 'tenant-e', (tx) =>
       runIdempotent(tx, key, (inner) => enqueue(inner, { topic: 'orders.created', payload: { key } })),
     );
-    const again = await withTenant(app, 'tenant-e', (tx) =>
-      runIdempotent(tx, key, (inner) => enqueue(inner, { topic: 'orders.created', payload: { key } })),
-    );
+    const again = await withTenant(app, 'tenant-e', (tx) => runIdempotent(tx, key, (inner) => enqueue(inner, { topic: 'orders.created', payload: { key } })));
     expect(again).toStrictEqual(enqueued);
     const rolledBack = await errorOf(
       withTenant(app, 'tenant-e', async (tx) => {

@@ -111,7 +111,9 @@ describe.skipIf(!pgbouncerAvailable && !pgbouncerRequired)('the relay through Pg
     const misplaced: unknown[] = [];
     const db = timedDatabase(pool, 5_000, { named: true, onMisplaced: (error) => misplaced.push(error) });
     // Two clients, one server connection: the second Parse of the name finds the first's there.
-    const results = await Promise.all([1, 2, 3, 4].map((n) => db.query<{ n: number }>({ name: 'once_test_misplaced', text: 'SELECT $1::int AS n', values: [n] })));
+    const results = await Promise.all(
+      [1, 2, 3, 4].map((n) => db.query<{ n: number }>({ name: 'once_test_misplaced', text: 'SELECT $1::int AS n', values: [n] })),
+    );
     expect(results.map((result) => result.rows[0]!.n)).toStrictEqual([1, 2, 3, 4]);
     expect(misplaced).toHaveLength(1);
     expect((misplaced[0] as { code?: string }).code).toMatch(/^(42P05|26000)$/u);

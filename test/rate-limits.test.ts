@@ -5,14 +5,7 @@
  */
 import { sql, type Transaction } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  listRateLimits,
-  RateLimitedError,
-  removeRateLimit,
-  runIdempotent,
-  setRateLimit,
-  withTenant,
-} from '../src/index.ts';
+import { listRateLimits, RateLimitedError, removeRateLimit, runIdempotent, setRateLimit, withTenant } from '../src/index.ts';
 import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
 
 let fx: AppFixture;
@@ -124,14 +117,17 @@ describe('rate limits', () => {
     expect(listed).toMatchObject({ tool: '', perSecond: 7, burst: 10 });
     expect(await removeRateLimit(fx.database.adminUrl, { tenant: 'listed' })).toBe(true);
     expect(await removeRateLimit(fx.database.adminUrl, { tenant: 'listed' })).toBe(false);
-    for (const bad of [{ tenant: 't', perSecond: 0, burst: 1 }, { tenant: 't', perSecond: 1, burst: 0 }, { tenant: '', perSecond: 1, burst: 1 }]) {
+    for (const bad of [
+      { tenant: 't', perSecond: 0, burst: 1 },
+      { tenant: 't', perSecond: 1, burst: 0 },
+      { tenant: '', perSecond: 1, burst: 1 },
+    ]) {
       await expect(setRateLimit(fx.database.adminUrl, bad)).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
     }
   });
 
   it('removing a limit removes its buckets: a limit set again starts full', async () => {
-    const bucketRows = async (tenant: string) =>
-      (await fx.database.admin.query('SELECT tool FROM once.rate_limit_state WHERE tenant_id = $1', [tenant])).rows;
+    const bucketRows = async (tenant: string) => (await fx.database.admin.query('SELECT tool FROM once.rate_limit_state WHERE tenant_id = $1', [tenant])).rows;
     await setRateLimit(fx.database.adminUrl, { tenant: 'bucket-t', perSecond: 0.01, burst: 1 });
     await call('bucket-t');
     await expect(call('bucket-t')).rejects.toBeInstanceOf(RateLimitedError);
@@ -152,12 +148,10 @@ describe('rate limits', () => {
     expect(await removeRateLimit(fx.database.adminUrl, { tenant: 'bucket-own' })).toBe(true);
   });
 
-  it('the application role cannot read other tenants\' limits or change any', async () => {
+  it("the application role cannot read other tenants' limits or change any", async () => {
     await setRateLimit(fx.database.adminUrl, { tenant: 'secret-tenant', perSecond: 1, burst: 1 });
     const seen = await withTenant(fx.app, 'limited-a', (tx) => sql<{ tenant_id: string }>`SELECT tenant_id FROM once.rate_limits`.execute(tx));
     expect(seen.rows.map((r) => r.tenant_id)).not.toContain('secret-tenant');
-    await expect(
-      withTenant(fx.app, 'limited-a', (tx) => sql`UPDATE once.rate_limits SET burst = 1000`.execute(tx)),
-    ).rejects.toMatchObject({ code: '42501' });
+    await expect(withTenant(fx.app, 'limited-a', (tx) => sql`UPDATE once.rate_limits SET burst = 1000`.execute(tx))).rejects.toMatchObject({ code: '42501' });
   });
 });

@@ -15,27 +15,14 @@ import type { z } from 'zod';
 import { DeliveryFailedError, SinkMisconfiguredError } from '../src/errors.ts';
 import type { Relay, Sink } from '../src/index.ts';
 import { eventEnvelope } from '../src/outbox/sink.ts';
-import {
-  redisStreamSink,
-  type redisStreamSinkOptionsSchema,
-  type RedisStreamSinkOptions,
-} from '../src/outbox/sinks/redis-stream-sink.ts';
+import { redisStreamSink, type redisStreamSinkOptionsSchema, type RedisStreamSinkOptions } from '../src/outbox/sinks/redis-stream-sink.ts';
 import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
 import { errorOf } from './support/error-of.ts';
-import {
-  optionIssues,
-  pacedSink,
-  startBrokerRelay,
-  testContext,
-  testEvent,
-  testStartInfo,
-  twiceSink,
-} from './support/sink-fixtures.ts';
+import { optionIssues, pacedSink, startBrokerRelay, testContext, testEvent, testStartInfo, twiceSink } from './support/sink-fixtures.ts';
 import { fillOutbox, waitForOutbox } from './support/outbox-helpers.ts';
 import { REDIS_URL, redisAvailable, redisRequired, requireRedis, startRedisServer, type OwnRedisServer } from './support/redis.ts';
 
 const MINUTE_MILLISECONDS = 60 * 1_000;
-
 
 /** A stream's entries as objects of their fields. */
 async function entries(redis: Redis, stream: string): Promise<Array<Record<string, string>>> {
@@ -172,9 +159,7 @@ describe.skipIf(!redisAvailable && !redisRequired)('redisStreamSink (real Redis)
       await about(e, testContext());
     }
 
-    expect((await entries(redis, `${prefix}orders.created`)).map((entry) => entry.dedupe_id)).toEqual(
-      appended.slice(2).map((e) => e.dedupeId),
-    );
+    expect((await entries(redis, `${prefix}orders.created`)).map((entry) => entry.dedupe_id)).toEqual(appended.slice(2).map((e) => e.dedupeId));
     expect(await redis.xlen(`${prefix}about`)).toBe(5);
   });
 
@@ -323,12 +308,13 @@ describe.skipIf(!redisAvailable && !redisRequired)('relay -> redisStreamSink -> 
     await streams.stop();
 
     expect(warnings).toEqual([]);
-    for (const [topic, refs] of [['orders.created', created], ['orders.paid', paid]] as const) {
+    for (const [topic, refs] of [
+      ['orders.created', created],
+      ['orders.paid', paid],
+    ] as const) {
       const stored = await entries(redis, `${prefix}${topic}`);
       expect(stored).toHaveLength(refs.length);
-      expect(new Set(stored.map((entry) => `${entry.tenant}/${entry.dedupe_id}`))).toEqual(
-        new Set(refs.map((ref) => `${ref.tenantId}/${ref.dedupeId}`)),
-      );
+      expect(new Set(stored.map((entry) => `${entry.tenant}/${entry.dedupe_id}`))).toEqual(new Set(refs.map((ref) => `${ref.tenantId}/${ref.dedupeId}`)));
     }
   });
 

@@ -21,7 +21,10 @@ async function databaseNow(): Promise<number> {
 it('applies the measured offset: a host clock an hour behind still reads the database time', async () => {
   const pool = testPool({ connectionString: setting.relayUrl, max: 1 });
   try {
-    const clock = new DatabaseClock((text) => pool.query(text), () => Date.now() - HOUR_MILLISECONDS);
+    const clock = new DatabaseClock(
+      (text) => pool.query(text),
+      () => Date.now() - HOUR_MILLISECONDS,
+    );
     // Before a measurement, the clock is the host's: an hour off.
     expect(Math.abs(clock.now().getTime() - (await databaseNow()))).toBeGreaterThan(HOUR_MILLISECONDS - 60_000);
     await clock.measure();

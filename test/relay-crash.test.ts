@@ -64,7 +64,8 @@ it('a poison event that kills every relay delivering it is dead after maxAttempt
   await fillOutbox(setting.fx.app, { count: 30, tenants: 2 });
   const poison = await enqueuePoison();
   await fillOutbox(setting.fx.app, { count: 30, tenants: 2 });
-  const poisonRow = async () => (await setting.fx.database.admin.query('SELECT status, attempts, last_error FROM once.outbox_events WHERE id = $1', [poison])).rows[0];
+  const poisonRow = async () =>
+    (await setting.fx.database.admin.query('SELECT status, attempts, last_error FROM once.outbox_events WHERE id = $1', [poison])).rows[0];
 
   let restarts = 0;
   for (; restarts < 5 && (await poisonRow()).status !== 'dead'; restarts += 1) {

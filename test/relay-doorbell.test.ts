@@ -57,7 +57,8 @@ describe('on a server with wal_level = logical', () => {
     delivered.push(event.id);
   };
   const doorbellSlots = async () =>
-    (await admin.query<{ slot_name: string; active: boolean }>("SELECT slot_name, active FROM pg_replication_slots WHERE slot_name LIKE 'once\\_doorbell\\_%'")).rows;
+    (await admin.query<{ slot_name: string; active: boolean }>("SELECT slot_name, active FROM pg_replication_slots WHERE slot_name LIKE 'once\\_doorbell\\_%'"))
+      .rows;
   const start = (options: Partial<RelayOptions> = {}) =>
     startRelay({
       connectionString: relayUrl,
@@ -116,7 +117,11 @@ describe('on a server with wal_level = logical', () => {
   it('rings on each committed insert: the relay delivers at once although it polls every minute; writers send no NOTIFY', async () => {
     const lines: LogLine[] = [];
     await start({ logger: recordingLogger(lines) });
-    await waitFor(async () => lines.filter((line) => line.message === 'doorbell ringing').length, (n) => n === 1, 'the doorbell never started');
+    await waitFor(
+      async () => lines.filter((line) => line.message === 'doorbell ringing').length,
+      (n) => n === 1,
+      'the doorbell never started',
+    );
     // The relay's first poll is behind it: from here on, only a ring wakes it within a minute.
     const listener = new pg.Client({ connectionString: relayUrl });
     listener.on('error', () => {});
@@ -157,7 +162,12 @@ describe('on a server with wal_level = logical', () => {
     await start({ logger: recordingLogger(lines) });
     const [first] = await waitFor(doorbellSlots, (rows) => rows.length === 1 && rows[0]!.active, 'no active slot');
     await admin.query('SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1', [first!.slot_name]);
-    const [second] = await waitFor(doorbellSlots, (rows) => rows.length === 1 && rows[0]!.slot_name !== first!.slot_name && rows[0]!.active, 'no new slot', 30_000);
+    const [second] = await waitFor(
+      doorbellSlots,
+      (rows) => rows.length === 1 && rows[0]!.slot_name !== first!.slot_name && rows[0]!.active,
+      'no new slot',
+      30_000,
+    );
     expect(second!.slot_name).toMatch(/^once_doorbell_/);
     expect(lines.filter((line) => line.level === 'warn').map((line) => line.fields.reason)).toEqual(['connection']);
     const { id } = await enqueueOne();
@@ -173,20 +183,32 @@ describe('on a server with wal_level = logical', () => {
     // A transaction left open with a change pins the slot's restart point (decoding may need its
     // WAL), however promptly the doorbell acknowledges: WAL written meanwhile stays retained.
     await admin.query('CREATE TABLE IF NOT EXISTS wal_filler (b text)');
-    const holder = new pg.Client({ connectionString: databaseUrlFor(server.connectionString, (await admin.query('SELECT current_database() AS d')).rows[0].d) });
+    const holder = new pg.Client({
+      connectionString: databaseUrlFor(server.connectionString, (await admin.query('SELECT current_database() AS d')).rows[0].d),
+    });
     holder.on('error', () => {});
     await holder.connect();
     await holder.query('BEGIN');
     await holder.query("INSERT INTO wal_filler VALUES ('held')");
-    await admin.query("INSERT INTO wal_filler SELECT repeat(md5(g::text), 40) FROM generate_series(1, 4000) g");
-    await waitFor(async () => lines.filter((line) => line.fields.reason === 'wal_retained').length, (n) => n === 1, 'the guard did not drop the slot', 30_000);
+    await admin.query('INSERT INTO wal_filler SELECT repeat(md5(g::text), 40) FROM generate_series(1, 4000) g');
+    await waitFor(
+      async () => lines.filter((line) => line.fields.reason === 'wal_retained').length,
+      (n) => n === 1,
+      'the guard did not drop the slot',
+      30_000,
+    );
     const warning = lines.find((line) => line.fields.reason === 'wal_retained')!;
     expect(warning).toMatchObject({ level: 'warn', fields: { code: 'DOORBELL_UNAVAILABLE' } });
     // Dropped: that slot retains no WAL any more. A new one waits for the open transaction to end.
     await waitFor(doorbellSlots, (rows) => rows.every((row) => row.slot_name !== first!.slot_name), 'the slot was not dropped');
     await holder.query('COMMIT');
     await holder.end();
-    await waitFor(doorbellSlots, (rows) => rows.length === 1 && rows[0]!.active && rows[0]!.slot_name !== first!.slot_name, 'the doorbell did not come back', 60_000);
+    await waitFor(
+      doorbellSlots,
+      (rows) => rows.length === 1 && rows[0]!.active && rows[0]!.slot_name !== first!.slot_name,
+      'the doorbell did not come back',
+      60_000,
+    );
     const { id } = await enqueueOne();
     await waitFor(async () => delivered.includes(id), Boolean, 'not delivered after the doorbell came back');
   }, 120_000);
@@ -211,7 +233,11 @@ describe('where the doorbell cannot ring', () => {
       wakeup: { logicalReplication: {} },
     });
     relays.push(relay);
-    await waitFor(async () => lines.filter((line) => line.message.startsWith('doorbell unavailable')).length, (n) => n > 0, 'no fallback line');
+    await waitFor(
+      async () => lines.filter((line) => line.message.startsWith('doorbell unavailable')).length,
+      (n) => n > 0,
+      'no fallback line',
+    );
     const { id } = await withTenant(setting.fx.app, 't1', (tx) => enqueue(tx, { topic: 'doorbell.fallback', payload: {} }));
     await waitFor(async () => delivered.includes(id), Boolean, 'the polling relay did not deliver');
     await relay.stop();

@@ -45,6 +45,8 @@ it(`a tenant's backlog of ${BACKLOG.toLocaleString('en-US')} events does not hol
   expect(order.indexOf(waiting)).toBeGreaterThanOrEqual(0);
   expect(order.indexOf(waiting)).toBeLessThan(1_000);
   expect(order.indexOf(arriving!) - 2_000).toBeLessThan(2_000);
-  const { rows } = await setting.fx.database.admin.query<{ n: number }>("SELECT count(*)::int AS n FROM once.outbox_events WHERE tenant_id = 'tenant-a' AND status = 'pending'");
+  const { rows } = await setting.fx.database.admin.query<{ n: number }>(
+    "SELECT count(*)::int AS n FROM once.outbox_events WHERE tenant_id = 'tenant-a' AND status = 'pending'",
+  );
   expect(rows[0]!.n).toBeGreaterThan(BACKLOG / 2); // A's backlog was still large all along
 });

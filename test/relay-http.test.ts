@@ -107,7 +107,9 @@ describe('relay -> HTTP sink -> receiver', () => {
     await waitForOutbox(fx.database.admin, (c) => c.delivered >= 100, 30_000);
     doomed.kill('SIGKILL');
     await once(doomed, 'exit');
-    const { rows } = await fx.database.admin.query<{ n: number }>("SELECT count(*)::int AS n FROM once.outbox_events WHERE locked_by IS NOT NULL AND status = 'pending'");
+    const { rows } = await fx.database.admin.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM once.outbox_events WHERE locked_by IS NOT NULL AND status = 'pending'",
+    );
     const stranded = rows[0]!.n;
 
     const killedAt = Date.now();

@@ -159,7 +159,10 @@ describe('relay logs', () => {
     await fillOutbox(fx.app, { count: 3, tenants: 1, topic: 'orders.flaky' });
     const messages: string[] = [];
     relay = await startRelay(
-      relayOptions({ logger: { warn: (message: string) => messages.push(`warn ${message}`), error: (message: string) => messages.push(`error ${message}`) }, maxAttempts: 3 }),
+      relayOptions({
+        logger: { warn: (message: string) => messages.push(`warn ${message}`), error: (message: string) => messages.push(`error ${message}`) },
+        maxAttempts: 3,
+      }),
     );
     await waitForOutbox(fx.database.admin, (c) => c.dead === 5);
     await relay.stop();

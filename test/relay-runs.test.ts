@@ -64,7 +64,9 @@ it("claims a key's followers with its head and delivers them one at a time, in c
         calls.push(seqOf(event));
         if (calls.length === 1) {
           // The head's claim brought its followers too: they are leased to this relay already.
-          const { rows } = await setting.fx.database.admin.query<{ n: number }>('SELECT count(*)::int AS n FROM once.outbox_events WHERE locked_by = $1', [started.id]);
+          const { rows } = await setting.fx.database.admin.query<{ n: number }>('SELECT count(*)::int AS n FROM once.outbox_events WHERE locked_by = $1', [
+            started.id,
+          ]);
           heldDuringFirst = rows[0]!.n;
         }
         await new Promise((resolve) => setImmediate(resolve));
@@ -148,7 +150,7 @@ it('stop() in the middle of a run hands the followers back uncounted; a restarte
   expect(calls.slice(afterStop)).toEqual(range(afterStop + 1, 200));
 });
 
-it("a relay killed in the middle of a run: another relay delivers the rest of the key in order", async () => {
+it('a relay killed in the middle of a run: another relay delivers the rest of the key in order', async () => {
   await fillKey(150, { poisonAt: 8 });
   // The child delivers 1..7 and hangs on 8 (topic "poison"), holding 9.. in its run.
   const child = spawn(process.execPath, ['test/fixtures/relay-poison.ts'], {
@@ -158,7 +160,9 @@ it("a relay killed in the middle of a run: another relay delivers the rest of th
   children.push(child);
   const exited = once(child, 'exit');
   await new Promise<void>((resolve) => createInterface({ input: child.stdout! }).on('line', (line) => line.startsWith('POISON') && resolve()));
-  const { rows: held } = await setting.fx.database.admin.query<{ n: number }>("SELECT count(*)::int AS n FROM once.outbox_events WHERE locked_by IS NOT NULL AND status = 'pending'");
+  const { rows: held } = await setting.fx.database.admin.query<{ n: number }>(
+    "SELECT count(*)::int AS n FROM once.outbox_events WHERE locked_by IS NOT NULL AND status = 'pending'",
+  );
   expect(held[0]!.n).toBeGreaterThan(1); // the poison and followers queued behind it
   child.kill('SIGKILL');
   await exited;
@@ -193,7 +197,9 @@ it("a key's run takes no slot from another tenant's event", async () => {
   // A's key delivers one event at a time, so B's event finds a free slot at its first claim,
   // long before A's 3,000 (a few of A's events at most go first).
   expect(order.indexOf('b')).toBeLessThan(500);
-  const { rows } = await setting.fx.database.admin.query<{ n: number }>("SELECT count(*)::int AS n FROM once.outbox_events WHERE tenant_id = 'tenant-a' AND status = 'pending'");
+  const { rows } = await setting.fx.database.admin.query<{ n: number }>(
+    "SELECT count(*)::int AS n FROM once.outbox_events WHERE tenant_id = 'tenant-a' AND status = 'pending'",
+  );
   expect(rows[0]!.n).toBeGreaterThan(1_000);
 });
 

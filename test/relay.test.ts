@@ -80,7 +80,7 @@ describe('relay', () => {
     expect([...recorder.attempts.values()].some((seen) => seen.length > 1)).toBe(true); // retries happened
     expect(new Set(recorder.delivered.map((e) => e.tenantId)).size).toBe(10);
     const { rows } = await fx.database.admin.query(
-      "SELECT count(*)::int AS n FROM once.outbox_events WHERE delivered_at IS NULL OR attempts < 1 OR locked_by IS NOT NULL",
+      'SELECT count(*)::int AS n FROM once.outbox_events WHERE delivered_at IS NULL OR attempts < 1 OR locked_by IS NOT NULL',
     );
     expect(rows[0].n).toBe(0);
     // The attempt number a sink sees grows across retries.
@@ -96,7 +96,10 @@ describe('relay', () => {
     await waitForOutbox(fx.database.admin, (c) => c.delivered === 200, 60_000);
     // Per key, ids follow commit order (enqueue serialises a key's writers); delivery must too.
     for (let key = 0; key < 5; key += 1) {
-      const expected = refs.filter((r) => r.orderingKey === `key-${key}`).map((r) => BigInt(r.id)).sort((a, b) => (a < b ? -1 : 1));
+      const expected = refs
+        .filter((r) => r.orderingKey === `key-${key}`)
+        .map((r) => BigInt(r.id))
+        .sort((a, b) => (a < b ? -1 : 1));
       const got = recorder.delivered.filter((e) => e.orderingKey === `key-${key}`).map((e) => BigInt(e.id));
       expect(got).toEqual(expected);
     }
@@ -195,7 +198,7 @@ describe('relay', () => {
 
   it('fences outcomes by the claim: a relay whose lease lapsed cannot kill or reset an event another relay is delivering', async () => {
     const [ref] = await fillOutbox(fx.app, { count: 1, tenants: 1 });
-    const gate = <T,>() => {
+    const gate = <T>() => {
       let open!: (value: T) => void;
       const promise = new Promise<T>((resolve) => (open = resolve));
       return { promise, open };
@@ -220,7 +223,8 @@ describe('relay', () => {
     });
     await firstStarted.promise;
     const leasedLong = async () =>
-      (await fx.database.admin.query("SELECT next_attempt_at > now() + interval '1 minute' AS long FROM once.outbox_events WHERE id = $1", [ref!.id])).rows[0].long;
+      (await fx.database.admin.query("SELECT next_attempt_at > now() + interval '1 minute' AS long FROM once.outbox_events WHERE id = $1", [ref!.id])).rows[0]
+        .long;
     while (!(await leasedLong())) await new Promise((resolve) => setTimeout(resolve, 20));
     await fx.database.admin.query('UPDATE once.outbox_events SET next_attempt_at = now() WHERE id = $1', [ref!.id]);
 
@@ -332,7 +336,7 @@ describe('relay', () => {
     const afterStop = await waitForOutbox(fx.database.admin, () => true);
     expect(afterStop.delivered).toBeLessThan(300);
     // Nothing was left leased to the stopped relay.
-    const { rows } = await fx.database.admin.query("SELECT count(*)::int AS n FROM once.outbox_events WHERE locked_by IS NOT NULL");
+    const { rows } = await fx.database.admin.query('SELECT count(*)::int AS n FROM once.outbox_events WHERE locked_by IS NOT NULL');
     expect(rows[0].n).toBe(0);
 
     await relay({ sinks: { '>': recorder.sink } });
@@ -357,7 +361,10 @@ describe('relay', () => {
     await waitForOutbox(fx.database.admin, () => signal !== undefined);
     await hanging.stop();
     expect(signal?.aborted).toBe(true);
-    const { rows } = await fx.database.admin.query('SELECT status, attempts, locked_by, next_attempt_at <= now() AS due FROM once.outbox_events WHERE id = $1', [ref!.id]);
+    const { rows } = await fx.database.admin.query(
+      'SELECT status, attempts, locked_by, next_attempt_at <= now() AS due FROM once.outbox_events WHERE id = $1',
+      [ref!.id],
+    );
     expect(rows[0]).toEqual({ status: 'pending', attempts: 0, locked_by: null, due: true });
   });
 
@@ -387,5 +394,3 @@ describe('relay', () => {
     });
   });
 });
-
-

@@ -44,10 +44,9 @@ async function insertRow(client: pg.ClientBase, table: Table, marker: string) {
 const MARKER_COLUMN: Record<Table, string> = { idempotency_keys: 'key', outbox_events: 'dedupe_id', dedupe_audit: 'key' };
 
 async function storedTenants(table: Table, marker: string): Promise<string[]> {
-  const { rows } = await db.admin.query<{ tenant_id: string }>(
-    `SELECT tenant_id FROM once.${table} WHERE ${MARKER_COLUMN[table]} = $1 ORDER BY tenant_id`,
-    [marker],
-  );
+  const { rows } = await db.admin.query<{ tenant_id: string }>(`SELECT tenant_id FROM once.${table} WHERE ${MARKER_COLUMN[table]} = $1 ORDER BY tenant_id`, [
+    marker,
+  ]);
   return rows.map((row) => row.tenant_id);
 }
 
@@ -79,9 +78,7 @@ afterAll(async () => {
 
 describe('the application role', () => {
   it('connects as a role that cannot bypass RLS', async () => {
-    const { rows } = await app.query<{ rolsuper: boolean; rolbypassrls: boolean }>(
-      'SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user',
-    );
+    const { rows } = await app.query<{ rolsuper: boolean; rolbypassrls: boolean }>('SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user');
     expect(rows[0]).toEqual({ rolsuper: false, rolbypassrls: false });
   });
 
@@ -91,25 +88,20 @@ describe('the application role', () => {
       expect(await storedTenants(table, 'B-row')).toEqual(['B']);
     });
 
-    it('sees only its own tenant\'s rows', async () => {
+    it("sees only its own tenant's rows", async () => {
       const seen = await asTenant('A', async (client) => {
         const { rows } = await client.query<{ tenant_id: string }>(`SELECT tenant_id FROM once.${table}`);
         return rows.map((row) => row.tenant_id);
       });
       expect(seen.length).toBeGreaterThan(0);
       expect(new Set(seen)).toEqual(new Set(['A']));
-      const explicit = await asTenant('A', (client) =>
-        client.query(`SELECT * FROM once.${table} WHERE tenant_id = 'B'`),
-      );
+      const explicit = await asTenant('A', (client) => client.query(`SELECT * FROM once.${table} WHERE tenant_id = 'B'`));
       expect(explicit.rows).toEqual([]);
     });
 
-    it('cannot update or delete another tenant\'s rows', async () => {
+    it("cannot update or delete another tenant's rows", async () => {
       const column = MARKER_COLUMN[table];
-      for (const statement of [
-        `UPDATE once.${table} SET ${column} = 'hijacked' WHERE tenant_id = 'B'`,
-        `DELETE FROM once.${table} WHERE tenant_id = 'B'`,
-      ]) {
+      for (const statement of [`UPDATE once.${table} SET ${column} = 'hijacked' WHERE tenant_id = 'B'`, `DELETE FROM once.${table} WHERE tenant_id = 'B'`]) {
         // Either RLS filters B's rows out (0 rows), or the role lacks the privilege altogether
         // (outbox events and audit rows are append-only for the application).
         const outcome = await asTenant('A', (client) => client.query(statement)).then(
@@ -174,9 +166,7 @@ describe('the application role', () => {
 
 describe('the relay role', () => {
   it('reads outbox events of every tenant', async () => {
-    const { rows } = await relay.query<{ tenant_id: string }>(
-      "SELECT DISTINCT tenant_id FROM once.outbox_events WHERE dedupe_id LIKE '%-row' ORDER BY 1",
-    );
+    const { rows } = await relay.query<{ tenant_id: string }>("SELECT DISTINCT tenant_id FROM once.outbox_events WHERE dedupe_id LIKE '%-row' ORDER BY 1");
     expect(rows.map((row) => row.tenant_id)).toEqual(['A', 'B']);
   });
 
@@ -208,10 +198,9 @@ describe('the relay role', () => {
   });
 
   it('cannot insert outbox events, nor delete pending ones', async () => {
-    expect(
-      (await errorOf(relay.query("INSERT INTO once.outbox_events (tenant_id, dedupe_id, topic, payload) VALUES ('A', 'r', 't', '{}')")))
-        ?.code,
-    ).toBe('42501');
+    expect((await errorOf(relay.query("INSERT INTO once.outbox_events (tenant_id, dedupe_id, topic, payload) VALUES ('A', 'r', 't', '{}')")))?.code).toBe(
+      '42501',
+    );
     await asTenant('A', (client) => insertRow(client, 'outbox_events', 'still-pending'));
     const deleted = await relay.query("DELETE FROM once.outbox_events WHERE status = 'pending'");
     expect(deleted.rowCount).toBe(0);

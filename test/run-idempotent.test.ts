@@ -177,7 +177,7 @@ describe('runIdempotent: first call and replays', () => {
 });
 
 describe('runIdempotent: tenants', () => {
-  it('lets tenant B run its own fn with tenant A\'s key, and keeps their records apart', async () => {
+  it("lets tenant B run its own fn with tenant A's key, and keeps their records apart", async () => {
     const key = freshKey('shared-key');
     const a = orderHandler(key, 1);
     const b = orderHandler(key, 2);
@@ -242,9 +242,7 @@ describe('runIdempotent: requests and keys', () => {
     const key = freshKey('reuse');
     const handler = orderHandler(key);
     await withTenant(fx.app, 'tenant-a', (tx) => runIdempotent(tx, key, handler, { request: { amount: 100, currency: 'EUR' } }));
-    const error = await errorOf(
-      withTenant(fx.app, 'tenant-a', (tx) => runIdempotent(tx, key, handler, { request: { amount: 999, currency: 'EUR' } })),
-    );
+    const error = await errorOf(withTenant(fx.app, 'tenant-a', (tx) => runIdempotent(tx, key, handler, { request: { amount: 999, currency: 'EUR' } })));
     expect(error).toBeInstanceOf(IdempotencyKeyReusedError);
     expect(error).toMatchObject({ code: 'IDEMPOTENCY_KEY_REUSED', httpStatus: 422, retryable: false });
     expect(handler.calls).toBe(1);
@@ -333,18 +331,21 @@ describe('runIdempotent: failures leave nothing behind', () => {
 
   it('a caller that catches the error and commits still persists nothing', async () => {
     const key = freshKey('swallowed');
-    const outcome = await fx.app.transaction().execute(async (tx) => {
-      await sql`SELECT set_config('once.tenant_id', 'tenant-a', true)`.execute(tx);
-      try {
-        await runIdempotent(tx, key, async (t) => {
-          await sql`INSERT INTO orders (key, amount) VALUES (${key}, 1)`.execute(t);
-          throw new Error('boom');
-        });
-      } catch {
-        return 'swallowed';
-      }
-      return 'not reached';
-    }).catch((error: unknown) => error);
+    const outcome = await fx.app
+      .transaction()
+      .execute(async (tx) => {
+        await sql`SELECT set_config('once.tenant_id', 'tenant-a', true)`.execute(tx);
+        try {
+          await runIdempotent(tx, key, async (t) => {
+            await sql`INSERT INTO orders (key, amount) VALUES (${key}, 1)`.execute(t);
+            throw new Error('boom');
+          });
+        } catch {
+          return 'swallowed';
+        }
+        return 'not reached';
+      })
+      .catch((error: unknown) => error);
     // COMMIT of the aborted transaction rolled back; either way nothing is stored.
     expect(outcome === 'swallowed' || outcome instanceof Error).toBe(true);
     expect(await fx.rows('idempotency_keys', `key = '${key}'`)).toEqual([]);
@@ -444,15 +445,13 @@ describe('runIdempotent: failures leave nothing behind', () => {
 
   it('refuses results over maxResultBytes, writing nothing', async () => {
     const key = freshKey('too-large');
-    const error = await errorOf(
-      withTenant(fx.app, 'tenant-a', (tx) => runIdempotent(tx, key, async () => 'x'.repeat(2_000), { maxResultBytes: 1_000 })),
-    );
+    const error = await errorOf(withTenant(fx.app, 'tenant-a', (tx) => runIdempotent(tx, key, async () => 'x'.repeat(2_000), { maxResultBytes: 1_000 })));
     expect(error).toBeInstanceOf(ResultTooLargeError);
     expect(error).toMatchObject({ code: 'RESULT_TOO_LARGE', maxBytes: 1_000 });
     expect(await fx.rows('idempotency_keys', `key = '${key}'`)).toEqual([]);
     const big = freshKey('default-limit');
-    expect(
-      await errorOf(withTenant(fx.app, 'tenant-a', (tx) => runIdempotent(tx, big, async () => 'x'.repeat(1_048_577)))),
-    ).toBeInstanceOf(ResultTooLargeError);
+    expect(await errorOf(withTenant(fx.app, 'tenant-a', (tx) => runIdempotent(tx, big, async () => 'x'.repeat(1_048_577))))).toBeInstanceOf(
+      ResultTooLargeError,
+    );
   });
 });

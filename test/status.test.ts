@@ -51,8 +51,28 @@ it('counts what happened, per tenant and tool, and the outbox', async () => {
 
   const result = await status(relayUrl, { window: '1h' });
   const row = (tenantId: string, tool: string) => result.tenants.find((t) => t.tenantId === tenantId && t.tool === tool);
-  expect(row('alpha', 'send_email')).toEqual({ tenantId: 'alpha', tool: 'send_email', calls: 6, executions: 3, replays: 2, waits: 0, keyReuses: 1, rateLimited: 0, inProgress: 0 });
-  expect(row('alpha', 'charge_card')).toEqual({ tenantId: 'alpha', tool: 'charge_card', calls: 2, executions: 1, replays: 0, waits: 1, keyReuses: 0, rateLimited: 0, inProgress: 0 });
+  expect(row('alpha', 'send_email')).toEqual({
+    tenantId: 'alpha',
+    tool: 'send_email',
+    calls: 6,
+    executions: 3,
+    replays: 2,
+    waits: 0,
+    keyReuses: 1,
+    rateLimited: 0,
+    inProgress: 0,
+  });
+  expect(row('alpha', 'charge_card')).toEqual({
+    tenantId: 'alpha',
+    tool: 'charge_card',
+    calls: 2,
+    executions: 1,
+    replays: 0,
+    waits: 1,
+    keyReuses: 0,
+    rateLimited: 0,
+    inProgress: 0,
+  });
   expect(row('beta', '')).toEqual({ tenantId: 'beta', tool: '', calls: 3, executions: 1, replays: 0, waits: 0, keyReuses: 0, rateLimited: 2, inProgress: 0 });
   expect(result.outbox).toMatchObject({ pending: 2, dead: 1, deliveredInWindow: 1 });
   expect(result.outbox.oldestPendingAgeMs).toBeGreaterThanOrEqual(0);

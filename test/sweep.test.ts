@@ -22,8 +22,7 @@ beforeEach(async () => {
   await fx.database.admin.query('DELETE FROM once.idempotency_keys; DELETE FROM once.outbox_events; DELETE FROM once.dedupe_audit');
 });
 
-const call = (tenant: string, key: string, value: unknown = key) =>
-  withTenant(fx.app, tenant, (tx) => runIdempotent.detailed(tx, key, async () => value));
+const call = (tenant: string, key: string, value: unknown = key) => withTenant(fx.app, tenant, (tx) => runIdempotent.detailed(tx, key, async () => value));
 
 /** Ages rows as the superuser (sweeps judge by time; tests should not wait days). */
 const age = (text: string, values: unknown[] = []) => fx.database.admin.query(text, values);
@@ -45,9 +44,7 @@ describe('sweep', () => {
       const takeover = call('t', 'raced', 'new value');
       // The call's takeover waits on the row the sweep holds.
       for (let waiting = false; !waiting; ) {
-        const { rows } = await age(
-          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        );
+        const { rows } = await age("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'");
         waiting = rows[0].n > 0;
       }
       await sweeper.query('COMMIT');
@@ -182,5 +179,3 @@ describe('sweep', () => {
     }
   });
 });
-
-

@@ -79,8 +79,7 @@ it('wraps each delivery in a span and records delivery counts and latency', asyn
     'otel.ok:delivered',
   ]);
   const counted = await metricPoints('once.deliveries');
-  const total = (outcome: string) =>
-    counted.filter((p) => p.attributes['once.outcome'] === outcome).reduce((sum, p) => sum + (p.value as number), 0);
+  const total = (outcome: string) => counted.filter((p) => p.attributes['once.outcome'] === outcome).reduce((sum, p) => sum + (p.value as number), 0);
   expect([total('delivered'), total('retry'), total('dead')]).toEqual([2, 1, 0]);
   const latency = await metricPoints('once.delivery.latency');
   const histogramCount = latency.reduce((sum, point) => sum + (point.value as { count: number }).count, 0);

@@ -81,10 +81,20 @@ describe('public types', () => {
   });
 
   it("gives each database library's fn that library's own transaction, typed as the caller's", () => {
-    expectTypeOf(viaPg.withTenant<number>).parameter(2).parameter(0).toEqualTypeOf<pg.PoolClient>();
-    expectTypeOf(viaKnex.withTenant<number>).parameter(2).parameter(0).toEqualTypeOf<Knex.Transaction>();
+    expectTypeOf(viaPg.withTenant<number>)
+      .parameter(2)
+      .parameter(0)
+      .toEqualTypeOf<pg.PoolClient>();
+    expectTypeOf(viaKnex.withTenant<number>)
+      .parameter(2)
+      .parameter(0)
+      .toEqualTypeOf<Knex.Transaction>();
     // biome-ignore lint/complexity/noBannedTypes: {} is postgres.js's own default for Sql<Types>, which this must match.
-    expectTypeOf(viaPostgres.withTenant<number, {}>).parameter(2).parameter(0).toEqualTypeOf<TransactionSql<{}>>();
+    expectTypeOf(viaPostgres.withTenant<number, {}>)
+      .parameter(2)
+      .parameter(0)
+      // biome-ignore lint/complexity/noBannedTypes: as above, postgres.js's own default.
+      .toEqualTypeOf<TransactionSql<{}>>();
     // biome-ignore lint/complexity/noBannedTypes: {} is drizzle's own default schema type for NodePgDatabase.
     const drizzle = (db: NodePgDatabase<{}>) =>
       viaDrizzle.withTenant(db, 't', (tx) =>
@@ -150,7 +160,7 @@ describe('public types', () => {
     expectTypeOf<'SOMETHING_ELSE'>().not.toMatchTypeOf<OnceErrorCode>();
   });
 
-  it('takes a pino logger, a child of one, or the first message-first shape as the relay\'s logger', () => {
+  it("takes a pino logger, a child of one, or the first message-first shape as the relay's logger", () => {
     expectTypeOf<Logger>().toMatchTypeOf<StructuredRelayLogger>();
     expectTypeOf<ReturnType<Logger['child']>>().toMatchTypeOf<NonNullable<RelayOptions['logger']>>();
     expectTypeOf<MessageRelayLogger>().toMatchTypeOf<RelayLogger>();

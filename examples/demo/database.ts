@@ -63,7 +63,10 @@ export async function openDemoDatabase(options: { databaseUrl: string | undefine
     groups = [installed.app, installed.relay, installed.maintenance];
     admin = quietPool(adminUrl, 4);
     await admin.query(businessSchema(installed.app));
-    for (const [role, group] of [[roles.app, installed.app], [roles.relay, installed.relay]] as const) {
+    for (const [role, group] of [
+      [roles.app, installed.app],
+      [roles.relay, installed.relay],
+    ] as const) {
       const password = role === roles.app ? passwords.app : passwords.relay;
       await admin.query(`CREATE ROLE ${role} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE PASSWORD '${password}'`);
       await admin.query(`GRANT ${group} TO ${role}`);

@@ -81,7 +81,10 @@ export function checks(plan: DemoPlan, stats: DemoStats, stored: Stored, downstr
       'effects downstream = business rows',
       rows,
       effects,
-      effect('orders.created') === stored.orders && effect('payments.charge') === stored.charges && effect('emails.send') === stored.emails && downstream.unverified === 0,
+      effect('orders.created') === stored.orders &&
+        effect('payments.charge') === stored.charges &&
+        effect('emails.send') === stored.emails &&
+        downstream.unverified === 0,
     ),
   ];
 }

@@ -20,4 +20,9 @@ export function placeOrder(db: NodePgDatabase, tenantId: string, key: string) {
   );
 }
 
-await runExample(import.meta.url, (url) => drizzle(url), placeOrder, (db) => db.$client.end());
+await runExample(
+  import.meta.url,
+  (url) => drizzle(url),
+  placeOrder,
+  (db) => db.$client.end(),
+);

@@ -16,4 +16,9 @@ export function placeOrder(db: Knex, tenantId: string, key: string) {
   );
 }
 
-await runExample(import.meta.url, (url) => knex({ client: 'pg', connection: url }), placeOrder, (db) => db.destroy());
+await runExample(
+  import.meta.url,
+  (url) => knex({ client: 'pg', connection: url }),
+  placeOrder,
+  (db) => db.destroy(),
+);

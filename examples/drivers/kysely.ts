@@ -22,4 +22,9 @@ export function placeOrder(db: Kysely<Database>, tenantId: string, key: string) 
   );
 }
 
-await runExample(import.meta.url, (url) => new Kysely<Database>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url }) }) }), placeOrder, (db) => db.destroy());
+await runExample(
+  import.meta.url,
+  (url) => new Kysely<Database>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url }) }) }),
+  placeOrder,
+  (db) => db.destroy(),
+);

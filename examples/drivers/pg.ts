@@ -17,4 +17,9 @@ export function placeOrder(pool: pg.Pool, tenantId: string, key: string) {
   );
 }
 
-await runExample(import.meta.url, (url) => new pg.Pool({ connectionString: url }), placeOrder, (pool) => pool.end());
+await runExample(
+  import.meta.url,
+  (url) => new pg.Pool({ connectionString: url }),
+  placeOrder,
+  (pool) => pool.end(),
+);

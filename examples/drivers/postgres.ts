@@ -16,4 +16,9 @@ export function placeOrder(sql: postgres.Sql, tenantId: string, key: string) {
   );
 }
 
-await runExample(import.meta.url, (url) => postgres(url), placeOrder, (sql) => sql.end());
+await runExample(
+  import.meta.url,
+  (url) => postgres(url),
+  placeOrder,
+  (sql) => sql.end(),
+);

@@ -19,4 +19,9 @@ export function placeOrder(prisma: PrismaClient, tenantId: string, key: string) 
   );
 }
 
-await runExample(import.meta.url, (url) => new PrismaClient({ adapter: new PrismaPg({ connectionString: url }) }), placeOrder, (prisma) => prisma.$disconnect());
+await runExample(
+  import.meta.url,
+  (url) => new PrismaClient({ adapter: new PrismaPg({ connectionString: url }) }),
+  placeOrder,
+  (prisma) => prisma.$disconnect(),
+);

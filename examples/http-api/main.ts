@@ -28,7 +28,12 @@ const secret = `whsec_${Buffer.from(randomUUID()).toString('base64')}`;
 const database = await openDemoDatabase({ databaseUrl: values['database-url'] ?? process.env.DATABASE_URL, keep: false });
 const delivered: string[] = [];
 const receiver = await startWebhookReceiver({ secret, onEvent: (event) => void delivered.push(event.id) });
-const relay = await startRelay({ connectionString: database.relayUrl, sinks: { 'orders.*': httpSink({ url: receiver.url, secret }) }, sweep: false, handleSignals: false });
+const relay = await startRelay({
+  connectionString: database.relayUrl,
+  sinks: { 'orders.*': httpSink({ url: receiver.url, secret }) },
+  sweep: false,
+  handleSignals: false,
+});
 const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: quietPool(database.appUrl, 8) }) });
 const server = serve({ fetch: ordersApi({ db, tokens: new Map([['token-acme', 'acme']]) }).fetch, port: 0, hostname: '127.0.0.1' }) as Server;
 await once(server, 'listening');
@@ -41,7 +46,12 @@ const post = async (key: string, amountCents: number) => {
     headers: { authorization: 'Bearer token-acme', 'content-type': 'application/json', 'idempotency-key': key },
     body: JSON.stringify({ customer: 'ada', items: ['book'], amountCents }),
   });
-  return { status: response.status, replayed: response.headers.get('idempotent-replayed') === 'true', body: await response.text(), retryAfter: response.headers.get('retry-after') };
+  return {
+    status: response.status,
+    replayed: response.headers.get('idempotent-replayed') === 'true',
+    body: await response.text(),
+    retryAfter: response.headers.get('retry-after'),
+  };
 };
 
 let ok = true;
@@ -75,7 +85,9 @@ try {
   check(`POST without Idempotency-Key: ${missing.status}`, missing.status === 400);
   check(`events delivered by the relay = orders (${delivered.length})`, delivered.length === count.orders);
   if (values.serve) {
-    console.log(`serving ${url} until Ctrl-C; try:\n  curl -i -X POST ${url}/orders -H 'authorization: Bearer token-acme' -H "idempotency-key: $(uuidgen)" -H 'content-type: application/json' -d '{"customer":"ada","items":["book"],"amountCents":100}'`);
+    console.log(
+      `serving ${url} until Ctrl-C; try:\n  curl -i -X POST ${url}/orders -H 'authorization: Bearer token-acme' -H "idempotency-key: $(uuidgen)" -H 'content-type: application/json' -d '{"customer":"ada","items":["book"],"amountCents":100}'`,
+    );
     await once(process, 'SIGINT');
   }
 } finally {

@@ -48,6 +48,9 @@ export async function drainOnceCommand(config: Partial<RelayOptions>, flags: Dra
     ...(max === undefined ? {} : { max }),
   });
   if (flags.json) console.log(JSON.stringify(result));
-  else console.log(`pg-once relay --once: ${result.delivered} delivered, ${result.failed} failed (retried later), ${result.dead} dead, ${result.released} released (${result.reason})`);
+  else
+    console.log(
+      `pg-once relay --once: ${result.delivered} delivered, ${result.failed} failed (retried later), ${result.dead} dead, ${result.released} released (${result.reason})`,
+    );
   return 0;
 }

@@ -56,7 +56,15 @@ export const limitsCommand: Command = {
         const limits = await listRateLimits(url);
         if (values.json) console.log(JSON.stringify(limits, null, 2));
         else if (limits.length === 0) console.log('No limits: every tenant is unlimited.');
-        else console.table(limits.map((l) => ({ tenant: l.tenant === DEFAULT_LIMIT_TENANT ? '(default)' : l.tenant, tool: l.tool || '(all)', 'per second': l.perSecond, burst: l.burst })));
+        else
+          console.table(
+            limits.map((l) => ({
+              tenant: l.tenant === DEFAULT_LIMIT_TENANT ? '(default)' : l.tenant,
+              tool: l.tool || '(all)',
+              'per second': l.perSecond,
+              burst: l.burst,
+            })),
+          );
         return;
       }
       default:

@@ -18,7 +18,7 @@ another, at install only). An owner without CREATEROLE needs them created first:
 Reads DATABASE_URL when --database-url is not given.`;
 
 export const migrateCommand: Command = {
-  summary: 'apply pending migrations (and graphile-worker\'s schema)',
+  summary: "apply pending migrations (and graphile-worker's schema)",
   async run(args) {
     const { values } = parseFlags(args, {
       'database-url': { type: 'string' },

@@ -24,7 +24,8 @@ export const outboxCommand: Command = {
     const [action, ...ids] = positionals;
     if (values.help || action === undefined) {
       console.log(HELP);
-      if (action === undefined && !values.help) throw new InvalidOptionsError('command line', [{ path: [], message: 'expected "dead" or "requeue"', code: 'invalid_flag' }]);
+      if (action === undefined && !values.help)
+        throw new InvalidOptionsError('command line', [{ path: [], message: 'expected "dead" or "requeue"', code: 'invalid_flag' }]);
       return;
     }
     const url = databaseUrl(values['database-url']);
@@ -51,7 +52,7 @@ export const outboxCommand: Command = {
       return;
     }
     if (action === 'requeue') {
-      if (values.all === (ids.length > 0)) {
+      if (values.all === ids.length > 0) {
         throw new InvalidOptionsError('command line', [{ path: [], message: 'give event ids or --all (not both)', code: 'invalid_flag' }]);
       }
       const count = await requeueDeadEvents(url, values.all ? 'all' : ids);

@@ -89,10 +89,7 @@ export const relayCommand: Command = {
       pooler: values.pooler,
       wakeup: values.wakeup,
     });
-    const connection =
-      config.pool || (config.connectionString && !values['database-url'])
-        ? {}
-        : { connectionString: databaseUrl(values['database-url']) };
+    const connection = config.pool || (config.connectionString && !values['database-url']) ? {} : { connectionString: databaseUrl(values['database-url']) };
     if (!values.once && (values.deadline !== undefined || values.max !== undefined || values.json)) {
       throw new InvalidOptionsError('command line', [{ path: [], message: '--deadline, --max and --json go with --once', code: 'invalid_flag' }]);
     }

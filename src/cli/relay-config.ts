@@ -90,7 +90,7 @@ export async function loadRelayConfig(flags: RelayFlags): Promise<Partial<RelayO
   }
   if (flags.nats) {
     // nats://user:pass@host or nats://token@host: credentials, as visible as any other flag.
-    if (flags.nats.includes('@')) warnSecretOnCommandLine('nats', 'a --config file (the sink\'s connection options)');
+    if (flags.nats.includes('@')) warnSecretOnCommandLine('nats', "a --config file (the sink's connection options)");
     if (!flags.natsSubject) throw usageError('--nats needs --nats-subject');
     sinks['>'] = natsSink({ servers: flags.nats.split(','), subject: flags.natsSubject });
   }

@@ -53,7 +53,10 @@ function formatStatus(result: Status): string {
       (o.oldestPendingAgeMs === null ? '' : ` (oldest ${(o.oldestPendingAgeMs / 1_000).toFixed(1)} s)`) +
       `, ${o.dead} dead, ${o.deliveredInWindow} delivered (${o.deliveriesPerSecond.toFixed(2)}/s)`,
     '',
-    table(['table', 'size', 'rows'], result.tables.map((t) => [t.table, `${(t.bytes / 1024).toFixed(0)} kB`, t.rowsExact ? t.rows : `~${t.rows} (est.)`])),
+    table(
+      ['table', 'size', 'rows'],
+      result.tables.map((t) => [t.table, `${(t.bytes / 1024).toFixed(0)} kB`, t.rowsExact ? t.rows : `~${t.rows} (est.)`]),
+    ),
     '',
     `Sweeps (${result.sweep.schedule}): last ${result.sweep.lastRunAt?.toISOString() ?? 'never'}, next ${result.sweep.nextRunAt?.toISOString() ?? '-'}`,
   );
@@ -62,7 +65,13 @@ function formatStatus(result: Status): string {
       '',
       table(
         ['replication slot', 'plugin', 'temporary', 'active', 'retained WAL'],
-        result.replicationSlots.map((s) => [s.slot, s.plugin, s.temporary ? 'yes' : 'no', s.active ? 'yes' : 'no', s.retainedWalBytes === null ? '-' : `${(s.retainedWalBytes / 1024).toFixed(0)} kB`]),
+        result.replicationSlots.map((s) => [
+          s.slot,
+          s.plugin,
+          s.temporary ? 'yes' : 'no',
+          s.active ? 'yes' : 'no',
+          s.retainedWalBytes === null ? '-' : `${(s.retainedWalBytes / 1024).toFixed(0)} kB`,
+        ]),
       ),
     );
   }

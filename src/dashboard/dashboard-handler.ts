@@ -125,7 +125,8 @@ export function dashboardHandler(options: DashboardOptions): DashboardHandler {
 
       if (post) {
         const form = await readForm(request);
-        if (!auth.checkCsrf(actor, form.get('csrf') ?? undefined)) throw new HttpProblem(403, 'Refused: the form carried no valid CSRF token. Reload the page and try again.');
+        if (!auth.checkCsrf(actor, form.get('csrf') ?? undefined))
+          throw new HttpProblem(403, 'Refused: the form carried no valid CSRF token. Reload the page and try again.');
         if (path === '/logout') return redirect(href(context, '/login'), { 'set-cookie': auth.logoutCookie(secure) });
         const action = path === '/dead/requeue' ? 'requeue' : path === '/dead/discard' ? 'discard' : undefined;
         if (!action) throw new HttpProblem(404, 'No such action.');

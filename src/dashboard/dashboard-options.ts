@@ -62,7 +62,10 @@ const HOUR_MILLISECONDS = 60 * 60 * 1_000;
 export const dashboardOptionsSchema = z
   .object({
     database: z.union([z.string().min(1), z.custom<Exclude<DatabaseTarget, string>>((value) => typeof value === 'object' && value !== null)]),
-    tokens: z.array(z.string().min(MIN_TOKEN_LENGTH, `a token must be at least ${MIN_TOKEN_LENGTH} characters`)).readonly().optional(),
+    tokens: z
+      .array(z.string().min(MIN_TOKEN_LENGTH, `a token must be at least ${MIN_TOKEN_LENGTH} characters`))
+      .readonly()
+      .optional(),
     authorize: callback<NonNullable<DashboardOptions['authorize']>>().optional(),
     allowUnauthenticatedLoopback: z.boolean().default(false),
     readOnly: z.boolean().default(false),
@@ -88,7 +91,7 @@ export const dashboardOptionsSchema = z
   })
   .strict()
   .refine((options) => (options.tokens?.length ?? 0) > 0 || options.authorize !== undefined || options.allowUnauthenticatedLoopback, {
-    message: 'give tokens, authorize, or allowUnauthenticatedLoopback: true (the dashboard shows every tenant\'s events)',
+    message: "give tokens, authorize, or allowUnauthenticatedLoopback: true (the dashboard shows every tenant's events)",
     path: ['tokens'],
   });
 

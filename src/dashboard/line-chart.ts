@@ -81,7 +81,13 @@ ${s.points.map(
  * Counts per bucket over the whole window, zero where the data has no row: a count chart whose
  * line skipped quiet minutes would draw traffic that never happened.
  */
-export function filledBuckets<T extends { at: Date }>(rows: readonly T[], from: Date, to: Date, bucketSeconds: number, value: (row: T | undefined) => number): ChartPoint[] {
+export function filledBuckets<T extends { at: Date }>(
+  rows: readonly T[],
+  from: Date,
+  to: Date,
+  bucketSeconds: number,
+  value: (row: T | undefined) => number,
+): ChartPoint[] {
   const bucketMs = bucketSeconds * 1_000;
   const byTime = new Map(rows.map((row) => [row.at.getTime(), row]));
   const points: ChartPoint[] = [];

@@ -46,13 +46,17 @@ ${context.csrf ? html`<meta name="csrf-token" content="${context.csrf}">` : ''}
 <body>
 <header>
 <strong>pg-once</strong>
-${context.actor === undefined
-  ? ''
-  : SECTIONS.map(([path, label]) => html`<a href="${href(context, path)}"${current === path ? html` aria-current="page"` : ''}>${label}</a>`)}
-${context.actor === undefined
-  ? ''
-  : html`<span class="who">${context.actor}${context.readOnly ? ' · read-only' : ''}</span>
-${context.tokenSession ? html`<form method="post" action="${href(context, '/logout')}">${csrfField(context)}<button>Log out</button></form>` : ''}`}
+${
+  context.actor === undefined
+    ? ''
+    : SECTIONS.map(([path, label]) => html`<a href="${href(context, path)}"${current === path ? html` aria-current="page"` : ''}>${label}</a>`)
+}
+${
+  context.actor === undefined
+    ? ''
+    : html`<span class="who">${context.actor}${context.readOnly ? ' · read-only' : ''}</span>
+${context.tokenSession ? html`<form method="post" action="${href(context, '/logout')}">${csrfField(context)}<button>Log out</button></form>` : ''}`
+}
 </header>
 <main>
 <h1>${title}</h1>

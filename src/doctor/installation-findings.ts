@@ -28,7 +28,11 @@ export function installedFinding(facts: DatabaseFacts): DoctorFinding {
       'pg-once migrate  (it installs into an empty schema once, and refuses a foreign one)',
     );
   }
-  return finding('installed', 'ok', `pg-once is installed in ${facts.database}, owned by ${facts.schemaOwner}; roles ${facts.roles.app}, ${facts.roles.relay}, ${facts.roles.maintenance}`);
+  return finding(
+    'installed',
+    'ok',
+    `pg-once is installed in ${facts.database}, owned by ${facts.schemaOwner}; roles ${facts.roles.app}, ${facts.roles.relay}, ${facts.roles.maintenance}`,
+  );
 }
 
 /**
@@ -41,7 +45,12 @@ export async function migrationFindings(session: Session, facts: DatabaseFacts):
   const onLegacyRoles = 'this database still uses the cluster-wide roles of pg-once 0.1 (a login granted once_app for any database opens this one)';
   const access = await tableAccess(session, 'once', 'migrations');
   if (access === 'missing') {
-    return finding('migrations', 'fail', 'once.migrations is missing: pg-once cannot tell what was applied', 'restore the database, or drop schema once and run pg-once migrate');
+    return finding(
+      'migrations',
+      'fail',
+      'once.migrations is missing: pg-once cannot tell what was applied',
+      'restore the database, or drop schema once and run pg-once migrate',
+    );
   }
   if (access === 'denied') {
     return legacy
@@ -59,7 +68,12 @@ export async function migrationFindings(session: Session, facts: DatabaseFacts):
     assertRecordedShipped(shipped, recorded);
   } catch (error) {
     if (!(error instanceof MigrationError)) throw error;
-    return finding('migrations', 'fail', error.message.replace(/^pg-once: /, ''), 'install the pg-once release that migrated this database, or restore the file as shipped');
+    return finding(
+      'migrations',
+      'fail',
+      error.message.replace(/^pg-once: /, ''),
+      'install the pg-once release that migrated this database, or restore the file as shipped',
+    );
   }
   const pending = unappliedFiles(shipped, recorded);
   if (pending.length > 0) {
@@ -79,7 +93,14 @@ export async function migrationFindings(session: Session, facts: DatabaseFacts):
  */
 export async function installationFindings(session: Session, roles: RoleNames): Promise<DoctorFinding[]> {
   if (isLegacyRoles(roles)) {
-    return [finding('installation', 'unknown', "policies and grants not checked: they are compared with pg-once's current ones, which this database gets from migration 0005", 'pg-once migrate')];
+    return [
+      finding(
+        'installation',
+        'unknown',
+        "policies and grants not checked: they are compared with pg-once's current ones, which this database gets from migration 0005",
+        'pg-once migrate',
+      ),
+    ];
   }
   const problems = await checkInstallation(session, roles);
   if (problems.length === 0) {
@@ -110,9 +131,7 @@ export async function connectFinding(session: Session, facts: DatabaseFacts): Pr
   if (!row.public_connect) {
     return finding('connect', 'ok', `PUBLIC may not connect to ${facts.database}: only logins granted CONNECT (directly or through a role) may`);
   }
-  const grant = row.without_grant?.length
-    ? ` GRANT CONNECT ON DATABASE ${database} TO ${row.without_grant.map(quoteIdentifier).join(', ')};`
-    : '';
+  const grant = row.without_grant?.length ? ` GRANT CONNECT ON DATABASE ${database} TO ${row.without_grant.map(quoteIdentifier).join(', ')};` : '';
   return finding(
     'connect',
     'warn',
@@ -127,15 +146,22 @@ export async function connectFinding(session: Session, facts: DatabaseFacts): Pr
  */
 export async function sharedRolesFinding(session: Session, roles: RoleNames): Promise<DoctorFinding> {
   // 0.1's roles serve every database by design; the migrations finding already fails for that.
-  if (isLegacyRoles(roles)) return finding('shared-roles', 'unknown', 'roles shared with other databases not checked: this database still uses the cluster-wide roles of 0.1', 'pg-once migrate');
+  if (isLegacyRoles(roles))
+    return finding(
+      'shared-roles',
+      'unknown',
+      'roles shared with other databases not checked: this database still uses the cluster-wide roles of 0.1',
+      'pg-once migrate',
+    );
   const rows = await rolesServingOtherDatabases(session, roles);
   if (rows.length === 0) return finding('shared-roles', 'ok', `${roles.app}, ${roles.relay} and ${roles.maintenance} serve this database only`);
   const databases = [...new Set(rows.map((row) => row.database))];
-  const listed = databases.slice(0, LISTED_DATABASES).join(', ') + (databases.length > LISTED_DATABASES ? ` and ${databases.length - LISTED_DATABASES} more` : '');
+  const listed =
+    databases.slice(0, LISTED_DATABASES).join(', ') + (databases.length > LISTED_DATABASES ? ` and ${databases.length - LISTED_DATABASES} more` : '');
   return finding(
     'shared-roles',
     'warn',
     `this database's roles also serve ${listed} (a clone made with CREATE DATABASE ... TEMPLATE, or a reused --role-prefix): a login granted them for one database opens the other`,
-    'give one of them roles of its own: create an empty database, pg-once migrate --role-prefix <new prefix> there, copy the rows over (pg-once cannot rename an installed database\'s roles)',
+    "give one of them roles of its own: create an empty database, pg-once migrate --role-prefix <new prefix> there, copy the rows over (pg-once cannot rename an installed database's roles)",
   );
 }

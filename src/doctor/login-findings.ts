@@ -29,7 +29,7 @@ function bypassFinding(facts: DatabaseFacts): DoctorFinding {
       'login',
       'fail',
       `login ${facts.login} is ${what} and holds ${serving.join(', ')}: row-level security does not apply to it, so as the ` +
-        'application it reads and changes every tenant\'s rows, and as the relay it also reads stored results ' +
+        "application it reads and changes every tenant's rows, and as the relay it also reads stored results " +
         '(withTenant refuses it unless allowRlsBypass is set)',
       facts.superuser
         ? `give the application and the relay logins of their own: CREATE ROLE <login> LOGIN NOSUPERUSER NOBYPASSRLS; GRANT ${serving[0]} TO <login>;`
@@ -39,8 +39,7 @@ function bypassFinding(facts: DatabaseFacts): DoctorFinding {
   return finding(
     'login',
     'warn',
-    `login ${facts.login} is ${what}: row-level security does not apply to it; fine for migrate and doctor, never for the ` +
-      'application or the relay',
+    `login ${facts.login} is ${what}: row-level security does not apply to it; fine for migrate and doctor, never for the application or the relay`,
     facts.roles
       ? `connect the application and the relay as logins granted ${facts.roles.app} / ${facts.roles.relay}, not as ${facts.login}`
       : `connect the application and the relay as logins of their own, not as ${facts.login}`,
@@ -69,7 +68,9 @@ function roleFindings(facts: DatabaseFacts): DoctorFinding[] {
   } else if (app) {
     findings.push(finding('roles', 'ok', `login ${facts.login} holds ${roles.app}: the application's role (its tenant's rows only)`));
   } else if (relay) {
-    findings.push(finding('roles', 'ok', `login ${facts.login} holds ${roles.relay}: the relay's and operators' role (outbox events of every tenant, no results)`));
+    findings.push(
+      finding('roles', 'ok', `login ${facts.login} holds ${roles.relay}: the relay's and operators' role (outbox events of every tenant, no results)`),
+    );
   } else if (owner) {
     findings.push(finding('roles', 'ok', `login ${facts.login} owns schema once (it runs migrate) and holds neither ${roles.app} nor ${roles.relay}`));
   } else if (facts.superuser) {

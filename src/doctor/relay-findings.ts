@@ -23,8 +23,18 @@ export async function sweepFinding(session: Session, roles: RoleNames, schedule:
   const record = await lastSweep(session);
   if ('unreadable' in record) {
     return record.unreadable === 'no-worker-schema'
-      ? finding('sweep', 'warn', "graphile-worker's schema is not installed: relays cannot schedule sweeps, so expired keys and old events pile up", 'pg-once migrate')
-      : finding('sweep', 'unknown', 'last sweep not checked: this login may not read the record of sweeps', `run pg-once doctor as a login granted ${roles.relay}`);
+      ? finding(
+          'sweep',
+          'warn',
+          "graphile-worker's schema is not installed: relays cannot schedule sweeps, so expired keys and old events pile up",
+          'pg-once migrate',
+        )
+      : finding(
+          'sweep',
+          'unknown',
+          'last sweep not checked: this login may not read the record of sweeps',
+          `run pg-once doctor as a login granted ${roles.relay}`,
+        );
   }
   const start = 'start pg-once relay (it schedules sweeps unless its sweep option is false), or run pg-once sweep from a scheduler of your own';
   const ran = record.source === 'sweeps' ? 'ran' : 'was scheduled';
@@ -48,7 +58,12 @@ export async function relaysFinding(session: Session, facts: DatabaseFacts, role
   // Forced row-level security shows the outbox of every tenant to the relay role and bypassing
   // roles only; anyone else would count one tenant's events, or none, and conclude wrongly.
   if (!facts.superuser && !facts.bypassRls && !facts.held.includes(roles.relay)) {
-    return finding('relays', 'unknown', "relays not checked: only the relay role sees every tenant's outbox events", `run pg-once doctor as a login granted ${roles.relay}`);
+    return finding(
+      'relays',
+      'unknown',
+      "relays not checked: only the relay role sees every tenant's outbox events",
+      `run pg-once doctor as a login granted ${roles.relay}`,
+    );
   }
   const { rows } = await session.query<{ leasing: string[]; lapsed: string[]; overdue: number }>(
     `SELECT coalesce(array_agg(DISTINCT locked_by) FILTER (WHERE next_attempt_at > now()), '{}') AS leasing,

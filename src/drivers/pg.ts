@@ -15,7 +15,8 @@ const driver: Driver<pg.Pool | pg.ClientBase, pg.ClientBase> = {
   async transaction(db, fn) {
     if (!isPool(db)) {
       // A client outside a transaction would autocommit each statement, the tenant lost after the first.
-      if (db.getTransactionStatus?.() === 'I') throw new NotInTransactionError('pg-once: withTenant was given a pg client outside a transaction: BEGIN first, or pass the Pool.');
+      if (db.getTransactionStatus?.() === 'I')
+        throw new NotInTransactionError('pg-once: withTenant was given a pg client outside a transaction: BEGIN first, or pass the Pool.');
       return fn(db);
     }
     const client = await db.connect();
@@ -27,7 +28,10 @@ const driver: Driver<pg.Pool | pg.ClientBase, pg.ClientBase> = {
       return result;
     } catch (error) {
       // A client whose ROLLBACK failed is destroyed, not pooled inside a broken transaction.
-      await client.query('ROLLBACK').then(() => client.release(), (lost: Error) => client.release(lost));
+      await client.query('ROLLBACK').then(
+        () => client.release(),
+        (lost: Error) => client.release(lost),
+      );
       throw error;
     }
   },

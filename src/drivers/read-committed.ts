@@ -54,7 +54,11 @@ export function assertingReadCommitted(tx: object, query: TransactionClient['que
   return async (text, values) => {
     if (!unchecked.delete(tx)) return query(text, values);
     try {
-      if (LEADING_SELECT.test(text)) return await query(text.replace(LEADING_SELECT, (select) => `${select}${ASSERT}, `), values);
+      if (LEADING_SELECT.test(text))
+        return await query(
+          text.replace(LEADING_SELECT, (select) => `${select}${ASSERT}, `),
+          values,
+        );
       await query(`SELECT ${ASSERT}`, []);
     } catch (error) {
       if (typeof error === 'object' && error !== null) firstStatementErrors.add(error);

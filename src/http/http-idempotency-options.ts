@@ -79,7 +79,10 @@ export const httpIdempotencyOptionsSchema = adapterRunOptionsSchema.extend({
   tenant: callbackSchema,
   principal: callbackSchema.optional(),
   header: headerName.default('Idempotency-Key'),
-  methods: z.array(z.string().regex(/^[A-Za-z]+$/, 'must be an HTTP method')).readonly().default(['POST', 'PATCH']),
+  methods: z
+    .array(z.string().regex(/^[A-Za-z]+$/, 'must be an HTTP method'))
+    .readonly()
+    .default(['POST', 'PATCH']),
   required: z.boolean().default(true),
   fingerprintHeaders: z.array(headerName).readonly().default([]),
   replayHeaders: z.array(headerName).readonly().default(['location', 'content-language']),

@@ -88,8 +88,7 @@ export function mustWait(found: ClaimRow, key: string): boolean {
 
 export function reentrantError(key: string): ReentrantCallError {
   return new ReentrantCallError(
-    `pg-once: key "${key}" was used again inside its own call, which has not finished and would wait for itself; ` +
-      'give the inner call a key of its own.',
+    `pg-once: key "${key}" was used again inside its own call, which has not finished and would wait for itself; give the inner call a key of its own.`,
   );
 }
 

@@ -18,27 +18,13 @@ import type { Kysely } from 'kysely';
 import { kyselyDriver } from '../drivers/kysely-driver.ts';
 import { LeaseLostError, RateLimitedError } from '../errors.ts';
 import { assertValidKey } from '../keys.ts';
-import {
-  parseOptions,
-  type ResolvedRunIdempotentExternalOptions,
-  type RunIdempotentExternalOptions,
-  runIdempotentExternalOptionsSchema,
-} from '../options.ts';
+import { parseOptions, type ResolvedRunIdempotentExternalOptions, type RunIdempotentExternalOptions, runIdempotentExternalOptionsSchema } from '../options.ts';
 import type { Driver } from '../internal/driver.ts';
 import type { TransactionClient } from '../internal/transaction-client.ts';
 import { withTenantFor } from '../tenant.ts';
 import { traceCall } from '../telemetry.ts';
 import { claim, type ClaimRow } from './claim.ts';
-import {
-  claimRequest,
-  type IdempotentOutcome,
-  inProgressError,
-  mustWait,
-  rateCharge,
-  settleClaim,
-  storableResult,
-  wantsStored,
-} from './claim-outcome.ts';
+import { claimRequest, type IdempotentOutcome, inProgressError, mustWait, rateCharge, settleClaim, storableResult, wantsStored } from './claim-outcome.ts';
 import type { Jsonify } from './jsonify.ts';
 import { chargeBucket, releaseLease, renewLease, storeLeased } from './lease-statements.ts';
 import { markRecordedFailure } from './recorded-failure.ts';
@@ -59,7 +45,10 @@ export interface ExternalCallContext {
 
 /** The downstream key of a call: a pure function of tenant, key and version. */
 export function downstreamKey(tenantId: string, key: string, version: string): string {
-  return `once_${createHash('sha256').update(JSON.stringify(['external', tenantId, key, version])).digest('hex').slice(0, 40)}`;
+  return `once_${createHash('sha256')
+    .update(JSON.stringify(['external', tenantId, key, version]))
+    .digest('hex')
+    .slice(0, 40)}`;
 }
 
 /** Headers that carry a call's idempotency key downstream (Stripe, Adyen, most payment APIs). */
@@ -176,27 +165,26 @@ async function claimLeased<T>(
   let pause = 25;
   for (;;) {
     const left = Math.max(0, deadline - performance.now());
-    const step = await inTenant(
-      async (tx): Promise<IdempotentOutcome<T> | { waited: boolean; claimedAt: number } | { busy: ClaimRow }> => {
-        // Before the claim is sent: the lease the database grants ends no earlier than this + leaseMs.
-        const claimedAt = performance.now();
-        const found = await claim(tx, request, { waitMs: left, block: false, waited });
-        if (mustWait(found, key)) return { busy: found };
-        const settled = settleClaim<T>(found, key, opts);
-        if (settled) return settled;
-        const charge = rateCharge(found);
-        if (charge && !(await chargeBucket(tx, tenantId, charge))) {
-          // Lost the race for the last token: undo the claim, keep an audit row, as the claim would.
-          await tx.query('DELETE FROM once.idempotency_keys WHERE tenant_id = $1 AND key = $2 AND version = $3', [tenantId, key, opts.version]);
-          await tx.query(
-            `INSERT INTO once.dedupe_audit (key, tool, kind, detail) VALUES ($1, $2, 'rate_limited', $3::text::jsonb)`,
-            [key, opts.tool ?? null, JSON.stringify({ version: opts.version, limit_tool: charge.tool })],
-          );
-          throw markRecordedFailure(new RateLimitedError(key, Math.max(1, Math.ceil(charge.emissionMs))));
-        }
-        return { waited: found.waited, claimedAt };
-      },
-    );
+    const step = await inTenant(async (tx): Promise<IdempotentOutcome<T> | { waited: boolean; claimedAt: number } | { busy: ClaimRow }> => {
+      // Before the claim is sent: the lease the database grants ends no earlier than this + leaseMs.
+      const claimedAt = performance.now();
+      const found = await claim(tx, request, { waitMs: left, block: false, waited });
+      if (mustWait(found, key)) return { busy: found };
+      const settled = settleClaim<T>(found, key, opts);
+      if (settled) return settled;
+      const charge = rateCharge(found);
+      if (charge && !(await chargeBucket(tx, tenantId, charge))) {
+        // Lost the race for the last token: undo the claim, keep an audit row, as the claim would.
+        await tx.query('DELETE FROM once.idempotency_keys WHERE tenant_id = $1 AND key = $2 AND version = $3', [tenantId, key, opts.version]);
+        await tx.query(`INSERT INTO once.dedupe_audit (key, tool, kind, detail) VALUES ($1, $2, 'rate_limited', $3::text::jsonb)`, [
+          key,
+          opts.tool ?? null,
+          JSON.stringify({ version: opts.version, limit_tool: charge.tool }),
+        ]);
+        throw markRecordedFailure(new RateLimitedError(key, Math.max(1, Math.ceil(charge.emissionMs))));
+      }
+      return { waited: found.waited, claimedAt };
+    });
     if (!('busy' in step)) return step;
     waited = true;
     const remaining = deadline - performance.now();
@@ -253,8 +241,10 @@ export function runIdempotentExternalFor<Db extends object, Tx extends object>(d
     fn: (context: ExternalCallContext) => Promise<T>,
     options?: RunIdempotentExternalOptions,
   ): Promise<IdempotentOutcome<T>> {
-    const tenantTransaction = (tenantOptions: ResolvedRunIdempotentExternalOptions['tenantOptions']): InTenant => (run) =>
-      withTenantFor(driver, db, tenantId, (tx) => run(driver.client(tx)!), tenantOptions);
+    const tenantTransaction =
+      (tenantOptions: ResolvedRunIdempotentExternalOptions['tenantOptions']): InTenant =>
+      (run) =>
+        withTenantFor(driver, db, tenantId, (tx) => run(driver.client(tx)!), tenantOptions);
     return traceCall({ key, tool: options?.tool, mode: 'external', tenantId }, () => runExternalDetailed(tenantTransaction, tenantId, key, fn, options));
   }
   return Object.assign(

@@ -11,12 +11,7 @@ import { quoteIdentifier } from '../internal/bind-variables.ts';
 import type { TransactionClient } from '../internal/transaction-client.ts';
 import { kyselyClient } from '../drivers/kysely-driver.ts';
 import { assertValidKey } from '../keys.ts';
-import {
-  parseOptions,
-  type ResolvedRunIdempotentOptions,
-  type RunIdempotentOptions,
-  runIdempotentOptionsSchema,
-} from '../options.ts';
+import { parseOptions, type ResolvedRunIdempotentOptions, type RunIdempotentOptions, runIdempotentOptionsSchema } from '../options.ts';
 import { isResolved } from '../internal/resolved-options.ts';
 import { traceCall } from '../telemetry.ts';
 import { type CallContext, callContext } from './call-context.ts';
@@ -50,7 +45,13 @@ export function runIdempotentFor<Tx>(clientOf: (tx: Tx) => TransactionClient | u
   /** The span and counters around every call (no-ops without an OpenTelemetry SDK). */
   function detailed<T>(tx: Tx, key: string, fn: (tx: Tx) => Promise<T>, options?: RunIdempotentOptions): Promise<IdempotentOutcome<T>> {
     return traceCall({ key, tool: options?.tool, mode: 'transaction' }, (span) =>
-      runIdempotentCall(clientOf(tx), key, () => fn(tx), options, (tenantId) => span.setAttribute('once.tenant_id', tenantId)),
+      runIdempotentCall(
+        clientOf(tx),
+        key,
+        () => fn(tx),
+        options,
+        (tenantId) => span.setAttribute('once.tenant_id', tenantId),
+      ),
     );
   }
   return Object.assign(

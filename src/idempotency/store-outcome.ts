@@ -47,12 +47,7 @@ const STORE_RESULT_CHARGED = `
      AND EXISTS (SELECT 1 FROM charged)
   RETURNING 1`;
 
-export async function storeResult(
-  tx: TransactionClient,
-  id: RecordId,
-  resultText: string | undefined,
-  charge: RateCharge | undefined,
-): Promise<boolean> {
+export async function storeResult(tx: TransactionClient, id: RecordId, resultText: string | undefined, charge: RateCharge | undefined): Promise<boolean> {
   try {
     const record = [id.tenantId, id.key, id.version, resultText ?? null];
     if (!charge) {

@@ -106,7 +106,7 @@ function signedTenant(payload: unknown, expected: string | undefined): string {
   const signed = typeof envelope?.specversion === 'string' ? envelope.tenantid : envelope?.tenant;
   if (typeof signed === 'string' && signed !== '') {
     if (expected !== undefined && signed !== expected) {
-      throw new WebhookVerificationError('wrong_tenant', 'pg-once: the webhook is signed for another tenant than this endpoint\'s.');
+      throw new WebhookVerificationError('wrong_tenant', "pg-once: the webhook is signed for another tenant than this endpoint's.");
     }
     return signed;
   }

@@ -120,7 +120,10 @@ function holdResponse(res: Response, replayHeaders: ReadonlySet<string>): { answ
       const value = res.getHeader(name);
       if (value !== undefined) headers[name] = Array.isArray(value) ? value.join(', ') : String(value);
     }
-    const body = chunks.length === 1 && typeof chunks[0] === 'string' ? chunks[0] : Buffer.concat(chunks.map((part) => (typeof part === 'string' ? Buffer.from(part) : part)));
+    const body =
+      chunks.length === 1 && typeof chunks[0] === 'string'
+        ? chunks[0]
+        : Buffer.concat(chunks.map((part) => (typeof part === 'string' ? Buffer.from(part) : part)));
     ended({ status: res.statusCode, headers, body });
     return res;
   };

@@ -51,7 +51,11 @@ const WRAPPED = Symbol('pg-once idempotency');
 /** Nothing was sent: distinct from a handler that sends undefined. */
 const NOTHING = Symbol('nothing sent');
 
-function plugin(fastify: Parameters<FastifyPluginCallback<FastifyIdempotencyOptions>>[0], options: FastifyIdempotencyOptions, done: (error?: Error) => void): void {
+function plugin(
+  fastify: Parameters<FastifyPluginCallback<FastifyIdempotencyOptions>>[0],
+  options: FastifyIdempotencyOptions,
+  done: (error?: Error) => void,
+): void {
   // Validated now, so that a bad option fails register (passed to done: a throw here would
   // escape avvio) rather than a route's first request.
   try {
@@ -72,42 +76,45 @@ function plugin(fastify: Parameters<FastifyPluginCallback<FastifyIdempotencyOpti
     // Fastify adds a HEAD route for each GET with the GET's options, wrapped handler included:
     // wrapped twice, a HEAD request would run in two transactions.
     if ((handler as { [WRAPPED]?: true })[WRAPPED]) return;
-    route.handler = Object.assign(async function idempotentHandler(this: ThisParameterType<RouteHandlerMethod>, request: FastifyRequest, reply: FastifyReply) {
-      const facts: HttpRequestFacts = {
-        method: request.method.toUpperCase(),
-        target: request.url,
-        route: request.routeOptions.url,
-        header: (name) => headerValue(request.headers[name.toLowerCase()]),
-        body: () => request.body,
-      };
-      const { kind, answer } = await runHttpRequest<FastifyRequest, IdempotencyDatabase>(config, request, facts, async (tx) => {
-        request.tx = tx;
-        let sent: unknown = NOTHING;
-        const { promise: sending, resolve } = Promise.withResolvers<void>();
-        (reply as unknown as Record<string, unknown>).send = (payload: unknown) => {
-          sent = payload;
-          resolve();
-          return reply;
+    route.handler = Object.assign(
+      async function idempotentHandler(this: ThisParameterType<RouteHandlerMethod>, request: FastifyRequest, reply: FastifyReply) {
+        const facts: HttpRequestFacts = {
+          method: request.method.toUpperCase(),
+          target: request.url,
+          route: request.routeOptions.url,
+          header: (name) => headerValue(request.headers[name.toLowerCase()]),
+          body: () => request.body,
         };
-        try {
-          // A handler that sends and returns `reply` returns a thenable that settles only once the
-          // answer is on the wire, which is after this transaction: the send itself is the end.
-          const returned = Promise.resolve(handler.call(this, request, reply) as unknown);
-          returned.catch(() => {});
-          // (Never resolve a promise with `reply` itself: it is a thenable, and would be waited for.)
-          const value = await Promise.race([returned, sending.then(() => NOTHING)]);
-          if (sent === NOTHING && value !== reply) sent = value;
-        } finally {
-          delete (reply as unknown as Record<string, unknown>).send;
-        }
-        return serialize(reply, sent === NOTHING ? undefined : sent, config.replayHeaders);
-      });
-      if (kind === 'replayed' || kind === 'refused') reply.headers(answer.headers);
-      reply.code(answer.status);
-      // Bytes, never a string: Fastify would run a string through a reply serializer again.
-      const { body } = answer;
-      return reply.send(typeof body === 'string' ? Buffer.from(body) : Buffer.from(body.buffer, body.byteOffset, body.byteLength));
-    }, { [WRAPPED]: true as const });
+        const { kind, answer } = await runHttpRequest<FastifyRequest, IdempotencyDatabase>(config, request, facts, async (tx) => {
+          request.tx = tx;
+          let sent: unknown = NOTHING;
+          const { promise: sending, resolve } = Promise.withResolvers<void>();
+          (reply as unknown as Record<string, unknown>).send = (payload: unknown) => {
+            sent = payload;
+            resolve();
+            return reply;
+          };
+          try {
+            // A handler that sends and returns `reply` returns a thenable that settles only once the
+            // answer is on the wire, which is after this transaction: the send itself is the end.
+            const returned = Promise.resolve(handler.call(this, request, reply) as unknown);
+            returned.catch(() => {});
+            // (Never resolve a promise with `reply` itself: it is a thenable, and would be waited for.)
+            const value = await Promise.race([returned, sending.then(() => NOTHING)]);
+            if (sent === NOTHING && value !== reply) sent = value;
+          } finally {
+            delete (reply as unknown as Record<string, unknown>).send;
+          }
+          return serialize(reply, sent === NOTHING ? undefined : sent, config.replayHeaders);
+        });
+        if (kind === 'replayed' || kind === 'refused') reply.headers(answer.headers);
+        reply.code(answer.status);
+        // Bytes, never a string: Fastify would run a string through a reply serializer again.
+        const { body } = answer;
+        return reply.send(typeof body === 'string' ? Buffer.from(body) : Buffer.from(body.buffer, body.byteOffset, body.byteLength));
+      },
+      { [WRAPPED]: true as const },
+    );
   });
   done();
 }

@@ -142,11 +142,16 @@ async function checkTables(session: Session, owner: string): Promise<Installatio
       problems.push({ object, problem: 'row-level security is disabled', fix: `ALTER TABLE ${object} ENABLE ROW LEVEL SECURITY;` });
     }
     if (expected.forced && !row.forced) {
-      problems.push({ object, problem: 'row-level security is not forced (its owner sees every tenant)', fix: `ALTER TABLE ${object} FORCE ROW LEVEL SECURITY;` });
+      problems.push({
+        object,
+        problem: 'row-level security is not forced (its owner sees every tenant)',
+        fix: `ALTER TABLE ${object} FORCE ROW LEVEL SECURITY;`,
+      });
     }
   }
   for (const name of Object.keys(EXPECTED_TABLES)) {
-    if (!seen.has(name)) problems.push({ object: `once.${name}`, problem: 'is missing', fix: 'restore the database, or drop schema once and run pg-once migrate' });
+    if (!seen.has(name))
+      problems.push({ object: `once.${name}`, problem: 'is missing', fix: 'restore the database, or drop schema once and run pg-once migrate' });
   }
   return problems;
 }

@@ -49,8 +49,7 @@ export async function assertSchemaOwner(session: Session, what: string): Promise
   const facts = await roleFacts(session);
   if (facts.bypass || facts.owns_schema) return;
   throw new WrongRoleError(
-    `pg-once: ${what} must run as the owner of schema once (${facts.schema_owner}, the role that ran pg-once migrate): ` +
-      `role "${facts.role}" is not.`,
+    `pg-once: ${what} must run as the owner of schema once (${facts.schema_owner}, the role that ran pg-once migrate): ` + `role "${facts.role}" is not.`,
     { neededRole: facts.schema_owner ?? undefined },
   );
 }

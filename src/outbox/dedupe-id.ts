@@ -7,7 +7,9 @@ import { createHash } from 'node:crypto';
  * unambiguous (no separator a key could contain).
  */
 export function deriveDedupeId(tenantId: string, key: string, version: string, position: number): string {
-  const digest = createHash('sha256').update(JSON.stringify([tenantId, key, version, position])).digest('hex');
+  const digest = createHash('sha256')
+    .update(JSON.stringify([tenantId, key, version, position]))
+    .digest('hex');
   return `once_${digest.slice(0, 32)}`;
 }
 

@@ -150,7 +150,12 @@ class OutboxDrain {
     }
     if (this.error !== undefined) throw this.error;
     if (this.settler.waiting > 0) {
-      throw this.settleError ?? new DeliveryFailedError(`drainOnce could not record ${this.settler.waiting} outcome(s) before its deadline; their leases will expire and they will be delivered again`);
+      throw (
+        this.settleError ??
+        new DeliveryFailedError(
+          `drainOnce could not record ${this.settler.waiting} outcome(s) before its deadline; their leases will expire and they will be delivered again`,
+        )
+      );
     }
     return { ...this.counts, reason: this.stopReason ?? 'drained' };
   }
@@ -236,7 +241,8 @@ class OutboxDrain {
     const queued = this.queue.drain();
     for (const other of queued) this.budget.give(other.bytes);
     await this.release(queued);
-    if (this.stopReason) this.queue.push([event]); // handBack() releases it
+    if (this.stopReason)
+      this.queue.push([event]); // handBack() releases it
     else this.deliver(event);
     this.isolation = undefined;
   }
@@ -311,6 +317,10 @@ class OutboxDrain {
 
   private async close(sinks: readonly Sink[], deadline: number): Promise<void> {
     await within(closeSinks(sinks), deadline);
-    if (!this.options.pool) await within(this.pool.end().catch(() => {}), deadline);
+    if (!this.options.pool)
+      await within(
+        this.pool.end().catch(() => {}),
+        deadline,
+      );
   }
 }

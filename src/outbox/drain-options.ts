@@ -125,7 +125,12 @@ export const drainOptionsSchema = z
     connectionString: relay.connectionString,
     pool: relay.pool,
     sinks: relay.sinks,
-    deadlineMs: z.number().int().min(100).max(24 * 60 * 60 * 1_000).default(DEFAULT_DRAIN_DEADLINE_MILLISECONDS),
+    deadlineMs: z
+      .number()
+      .int()
+      .min(100)
+      .max(24 * 60 * 60 * 1_000)
+      .default(DEFAULT_DRAIN_DEADLINE_MILLISECONDS),
     max: z.number().int().min(1).optional(),
     pollIntervalMs: z.number().int().min(1).max(60_000).optional(),
     signal: z.custom<AbortSignal>((value) => value instanceof AbortSignal).optional(),

@@ -93,9 +93,7 @@ function payloadText(payload: unknown): string {
     throw new InvalidOptionsError('outbox event', [{ path: ['payload'], message: 'a payload is required (use null for none)', code: 'invalid_type' }]);
   }
   if (Buffer.byteLength(text) > MAX_PAYLOAD_BYTES) {
-    throw new InvalidOptionsError('outbox event', [
-      { path: ['payload'], message: `the payload is over ${MAX_PAYLOAD_BYTES} bytes as JSON`, code: 'too_big' },
-    ]);
+    throw new InvalidOptionsError('outbox event', [{ path: ['payload'], message: `the payload is over ${MAX_PAYLOAD_BYTES} bytes as JSON`, code: 'too_big' }]);
   }
   return text;
 }

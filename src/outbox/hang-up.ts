@@ -10,10 +10,7 @@ const CLOSE_GRACE_MILLISECONDS = 500;
 
 export async function hangUp(client: pg.Client): Promise<void> {
   let grace: NodeJS.Timeout | undefined;
-  await Promise.race([
-    client.end().catch(() => {}),
-    new Promise<void>((resolve) => (grace = setTimeout(resolve, CLOSE_GRACE_MILLISECONDS))),
-  ]);
+  await Promise.race([client.end().catch(() => {}), new Promise<void>((resolve) => (grace = setTimeout(resolve, CLOSE_GRACE_MILLISECONDS)))]);
   clearTimeout(grace);
   (client as pg.Client & { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
 }

@@ -180,7 +180,9 @@ export function startLogicalDoorbell(connection: pg.ClientConfig, options: Resol
     let pingedAt = Date.now();
     let inTransactionRung = false;
     const send = (lsn: bigint, replyRequested: boolean) => {
-      (streaming as pg.Client & { connection: { sendCopyFromChunk(chunk: Buffer): void } }).connection.sendCopyFromChunk(standbyStatusUpdate(lsn, replyRequested));
+      (streaming as pg.Client & { connection: { sendCopyFromChunk(chunk: Buffer): void } }).connection.sendCopyFromChunk(
+        standbyStatusUpdate(lsn, replyRequested),
+      );
       acknowledged = lsn;
     };
     (streaming as pg.Client & { connection: NodeJS.EventEmitter }).connection.on('copyData', ({ chunk }: { chunk: Buffer }) => {
@@ -200,12 +202,10 @@ export function startLogicalDoorbell(connection: pg.ClientConfig, options: Resol
         ring();
       }
     });
-    streaming
-      .query(`START_REPLICATION SLOT ${name} LOGICAL 0/0 (proto_version '1', publication_names '${options.publication}')`)
-      .then(
-        () => fail(streaming, new DoorbellUnavailableError('connection', 'the server ended the replication stream')),
-        (error: unknown) => fail(streaming, explain(error)),
-      );
+    streaming.query(`START_REPLICATION SLOT ${name} LOGICAL 0/0 (proto_version '1', publication_names '${options.publication}')`).then(
+      () => fail(streaming, new DoorbellUnavailableError('connection', 'the server ended the replication stream')),
+      (error: unknown) => fail(streaming, explain(error)),
+    );
     slot = name;
     pauseMs = FIRST_PAUSE_MILLISECONDS;
     lastReason = undefined;

@@ -75,12 +75,7 @@ export function createRelayPool(connectionString: string, statementTimeoutMs: nu
  * restart, or a connection terminated while the pool is ending, is an uncaught exception
  * (docs/getting-started.md, "Connect").
  */
-export function ownRelayPool(
-  connectionString: string,
-  statementTimeoutMs: number,
-  pooler: Pooler,
-  warn: (message: string, error: unknown) => void,
-): pg.Pool {
+export function ownRelayPool(connectionString: string, statementTimeoutMs: number, pooler: Pooler, warn: (message: string, error: unknown) => void): pg.Pool {
   const pool = createRelayPool(connectionString, statementTimeoutMs, pooler);
   pool.on('error', (error) => warn('idle connection failed', error));
   pool.on('connect', (client) => client.on('error', (error) => warn('connection failed', error)));

@@ -93,6 +93,10 @@ export async function shutDownRelay(relay: RelayParts): Promise<void> {
   );
   settler.closed = true; // a settle still retrying gives up: the leases take over
   await within(relay.sweeps?.pool?.end().catch(() => {}) ?? Promise.resolve(), deadline);
-  if (relay.ownsPool) await within(relay.pool.end().catch(() => {}), deadline);
+  if (relay.ownsPool)
+    await within(
+      relay.pool.end().catch(() => {}),
+      deadline,
+    );
   logger.stopped(released.length);
 }

@@ -46,10 +46,7 @@ export interface DeliveryOutcome {
 export function startDelivery(context: DeliverySetup, event: ClaimedEvent, outcome: DeliveryOutcome): InFlight {
   const { logger, deliveryTimeoutMs } = context;
   const entry: InFlight = { event, controller: new AbortController(), released: false };
-  const timeout = setTimeout(
-    () => entry.controller.abort(new DeliveryFailedError(`delivery timed out after ${deliveryTimeoutMs} ms`)),
-    deliveryTimeoutMs,
-  );
+  const timeout = setTimeout(() => entry.controller.abort(new DeliveryFailedError(`delivery timed out after ${deliveryTimeoutMs} ms`)), deliveryTimeoutMs);
   const span = tracer.startSpan('once.deliver', {
     attributes: {
       'once.tenant_id': event.tenantId,
@@ -91,4 +88,3 @@ export function startDelivery(context: DeliverySetup, event: ClaimedEvent, outco
     .catch((error: unknown) => logger.error('recording a delivery outcome failed', { err: error }));
   return entry;
 }
-

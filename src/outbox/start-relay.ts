@@ -154,7 +154,11 @@ class OutboxRelay implements Relay, RelayParts {
       // Fail fast on a wrong connection string or role, not with a bare "permission denied" at
       // the first poll (or, as the app role under forced RLS, by silently finding nothing). Each
       // statement under the relay's timeouts, as every other.
-      const session = { query: async (text: string, values?: readonly unknown[]) => ({ rows: (await this.db.query({ text, values: values ? [...values] : [] })).rows as never[] }) };
+      const session = {
+        query: async (text: string, values?: readonly unknown[]) => ({
+          rows: (await this.db.query({ text, values: values ? [...values] : [] })).rows as never[],
+        }),
+      };
       await assertRelayRole(session, 'the relay');
       await this.clock.measure();
       await registerRelay(this.db, this.id, hostname(), process.pid).catch((error: unknown) =>
@@ -172,7 +176,11 @@ class OutboxRelay implements Relay, RelayParts {
     // Through a transaction-mode pooler a LISTEN lands on some server connection and stays there
     // after the relay's client moved on: nothing would reach the relay. It polls instead.
     if (this.options.pooler !== 'transaction') {
-      const wakeup = listenForWakeups(clientConfig, () => this.wake(), (error) => this.logger.warn('wake-up listener failed', { err: error }));
+      const wakeup = listenForWakeups(
+        clientConfig,
+        () => this.wake(),
+        (error) => this.logger.warn('wake-up listener failed', { err: error }),
+      );
       this.closers.push(() => wakeup.close());
     }
     const doorbell = this.options.wakeup?.logicalReplication;

@@ -77,7 +77,15 @@ async function runChild(index: number, phase: Phase, rng: ReturnType<typeof rand
   const run: ChildRun = { tenant, keys, phase, done: new Map(), killed: false };
   const child = spawn(process.execPath, ['test/faults/fixtures/crash-client.ts'], {
     // NODE_COMPILE_CACHE: the 50 processes compile the same modules; the cache halves start-up.
-    env: { ...process.env, NODE_COMPILE_CACHE: join(tmpdir(), 'pg-once-fault-compile-cache'), DATABASE_URL: fx.appUrl, TENANT: tenant, KEYS: JSON.stringify(keys), CRASH_AT: String(crashAt), CRASH_PHASE: phase },
+    env: {
+      ...process.env,
+      NODE_COMPILE_CACHE: join(tmpdir(), 'pg-once-fault-compile-cache'),
+      DATABASE_URL: fx.appUrl,
+      TENANT: tenant,
+      KEYS: JSON.stringify(keys),
+      CRASH_AT: String(crashAt),
+      CRASH_PHASE: phase,
+    },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
@@ -102,7 +110,9 @@ async function runChild(index: number, phase: Phase, rng: ReturnType<typeof rand
       const [, , at, pid] = line.split(' ') as [string, string, string, string];
       run.killedIn = at;
       // A duplicate of the held call, waiting on the child's claim (when it holds one)...
-      const duplicate = withTenant(fx.app, tenant, (tx) => runIdempotent.detailed(tx, at, charge(at), { request: { key: at }, tool: 'charge_card', waitMs: 30_000 }));
+      const duplicate = withTenant(fx.app, tenant, (tx) =>
+        runIdempotent.detailed(tx, at, charge(at), { request: { key: at }, tool: 'charge_card', waitMs: 30_000 }),
+      );
       if (phase === 'in_fn' || phase === 'after_fn') await blockedBy(Number(pid));
       else await sleep(rng.int(20, 80));
       kill(); // ...released by the kill.

@@ -87,10 +87,49 @@ const inspectable = (text: unknown): text is string => typeof text === 'string' 
 // ---------------------------------------------------------------- arbitraries
 
 const NASTY = [
-  '', ' ', 'a'.repeat(128), 'a'.repeat(129), 'k'.repeat(255), 'k'.repeat(256), 'a\u0000b', '\u0000', 'a\ud800', '\udc00b', '\ud83d\ude00',
-  'é', 'e\u0301', 'Å', 'A\u030a', 'ß', 'İ', 'ﬁ', '\u202e', '\u200b', '\ufeff', '\uffff', "x' OR '1'='1", "'; DROP TABLE once.idempotency_keys; --",
-  "tenant'); SELECT set_config('once.tenant_id', 'victim', false); --", '$1', '%s', '\\', '"', '{"a":1}', 'null', '__proto__', 'constructor',
-  'tenantB:charge:1', 'TENANTB:charge:1', '\n', '\t', '\u007f', '\u0085', '\u2028', '*', '>', 'once.tenant_id',
+  '',
+  ' ',
+  'a'.repeat(128),
+  'a'.repeat(129),
+  'k'.repeat(255),
+  'k'.repeat(256),
+  'a\u0000b',
+  '\u0000',
+  'a\ud800',
+  '\udc00b',
+  '\ud83d\ude00',
+  'é',
+  'e\u0301',
+  'Å',
+  'A\u030a',
+  'ß',
+  'İ',
+  'ﬁ',
+  '\u202e',
+  '\u200b',
+  '\ufeff',
+  '\uffff',
+  "x' OR '1'='1",
+  "'; DROP TABLE once.idempotency_keys; --",
+  "tenant'); SELECT set_config('once.tenant_id', 'victim', false); --",
+  '$1',
+  '%s',
+  '\\',
+  '"',
+  '{"a":1}',
+  'null',
+  '__proto__',
+  'constructor',
+  'tenantB:charge:1',
+  'TENANTB:charge:1',
+  '\n',
+  '\t',
+  '\u007f',
+  '\u0085',
+  '\u2028',
+  '*',
+  '>',
+  'once.tenant_id',
 ];
 const nasty = fc.constantFrom(...NASTY);
 const text = (maxLength: number) =>
@@ -158,12 +197,15 @@ const value: fc.Arbitrary<unknown> = fc.oneof(
       made(() => Object(Symbol('boxed')) as unknown),
       // biome-ignore lint/suspicious/noSparseArray: a sparse array (holes, not undefined) is one of the odd results fuzzed.
       made(() => [, 1, , 2]),
-      made(() => new (class Charge {
-        amount = 5;
-        get doubled() {
-          return 10;
-        }
-      })()),
+      made(
+        () =>
+          new (class Charge {
+            amount = 5;
+            get doubled() {
+              return 10;
+            }
+          })(),
+      ),
     ),
   },
 );
@@ -202,7 +244,14 @@ async function runBatch<C>(cases: C[], identities: (c: C) => string[], run: (c: 
   for (const c of later) await run(c);
 }
 
-async function property<C>(name: string, arbitrary: fc.Arbitrary<C>, total: number, seedOffset: number, identities: (c: C) => string[], run: (c: C) => Promise<void>) {
+async function property<C>(
+  name: string,
+  arbitrary: fc.Arbitrary<C>,
+  total: number,
+  seedOffset: number,
+  identities: (c: C) => string[],
+  run: (c: C) => Promise<void>,
+) {
   await fc.assert(
     fc.asyncProperty(fc.array(arbitrary, { minLength: BATCH, maxLength: BATCH }), async (batch) => {
       await runBatch(batch, identities, async (c) => {
@@ -264,7 +313,11 @@ async function runCall(c: CallCase): Promise<void> {
         opts,
       ),
     );
-  const verdicts = { result: judge(c.result), request: c.request.given ? judge(c.request.value) : judge(null), payload: c.payload.given ? judge(c.payload.value) : judge(null) };
+  const verdicts = {
+    result: judge(c.result),
+    request: c.request.given ? judge(c.request.value) : judge(null),
+    payload: c.payload.given ? judge(c.payload.value) : judge(null),
+  };
   const plain =
     Object.keys(c.options).length === 0 &&
     !(c.payload.given && c.payload.value === undefined) && // enqueue requires a payload (null for none)
@@ -294,7 +347,8 @@ async function runCall(c: CallCase): Promise<void> {
     if (verdict.unfaithful) violate(`call: accepted a ${what} JSON cannot carry (${verdict.unfaithful})`, () => c);
   }
   if (first.outcome !== 'executed' || ran !== 1) violate('call: the first call did not execute exactly once', () => c);
-  if (differs(first.value, jsonRoundTrip(c.result))) violate('call: the result differs from its JSON round trip', () => ({ got: first.value, result: c.result }));
+  if (differs(first.value, jsonRoundTrip(c.result)))
+    violate('call: the result differs from its JSON round trip', () => ({ got: first.value, result: c.result }));
 
   let second: Awaited<ReturnType<typeof call>>;
   try {
@@ -317,7 +371,9 @@ async function runCall(c: CallCase): Promise<void> {
 
   if (c.reuse) {
     try {
-      await withTenant(fx.app, c.tenant, (tx) => runIdempotent(tx, c.key, async () => 'must not run', { ...c.options, request: { other: id } } as Parameters<typeof runIdempotent>[3]));
+      await withTenant(fx.app, c.tenant, (tx) =>
+        runIdempotent(tx, c.key, async () => 'must not run', { ...c.options, request: { other: id } } as Parameters<typeof runIdempotent>[3]),
+      );
       violate('reuse: the same key with another request was not refused', () => c);
     } catch (error) {
       const code = codeOf(error);
@@ -380,10 +436,14 @@ async function runEnqueue(c: EnqueueCase): Promise<void> {
   if (rows.length !== 1) return violate('enqueue: not exactly one event stored', () => ({ case: c, rows: rows.length }));
   const row = rows[0]!;
   if (row.topic !== event.topic) violate('enqueue: the stored topic differs', () => ({ stored: row.topic, topic: event.topic }));
-  if (differs(row.payload, jsonRoundTrip(event.payload))) violate('enqueue: the stored payload differs from its JSON round trip', () => ({ stored: row.payload, payload: event.payload }));
-  if (differs(row.headers, jsonRoundTrip(event.headers ?? {}))) violate('enqueue: the stored headers differ from the headers given', () => ({ stored: row.headers, headers: event.headers }));
-  if (row.ordering_key !== (event.orderingKey ?? null)) violate('enqueue: the stored ordering key differs', () => ({ stored: row.ordering_key, orderingKey: event.orderingKey }));
-  if (row.dedupe_id !== enqueued.dedupeId || (event.dedupeId !== undefined && row.dedupe_id !== event.dedupeId)) violate('enqueue: the stored dedupe id differs', () => c);
+  if (differs(row.payload, jsonRoundTrip(event.payload)))
+    violate('enqueue: the stored payload differs from its JSON round trip', () => ({ stored: row.payload, payload: event.payload }));
+  if (differs(row.headers, jsonRoundTrip(event.headers ?? {})))
+    violate('enqueue: the stored headers differ from the headers given', () => ({ stored: row.headers, headers: event.headers }));
+  if (row.ordering_key !== (event.orderingKey ?? null))
+    violate('enqueue: the stored ordering key differs', () => ({ stored: row.ordering_key, orderingKey: event.orderingKey }));
+  if (row.dedupe_id !== enqueued.dedupeId || (event.dedupeId !== undefined && row.dedupe_id !== event.dedupeId))
+    violate('enqueue: the stored dedupe id differs', () => c);
 }
 
 // ---------------------------------------------------------------- 6c: key derivation (pure)
@@ -396,7 +456,10 @@ interface KeysCase {
 }
 const part = fc.oneof(text(110), fc.integer(), fc.double(), fc.constant(undefined as unknown));
 const keysCase: fc.Arbitrary<KeysCase> = fc.record({
-  parts: fc.record({ runId: part, step: part, tool: part, args: value, version: fc.option(text(20), { nil: undefined }) }, { requiredKeys: ['runId', 'step', 'tool', 'args'] }),
+  parts: fc.record(
+    { runId: part, step: part, tool: part, args: value, version: fc.option(text(20), { nil: undefined }) },
+    { requiredKeys: ['runId', 'step', 'tool', 'args'] },
+  ),
   other: fc.record({ runId: part, step: part, tool: part }),
   candidate: fc.oneof(text(300), fc.uuid(), fc.constant(42 as unknown)),
   fallback: fc.oneof(text(260), fc.constant('fallback-key')),
@@ -423,24 +486,46 @@ async function runKeys(c: KeysCase): Promise<void> {
     if (!identifierOk(key, 255)) violate(`${what}: produced a key that runIdempotent refuses`, () => ({ case: c, key }));
   };
   const orchestrator = (parts: KeysCase['parts']) => keys.orchestrator(parts as Parameters<typeof keys.orchestrator>[0]);
-  pure('keys.orchestrator', c, () => orchestrator(c.parts), (key) => {
-    validKey(key, 'keys.orchestrator');
-    if (orchestrator(c.parts) !== key) violate('keys.orchestrator: not deterministic', () => c);
-    try {
-      const other = orchestrator({ ...c.parts, ...c.other });
-      const same = ['runId', 'step', 'tool'].every((name) => String((c.parts as Record<string, unknown>)[name]) === String((c.other as Record<string, unknown>)[name]));
-      if (other === key && !same) violate('keys.orchestrator: two different steps got the same key', () => ({ a: c.parts, b: c.other, key }));
-    } catch {
-      // the other parts were invalid: covered by the call above
-    }
-  });
-  pure('keys.content', c, () => keys.content(c.parts.tool as string, c.parts.args), (key) => validKey(key, 'keys.content'));
-  pure('canonicalJson', c, () => canonicalJson(c.parts.args), (text) => {
-    if (typeof text !== 'string') violate('canonicalJson: not a string', () => c);
-  });
-  pure('fingerprint', c, () => fingerprint(c.parts.args), (digest) => {
-    if (!Buffer.isBuffer(digest) || digest.length !== 32) violate('fingerprint: not a 32-byte digest', () => c);
-  });
+  pure(
+    'keys.orchestrator',
+    c,
+    () => orchestrator(c.parts),
+    (key) => {
+      validKey(key, 'keys.orchestrator');
+      if (orchestrator(c.parts) !== key) violate('keys.orchestrator: not deterministic', () => c);
+      try {
+        const other = orchestrator({ ...c.parts, ...c.other });
+        const same = ['runId', 'step', 'tool'].every(
+          (name) => String((c.parts as Record<string, unknown>)[name]) === String((c.other as Record<string, unknown>)[name]),
+        );
+        if (other === key && !same) violate('keys.orchestrator: two different steps got the same key', () => ({ a: c.parts, b: c.other, key }));
+      } catch {
+        // the other parts were invalid: covered by the call above
+      }
+    },
+  );
+  pure(
+    'keys.content',
+    c,
+    () => keys.content(c.parts.tool as string, c.parts.args),
+    (key) => validKey(key, 'keys.content'),
+  );
+  pure(
+    'canonicalJson',
+    c,
+    () => canonicalJson(c.parts.args),
+    (text) => {
+      if (typeof text !== 'string') violate('canonicalJson: not a string', () => c);
+    },
+  );
+  pure(
+    'fingerprint',
+    c,
+    () => fingerprint(c.parts.args),
+    (digest) => {
+      if (!Buffer.isBuffer(digest) || digest.length !== 32) violate('fingerprint: not a 32-byte digest', () => c);
+    },
+  );
   try {
     const problem = modelKeyProblem(c.candidate);
     if (problem !== undefined && typeof problem !== 'string') violate('modelKeyProblem: not a string or undefined', () => c);
@@ -523,7 +608,8 @@ async function runIsolation(c: IsolationCase): Promise<void> {
   } catch (error) {
     const code = codeOf(error);
     if (!code) violate(`isolation: uncoded ${uncodedKind(error)}`, () => b);
-    else if (code === 'IDEMPOTENCY_KEY_REUSED' || code === 'IDEMPOTENCY_IN_PROGRESS') violate(`isolation: a look-alike ${c.variant} (${c.how}) collided with the other (${code})`, () => ({ a, b }));
+    else if (code === 'IDEMPOTENCY_KEY_REUSED' || code === 'IDEMPOTENCY_IN_PROGRESS')
+      violate(`isolation: a look-alike ${c.variant} (${c.how}) collided with the other (${code})`, () => ({ a, b }));
     else count(`isolation error ${code}`);
   }
 }

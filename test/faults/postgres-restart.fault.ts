@@ -179,14 +179,18 @@ it(`Postgres restarts: ${RESTARTS} fast shutdowns of a test-owned server during 
   const drainStarted = Date.now();
   let pending = -1;
   while (Date.now() - drainStarted < 90_000) {
-    const { rows } = await admin.query<{ pending: string }>("SELECT count(*) AS pending FROM once.outbox_events WHERE status <> 'delivered'").catch(() => ({ rows: [{ pending: '-1' }] }));
+    const { rows } = await admin
+      .query<{ pending: string }>("SELECT count(*) AS pending FROM once.outbox_events WHERE status <> 'delivered'")
+      .catch(() => ({ rows: [{ pending: '-1' }] }));
     pending = Number(rows[0]!.pending);
     if (pending === 0) break;
     await sleep(100);
   }
   const relayAlive = relay.child.exitCode === null && relay.child.signalCode === null;
 
-  const { rows } = await admin.query<{ key: string; rows: string; amount: number }>('SELECT key, count(*) AS rows, min(amount) AS amount FROM public.orders GROUP BY key');
+  const { rows } = await admin.query<{ key: string; rows: string; amount: number }>(
+    'SELECT key, count(*) AS rows, min(amount) AS amount FROM public.orders GROUP BY key',
+  );
   const { rows: eventRows } = await admin.query<{ key: string; dedupe_id: string; events: string }>(
     "SELECT payload->>'key' AS key, min(dedupe_id) AS dedupe_id, count(*) AS events FROM once.outbox_events GROUP BY 1",
   );

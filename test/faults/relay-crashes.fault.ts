@@ -52,7 +52,13 @@ it(`relay crashes: ${KILLS} relay processes SIGKILLed while delivering ${EVENTS}
   const lane = async () => {
     while (started < KILLS) {
       const name = `relay-${started++}`;
-      const relay = await startRelayProcess({ name, databaseUrl: relayUrl, receiverUrl: receiver.url, secret: receiver.secret, env: { LEASE_MS: String(LEASE_MS), SWEEP: 'off' } });
+      const relay = await startRelayProcess({
+        name,
+        databaseUrl: relayUrl,
+        receiverUrl: receiver.url,
+        secret: receiver.secret,
+        env: { LEASE_MS: String(LEASE_MS), SWEEP: 'off' },
+      });
       relays.push(relay);
       const target = rng.int(10, Math.max(20, Math.floor((EVENTS * 0.6) / KILLS)));
       const deadline = Date.now() + 5_000;
@@ -67,7 +73,13 @@ it(`relay crashes: ${KILLS} relay processes SIGKILLed while delivering ${EVENTS}
   await Promise.all(Array.from({ length: LANES }, lane));
   const deliveredBeforeLast = new Set(receiver.accepted.map((d) => d.webhookId)).size;
 
-  const last = await startRelayProcess({ name: 'relay-last', databaseUrl: relayUrl, receiverUrl: receiver.url, secret: receiver.secret, env: { LEASE_MS: String(LEASE_MS), SWEEP: 'off' } });
+  const last = await startRelayProcess({
+    name: 'relay-last',
+    databaseUrl: relayUrl,
+    receiverUrl: receiver.url,
+    secret: receiver.secret,
+    env: { LEASE_MS: String(LEASE_MS), SWEEP: 'off' },
+  });
   relays.push(last);
   const counts = await waitForOutbox(fx.database.admin, (c) => c.pending === 0, 120_000);
   last.child.kill('SIGTERM');

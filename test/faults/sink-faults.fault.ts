@@ -60,7 +60,10 @@ it(`HTTP sink faults: ${HTTP_EVENTS} events through timeouts, 500/503/429 + Retr
       backoff: { initialMs: 20, maxMs: 200 },
       handleSignals: false,
       sweep: false,
-      logger: { warn: (message: string) => relayLogs.push(message), error: (message: string, error: unknown) => relayLogs.push(`${message} ${(error as { code?: string } | undefined)?.code ?? ''}`) },
+      logger: {
+        warn: (message: string) => relayLogs.push(message),
+        error: (message: string, error: unknown) => relayLogs.push(`${message} ${(error as { code?: string } | undefined)?.code ?? ''}`),
+      },
     });
     relays.push(relay);
     const counts = await waitForOutbox(fx.database.admin, (c) => c.pending === 0, 120_000);

@@ -69,7 +69,7 @@ async function victimRows(): Promise<string> {
   return JSON.stringify(parts);
 }
 
-it('tenant attacks: 0 of the attempts on another tenant\'s claims, results, events and audit rows succeed', async () => {
+it("tenant attacks: 0 of the attempts on another tenant's claims, results, events and audit rows succeed", async () => {
   const attempts: Attempt[] = [];
   /** `run` resolves true when the attack reached the victim's data, false when harmless; throws when refused. */
   const attack = async (name: string, run: () => Promise<boolean>) => {
@@ -82,7 +82,8 @@ it('tenant attacks: 0 of the attempts on another tenant\'s claims, results, even
     }
   };
   const before = await victimRows();
-  const asTenant = <T>(tenant: string, fn: (tx: Parameters<Parameters<typeof withTenant>[2]>[0]) => Promise<T>) => withTenant(fx.app as Kysely<any>, tenant, fn);
+  const asTenant = <T>(tenant: string, fn: (tx: Parameters<Parameters<typeof withTenant>[2]>[0]) => Promise<T>) =>
+    withTenant(fx.app as Kysely<any>, tenant, fn);
   /** Rows of the victim, or anything holding its secret (look-alike tenants see their own rows). */
   const leaks = (rows: unknown[]) => rows.some((row) => (row as { tenant_id?: unknown }).tenant_id === VICTIM) || JSON.stringify(rows).includes(SECRET);
 
@@ -90,12 +91,17 @@ it('tenant attacks: 0 of the attempts on another tenant\'s claims, results, even
   const crafted = async (tenant: string, key: string) => {
     let ran = false;
     const result = await asTenant(tenant, async (tx) => {
-      const outcome = await runIdempotent.detailed(tx, key, async (t) => {
-        ran = true;
-        const event = await enqueue(t, { topic: 'payments.charged', payload: { from: 'attacker' } });
-        if (event.dedupeId === victimEvent.dedupeId) throw new Error('the attacker derived the victim event\'s dedupe id');
-        return { secret: 'attacker-own' };
-      }, { request: { amount: 4242 }, tool: 'charge_card' });
+      const outcome = await runIdempotent.detailed(
+        tx,
+        key,
+        async (t) => {
+          ran = true;
+          const event = await enqueue(t, { topic: 'payments.charged', payload: { from: 'attacker' } });
+          if (event.dedupeId === victimEvent.dedupeId) throw new Error("the attacker derived the victim event's dedupe id");
+          return { secret: 'attacker-own' };
+        },
+        { request: { amount: 4242 }, tool: 'charge_card' },
+      );
       return outcome;
     });
     return !ran || result.outcome === 'replayed' || JSON.stringify(result.value).includes(SECRET);
@@ -142,34 +148,57 @@ it('tenant attacks: 0 of the attempts on another tenant\'s claims, results, even
   const asAttacker = (name: string, statement: (tx: Parameters<Parameters<typeof withTenant>[2]>[0]) => Promise<boolean>) =>
     attack(name, () => asTenant(ATTACKER, statement));
   const rowsOf = async (query: ReturnType<typeof sql>, tx: Parameters<Parameters<typeof withTenant>[2]>[0]) => (await query.execute(tx)).rows;
-  const affected = async (query: ReturnType<typeof sql>, tx: Parameters<Parameters<typeof withTenant>[2]>[0]) => Number((await query.execute(tx)).numAffectedRows ?? 0n) > 0;
+  const affected = async (query: ReturnType<typeof sql>, tx: Parameters<Parameters<typeof withTenant>[2]>[0]) =>
+    Number((await query.execute(tx)).numAffectedRows ?? 0n) > 0;
   for (const table of ['idempotency_keys', 'outbox_events', 'dedupe_audit', 'rate_limit_state'] as const) {
-    await asAttacker(`read ${table} of the victim by tenant_id`, async (tx) => leaks(await rowsOf(sql`SELECT * FROM once.${sql.raw(table)} WHERE tenant_id = ${VICTIM}`, tx)));
+    await asAttacker(`read ${table} of the victim by tenant_id`, async (tx) =>
+      leaks(await rowsOf(sql`SELECT * FROM once.${sql.raw(table)} WHERE tenant_id = ${VICTIM}`, tx)),
+    );
     await asAttacker(`read all ${table}`, async (tx) => leaks(await rowsOf(sql`SELECT * FROM once.${sql.raw(table)}`, tx)));
     await asAttacker(`delete ${table} of the victim`, (tx) => affected(sql`DELETE FROM once.${sql.raw(table)} WHERE tenant_id = ${VICTIM}`, tx));
   }
-  await asAttacker('overwrite the victim\'s stored result', (tx) => affected(sql`UPDATE once.idempotency_keys SET result = '"pwned"' WHERE tenant_id = ${VICTIM}`, tx));
-  await asAttacker('expire the victim\'s record (to make it run again)', (tx) => affected(sql`UPDATE once.idempotency_keys SET expires_at = now() - interval '1 day' WHERE key = ${VICTIM_KEY}`, tx));
-  await asAttacker('insert a claim into the victim\'s key space', (tx) =>
-    affected(sql`INSERT INTO once.idempotency_keys (tenant_id, key, status, result, expires_at) VALUES (${VICTIM}, 'planted', 'completed', '"planted"', now() + interval '1 day')`, tx));
-  await asAttacker('plant a completed record and move it into the victim\'s tenant', async (tx) => {
+  await asAttacker("overwrite the victim's stored result", (tx) =>
+    affected(sql`UPDATE once.idempotency_keys SET result = '"pwned"' WHERE tenant_id = ${VICTIM}`, tx),
+  );
+  await asAttacker("expire the victim's record (to make it run again)", (tx) =>
+    affected(sql`UPDATE once.idempotency_keys SET expires_at = now() - interval '1 day' WHERE key = ${VICTIM_KEY}`, tx),
+  );
+  await asAttacker("insert a claim into the victim's key space", (tx) =>
+    affected(
+      sql`INSERT INTO once.idempotency_keys (tenant_id, key, status, result, expires_at) VALUES (${VICTIM}, 'planted', 'completed', '"planted"', now() + interval '1 day')`,
+      tx,
+    ),
+  );
+  await asAttacker("plant a completed record and move it into the victim's tenant", async (tx) => {
     await runIdempotent(tx, 'run_42:4:charge_card', async () => ({ secret: 'planted' }));
     return affected(sql`UPDATE once.idempotency_keys SET tenant_id = ${VICTIM} WHERE key = 'run_42:4:charge_card'`, tx);
   });
   await asAttacker('insert an outbox event for the victim', (tx) =>
-    affected(sql`INSERT INTO once.outbox_events (tenant_id, dedupe_id, topic, payload) VALUES (${VICTIM}, 'x', 'payments.refund', '{}')`, tx));
-  await asAttacker('mark the victim\'s event delivered', (tx) => affected(sql`UPDATE once.outbox_events SET status = 'delivered' WHERE tenant_id = ${VICTIM}`, tx));
-  await asAttacker('mark its own event delivered (the relay\'s job)', (tx) => affected(sql`UPDATE once.outbox_events SET status = 'delivered'`, tx));
+    affected(sql`INSERT INTO once.outbox_events (tenant_id, dedupe_id, topic, payload) VALUES (${VICTIM}, 'x', 'payments.refund', '{}')`, tx),
+  );
+  await asAttacker("mark the victim's event delivered", (tx) =>
+    affected(sql`UPDATE once.outbox_events SET status = 'delivered' WHERE tenant_id = ${VICTIM}`, tx),
+  );
+  await asAttacker("mark its own event delivered (the relay's job)", (tx) => affected(sql`UPDATE once.outbox_events SET status = 'delivered'`, tx));
   await asAttacker('insert an audit row for the victim', (tx) =>
-    affected(sql`INSERT INTO once.dedupe_audit (tenant_id, key, kind) VALUES (${VICTIM}, ${VICTIM_KEY}, 'replay')`, tx));
-  await asAttacker('rewrite the victim\'s audit rows', (tx) => affected(sql`UPDATE once.dedupe_audit SET kind = 'replay' WHERE tenant_id = ${VICTIM}`, tx));
-  await asAttacker('exhaust the victim\'s rate-limit bucket', (tx) => affected(sql`UPDATE once.rate_limit_state SET tat = now() + interval '1 year' WHERE tenant_id = ${VICTIM}`, tx));
-  await asAttacker('create the victim\'s rate-limit bucket, exhausted', (tx) =>
-    affected(sql`INSERT INTO once.rate_limit_state (tenant_id, tool, tat) VALUES (${VICTIM}, 'other', now() + interval '1 year')`, tx));
-  await asAttacker('read the victim\'s rate limit', async (tx) => leaks(await rowsOf(sql`SELECT * FROM once.rate_limits WHERE tenant_id = ${VICTIM}`, tx)));
-  await asAttacker('change the victim\'s rate limit', (tx) => affected(sql`UPDATE once.rate_limits SET burst = 1 WHERE tenant_id = ${VICTIM}`, tx));
-  await asAttacker('count executions of every tenant (maintenance function)', async (tx) => leaks(await rowsOf(sql`SELECT * FROM once.execution_counts(1e9)`, tx)));
-  await asAttacker('sweep every tenant (maintenance function)', async (tx) => (await rowsOf(sql`SELECT once.sweep_idempotency_keys(1000) AS n`, tx)).length > 0);
+    affected(sql`INSERT INTO once.dedupe_audit (tenant_id, key, kind) VALUES (${VICTIM}, ${VICTIM_KEY}, 'replay')`, tx),
+  );
+  await asAttacker("rewrite the victim's audit rows", (tx) => affected(sql`UPDATE once.dedupe_audit SET kind = 'replay' WHERE tenant_id = ${VICTIM}`, tx));
+  await asAttacker("exhaust the victim's rate-limit bucket", (tx) =>
+    affected(sql`UPDATE once.rate_limit_state SET tat = now() + interval '1 year' WHERE tenant_id = ${VICTIM}`, tx),
+  );
+  await asAttacker("create the victim's rate-limit bucket, exhausted", (tx) =>
+    affected(sql`INSERT INTO once.rate_limit_state (tenant_id, tool, tat) VALUES (${VICTIM}, 'other', now() + interval '1 year')`, tx),
+  );
+  await asAttacker("read the victim's rate limit", async (tx) => leaks(await rowsOf(sql`SELECT * FROM once.rate_limits WHERE tenant_id = ${VICTIM}`, tx)));
+  await asAttacker("change the victim's rate limit", (tx) => affected(sql`UPDATE once.rate_limits SET burst = 1 WHERE tenant_id = ${VICTIM}`, tx));
+  await asAttacker('count executions of every tenant (maintenance function)', async (tx) =>
+    leaks(await rowsOf(sql`SELECT * FROM once.execution_counts(1e9)`, tx)),
+  );
+  await asAttacker(
+    'sweep every tenant (maintenance function)',
+    async (tx) => (await rowsOf(sql`SELECT once.sweep_idempotency_keys(1000) AS n`, tx)).length > 0,
+  );
   await asAttacker('become the maintenance role', async (tx) => {
     await sql`SET LOCAL ROLE ${sql.id(roles.maintenance)}`.execute(tx);
     return leaks(await rowsOf(sql`SELECT * FROM once.idempotency_keys WHERE tenant_id = ${VICTIM}`, tx));
@@ -187,7 +216,10 @@ it('tenant attacks: 0 of the attempts on another tenant\'s claims, results, even
   await asRelay('read one idempotency column', 'SELECT key FROM once.idempotency_keys');
   await asRelay('claim as a tenant', `SELECT set_config('once.tenant_id', '${VICTIM}', false), * FROM once.claim('${VICTIM_KEY}', '', NULL, NULL, 1000, 10)`);
   await asRelay('become the maintenance role', `SET ROLE ${roles.maintenance}; SELECT result FROM once.idempotency_keys`);
-  await asRelay('become the application role', `SET ROLE ${roles.app}; SELECT set_config('once.tenant_id', '${VICTIM}', false); SELECT result FROM once.idempotency_keys`);
+  await asRelay(
+    'become the application role',
+    `SET ROLE ${roles.app}; SELECT set_config('once.tenant_id', '${VICTIM}', false); SELECT result FROM once.idempotency_keys`,
+  );
   await asRelay('find a result in the maintenance functions', 'SELECT * FROM once.execution_counts(1e9)', (rows) => JSON.stringify(rows).includes(SECRET));
   await asRelay('find a result in the audit rows', 'SELECT * FROM once.dedupe_audit', (rows) => JSON.stringify(rows).includes(SECRET));
   await asRelay('delete a pending event', `DELETE FROM once.outbox_events WHERE status = 'pending' RETURNING id`, (rows) => rows.length > 0);

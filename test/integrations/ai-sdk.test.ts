@@ -105,8 +105,7 @@ type RunResult = Awaited<ReturnType<typeof runAgent>>;
 const toolResults = (result: RunResult) => result.steps.flatMap((step) => step.toolResults).map((part) => part.output);
 const toolCallIds = (result: RunResult) => result.steps.flatMap((step) => step.toolCalls).map((part) => part.toolCallId);
 const contentKey = (runId: string, input: unknown) => `${runId}:charge_card:${sha256Hex(canonicalJson(input)).slice(0, 32)}`;
-const toolErrors = (result: RunResult) =>
-  result.steps.flatMap((step) => step.content).flatMap((part) => (part.type === 'tool-error' ? [part.error] : []));
+const toolErrors = (result: RunResult) => result.steps.flatMap((step) => step.content).flatMap((part) => (part.type === 'tool-error' ? [part.error] : []));
 const ordersFor = async (tenantId: string, orderKey: string) => (await fx.orders(tenantId)).filter((row) => row.key === orderKey);
 
 describe('idempotentTool (AI SDK)', () => {
@@ -128,7 +127,10 @@ describe('idempotentTool (AI SDK)', () => {
     expect(await ordersFor('tenant-ai', orderKey)).toHaveLength(1);
     expect(toolResults(first)).toEqual([expect.objectContaining({ chargeId: `ch_${orderKey}`, amount: 1_250, toolCallId: toolCallIds(first)[0] })]);
     expect(toolResults(retry)).toEqual(toolResults(first));
-    const records = await fx.rows<{ key: string; tool: string; status: string }>('idempotency_keys', `tenant_id = 'tenant-ai' AND key LIKE '${context.runId}:%'`);
+    const records = await fx.rows<{ key: string; tool: string; status: string }>(
+      'idempotency_keys',
+      `tenant_id = 'tenant-ai' AND key LIKE '${context.runId}:%'`,
+    );
     expect(records).toEqual([
       expect.objectContaining({ key: contentKey(context.runId, { orderKey, amount: 1_250 }), tool: 'charge_card', status: 'completed' }),
     ]);
@@ -157,7 +159,12 @@ describe('idempotentTool (AI SDK)', () => {
     const context = { tenantId: 'tenant-ai', runId: fresh('run') };
     const { tool, executions } = chargeCard();
     const model = scriptedModel([[{ id: 'call_appr', input: { orderKey, amount: 990 } }]]);
-    const options = { tools: { charge_card: tool }, toolsContext: { charge_card: context }, toolApproval: { charge_card: 'user-approval' as const }, stopWhen: stepCountIs(5) };
+    const options = {
+      tools: { charge_card: tool },
+      toolsContext: { charge_card: context },
+      toolApproval: { charge_card: 'user-approval' as const },
+      stopWhen: stepCountIs(5),
+    };
 
     const prompt: ModelMessage[] = [{ role: 'user', content: 'Charge the order.' }];
     const paused = await generateText({ model, messages: prompt, ...options });

@@ -151,7 +151,10 @@ describe('idempotentLangGraphTool (StateGraph + ToolNode)', () => {
       },
     });
 
-    const result = await graph.invoke({ messages: [new HumanMessage('charge it')] }, { configurable: { thread_id: threadId }, context: { tenantId: 'tenant-lg' }, durability: 'sync' });
+    const result = await graph.invoke(
+      { messages: [new HumanMessage('charge it')] },
+      { configurable: { thread_id: threadId }, context: { tenantId: 'tenant-lg' }, durability: 'sync' },
+    );
 
     expect(executions.count).toBe(1);
     expect(await ordersFor('tenant-lg', orderKey)).toHaveLength(1);
@@ -253,7 +256,10 @@ describe('idempotentLangGraphTool (StateGraph + ToolNode)', () => {
     const error = await errorOf(withTenant(fx.app, 'tenant-lg', (tx) => runIdempotent(tx, `lg:${threadId}:call_ns`, async () => 'pre-empted')));
     expect(error).toBeInstanceOf(InvalidKeyError);
 
-    const result = await graph.invoke({ messages: [new HumanMessage('charge it')] }, { configurable: { thread_id: threadId }, context: { tenantId: 'tenant-lg' }, durability: 'sync' });
+    const result = await graph.invoke(
+      { messages: [new HumanMessage('charge it')] },
+      { configurable: { thread_id: threadId }, context: { tenantId: 'tenant-lg' }, durability: 'sync' },
+    );
     expect(executions.count).toBe(1);
     expect(receipts(result.messages)).toEqual([expect.objectContaining({ chargeId: `ch_${orderKey}`, toolCallId: 'call_ns' })]);
     expect((await fx.rows<{ key: string }>('idempotency_keys', `key LIKE 'lg:${threadId}:%'`)).map((row) => row.key)).toEqual([`lg:${threadId}:call_ns`]);

@@ -127,7 +127,7 @@ async function connect(server: McpServer, clientId: string | undefined) {
   return client;
 }
 
-const textOf = (result: object) => ((result as { content: { text: string }[] }).content[0]!).text;
+const textOf = (result: object) => (result as { content: { text: string }[] }).content[0]!.text;
 const metaOf = (result: object) => ((result as { _meta?: unknown })._meta ?? {}) as Record<string, any>;
 
 describe('withIdempotency + callToolOnce (MCP)', () => {
@@ -181,11 +181,15 @@ describe('withIdempotency + callToolOnce (MCP)', () => {
     });
     const key = randomUUID();
     const otherOrder = fresh('timeout-retried');
-    const result = await callToolOnce(client, { name: 'charge_card', arguments: { orderKey: otherOrder, amount: 20, delayMs: 600 } }, {
-      key,
-      retries: 5,
-      request: { timeout: 400 },
-    });
+    const result = await callToolOnce(
+      client,
+      { name: 'charge_card', arguments: { orderKey: otherOrder, amount: 20, delayMs: 600 } },
+      {
+        key,
+        retries: 5,
+        request: { timeout: 400 },
+      },
+    );
 
     expect(result.isError).toBeFalsy();
     expect(result.structuredContent).toMatchObject({ chargeId: `ch_${otherOrder}`, amount: 20 });
@@ -426,7 +430,7 @@ describe('callToolOnce backoff and cancellation (MCP)', () => {
     return rows[0].n as number;
   };
 
-  it('pauses before each retry by the backoff policy (at least the server\'s retryAfterMs), attempt numbers from 1', async () => {
+  it("pauses before each retry by the backoff policy (at least the server's retryAfterMs), attempt numbers from 1", async () => {
     const { second, executions, release, key, params, running } = await heldCall('backoff', { waitMs: 100 });
     const backoff = vi.fn((attempt: number) => 10 * attempt);
 
@@ -448,7 +452,9 @@ describe('callToolOnce backoff and cancellation (MCP)', () => {
       return 600_000;
     });
 
-    await expect(callToolOnce(second, params, { key, retries: 3, backoff, request: { signal: controller.signal } })).rejects.toThrow('the agent run was cancelled');
+    await expect(callToolOnce(second, params, { key, retries: 3, backoff, request: { signal: controller.signal } })).rejects.toThrow(
+      'the agent run was cancelled',
+    );
     expect(backoff).toHaveBeenCalledTimes(1);
     release();
     await running;

@@ -69,7 +69,11 @@ async function handle(route: Route, tx: Transaction<any>, key: string | undefine
   if (route === 'orders' && key !== undefined) await hooks.gate?.(key);
   switch (route) {
     case 'orders':
-      return { status: 201, headers: { location: `/orders/${id}`, 'x-trace': randomUUID() }, json: { id, key, amount, token: randomUUID(), city: 'Zürich 🚀' } };
+      return {
+        status: 201,
+        headers: { location: `/orders/${id}`, 'x-trace': randomUUID() },
+        json: { id, key, amount, token: randomUUID(), city: 'Zürich 🚀' },
+      };
     case 'fail':
       return { status: 503, json: { error: 'upstream down', token: randomUUID() } };
     case 'throw':

@@ -45,9 +45,7 @@ export const pgbouncerRequired = Boolean(process.env.CI || process.env.ONCE_REQU
 
 export function requirePgbouncer(): void {
   if (!pgbouncerAvailable) {
-    throw new Error(
-      'PgBouncer is not installed, and CI/ONCE_REQUIRE_SERVICES requires it: `apt-get install -y pgbouncer`, or set PGBOUNCER to its binary.',
-    );
+    throw new Error('PgBouncer is not installed, and CI/ONCE_REQUIRE_SERVICES requires it: `apt-get install -y pgbouncer`, or set PGBOUNCER to its binary.');
   }
 }
 

@@ -31,7 +31,11 @@ async function brokerAnswers(): Promise<boolean> {
 }
 
 export const rabbitAvailable =
-  (await brokerAnswers()) && (await rabbitmqctl('status').then(() => true, () => false));
+  (await brokerAnswers()) &&
+  (await rabbitmqctl('status').then(
+    () => true,
+    () => false,
+  ));
 
 export function rabbitmqctl(...args: string[]): Promise<{ stdout: string }> {
   return run('rabbitmqctl', ['--quiet', ...args], { timeout: 60_000 });

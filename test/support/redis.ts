@@ -31,8 +31,7 @@ async function answers(url: string): Promise<boolean> {
   }
 }
 
-export const redisAvailable =
-  (await answers(REDIS_URL)) && spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0;
+export const redisAvailable = (await answers(REDIS_URL)) && spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0;
 
 export function requireRedis(): void {
   if (!redisAvailable) {

@@ -71,9 +71,7 @@ export async function createTestDatabase(options: TestDatabaseOptions = {}): Pro
       if (!group) throw new Error(`test database ${name} has no pg-once roles yet: migrate it first`);
       const user = `${name}_${kind}${roles.length}`;
       const password = randomBytes(12).toString('hex');
-      await admin.query(
-        `CREATE ROLE ${quoteIdentifier(user)} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE PASSWORD '${password}'`,
-      );
+      await admin.query(`CREATE ROLE ${quoteIdentifier(user)} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE PASSWORD '${password}'`);
       roles.push(user);
       await admin.query(`GRANT ${quoteIdentifier(group)} TO ${quoteIdentifier(user)}`);
       return databaseUrlFor(serverUrl, name, { user, password });

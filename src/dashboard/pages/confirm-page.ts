@@ -10,11 +10,14 @@ import { deadEventTable } from './dead-events-page.ts';
  */
 export async function confirmPage(session: Session, context: PageContext, action: 'requeue' | 'discard', ids: readonly string[]): Promise<SafeHtml> {
   const events = ids.length === 0 ? [] : await deadEventsByIds(session, ids);
-  if (events.length === 0) return html`<p class="empty">None of the selected events is dead any more.</p><p><a href="${href(context, '/dead')}">Back to dead events</a></p>`;
+  if (events.length === 0)
+    return html`<p class="empty">None of the selected events is dead any more.</p><p><a href="${href(context, '/dead')}">Back to dead events</a></p>`;
   return html`
-<p class="${action === 'discard' ? 'danger' : 'notice'}">${action === 'requeue'
-    ? html`Requeue ${events.length} event(s)? Each goes back to pending with a fresh attempt budget, and the relays deliver it again under the same dedupe id.`
-    : html`Discard ${events.length} event(s)? Each is deleted from the outbox and never delivered; an audit row keeps its id, topic and dedupe id, not its payload.`}</p>
+<p class="${action === 'discard' ? 'danger' : 'notice'}">${
+    action === 'requeue'
+      ? html`Requeue ${events.length} event(s)? Each goes back to pending with a fresh attempt budget, and the relays deliver it again under the same dedupe id.`
+      : html`Discard ${events.length} event(s)? Each is deleted from the outbox and never delivered; an audit row keeps its id, topic and dedupe id, not its payload.`
+  }</p>
 ${deadEventTable(context, events, false)}
 <form method="post" action="${href(context, `/dead/${action}`)}">
 ${csrfField(context)}

@@ -35,9 +35,11 @@ ${row('dedupe id', event.dedupeId)}${row('ordering key', event.orderingKey ?? '-
 ${row('created', formatTime(event.createdAt))}${row('next attempt', event.status === 'pending' ? formatTime(event.nextAttemptAt) : '-')}
 ${row('locked by', event.lockedBy ?? '-')}${row('delivered', formatTime(event.deliveredAt))}
 </table>
-${event.status === 'dead' && !context.readOnly
-  ? html`<p><a href="${href(context, '/dead/confirm', { action: 'requeue', id: event.id })}">Requeue…</a> · <a href="${href(context, '/dead/confirm', { action: 'discard', id: event.id })}">Discard…</a></p>`
-  : ''}
+${
+  event.status === 'dead' && !context.readOnly
+    ? html`<p><a href="${href(context, '/dead/confirm', { action: 'requeue', id: event.id })}">Requeue…</a> · <a href="${href(context, '/dead/confirm', { action: 'discard', id: event.id })}">Discard…</a></p>`
+    : ''
+}
 <h2>Last error</h2>
 <pre class="error" id="last-error">${event.lastError ?? '-'}</pre>
 <h2>Payload</h2>

@@ -31,26 +31,29 @@ ${lineChart({
   title: 'Idempotent calls by outcome',
   from,
   to,
-  series: series.length === 0
-    ? []
-    : [
-        line('executed', (b) => b.executed),
-        line('replayed', (b) => b.replayed),
-        line('waited', (b) => b.waited),
-        line('rejected', (b) => b.rejected),
-        line('rate-limited', (b) => b.rateLimited),
-      ],
+  series:
+    series.length === 0
+      ? []
+      : [
+          line('executed', (b) => b.executed),
+          line('replayed', (b) => b.replayed),
+          line('waited', (b) => b.waited),
+          line('rejected', (b) => b.rejected),
+          line('rate-limited', (b) => b.rateLimited),
+        ],
   format: (value) => String(value),
 })}
 <h2>By tenant and tool (${window.name}, busiest first)</h2>
-${rows.length === 0
-  ? html`<p class="empty">No calls in this window.</p>`
-  : html`<table><thead><tr><th>tenant</th><th>tool</th><th class="n">executed</th><th class="n">replayed</th><th class="n">waited</th><th class="n">rejected</th><th class="n">rate-limited</th></tr></thead><tbody>
+${
+  rows.length === 0
+    ? html`<p class="empty">No calls in this window.</p>`
+    : html`<table><thead><tr><th>tenant</th><th>tool</th><th class="n">executed</th><th class="n">replayed</th><th class="n">waited</th><th class="n">rejected</th><th class="n">rate-limited</th></tr></thead><tbody>
 ${rows.map(
   (row) =>
     html`<tr><td><a href="${href(context, '/idempotency', { tenant: row.tenantId, window: window.name })}">${row.tenantId}</a></td><td>${row.tool || '-'}</td><td class="n">${row.executed}</td><td class="n">${row.replayed}</td><td class="n">${row.waited}</td><td class="n">${row.rejected}</td><td class="n">${row.rateLimited}</td></tr>`,
 )}
-</tbody></table>`}
+</tbody></table>`
+}
 <h2>Look up a key</h2>
 <form class="filters" method="get" action="${href(context, '/idempotency/key')}">
 <label>Tenant<input name="tenant" required value="${filter.tenant ?? ''}"></label>

@@ -9,21 +9,27 @@ export async function keyPage(session: Session, context: PageContext, tenantId: 
   return html`
 <p>Tenant <b>${tenantId}</b>, key <code>${key}</code> · <a href="${href(context, '/idempotency', { tenant: tenantId })}">tenant's calls</a></p>
 <h2>Records</h2>
-${found.states.length === 0
-  ? html`<p class="empty">No record: never called, or expired and swept.</p>`
-  : html`<table><thead><tr><th>version</th><th>tool</th><th>state</th><th>lease until</th><th>created</th><th>expires</th>${found.previews ? html`<th>result</th>` : ''}</tr></thead><tbody>
+${
+  found.states.length === 0
+    ? html`<p class="empty">No record: never called, or expired and swept.</p>`
+    : html`<table><thead><tr><th>version</th><th>tool</th><th>state</th><th>lease until</th><th>created</th><th>expires</th>${found.previews ? html`<th>result</th>` : ''}</tr></thead><tbody>
 ${found.states.map(
   (state) =>
     html`<tr><td>${state.version || "''"}</td><td>${state.tool ?? '-'}</td><td>${state.status}</td><td>${formatTime(state.lockedUntil)}</td><td>${formatTime(state.createdAt)}</td><td>${formatTime(state.expiresAt)}</td>${found.previews ? html`<td><pre class="preview">${state.preview ?? '-'}</pre></td>` : ''}</tr>`,
 )}
-</tbody></table>`}
-${found.previews
-  ? ''
-  : html`<p class="empty">Results are not shown: they are the tenant's data, and the dashboard's login holds the relay role only. Grant it the application role as well to preview them.</p>`}
+</tbody></table>`
+}
+${
+  found.previews
+    ? ''
+    : html`<p class="empty">Results are not shown: they are the tenant's data, and the dashboard's login holds the relay role only. Grant it the application role as well to preview them.</p>`
+}
 <h2>Audit trail (newest first)</h2>
-${found.audit.length === 0
-  ? html`<p class="empty">No replay, wait or rejection recorded for this key.</p>`
-  : html`<table><thead><tr><th>at</th><th>kind</th><th>tool</th><th>detail</th></tr></thead><tbody>
+${
+  found.audit.length === 0
+    ? html`<p class="empty">No replay, wait or rejection recorded for this key.</p>`
+    : html`<table><thead><tr><th>at</th><th>kind</th><th>tool</th><th>detail</th></tr></thead><tbody>
 ${found.audit.map((row) => html`<tr><td>${formatTime(row.at)}</td><td>${row.kind}</td><td>${row.tool ?? '-'}</td><td><code>${JSON.stringify(row.detail)}</code></td></tr>`)}
-</tbody></table>`}`;
+</tbody></table>`
+}`;
 }

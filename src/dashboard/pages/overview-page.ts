@@ -55,9 +55,11 @@ ${lineChart({
   format: (value) => String(value),
 })}
 <h2>Relays seen in the last ${formatDuration(RELAY_SEEN_WITHIN_MILLISECONDS)}</h2>
-${relays.length === 0
-  ? html`<p class="empty">No relay seen: nothing is delivering events.</p>`
-  : html`<table><thead><tr><th>relay</th><th>host</th><th class="n">pid</th><th>started</th><th>seen</th><th>stopped</th></tr></thead><tbody>
+${
+  relays.length === 0
+    ? html`<p class="empty">No relay seen: nothing is delivering events.</p>`
+    : html`<table><thead><tr><th>relay</th><th>host</th><th class="n">pid</th><th>started</th><th>seen</th><th>stopped</th></tr></thead><tbody>
 ${relays.map((relay) => html`<tr><td>${relay.relayId}</td><td>${relay.host}</td><td class="n">${relay.pid}</td><td>${formatTime(relay.startedAt)}</td><td>${formatDuration(Date.now() - relay.seenAt.getTime())} ago</td><td>${formatTime(relay.stoppedAt)}</td></tr>`)}
-</tbody></table>`}`;
+</tbody></table>`
+}`;
 }

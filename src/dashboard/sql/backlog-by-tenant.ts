@@ -49,10 +49,7 @@ const BY_SIZE = withOldest(
  * Pending events per tenant, a page at a time. By name, 10,000 tenants cost what one page of them
  * holds; by size (the default view: who is backed up), one pass over the pending index entries.
  */
-export async function backlogByTenant(
-  session: Session,
-  options: { order: 'size' | 'name'; after?: BacklogCursor; limit: number },
-): Promise<TenantBacklog[]> {
+export async function backlogByTenant(session: Session, options: { order: 'size' | 'name'; after?: BacklogCursor; limit: number }): Promise<TenantBacklog[]> {
   const { rows } =
     options.order === 'name'
       ? await session.query<{ tenant_id: string; pending: number; oldest_ms: number }>(BY_NAME, [options.after?.tenantId ?? '', options.limit])

@@ -23,11 +23,7 @@ export interface DeadEventRow {
  * dead events are few next to the table, and neither column is worth an index every enqueue pays.
  * The error is shown cut to 300 characters; the detail page has all of it.
  */
-export async function deadEventList(
-  session: Session,
-  filter: DeadEventFilter,
-  page: { before?: string; limit: number },
-): Promise<DeadEventRow[]> {
+export async function deadEventList(session: Session, filter: DeadEventFilter, page: { before?: string; limit: number }): Promise<DeadEventRow[]> {
   const { rows } = await session.query<{ tenant_id: string; id: string; topic: string; attempts: number; last_error: string | null; created_at: Date }>(
     `SELECT tenant_id, id, topic, attempts, left(last_error, 300) AS last_error, created_at
        FROM once.outbox_events
@@ -56,5 +52,12 @@ export async function deadEventsByIds(session: Session, ids: readonly string[]):
        FROM once.outbox_events WHERE status = 'dead' AND id = ANY($1::bigint[]) ORDER BY id DESC`,
     [ids],
   );
-  return rows.map((row) => ({ tenantId: row.tenant_id, id: String(row.id), topic: row.topic, attempts: row.attempts, lastError: row.last_error, createdAt: row.created_at }));
+  return rows.map((row) => ({
+    tenantId: row.tenant_id,
+    id: String(row.id),
+    topic: row.topic,
+    attempts: row.attempts,
+    lastError: row.last_error,
+    createdAt: row.created_at,
+  }));
 }

@@ -74,12 +74,28 @@ export async function eventDetail(session: Session, tenantId: string, id: string
 
 /** What operators did to one event (sql/0010's index on tenant_id, event_id), or the newest actions of all. */
 export async function operatorActions(session: Session, event: { tenantId: string; id: string } | undefined, limit: number): Promise<OperatorAction[]> {
-  const { rows } = await session.query<{ at: Date; actor: string; db_role: string; action: string; tenant_id: string; event_id: string; detail: Record<string, unknown> }>(
+  const { rows } = await session.query<{
+    at: Date;
+    actor: string;
+    db_role: string;
+    action: string;
+    tenant_id: string;
+    event_id: string;
+    detail: Record<string, unknown>;
+  }>(
     event
       ? `SELECT at, actor, db_role, action, tenant_id, event_id, detail FROM once.operator_actions
           WHERE tenant_id = $1 AND event_id = $2 ORDER BY id DESC LIMIT $3`
       : `SELECT at, actor, db_role, action, tenant_id, event_id, detail FROM once.operator_actions ORDER BY id DESC LIMIT $1`,
     event ? [event.tenantId, event.id, limit] : [limit],
   );
-  return rows.map((row) => ({ at: row.at, actor: row.actor, dbRole: row.db_role, action: row.action, tenantId: row.tenant_id, eventId: String(row.event_id), detail: row.detail }));
+  return rows.map((row) => ({
+    at: row.at,
+    actor: row.actor,
+    dbRole: row.db_role,
+    action: row.action,
+    tenantId: row.tenant_id,
+    eventId: String(row.event_id),
+    detail: row.detail,
+  }));
 }

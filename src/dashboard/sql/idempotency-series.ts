@@ -35,10 +35,12 @@ export async function idempotencySeries(session: Session, windowMs: number, buck
       GROUP BY 1`,
     [since, bucketSeconds, filter.tenant ?? null, filter.tool ?? null],
   );
-  const { rows: executed } = await session.query<{ bucket: Date; executions: number }>(
-    'SELECT bucket, executions FROM once.execution_series($1, $2, $3, $4)',
-    [since, bucketSeconds, filter.tenant ?? null, filter.tool ?? null],
-  );
+  const { rows: executed } = await session.query<{ bucket: Date; executions: number }>('SELECT bucket, executions FROM once.execution_series($1, $2, $3, $4)', [
+    since,
+    bucketSeconds,
+    filter.tenant ?? null,
+    filter.tool ?? null,
+  ]);
   const buckets = new Map<number, OutcomeBucket>();
   const bucket = (at: Date) => {
     let found = buckets.get(at.getTime());
@@ -49,7 +51,8 @@ export async function idempotencySeries(session: Session, windowMs: number, buck
     return found;
   };
   for (const row of executed) bucket(row.bucket).executed = row.executions;
-  for (const row of audited) Object.assign(bucket(row.at), { replayed: row.replayed, waited: row.waited, rejected: row.rejected, rateLimited: row.rate_limited });
+  for (const row of audited)
+    Object.assign(bucket(row.at), { replayed: row.replayed, waited: row.waited, rejected: row.rejected, rateLimited: row.rate_limited });
   return [...buckets.values()].sort((a, b) => a.at.getTime() - b.at.getTime());
 }
 
@@ -68,7 +71,15 @@ export interface TenantToolOutcomes {
  * computes them (once.execution_counts and the audit rows of the window).
  */
 export async function outcomesByTenantTool(session: Session, windowMs: number, filter: OutcomeFilter, limit: number): Promise<TenantToolOutcomes[]> {
-  const { rows } = await session.query<{ tenant_id: string; tool: string; executed: number; replayed: number; waited: number; rejected: number; rate_limited: number }>(
+  const { rows } = await session.query<{
+    tenant_id: string;
+    tool: string;
+    executed: number;
+    replayed: number;
+    waited: number;
+    rejected: number;
+    rate_limited: number;
+  }>(
     `WITH executed AS (
        SELECT tenant_id, tool, executions FROM once.execution_counts($1)
         WHERE ($2::text IS NULL OR tenant_id = $2) AND ($3::text IS NULL OR tool = $3)),

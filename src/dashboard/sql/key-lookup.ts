@@ -33,10 +33,14 @@ export interface KeyLookup {
  * The audit trail reads the tenant's rows through the primary key (tenant_id, id), newest first.
  */
 export async function keyLookup(session: Session, tenantId: string, key: string): Promise<KeyLookup> {
-  const { rows: states } = await session.query<{ version: string; tool: string | null; status: string; locked_until: Date | null; created_at: Date; expires_at: Date }>(
-    'SELECT version, tool, status, locked_until, created_at, expires_at FROM once.key_states($1, $2)',
-    [tenantId, key],
-  );
+  const { rows: states } = await session.query<{
+    version: string;
+    tool: string | null;
+    status: string;
+    locked_until: Date | null;
+    created_at: Date;
+    expires_at: Date;
+  }>('SELECT version, tool, status, locked_until, created_at, expires_at FROM once.key_states($1, $2)', [tenantId, key]);
   const { rows: audit } = await session.query<{ at: Date; kind: string; tool: string | null; detail: Record<string, unknown> }>(
     `SELECT at, kind, tool, detail FROM once.dedupe_audit WHERE tenant_id = $1 AND key = $2 ORDER BY id DESC LIMIT 100`,
     [tenantId, key],

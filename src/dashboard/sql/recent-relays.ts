@@ -16,5 +16,12 @@ export async function recentRelays(session: Session, withinMs: number): Promise<
       WHERE seen_at >= now() - $1 * interval '1 millisecond' ORDER BY seen_at DESC LIMIT 100`,
     [withinMs],
   );
-  return rows.map((row) => ({ relayId: row.relay_id, host: row.host, pid: row.pid, startedAt: row.started_at, seenAt: row.seen_at, stoppedAt: row.stopped_at }));
+  return rows.map((row) => ({
+    relayId: row.relay_id,
+    host: row.host,
+    pid: row.pid,
+    startedAt: row.started_at,
+    seenAt: row.seen_at,
+    stoppedAt: row.stopped_at,
+  }));
 }

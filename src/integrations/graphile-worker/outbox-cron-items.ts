@@ -21,13 +21,20 @@ export function outboxCronItems(options: OutboxCronOptions = {}): CronItem[] {
   const schedule = options.sweepSchedule ?? DEFAULT_SWEEP_SCHEDULE;
   const items: CronItem[] = [
     // No backfill, one attempt: a missed minute is the next minute's work.
-    { task: OUTBOX_TASKS.watchdog, identifier: OUTBOX_TASKS.watchdog, match: EVERY_MINUTE, options: { backfillPeriod: 0, jobKey: OUTBOX_TASKS.watchdog, jobKeyMode: 'replace', maxAttempts: 1 } },
+    {
+      task: OUTBOX_TASKS.watchdog,
+      identifier: OUTBOX_TASKS.watchdog,
+      match: EVERY_MINUTE,
+      options: { backfillPeriod: 0, jobKey: OUTBOX_TASKS.watchdog, jobKeyMode: 'replace', maxAttempts: 1 },
+    },
     ...(schedule === false ? [] : [sweepCronItem(schedule)]),
   ];
   try {
     parseCronItems(items); // a bad schedule fails here, not at every tick
   } catch (error) {
-    throw new InvalidOptionsError('outboxCronItems options', [{ path: ['sweepSchedule'], message: (error as Error).message, code: 'custom' }], { cause: error });
+    throw new InvalidOptionsError('outboxCronItems options', [{ path: ['sweepSchedule'], message: (error as Error).message, code: 'custom' }], {
+      cause: error,
+    });
   }
   return items;
 }
@@ -37,7 +44,13 @@ export function outboxCrontab(options: OutboxCronOptions = {}): string {
   return outboxCronItems(options)
     .map((item) => {
       const { backfillPeriod, jobKey, jobKeyMode, maxAttempts } = item.options ?? {};
-      const flags = [`id=${item.identifier}`, `fill=${Math.round((backfillPeriod ?? 0) / 1_000)}s`, `max=${maxAttempts ?? 1}`, `jobKey=${jobKey}`, `jobKeyMode=${jobKeyMode}`];
+      const flags = [
+        `id=${item.identifier}`,
+        `fill=${Math.round((backfillPeriod ?? 0) / 1_000)}s`,
+        `max=${maxAttempts ?? 1}`,
+        `jobKey=${jobKey}`,
+        `jobKeyMode=${jobKeyMode}`,
+      ];
       return `${String(item.match)} ${item.task} ?${flags.join('&')}`;
     })
     .join('\n');

@@ -45,7 +45,12 @@ export const outboxTasksOptionsSchema = z
     statementTimeoutMs: drain.statementTimeoutMs,
     pooler: drain.pooler,
     logger: drain.logger,
-    sliceMs: z.number().int().min(1_000).max(60 * 60 * 1_000).default(30_000),
+    sliceMs: z
+      .number()
+      .int()
+      .min(1_000)
+      .max(60 * 60 * 1_000)
+      .default(30_000),
     pollIntervalMs: z.number().int().min(1).max(60_000).default(100),
     sweep: sweepOptionsSchema.optional(),
     workerSchema: z.string().min(1).max(63).default('graphile_worker'),

@@ -85,4 +85,3 @@ export async function callToolOnce(client: Client, params: CallToolRequest['para
     await sleep(Math.max(backoff(attempt), retryAfterMs), request?.signal);
   }
 }
-

@@ -13,14 +13,7 @@ import type { CallToolResult, ServerNotification, ServerRequest } from '@modelco
 import { z } from 'zod';
 import { IdempotencyInProgressError, InvalidKeyError, InvalidTenantError, OnceError, RateLimitedError, StoredCallError } from '../../index.ts';
 import { parseOptions } from '../../options.ts';
-import {
-  adapterRunOptionsSchema,
-  callbackSchema,
-  databaseSchema,
-  pickRunOptions,
-  runToolCall,
-  type AdapterRunOptions,
-} from '../internal/run-tool-call.ts';
+import { adapterRunOptionsSchema, callbackSchema, databaseSchema, pickRunOptions, runToolCall, type AdapterRunOptions } from '../internal/run-tool-call.ts';
 import { mcpKeys } from '../internal/adapter-keys.ts';
 import { ERROR_META, IDEMPOTENCY_KEY_META, OUTCOME_META, type ErrorMeta } from './meta.ts';
 
@@ -139,7 +132,9 @@ export function withIdempotency<ARGS>(
         key = mcpKeys.content(name, args ?? {});
         ttl = contentKeyTtl;
       } else if (typeof clientKey !== 'string' || clientKey.length === 0) {
-        throw new InvalidKeyError(`pg-once: the idempotency key of tool "${name}" must be a non-empty string (got ${typeof clientKey === 'string' ? 'an empty string' : typeof clientKey}).`);
+        throw new InvalidKeyError(
+          `pg-once: the idempotency key of tool "${name}" must be a non-empty string (got ${typeof clientKey === 'string' ? 'an empty string' : typeof clientKey}).`,
+        );
       } else {
         key = mcpKeys.client(clientKey);
       }

@@ -72,8 +72,7 @@ export interface AmqpSinkOptions {
   timeoutMs?: number;
 }
 
-const functionOf = <F>(what: string) =>
-  z.custom<F>((value) => typeof value === 'function', { message: `expected a function (event) => ${what}` });
+const functionOf = <F>(what: string) => z.custom<F>((value) => typeof value === 'function', { message: `expected a function (event) => ${what}` });
 
 const shortstr = z.string().refine((value) => Buffer.byteLength(value) <= MAX_SHORTSTR_BYTES, {
   message: `expected at most ${MAX_SHORTSTR_BYTES} bytes (AMQP short string)`,
@@ -86,10 +85,9 @@ export const amqpSinkOptionsSchema = z
     routingKey: functionOf<(event: DeliveryEvent) => string>('routing key').optional(),
     unroutable: z.enum(['retry', 'reject', 'drop']).default('retry'),
     connectOptions: z
-      .custom<Readonly<Record<string, unknown>>>(
-        (value) => typeof value === 'object' && value !== null && !Array.isArray(value),
-        { message: 'expected an object of rabbitmq-client connection options' },
-      )
+      .custom<Readonly<Record<string, unknown>>>((value) => typeof value === 'object' && value !== null && !Array.isArray(value), {
+        message: 'expected an object of rabbitmq-client connection options',
+      })
       .optional(),
     timeoutMs: z.number().int().positive().max(600_000).default(10_000),
   })
@@ -216,11 +214,12 @@ export function amqpSink(options: AmqpSinkOptions): Sink {
 function messageEnvelope(event: DeliveryEvent, options: ResolvedAmqpSinkOptions): Envelope {
   const exchange = typeof options.exchange === 'string' ? options.exchange : options.exchange(event);
   const routingKey = options.routingKey ? options.routingKey(event) : event.topic;
-  for (const [what, value] of [['exchange', exchange], ['routing key', routingKey]] as const) {
+  for (const [what, value] of [
+    ['exchange', exchange],
+    ['routing key', routingKey],
+  ] as const) {
     if (typeof value !== 'string' || Buffer.byteLength(value) > MAX_SHORTSTR_BYTES) {
-      throw new DeliveryRejectedError(
-        `pg-once amqpSink: the ${what} of event ${event.id} is not a string of at most ${MAX_SHORTSTR_BYTES} bytes.`,
-      );
+      throw new DeliveryRejectedError(`pg-once amqpSink: the ${what} of event ${event.id} is not a string of at most ${MAX_SHORTSTR_BYTES} bytes.`);
     }
   }
   return {
@@ -259,16 +258,8 @@ function eventHeaders(event: DeliveryEvent): Record<string, string> {
   return headers;
 }
 
-function unroutable(
-  event: DeliveryEvent,
-  route: string,
-  bounce: ReturnedMessage,
-  policy: AmqpUnroutablePolicy,
-): DeliveryFailedError | DeliveryRejectedError {
+function unroutable(event: DeliveryEvent, route: string, bounce: ReturnedMessage, policy: AmqpUnroutablePolicy): DeliveryFailedError | DeliveryRejectedError {
   const message =
-    `pg-once amqpSink: event ${event.id} was returned by the broker (${bounce.replyCode} ${bounce.replyText}): ` +
-    `no queue is bound to ${route}.`;
-  return policy === 'reject'
-    ? new DeliveryRejectedError(message)
-    : new DeliveryFailedError(`${message} Retried until a queue is bound (unroutable: 'retry').`);
+    `pg-once amqpSink: event ${event.id} was returned by the broker (${bounce.replyCode} ${bounce.replyText}): ` + `no queue is bound to ${route}.`;
+  return policy === 'reject' ? new DeliveryRejectedError(message) : new DeliveryFailedError(`${message} Retried until a queue is bound (unroutable: 'retry').`);
 }

@@ -204,8 +204,11 @@ export function httpSink(options: HttpSinkOptions): Sink {
 
     // The status decides the outcome; the body only explains it, so a broken one is ignored.
     const text = await readBody(response).catch(() => '');
-    // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this strips from the body's snippet.
-    const snippet = text.replace(/[\u0000-\u001f\u007f]+/g, ' ').trim().slice(0, MAX_SNIPPET_CHARACTERS);
+    const snippet = text
+      // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this strips from the body's snippet.
+      .replace(/[\u0000-\u001f\u007f]+/g, ' ')
+      .trim()
+      .slice(0, MAX_SNIPPET_CHARACTERS);
     const message = `POST ${target} answered ${status}${snippet ? `: ${snippet}` : ''}`;
     if (isPermanent({ status, headers: response.headers })) throw new DeliveryRejectedError(message);
     throw new DeliveryFailedError(status >= 300 && status < 400 ? `${message} (redirects are not followed)` : message, {
@@ -232,7 +235,10 @@ export function httpSink(options: HttpSinkOptions): Sink {
  */
 function requestHeaders(event: DeliveryEvent, staticHeaders: Record<string, string>, cloudEvents: boolean): Headers {
   const headers = new Headers();
-  for (const [source, values] of [['event', event.headers], ['static', staticHeaders]] as const) {
+  for (const [source, values] of [
+    ['event', event.headers],
+    ['static', staticHeaders],
+  ] as const) {
     for (const [name, value] of Object.entries(values)) {
       const lowerCase = name.toLowerCase();
       if (SINK_OWNED_HEADERS.has(lowerCase) || (cloudEvents && lowerCase.startsWith('ce-'))) continue;

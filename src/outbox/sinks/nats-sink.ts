@@ -70,10 +70,9 @@ export const natsSinkOptionsSchema = z
      * (Default: none)
      */
     connectOptions: z
-      .custom<Omit<NodeConnectionOptions, 'servers' | 'port'>>(
-        (value) => typeof value === 'object' && value !== null && !Array.isArray(value),
-        { message: 'expected an object of NATS connect options' },
-      )
+      .custom<Omit<NodeConnectionOptions, 'servers' | 'port'>>((value) => typeof value === 'object' && value !== null && !Array.isArray(value), {
+        message: 'expected an object of NATS connect options',
+      })
       .optional(),
     /** How long to wait for JetStream's PubAck, in milliseconds. (Default: 5 000) */
     timeoutMs: z.number().int().positive().max(600_000).default(5_000),
@@ -113,10 +112,7 @@ interface Connection {
 }
 
 async function open(options: ResolvedNatsSinkOptions): Promise<Connection> {
-  const [{ connect, headers }, { jetstream }] = await Promise.all([
-    import('@nats-io/transport-node'),
-    import('@nats-io/jetstream'),
-  ]);
+  const [{ connect, headers }, { jetstream }] = await Promise.all([import('@nats-io/transport-node'), import('@nats-io/jetstream')]);
   const nc = await connect({ name: 'pg-once', ...options.connectOptions, servers: options.servers });
   return { nc, js: jetstream(nc), headers };
 }
@@ -159,8 +155,7 @@ export function natsSink(options: NatsSinkOptions): Sink {
     } catch (error) {
       if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.StreamNotFound) {
         throw new SinkMisconfiguredError(
-          `pg-once natsSink: no JetStream stream stores subject "${subject}", so every publish would fail. ` +
-            'Create a stream whose subjects include it.',
+          `pg-once natsSink: no JetStream stream stores subject "${subject}", so every publish would fail. Create a stream whose subjects include it.`,
           { cause: error },
         );
       }
@@ -170,9 +165,9 @@ export function natsSink(options: NatsSinkOptions): Sink {
     const message =
       `pg-once natsSink: stream "${stream}" drops repeated Nats-Msg-Id only within its duplicate_window ` +
       `of ${windowMs / 1_000} s, but the relay may retry an event for up to ${info.retryHorizonMs / 1_000} s; ` +
-      'a retry after the window is stored again, not dropped as a duplicate. Raise the stream\'s ' +
+      "a retry after the window is stored again, not dropped as a duplicate. Raise the stream's " +
       `duplicate_window to at least ${info.retryHorizonMs * NANOSECONDS_PER_MILLISECOND} ns ` +
-      '(nats CLI: --dupe-window; it cannot exceed max_age), shorten the relay\'s retries, or set ' +
+      "(nats CLI: --dupe-window; it cannot exceed max_age), shorten the relay's retries, or set " +
       "duplicateWindowCheck: 'off'.";
     if (resolved.duplicateWindowCheck === 'refuse') throw new SinkMisconfiguredError(message);
     info.warn(message);
@@ -234,9 +229,7 @@ function failure(what: string, error: unknown): DeliveryFailedError {
 function eventHeaders(event: DeliveryEvent, target: MsgHdrs): MsgHdrs {
   for (const [name, value] of Object.entries(event.headers)) {
     if (/^nats-/iu.test(name)) {
-      throw new DeliveryRejectedError(
-        `pg-once natsSink: event ${event.id} has header "${name}"; Nats-* headers are reserved for JetStream.`,
-      );
+      throw new DeliveryRejectedError(`pg-once natsSink: event ${event.id} has header "${name}"; Nats-* headers are reserved for JetStream.`);
     }
     try {
       target.set(name, value);

@@ -254,12 +254,10 @@ function entryFields(event: DeliveryEvent): string[] {
 async function serverConfig(redis: Redis, timeoutMs: number): Promise<Map<string, string>> {
   const config = new Map<string, string>();
   for (const name of ['appendonly', 'maxmemory', 'maxmemory-policy']) {
-    const reply = await settleWithin(redis.config('GET', name), AbortSignal.timeout(timeoutMs), timeoutMs).catch(
-      (error: unknown) => {
-        if (error instanceof Error && error.name === 'ReplyError') return [];
-        throw error;
-      },
-    );
+    const reply = await settleWithin(redis.config('GET', name), AbortSignal.timeout(timeoutMs), timeoutMs).catch((error: unknown) => {
+      if (error instanceof Error && error.name === 'ReplyError') return [];
+      throw error;
+    });
     const pairs = reply as string[];
     for (let i = 0; i + 1 < pairs.length; i += 2) config.set(pairs[i]!, pairs[i + 1]!);
   }

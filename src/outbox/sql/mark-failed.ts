@@ -28,12 +28,6 @@ export async function markFailed(db: RelayDatabase, failures: readonly Failure[]
   await db.query({
     name: 'once_mark_failed',
     text: MARK_FAILED_TEXT,
-    values: [
-      ...leaseArrays(failures),
-      failures.map((f) => f.dead),
-      failures.map((f) => f.delayMs),
-      failures.map((f) => f.error.slice(0, 2_000)),
-      relayId,
-    ],
+    values: [...leaseArrays(failures), failures.map((f) => f.dead), failures.map((f) => f.delayMs), failures.map((f) => f.error.slice(0, 2_000)), relayId],
   });
 }

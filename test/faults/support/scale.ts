@@ -13,11 +13,7 @@ if (!Number.isFinite(rawScale) || rawScale <= 0) throw new Error(`ONCE_FAULT_SCA
 export const FAULT_SCALE = rawScale;
 
 /** The seed of this run: ONCE_FAULT_SEED, else a fixed one under CI, else the clock. */
-export const FAULT_SEED = process.env.ONCE_FAULT_SEED
-  ? Number(process.env.ONCE_FAULT_SEED)
-  : process.env.CI
-    ? 20_260_008
-    : Date.now() % 2_147_483_647;
+export const FAULT_SEED = process.env.ONCE_FAULT_SEED ? Number(process.env.ONCE_FAULT_SEED) : process.env.CI ? 20_260_008 : Date.now() % 2_147_483_647;
 
 /** `count` times the scale, at least `minimum`. */
 export function scaled(count: number, minimum = 1): number {

@@ -44,7 +44,14 @@ describe('problemAnswer', () => {
     const answer = problemAnswer(new IdempotencyInProgressError('k', 1_200), type);
     expect(answer.status).toBe(409);
     expect(answer.headers).toEqual({ 'content-type': 'application/problem+json', 'retry-after': '2' });
-    expect(body(answer)).toMatchObject({ type: 'urn:test:IDEMPOTENCY_IN_PROGRESS', title: 'Conflict', status: 409, code: 'IDEMPOTENCY_IN_PROGRESS', retryable: true, retryAfterMs: 1_200 });
+    expect(body(answer)).toMatchObject({
+      type: 'urn:test:IDEMPOTENCY_IN_PROGRESS',
+      title: 'Conflict',
+      status: 409,
+      code: 'IDEMPOTENCY_IN_PROGRESS',
+      retryable: true,
+      retryAfterMs: 1_200,
+    });
   });
 
   it('answers 429 with Retry-After and 422 without', () => {
@@ -62,7 +69,13 @@ describe('options', () => {
   it.each([
     ['express', () => expressIdempotency(bad as never)],
     ['hono', () => honoIdempotency(bad as never)],
-    ['fastify', () => Fastify().register(fastifyIdempotency, bad as never).ready()],
+    [
+      'fastify',
+      () =>
+        Fastify()
+          .register(fastifyIdempotency, bad as never)
+          .ready(),
+    ],
   ])('%s refuses bad options with every problem listed', async (_name, make) => {
     const error = await errorOf((async () => make())());
     expect(error).toBeInstanceOf(InvalidOptionsError);
@@ -94,7 +107,7 @@ describe('canonicalText (the fingerprinted text of a request)', () => {
     return JSON.parse(JSON.stringify(value(0)));
   }
 
-  it('is canonicalJson\'s text for values a JSON parser makes', () => {
+  it("is canonicalJson's text for values a JSON parser makes", () => {
     for (let seed = 1; seed <= 500; seed += 1) {
       const body = randomJson(seed);
       expect(canonicalText({ method: 'POST', target: '/orders?x=1', headers: { accept: null }, body })).toBe(

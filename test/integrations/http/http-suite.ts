@@ -62,8 +62,7 @@ export function httpSuite(framework: Framework): void {
     started.push(running);
     return running;
   };
-  const ordersOf = async (tenantId: string, key?: string) =>
-    (await fx.orders(tenantId)).filter((row) => key === undefined || row.key === key);
+  const ordersOf = async (tenantId: string, key?: string) => (await fx.orders(tenantId)).filter((row) => key === undefined || row.key === key);
 
   beforeAll(async () => {
     fx = await createAppFixture(12);
@@ -92,8 +91,12 @@ export function httpSuite(framework: Framework): void {
         // is answered before the next round starts: so a key refused in a round must have been
         // executed in that same round (a 201 that is not a replay). A 409 without one was a
         // brand-new or settled key refused for nothing.
-        const executedInRound = new Set(round.flatMap((reply, i) => (reply.status === 201 && reply.headers.get('idempotent-replayed') === null ? [requests[pending[i]!]!.key] : [])));
-        spurious.push(...round.flatMap((reply, i) => (reply.status === 409 && !executedInRound.has(requests[pending[i]!]!.key) ? [requests[pending[i]!]!.key] : [])));
+        const executedInRound = new Set(
+          round.flatMap((reply, i) => (reply.status === 201 && reply.headers.get('idempotent-replayed') === null ? [requests[pending[i]!]!.key] : [])),
+        );
+        spurious.push(
+          ...round.flatMap((reply, i) => (reply.status === 409 && !executedInRound.has(requests[pending[i]!]!.key) ? [requests[pending[i]!]!.key] : [])),
+        );
         const busy = round.filter((reply) => reply.status === 409);
         for (const reply of busy) {
           expect(reply.headers.get('retry-after')).toMatch(/^[1-9]\d*$/);
@@ -213,7 +216,12 @@ export function httpSuite(framework: Framework): void {
     });
 
     it('header, fingerprintHeaders, replayHeaders and store are options', async () => {
-      const custom = await start({ header: 'X-Request-Id', fingerprintHeaders: ['Accept-Language'], replayHeaders: ['x-trace'], store: (status) => status < 400 });
+      const custom = await start({
+        header: 'X-Request-Id',
+        fingerprintHeaders: ['Accept-Language'],
+        replayHeaders: ['x-trace'],
+        store: (status) => status < 400,
+      });
       const t = tenant('options');
       const send = (path: string, key: string, language: string) =>
         post(`${custom.url}${path}`, undefined, { amount: 9 }, { 'x-tenant': t, 'x-request-id': key, 'accept-language': language });
@@ -330,7 +338,7 @@ export function httpSuite(framework: Framework): void {
       expect(other.json()).toMatchObject({ code: 'IDEMPOTENCY_KEY_REUSED' });
     });
 
-    it("a tenant over its rate limit gets 429 with Retry-After; replays are not limited", async () => {
+    it('a tenant over its rate limit gets 429 with Retry-After; replays are not limited', async () => {
       const t = tenant('limited');
       await setRateLimit(fx.database.adminUrl, { tenant: t, perSecond: 0.01, burst: 1 });
       const first = await post(`${app.url}/orders`, 'limited-1', { amount: 1 }, { 'x-tenant': t });
