@@ -14,7 +14,7 @@ import { assertValidKey } from '../keys.ts';
 import { parseOptions, type ResolvedRunIdempotentOptions, type RunIdempotentOptions, runIdempotentOptionsSchema } from '../options.ts';
 import { isResolved } from '../internal/resolved-options.ts';
 import { traceCall } from '../telemetry.ts';
-import { type CallContext, callContext } from './call-context.ts';
+import { callContext } from './call-context.ts';
 import {
   claimRequest,
   claimWithinWait,
@@ -89,8 +89,7 @@ async function runIdempotentCall<T>(
   onTenant(found.tenant_id);
   const settled = settleClaim<T>(found, key, opts);
   if (settled) return settled;
-  const charge = rateCharge(found);
-  return execute(tx, { tenantId: found.tenant_id, key, version: opts.version }, fn, opts, found.waited, charge);
+  return execute(tx, { tenantId: found.tenant_id, key, version: opts.version }, fn, opts, found.waited, rateCharge(found));
 }
 
 /**
@@ -119,9 +118,8 @@ async function execute<T>(
   if (savepoint) await tx.query(`SAVEPOINT ${quoteIdentifier(savepoint)}`, []);
 
   let value: T;
-  const call: CallContext = { tx: tx.owner, ...record, position: 0, parent: callContext.getStore() };
   try {
-    value = await callContext.run(call, fn);
+    value = await callContext.run({ tx: tx.owner, ...record, position: 0, parent: callContext.getStore() }, fn);
   } catch (error) {
     if (savepoint && wantsStored(opts.storeError, error)) {
       await tx.query(`ROLLBACK TO SAVEPOINT ${quoteIdentifier(savepoint)}`, []);

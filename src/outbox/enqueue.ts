@@ -62,13 +62,13 @@ export async function enqueueIn(tx: TransactionClient | undefined, event: Outbox
   }
   const payload = payloadText(parsed.payload);
   const call = callContext.getStore();
-  const ownCall = call !== undefined && call.tx === tx.owner ? call : undefined;
   // Taken synchronously, before any await, so positions follow the order of enqueue calls.
-  const dedupeId = parsed.dedupeId ?? (ownCall ? deriveDedupeId(ownCall.tenantId, ownCall.key, ownCall.version, ownCall.position++) : randomUUID());
-  const headers = JSON.stringify(parsed.headers);
+  const dedupeId =
+    parsed.dedupeId ?? (call !== undefined && call.tx === tx.owner ? deriveDedupeId(call.tenantId, call.key, call.version, call.position++) : randomUUID());
   // Written at once, never held back for the statement that stores the result (which would save
   // a round trip): fn's own later statements, and the caller's, must see the event it enqueued.
   try {
+    const headers = JSON.stringify(parsed.headers);
     // The payload is sent once and stored twice: as written (payload_text, what the relay
     // delivers, so keys keep their order: sql/0009) and as jsonb (payload, for queries).
     const rows =

@@ -24,7 +24,7 @@ export interface DeadEventRow {
  * The error is shown cut to 300 characters; the detail page has all of it.
  */
 export async function deadEventList(session: Session, filter: DeadEventFilter, page: { before?: string; limit: number }): Promise<DeadEventRow[]> {
-  const { rows } = await session.query<{ tenant_id: string; id: string; topic: string; attempts: number; last_error: string | null; created_at: Date }>(
+  const { rows } = await session.query<DeadEventColumns>(
     `SELECT tenant_id, id, topic, attempts, left(last_error, 300) AS last_error, created_at
        FROM once.outbox_events
       WHERE status = 'dead'
@@ -35,29 +35,28 @@ export async function deadEventList(session: Session, filter: DeadEventFilter, p
       ORDER BY id DESC LIMIT $5`,
     [filter.tenant ?? null, filter.topic ?? null, filter.error ?? null, page.before ?? null, page.limit],
   );
-  return rows.map((row) => ({
-    tenantId: row.tenant_id,
-    id: String(row.id),
-    topic: row.topic,
-    attempts: row.attempts,
-    lastError: row.last_error,
-    createdAt: row.created_at,
-  }));
+  return rows.map(deadEventRow);
 }
 
 /** The dead events among these ids (the partial index on dead events' ids), for a confirmation page. */
 export async function deadEventsByIds(session: Session, ids: readonly string[]): Promise<DeadEventRow[]> {
-  const { rows } = await session.query<{ tenant_id: string; id: string; topic: string; attempts: number; last_error: string | null; created_at: Date }>(
+  const { rows } = await session.query<DeadEventColumns>(
     `SELECT tenant_id, id, topic, attempts, left(last_error, 300) AS last_error, created_at
        FROM once.outbox_events WHERE status = 'dead' AND id = ANY($1::bigint[]) ORDER BY id DESC`,
     [ids],
   );
-  return rows.map((row) => ({
-    tenantId: row.tenant_id,
-    id: String(row.id),
-    topic: row.topic,
-    attempts: row.attempts,
-    lastError: row.last_error,
-    createdAt: row.created_at,
-  }));
+  return rows.map(deadEventRow);
+}
+
+interface DeadEventColumns {
+  tenant_id: string;
+  id: string;
+  topic: string;
+  attempts: number;
+  last_error: string | null;
+  created_at: Date;
+}
+
+function deadEventRow(row: DeadEventColumns): DeadEventRow {
+  return { tenantId: row.tenant_id, id: String(row.id), topic: row.topic, attempts: row.attempts, lastError: row.last_error, createdAt: row.created_at };
 }
