@@ -29,7 +29,7 @@ import { keyPage } from './pages/key-page.ts';
 import { loginPage } from './pages/login-page.ts';
 import { overviewPage } from './pages/overview-page.ts';
 import { FormTooLargeError, readForm } from './read-form.ts';
-import { settleDeadEvents } from './sql/settle-dead-events.ts';
+import { settleDeadEvents } from '../ops/dashboard-sql/settle-dead-events.ts';
 
 export type { DashboardOptions } from './dashboard-options.ts';
 

@@ -5,10 +5,10 @@
  * and the default.
  */
 import { z } from 'zod';
-import { assertSchemaOwner } from './internal/operator-role.ts';
-import { type DatabaseTarget, withSession } from './internal/session.ts';
-import { textProblem } from './internal/safe-text.ts';
-import { parseOptions } from './options.ts';
+import { assertSchemaOwner } from '../internal/operator-role.ts';
+import { type DatabaseTarget, withSession } from '../internal/session.ts';
+import { textProblem } from '../internal/safe-text.ts';
+import { parseOptions } from '../options.ts';
 
 /** The tenant id of the default limit, applied to tenants without a row of their own. */
 export const DEFAULT_LIMIT_TENANT = '*';

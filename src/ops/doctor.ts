@@ -13,9 +13,9 @@ import { type DoctorCheck, type DoctorFinding, finding } from './doctor/finding.
 import { connectFinding, installationFindings, installedFinding, migrationFindings, sharedRolesFinding } from './doctor/installation-findings.ts';
 import { loginFindings } from './doctor/login-findings.ts';
 import { relaysFinding, sweepFinding } from './doctor/relay-findings.ts';
-import type { RoleNames } from './internal/role-names.ts';
-import { type DatabaseTarget, withSession } from './internal/session.ts';
-import { parseOptions } from './options.ts';
+import type { RoleNames } from '../internal/role-names.ts';
+import { type DatabaseTarget, withSession } from '../internal/session.ts';
+import { parseOptions } from '../options.ts';
 import { statusOptionsSchema } from './status.ts';
 
 export type { DoctorCheck, DoctorFinding, DoctorSeverity } from './doctor/finding.ts';

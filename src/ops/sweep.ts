@@ -10,9 +10,9 @@
  * Run as a login granted the database's relay role (the relay schedules it) or a superuser.
  */
 import { z } from 'zod';
-import { type DatabaseTarget, type Session, withSession } from './internal/session.ts';
-import { assertRelayRole } from './internal/operator-role.ts';
-import { durationSchema, parseOptions, sweepBatchSizeSchema } from './options.ts';
+import { type DatabaseTarget, type Session, withSession } from '../internal/session.ts';
+import { assertRelayRole } from '../internal/operator-role.ts';
+import { durationSchema, parseOptions, sweepBatchSizeSchema } from '../options.ts';
 
 /** A retention as users write it, with its default, in milliseconds. */
 const retention = (fallback: string) => z.union([z.number(), z.string()]).default(fallback).pipe(durationSchema);

@@ -7,7 +7,7 @@
 import { EventNotFoundError, InvalidOptionsError } from '../errors.ts';
 import { assertRelayRole } from '../internal/operator-role.ts';
 import { type DatabaseTarget, withSession } from '../internal/session.ts';
-import { WAKE_CHANNEL } from './relay-wakeup.ts';
+import { WAKE_CHANNEL } from '../outbox/relay-wakeup.ts';
 
 export interface DeadEvent {
   tenantId: string;

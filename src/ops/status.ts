@@ -6,11 +6,11 @@
  * Run as a login granted the database's relay role (it sees metadata of every tenant, no results) or a superuser.
  */
 import { z } from 'zod';
-import { quoteIdentifier } from './internal/bind-variables.ts';
-import { parseDuration } from './internal/duration.ts';
-import { assertRelayRole } from './internal/operator-role.ts';
-import { type DatabaseTarget, withSession } from './internal/session.ts';
-import { parseOptions } from './options.ts';
+import { quoteIdentifier } from '../internal/bind-variables.ts';
+import { parseDuration } from '../internal/duration.ts';
+import { assertRelayRole } from '../internal/operator-role.ts';
+import { type DatabaseTarget, withSession } from '../internal/session.ts';
+import { parseOptions } from '../options.ts';
 import { DEFAULT_SWEEP_SCHEDULE, lastSweep, nextSweepAt } from './sweep-schedule.ts';
 
 export const statusOptionsSchema = z
