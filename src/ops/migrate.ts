@@ -24,6 +24,7 @@ import { type DatabaseTarget, type Session, withSession } from '../internal/sess
 import { grantWorkerSchema } from './migrate/grant-worker-schema.ts';
 import { checkForeignRoleUse, checkInstallation, refuseForeignSchema } from './migrate/check-installation.ts';
 import { poolFromSession } from './migrate/worker-pool.ts';
+import { assertOperatorRole } from './operator-role.ts';
 import { type MigrateOptions, migrateOptionsSchema, parseOptions } from '../options.ts';
 
 /** Advisory lock key shared by every migrating process (an arbitrary constant: "once" in ASCII). */
@@ -53,6 +54,7 @@ export async function migrate(target: DatabaseTarget, options?: MigrateOptions):
   const shipped = await migrationFiles();
 
   return withSession(target, async (session) => {
+    await assertOperatorRole(session, 'migrate');
     const outcome = await applyPending(session, shipped, { rolePrefix: resolved.rolePrefix, useBaseline: true });
     // Reported only now: until COMMIT returned, nothing was applied.
     for (const file of outcome.applied) log(`applied ${file.name}`);
