@@ -15,7 +15,7 @@ import type { RelayLogger } from './outbox/relay-logger.ts';
 import type { BackoffOptions } from './outbox/backoff.ts';
 import { wakeupSchema, type WakeupOptions } from './outbox/doorbell-options.ts';
 import { parseDuration } from './internal/duration.ts';
-import { DEFAULT_SWEEP_SCHEDULE, sweepCronItems } from './sweep-schedule.ts';
+import { DEFAULT_SWEEP_SCHEDULE, sweepCronItems } from './ops/sweep-schedule.ts';
 import { textProblem } from './internal/safe-text.ts';
 import { rolePrefixProblem } from './internal/role-names.ts';
 

@@ -35,10 +35,10 @@ import type {
   runIdempotentOptionsSchema,
   withTenantOptionsSchema,
 } from '../src/options.ts';
-import type { sweepOptionsSchema } from '../src/sweep.ts';
-import type { statusOptionsSchema } from '../src/status.ts';
+import type { sweepOptionsSchema } from '../src/ops/sweep.ts';
+import type { statusOptionsSchema } from '../src/ops/status.ts';
 import type { settingsSchema } from '../src/settings.ts';
-import type { rateLimitSchema } from '../src/limits.ts';
+import type { rateLimitSchema } from '../src/ops/limits.ts';
 import type { rolesSqlOptionsSchema } from '../src/roles.ts';
 import type { natsSinkOptionsSchema } from '../src/outbox/sinks/nats-sink.ts';
 import type { httpSinkOptionsSchema } from '../src/outbox/sinks/http-sink.ts';

@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { parseDuration } from '../internal/duration.ts';
 import type { DatabaseTarget } from '../internal/session.ts';
 import { callback, cronSchema } from '../options.ts';
-import { DEFAULT_SWEEP_SCHEDULE } from '../sweep-schedule.ts';
+import { DEFAULT_SWEEP_SCHEDULE } from '../ops/sweep-schedule.ts';
 
 /** Tokens shorter than this are refused: a dashboard token guards every tenant's events. */
 export const MIN_TOKEN_LENGTH = 16;

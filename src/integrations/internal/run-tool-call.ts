@@ -8,7 +8,9 @@ import type { Kysely, Transaction } from 'kysely';
 import { z } from 'zod';
 import { outsideInternalKey, runWithInternalKey } from '../../internal/internal-key.ts';
 import { isTransaction } from '../../internal/is-transaction.ts';
-import { IdempotencyInProgressError, runIdempotent, withTenant, type IdempotentOutcome } from '../../index.ts';
+import { IdempotencyInProgressError } from '../../errors.ts';
+import { type IdempotentOutcome, runIdempotent } from '../../idempotency/run-idempotent.ts';
+import { withTenant } from '../../tenant.ts';
 import { runIdempotentOptionsSchema, type ResolvedRunIdempotentOptions, type RunIdempotentOptions } from '../../options.ts';
 import { asResolved } from '../../internal/resolved-options.ts';
 

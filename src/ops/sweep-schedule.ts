@@ -4,8 +4,8 @@
  * way, from the same cron expression.
  */
 import { type CronItem, parseCronItems } from 'graphile-worker';
-import type { Session } from './internal/session.ts';
-import { tableAccess } from './internal/table-access.ts';
+import type { Session } from '../internal/session.ts';
+import { tableAccess } from '../internal/table-access.ts';
 
 export const SWEEP_TASK = 'once_sweep';
 /** Every 5 minutes. */

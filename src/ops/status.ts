@@ -6,11 +6,11 @@
  * Run as a login granted the database's relay role (it sees metadata of every tenant, no results) or a superuser.
  */
 import { z } from 'zod';
-import { quoteIdentifier } from './internal/bind-variables.ts';
-import { parseDuration } from './internal/duration.ts';
-import { assertRelayRole } from './internal/operator-role.ts';
-import { type DatabaseTarget, withSession } from './internal/session.ts';
-import { parseOptions } from './options.ts';
+import { quoteIdentifier } from '../internal/bind-variables.ts';
+import { parseDuration } from '../internal/duration.ts';
+import { assertOperatorRole } from './operator-role.ts';
+import { type DatabaseTarget, withSession } from '../internal/session.ts';
+import { parseOptions } from '../options.ts';
 import { DEFAULT_SWEEP_SCHEDULE, lastSweep, nextSweepAt } from './sweep-schedule.ts';
 
 export const statusOptionsSchema = z
@@ -90,7 +90,7 @@ export interface Status {
 export async function status(target: DatabaseTarget, options?: StatusOptions): Promise<Status> {
   const opts = parseOptions(statusOptionsSchema, options, 'status options');
   return withSession(target, async (session) => {
-    await assertRelayRole(session, 'status');
+    await assertOperatorRole(session, 'status');
     const window = [opts.window];
     const { rows: calls } = await session.query<{
       tenant_id: string;
