@@ -15,7 +15,7 @@ import { assertRelayRole } from './internal/operator-role.ts';
 import { durationSchema, parseOptions, sweepBatchSizeSchema } from './options.ts';
 
 /** A retention as users write it, with its default, in milliseconds. */
-const retention = (fallback: string) => z.union([z.number(), z.string()]).default(fallback).pipe(durationSchema);
+const retention = (fallback: string) => z.union([z.number(), z.string()]).default(fallback).pipe(durationSchema());
 
 export const sweepOptionsSchema = z
   .object({

@@ -13,7 +13,7 @@ import {
 import { JsonTextError, toJsonText } from '../internal/json-text.ts';
 import type { TransactionClient } from '../internal/transaction-client.ts';
 import { fingerprint } from '../keys.ts';
-import type { ResolvedRunIdempotentOptions } from '../options.ts';
+import type { ResolvedRunIdempotentOptions } from './run-idempotent-options.ts';
 import { settings } from '../settings.ts';
 import { type DedupeAuditEvent, emitAuditEvent } from './audit-event.ts';
 import { claim, type ClaimRequest, type ClaimRow, retryAfterMs } from './claim.ts';

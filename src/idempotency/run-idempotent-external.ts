@@ -18,7 +18,12 @@ import type { Kysely } from 'kysely';
 import { kyselyDriver } from '../drivers/kysely-driver.ts';
 import { LeaseLostError, RateLimitedError } from '../errors.ts';
 import { assertValidKey } from '../keys.ts';
-import { parseOptions, type ResolvedRunIdempotentExternalOptions, type RunIdempotentExternalOptions, runIdempotentExternalOptionsSchema } from '../options.ts';
+import { parseOptions } from '../options.ts';
+import {
+  type ResolvedRunIdempotentExternalOptions,
+  type RunIdempotentExternalOptions,
+  runIdempotentExternalOptionsSchema,
+} from './run-idempotent-external-options.ts';
 import type { Driver } from '../internal/driver.ts';
 import type { TransactionClient } from '../internal/transaction-client.ts';
 import { withTenantFor } from '../tenant.ts';
