@@ -28,7 +28,7 @@ import {
 } from './claim-outcome.ts';
 import type { Jsonify } from './jsonify.ts';
 import { recordFailure } from './recorded-failure.ts';
-import { abortCall, failEndedCall, type RateCharge, type RecordId, storeFailure, storeResult } from './store-outcome.ts';
+import { abortCall, failEndedCall, type RateCharge, type RecordId, storeFailure, storeResult } from './sql/store-outcome.ts';
 import { transactionState } from './transaction-state.ts';
 import { describeError } from './stored-error.ts';
 
