@@ -221,9 +221,7 @@ export const keys = {
         // once.record_audit (sql/0015) writes the row under the transaction's tenant, which is read back here.
         const { rows } = await sql<{ tenant_id: string }>`
           SELECT once.current_tenant() AS tenant_id
-            FROM once.record_audit(${options.fallback}, ${options.tool ?? null}, 'model_key_rejected', ${JSON.stringify(detail)}::jsonb)`.execute(
-          options.tx,
-        );
+            FROM once.record_audit(${options.fallback}, ${options.tool ?? null}, 'model_key_rejected', ${JSON.stringify(detail)}::jsonb)`.execute(options.tx);
         tenantId = rows[0]!.tenant_id;
       } catch (error) {
         throw translateDatabaseError(error);

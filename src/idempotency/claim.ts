@@ -22,7 +22,6 @@ export interface ClaimRequest {
   lease?: { ms: number; token: string };
 }
 
-
 /** How one round trip may wait: `block` false answers 'busy' instead of waiting for a claim in flight. */
 export interface ClaimMode {
   /** The longest this statement may wait, in all, in milliseconds. */
