@@ -13,9 +13,7 @@
 import { z } from 'zod';
 import { InvalidOptionsError, type OnceIssue } from './errors.ts';
 import { parseDuration } from './internal/duration.ts';
-import { sweepCronItems } from './sweep-schedule.ts';
 import { textProblem } from './internal/safe-text.ts';
-import { rolePrefixProblem } from './internal/role-names.ts';
 
 /**
  * A callback, validated only as "is a function" (zod 4 has no function schema): its parameters
@@ -61,59 +59,6 @@ export function safeText(max: number, min = 1) {
       if (problem) context.addIssue({ code: 'custom', message: problem });
     });
 }
-
-/** Rows a sweep deletes per statement. */
-export const sweepBatchSizeSchema = z.number().int().min(1).max(100_000);
-
-/** A cron expression (UTC, graphile-worker's syntax), refused at once rather than at every tick. */
-export const cronSchema = z.string().superRefine((schedule, context) => {
-  try {
-    sweepCronItems(schedule);
-  } catch (error) {
-    context.addIssue({ code: 'custom', message: `not a cron schedule: ${(error as Error).message}` });
-  }
-});
-
-/** A role prefix: see internal/role-names.ts for what is accepted and why. */
-export const rolePrefixSchema = z.string().superRefine((prefix, context) => {
-  const problem = rolePrefixProblem(prefix);
-  if (problem) context.addIssue({ code: 'custom', message: problem });
-});
-
-export const migrateOptionsSchema = z
-  .object({
-    /**
-     * Also install (or upgrade) graphile-worker's schema, which the relay runs on, so no separate
-     * step is needed. (Default: true)
-     */
-    installWorkerSchema: z.boolean().default(true),
-    /**
-     * Names this database's roles at install: `<rolePrefix>_app`, `_relay` and `_maintenance`.
-     * Roles are cluster-wide, so every database gets its own. Later runs use the installed roles
-     * and refuse a different prefix. (Default: `once_<database name>`; see `pg-once roles`)
-     */
-    rolePrefix: rolePrefixSchema.optional(),
-    /** Receives one line per applied migration (after the commit) and per notable step. (Default: silent) */
-    onLog: callback<(message: string) => void>().optional(),
-  })
-  .strict();
-/** Options of {@link migrate}. */
-export interface MigrateOptions {
-  /**
-   * Also install (or upgrade) graphile-worker's schema, which the relay runs on, so no separate
-   * step is needed. (Default: true)
-   */
-  installWorkerSchema?: boolean;
-  /**
-   * Names this database's roles at install: `<rolePrefix>_app`, `_relay` and `_maintenance`.
-   * Roles are cluster-wide, so every database gets its own. Later runs use the installed roles
-   * and refuse a different prefix. (Default: `once_<database name>`; see `pg-once roles`)
-   */
-  rolePrefix?: string;
-  /** Receives one line per applied migration (after the commit) and per notable step. (Default: silent) */
-  onLog?: (message: string) => void;
-}
-export type ResolvedMigrateOptions = z.output<typeof migrateOptionsSchema>;
 
 /** Parses `input` with `schema`, or throws InvalidOptionsError naming `what` was being parsed. */
 export function parseOptions<S extends z.ZodType>(schema: S, input: unknown, what: string): z.output<S> {

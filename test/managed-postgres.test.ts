@@ -22,8 +22,8 @@ import {
   withTenant,
   WrongRoleError,
 } from '../src/index.ts';
-import { applyPending } from '../src/migrate.ts';
-import { migrationFiles } from '../src/internal/migration-files.ts';
+import { applyPending } from '../src/ops/migrate.ts';
+import { migrationFiles } from '../src/ops/migrate/migration-files.ts';
 import { errorOf } from './support/error-of.ts';
 import { SHIPPED_FOR_NEW_DATABASE } from './support/shipped-migrations.ts';
 import { type ServerScratch, serverScratch } from './support/server-roles.ts';

@@ -6,8 +6,8 @@
 import type { IncomingMessage } from 'node:http';
 import { z } from 'zod';
 import type { DatabaseTarget } from '../internal/session.ts';
-import { callback, cronSchema, durationSchema } from '../options.ts';
-import { DEFAULT_SWEEP_SCHEDULE } from '../sweep-schedule.ts';
+import { callback, durationSchema } from '../options.ts';
+import { cronSchema, DEFAULT_SWEEP_SCHEDULE } from '../ops/sweep-schedule.ts';
 
 /** Tokens shorter than this are refused: a dashboard token guards every tenant's events. */
 export const MIN_TOKEN_LENGTH = 16;

@@ -1,9 +1,9 @@
 /**
- * The claim: one round trip to once.claim_key() (sql/0007_bounded_claims.sql, redefined by
- * sql/0013 and sql/0015; the statement is in sql/claim-key.ts), which inserts the in-progress
- * record, or finds the result to replay, the reused key, the expired record to take over, or
- * (only when asked to block) waits for a concurrent duplicate. All of that in one statement,
- * because every round trip here is paid by every tool call.
+ * The claim: one round trip to once.claim_key() (made by sql/0007_bounded_claims.sql, last replaced
+ * by sql/0015_audit_and_charge_functions.sql; the statement is in sql/claim-key.ts), which inserts
+ * the in-progress record, or finds the result to replay, the reused key, the expired record to
+ * take over, or (only when asked to block) waits for a concurrent duplicate. All of that in one
+ * statement, because every round trip here is paid by every tool call.
  */
 import { CallAbortedError, IdempotencyInProgressError, translateDatabaseError } from '../errors.ts';
 import type { TransactionClient } from '../internal/transaction-client.ts';

@@ -1,8 +1,9 @@
 /** startRelay's options (start-relay.ts); drainOnce's (drain-options.ts) are built from the same pieces. */
 import type pg from 'pg';
 import { z } from 'zod';
-import { callback, cronSchema, durationSchema, sweepBatchSizeSchema } from '../options.ts';
-import { DEFAULT_SWEEP_SCHEDULE } from '../sweep-schedule.ts';
+import { callback, durationSchema } from '../options.ts';
+import { sweepBatchSizeSchema } from '../ops/sweep.ts';
+import { cronSchema, DEFAULT_SWEEP_SCHEDULE } from '../ops/sweep-schedule.ts';
 import type { BackoffOptions } from './backoff.ts';
 import { type WakeupOptions, wakeupSchema } from './doorbell-options.ts';
 import type { RelayLogger } from './relay-logger.ts';
