@@ -321,7 +321,8 @@ export class EventNotFoundError extends OnceError {
  * outbox) without the database's relay role, `limits` by anyone but the schema's owner, an
  * application login without the database's app role. Under forced row-level security the first
  * would silently find nothing and the others fail with a bare "permission denied"; the message
- * names the role needed (`neededRole`), which `pg-once roles` also lists.
+ * names the role needed (`neededRole`), which `pg-once roles` also lists. `migrate` by a login
+ * that may not migrate throws MigrationFailedError, as it always has, with this as its `cause`.
  */
 export class WrongRoleError extends OnceError {
   readonly code = 'WRONG_ROLE';

@@ -2,9 +2,12 @@
  * Who may call what: every operator function (src/ops/), the dashboard and the relay run one role
  * check first (src/ops/operator-role.ts). A login that holds only the database's application role
  * gets a coded refusal from each, naming the role needed, and nothing is read across tenants or
- * written: not a sweep record, a requeue, a limit, a relay registration or a migration.
+ * written: not a sweep record, a requeue, a limit, a relay registration or a migration. (The
+ * dashboard's refusal: test/dashboard.test.ts › 'refuses a login that does not hold the relay role'.)
  */
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import {
@@ -27,7 +30,6 @@ import {
 } from '../src/index.ts';
 import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
 import { databaseUrlFor, quoteIdentifier } from './support/database-url.ts';
-import { serveDashboard } from './support/dashboard-server.ts';
 import { errorOf } from './support/error-of.ts';
 import { QUIET_RELAY } from './support/relay-fixture.ts';
 import { createTestDatabase } from './support/test-database.ts';
@@ -112,16 +114,10 @@ describe('a login holding only the application role', () => {
     expect(await written()).toEqual(before);
   });
 
-  it('is refused by the dashboard with WRONG_ROLE', async () => {
-    const token = 'operator-role-test-token-0123456789';
-    const dashboard = await serveDashboard({ database: fx.appUrl, tokens: [token] });
-    try {
-      const page = await fetch(`${dashboard.url}/dead`, { headers: { authorization: `Bearer ${token}` } });
-      expect(page.status).toBe(500);
-      expect(await page.text()).toContain('WRONG_ROLE');
-    } finally {
-      await dashboard.close();
-    }
+  it('pg-once outbox dead, as the application login, prints the coded refusal and exits 1', async () => {
+    const failed = await errorOf(promisify(execFile)(process.execPath, ['src/cli.ts', 'outbox', 'dead', '--database-url', fx.appUrl]));
+    expect(failed.code).toBe(1);
+    expect(failed.stderr).toContain('[WRONG_ROLE]');
   });
 
   it('may run doctor, which any login may run (what it cannot see is reported as unknown)', async () => {

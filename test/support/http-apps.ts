@@ -1,6 +1,6 @@
 /**
  * The same small orders API on Express 5, Fastify 5 and Hono 4, each behind pg-once's adapter and
- * listening on loopback, so one suite (test/integrations/http-suite.ts) runs against all three.
+ * listening on loopback, so one suite (test/integrations/http/http-suite.ts) runs against all three.
  * The tenant comes from `x-tenant`, the principal from `x-user` (a stand-in for authentication).
  *
  * Routes, each writing an order row keyed by the Idempotency-Key and enqueuing an event in the
