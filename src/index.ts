@@ -49,15 +49,12 @@ export { migrate } from './ops/migrate.ts';
 export type { AppliedMigration, DatabaseTarget, MigrateResult } from './ops/migrate.ts';
 export { databaseRoles, rolesSql } from './roles.ts';
 export type { RoleNames, RolesSqlOptions } from './roles.ts';
-export type {
-  MigrateOptions,
-  OutboxEvent,
-  RelayOptions,
-  RelaySweepOptions,
-  RunIdempotentExternalOptions,
-  RunIdempotentOptions,
-  WithTenantOptions,
-} from './options.ts';
+export type { MigrateOptions } from './ops/migrate/migrate-options.ts';
+export type { WithTenantOptions } from './with-tenant-options.ts';
+export type { RunIdempotentOptions } from './idempotency/run-idempotent-options.ts';
+export type { RunIdempotentExternalOptions } from './idempotency/run-idempotent-external-options.ts';
+export type { OutboxEvent } from './outbox/outbox-event.ts';
+export type { RelayOptions, RelaySweepOptions } from './outbox/relay-options.ts';
 export type { LogicalDoorbellOptions, WakeupOptions } from './outbox/doorbell-options.ts';
 export {
   CallAbortedError,

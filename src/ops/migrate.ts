@@ -25,7 +25,8 @@ import { grantWorkerSchema } from './migrate/grant-worker-schema.ts';
 import { checkForeignRoleUse, checkInstallation, refuseForeignSchema } from './migrate/check-installation.ts';
 import { poolFromSession } from './migrate/worker-pool.ts';
 import { assertOperatorRole } from './operator-role.ts';
-import { type MigrateOptions, migrateOptionsSchema, parseOptions } from '../options.ts';
+import { parseOptions } from '../options.ts';
+import { type MigrateOptions, migrateOptionsSchema } from './migrate/migrate-options.ts';
 
 /** Advisory lock key shared by every migrating process (an arbitrary constant: "once" in ASCII). */
 const MIGRATION_LOCK_KEY = 0x6f6e6365;

@@ -13,10 +13,13 @@
 import { z } from 'zod';
 import { type DatabaseTarget, type Session, withSession } from '../internal/session.ts';
 import { assertOperatorRole } from './operator-role.ts';
-import { durationSchema, parseOptions, sweepBatchSizeSchema } from '../options.ts';
+import { durationSchema, parseOptions } from '../options.ts';
+
+/** Rows a sweep deletes per statement (the relay's sweep option checks it too). */
+export const sweepBatchSizeSchema = z.number().int().min(1).max(100_000);
 
 /** A retention as users write it, with its default, in milliseconds. */
-const retention = (fallback: string) => z.union([z.number(), z.string()]).default(fallback).pipe(durationSchema);
+const retention = (fallback: string) => z.union([z.number(), z.string()]).default(fallback).pipe(durationSchema());
 
 export const sweepOptionsSchema = z
   .object({
