@@ -65,9 +65,43 @@ export function relayConnectionConfig(connectionString: string, statementTimeout
   };
 }
 
+/**
+ * Plans on a young outbox. The relay's statements are named: after five runs Postgres keeps one
+ * generic plan per connection, planned with the table as it was then, until something invalidates
+ * it (the table's next VACUUM or ANALYZE, or DDL). A relay started on a new outbox table (or one
+ * still small) gets a plan made for a table of a few pages, with no statistics: the claim joined
+ * each ordering-key head to its tenant's whole primary-key range, and its UPDATE read the whole
+ * heap, so each claim cost time in proportion to the table and its dead tuples (measured on
+ * Postgres 18: 2 ms at first, 100-500 ms for 48 events once the table held 40,000 rows and 60,000
+ * dead tuples), and delivery fell tens of seconds behind until the table's first autovacuum
+ * replaced the plan (docs/performance.md, "Soak"). So a connection opened while the outbox has
+ * never been analyzed, or is smaller than YOUNG_OUTBOX_BYTES, plans every statement for the
+ * table as it is (plan_cache_mode = force_custom_plan: about 1 ms of planning per claim, nothing
+ * beside a stall), and the relay's connections are replaced every CONNECTION_LIFETIME_SECONDS,
+ * so once the table has grown and has statistics they go back to cached plans.
+ */
+const YOUNG_OUTBOX_BYTES = 8 * 1_048_576;
+const CONNECTION_LIFETIME_SECONDS = 300;
+
+/** Sets custom plans for this session if the outbox is young (see above); nothing otherwise, or before migrate. */
+export const YOUNG_OUTBOX_PLANS_TEXT = `
+SELECT set_config('plan_cache_mode', 'force_custom_plan', false) AS plan_cache_mode
+  FROM pg_class c
+ WHERE c.oid = to_regclass('once.outbox_events') AND (c.reltuples < 0 OR pg_relation_size(c.oid) < $1::bigint)`;
+
+/**
+ * Run on each new connection of the relay's own pool, before it is used. A failure here is left
+ * to the statement that follows (a broken connection fails that one too).
+ */
+export async function planForYoungOutbox(client: pg.ClientBase, youngBytes = YOUNG_OUTBOX_BYTES): Promise<void> {
+  await client.query(YOUNG_OUTBOX_PLANS_TEXT, [youngBytes]).catch(() => {});
+}
+
 /** Claims, settles, heartbeats and the odd release: a handful of connections is plenty. */
 export function createRelayPool(connectionString: string, statementTimeoutMs: number, pooler: Pooler = 'none'): pg.Pool {
-  return new pg.Pool({ ...relayConnectionConfig(connectionString, statementTimeoutMs, pooler), max: 4 });
+  // Behind a pooler a session setting would stay on a server connection other clients then use.
+  const plans = pooler === 'none' ? { onConnect: planForYoungOutbox, maxLifetimeSeconds: CONNECTION_LIFETIME_SECONDS } : {};
+  return new pg.Pool({ ...relayConnectionConfig(connectionString, statementTimeoutMs, pooler), max: 4, ...plans });
 }
 
 /**
