@@ -4,6 +4,7 @@
  * columns it sets are indexed, so Postgres can make it a HOT update on the same page.
  */
 import { translateDatabaseError } from '../errors.ts';
+import type { Statement } from '../internal/inline-values.ts';
 import type { TransactionClient } from '../internal/transaction-client.ts';
 import { transactionState } from './transaction-state.ts';
 
@@ -47,9 +48,14 @@ const STORE_RESULT_CHARGED = `
      AND EXISTS (SELECT 1 FROM charged)
   RETURNING 1`;
 
+/** The uncharged store as a statement, for a transaction that can defer it (TransactionClient.defer). */
+export function storeResultStatement(id: RecordId, resultText: string | undefined): Statement {
+  return { text: STORE_RESULT, values: [id.tenantId, id.key, id.version, resultText ?? null] };
+}
+
 export async function storeResult(tx: TransactionClient, id: RecordId, resultText: string | undefined, charge: RateCharge | undefined): Promise<boolean> {
   try {
-    const record = [id.tenantId, id.key, id.version, resultText ?? null];
+    const { values: record } = storeResultStatement(id, resultText);
     if (!charge) {
       await tx.query(STORE_RESULT, record);
       return true;
