@@ -10,14 +10,14 @@
  */
 import pg from 'pg';
 import type { Session } from '../src/internal/session.ts';
-import { backlogByTenant } from '../src/dashboard/sql/backlog-by-tenant.ts';
-import { backlogByTopic } from '../src/dashboard/sql/backlog-by-topic.ts';
-import { deadEventList } from '../src/dashboard/sql/dead-event-list.ts';
-import { deliverySeries } from '../src/dashboard/sql/delivery-series.ts';
-import { eventDetail, operatorActions } from '../src/dashboard/sql/event-detail.ts';
-import { idempotencySeries, outcomesByTenantTool } from '../src/dashboard/sql/idempotency-series.ts';
-import { keyLookup } from '../src/dashboard/sql/key-lookup.ts';
-import { overviewCounts } from '../src/dashboard/sql/overview-counts.ts';
+import { backlogByTenant } from '../src/ops/dashboard-sql/backlog-by-tenant.ts';
+import { backlogByTopic } from '../src/ops/dashboard-sql/backlog-by-topic.ts';
+import { deadEventList } from '../src/ops/dashboard-sql/dead-event-list.ts';
+import { deliverySeries } from '../src/ops/dashboard-sql/delivery-series.ts';
+import { eventDetail, operatorActions } from '../src/ops/dashboard-sql/event-detail.ts';
+import { idempotencySeries, outcomesByTenantTool } from '../src/ops/dashboard-sql/idempotency-series.ts';
+import { keyLookup } from '../src/ops/dashboard-sql/key-lookup.ts';
+import { overviewCounts } from '../src/ops/dashboard-sql/overview-counts.ts';
 
 const url = process.argv[2] ?? process.env.DATABASE_URL;
 if (!url) throw new Error('usage: node bench/dashboard-plans.ts <postgres://relay-login@host/db>');

@@ -30,34 +30,31 @@ export type { AmqpSinkOptions, AmqpUnroutablePolicy } from './outbox/sinks/amqp-
 export { redisStreamSink } from './outbox/sinks/redis-stream-sink.ts';
 export type { RedisStreamSinkOptions } from './outbox/sinks/redis-stream-sink.ts';
 export type { BackoffOptions, BackoffPolicy } from './outbox/backoff.ts';
-export { listDeadEvents, requeueDeadEvents } from './outbox/dead-events.ts';
-export type { DeadEvent } from './outbox/dead-events.ts';
+export { listDeadEvents, requeueDeadEvents } from './ops/dead-events.ts';
+export type { DeadEvent } from './ops/dead-events.ts';
 export type { MessageRelayLogger, RelayLogFields, RelayLogger, StructuredRelayLogger } from './outbox/relay-logger.ts';
 export { keys, canonicalJson, fingerprint, modelKeyProblem, MAX_KEY_LENGTH } from './keys.ts';
 export type { ModelKeyOptions, OrchestratorKeyParts } from './keys.ts';
-export { sweep } from './sweep.ts';
-export type { SweepOptions, SweepResult } from './sweep.ts';
-export { doctor } from './doctor.ts';
-export type { DoctorCheck, DoctorFinding, DoctorOptions, DoctorReport, DoctorSeverity } from './doctor.ts';
-export { status } from './status.ts';
-export type { Status, StatusOptions, TenantToolStatus } from './status.ts';
-export { DEFAULT_LIMIT_TENANT, listRateLimits, removeRateLimit, setRateLimit } from './limits.ts';
-export type { RateLimit, RateLimitRow } from './limits.ts';
+export { sweep } from './ops/sweep.ts';
+export type { SweepOptions, SweepResult } from './ops/sweep.ts';
+export { doctor } from './ops/doctor.ts';
+export type { DoctorCheck, DoctorFinding, DoctorOptions, DoctorReport, DoctorSeverity } from './ops/doctor.ts';
+export { status } from './ops/status.ts';
+export type { Status, StatusOptions, TenantToolStatus } from './ops/status.ts';
+export { DEFAULT_LIMIT_TENANT, listRateLimits, removeRateLimit, setRateLimit } from './ops/limits.ts';
+export type { RateLimit, RateLimitRow } from './ops/limits.ts';
 export { configure } from './settings.ts';
 export type { Settings } from './settings.ts';
-export { migrate } from './migrate.ts';
-export type { AppliedMigration, DatabaseTarget, MigrateResult } from './migrate.ts';
+export { migrate } from './ops/migrate.ts';
+export type { AppliedMigration, DatabaseTarget, MigrateResult } from './ops/migrate.ts';
 export { databaseRoles, rolesSql } from './roles.ts';
 export type { RoleNames, RolesSqlOptions } from './roles.ts';
-export type {
-  MigrateOptions,
-  OutboxEvent,
-  RelayOptions,
-  RelaySweepOptions,
-  RunIdempotentExternalOptions,
-  RunIdempotentOptions,
-  WithTenantOptions,
-} from './options.ts';
+export type { MigrateOptions } from './ops/migrate/migrate-options.ts';
+export type { WithTenantOptions } from './with-tenant-options.ts';
+export type { RunIdempotentOptions } from './idempotency/run-idempotent-options.ts';
+export type { RunIdempotentExternalOptions } from './idempotency/run-idempotent-external-options.ts';
+export type { OutboxEvent } from './outbox/outbox-event.ts';
+export type { RelayOptions, RelaySweepOptions } from './outbox/relay-options.ts';
 export type { LogicalDoorbellOptions, WakeupOptions } from './outbox/doorbell-options.ts';
 export {
   CallAbortedError,

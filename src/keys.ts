@@ -218,10 +218,10 @@ export const keys = {
     let tenantId = '';
     if (options.tx) {
       try {
+        // once.record_audit (sql/0015) writes the row under the transaction's tenant, which is read back here.
         const { rows } = await sql<{ tenant_id: string }>`
-          INSERT INTO once.dedupe_audit (key, tool, kind, detail)
-          VALUES (${options.fallback}, ${options.tool ?? null}, 'model_key_rejected', ${JSON.stringify(detail)}::jsonb)
-          RETURNING tenant_id`.execute(options.tx);
+          SELECT once.current_tenant() AS tenant_id
+            FROM once.record_audit(${options.fallback}, ${options.tool ?? null}, 'model_key_rejected', ${JSON.stringify(detail)}::jsonb)`.execute(options.tx);
         tenantId = rows[0]!.tenant_id;
       } catch (error) {
         throw translateDatabaseError(error);

@@ -7,9 +7,9 @@
 import { z } from 'zod';
 import { NotInstalledError } from './errors.ts';
 import { quoteIdentifier } from './internal/bind-variables.ts';
-import { defaultRolePrefix, installedRoleNames, type RoleNames, roleNamesFor } from './internal/role-names.ts';
+import { defaultRolePrefix, installedRoleNames, type RoleNames, rolePrefixProblem, roleNamesFor } from './internal/role-names.ts';
 import { type DatabaseTarget, withSession } from './internal/session.ts';
-import { parseOptions, rolePrefixSchema } from './options.ts';
+import { parseOptions } from './options.ts';
 
 export type { RoleNames } from './internal/role-names.ts';
 
@@ -21,6 +21,12 @@ export async function databaseRoles(target: DatabaseTarget): Promise<RoleNames> 
     return roles;
   });
 }
+
+/** A role prefix (rolesSql's and migrate's): see internal/role-names.ts for what is accepted and why. */
+export const rolePrefixSchema = z.string().superRefine((prefix, context) => {
+  const problem = rolePrefixProblem(prefix);
+  if (problem) context.addIssue({ code: 'custom', message: problem });
+});
 
 const identifier = z
   .string()

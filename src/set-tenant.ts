@@ -25,13 +25,14 @@ interface RoleCheck {
 }
 
 /**
- * The newest function and column this package uses (sql/0007, sql/0009), and sql/0013's grant as
- * the mark of a schema that has the newest claim_key (duplicates waiting on a shared lock): their
- * absence means the database's schema is older than the code, which would otherwise fail at the
- * claim with a bare "function does not exist", or at enqueue with "column does not exist", or
- * wait for duplicates one after another. Read from the catalog, which every login may read.
+ * The newest function and column this package uses (sql/0015's once.record_audit, which the
+ * claim and the client's audit rows call; sql/0009), and sql/0013's grant as the mark of a schema
+ * whose claim_key lets duplicates wait on a shared lock: their absence means the database's schema
+ * is older than the code, which would otherwise fail at the claim or an audit row with a bare
+ * "function does not exist", or at enqueue with "column does not exist", or wait for duplicates
+ * one after another. Read from the catalog, which every login may read.
  */
-const NEWEST_FUNCTION = 'claim_key';
+const NEWEST_FUNCTION = 'record_audit';
 // By name through the catalog, not to_regclass('once....'), which needs USAGE on the schema: a
 // login without the app role must get WRONG_ROLE, not "permission denied for schema once".
 const NEWEST_COLUMN = { table: 'outbox_events', column: 'payload_text' };

@@ -2,7 +2,7 @@
  * Process-wide defaults, set once at start-up with `configure()`. Per-call options win over them.
  */
 import { z } from 'zod';
-import { parseOptions } from './options.ts';
+import { callback, parseOptions } from './options.ts';
 import type { DedupeAuditEvent } from './idempotency/audit-event.ts';
 
 export const settingsSchema = z
@@ -13,7 +13,7 @@ export const settingsSchema = z
      */
     allowRlsBypass: z.boolean().optional(),
     /** Called for every dedupe audit event (replay, wait, key reuse, model-key rejection). */
-    logger: z.custom<(event: DedupeAuditEvent) => void>((value) => typeof value === 'function').optional(),
+    logger: callback<(event: DedupeAuditEvent) => void>().optional(),
   })
   .strict();
 /** Process-wide defaults for {@link configure}. */

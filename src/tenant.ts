@@ -12,7 +12,8 @@ import { recordRejection } from './idempotency/rejection-audit.ts';
 import { clearTransactionState, setTransactionState, type TransactionState } from './idempotency/transaction-state.ts';
 import type { Driver } from './internal/driver.ts';
 import { textProblem } from './internal/safe-text.ts';
-import { parseOptions, type WithTenantOptions, withTenantOptionsSchema } from './options.ts';
+import { parseOptions } from './options.ts';
+import { type WithTenantOptions, withTenantOptionsSchema } from './with-tenant-options.ts';
 import { knownTenantStatement, refuseKnownRole, setTenant } from './set-tenant.ts';
 import { settings } from './settings.ts';
 

@@ -9,13 +9,13 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, expectTypeOf, inject, it } from 'vitest';
 import type { z } from 'zod';
 import { doctor, type DoctorFinding, type DoctorOptions, type DoctorReport, enqueue, startRelay, sweep, withTenant } from '../src/index.ts';
-import type { doctorOptionsSchema } from '../src/doctor.ts';
-import { clockFinding } from '../src/doctor/clock-finding.ts';
-import type { DatabaseFacts } from '../src/doctor/database-facts.ts';
-import { loginFindings } from '../src/doctor/login-findings.ts';
+import type { doctorOptionsSchema } from '../src/ops/doctor.ts';
+import { clockFinding } from '../src/ops/doctor/clock-finding.ts';
+import type { DatabaseFacts } from '../src/ops/doctor/database-facts.ts';
+import { loginFindings } from '../src/ops/doctor/login-findings.ts';
 import { databaseUrlFor, quoteIdentifier } from './support/database-url.ts';
 import { createTestDatabase, type TestDatabase } from './support/test-database.ts';
-import { migrationFiles } from '../src/internal/migration-files.ts';
+import { migrationFiles } from '../src/ops/migrate/migration-files.ts';
 import type { RoleNames } from '../src/internal/role-names.ts';
 import { SHIPPED_FOR_NEW_DATABASE } from './support/shipped-migrations.ts';
 

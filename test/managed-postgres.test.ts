@@ -22,8 +22,8 @@ import {
   withTenant,
   WrongRoleError,
 } from '../src/index.ts';
-import { applyPending } from '../src/migrate.ts';
-import { migrationFiles } from '../src/internal/migration-files.ts';
+import { applyPending } from '../src/ops/migrate.ts';
+import { migrationFiles } from '../src/ops/migrate/migration-files.ts';
 import { errorOf } from './support/error-of.ts';
 import { SHIPPED_FOR_NEW_DATABASE } from './support/shipped-migrations.ts';
 import { type ServerScratch, serverScratch } from './support/server-roles.ts';
@@ -263,8 +263,9 @@ describe('every use with the wrong role is a coded error naming the role needed'
 
 describe('a schema older than the package', () => {
   // 5: before once.claim_key (sql/0007); 8: before outbox_events.payload_text (sql/0009);
-  // 11: before the application role could reserve outbox ids (sql/0013).
-  it.each([5, 8, 11])('at version %i is a coded NOT_INSTALLED saying to run migrate, not a bare "does not exist" error', async (version) => {
+  // 11: before the application role could reserve outbox ids (sql/0013); 14: before
+  // once.record_audit and once.charge_rate_limit (sql/0015).
+  it.each([5, 8, 11, 14])('at version %i is a coded NOT_INSTALLED saying to run migrate, not a bare "does not exist" error', async (version) => {
     const database = scratch.name('once_old');
     await scratch.database(database);
     const client = new pg.Client({ connectionString: scratch.url(database) });

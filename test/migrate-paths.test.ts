@@ -8,9 +8,9 @@
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { migrate, withTenant, runIdempotent, WrongRoleError } from '../src/index.ts';
-import { applyPending } from '../src/migrate.ts';
-import { grantWorkerSchema } from '../src/internal/grant-worker-schema.ts';
-import { migrationFiles } from '../src/internal/migration-files.ts';
+import { applyPending } from '../src/ops/migrate.ts';
+import { grantWorkerSchema } from '../src/ops/migrate/grant-worker-schema.ts';
+import { migrationFiles } from '../src/ops/migrate/migration-files.ts';
 import { LEGACY_ROLE_NAMES } from '../src/internal/role-names.ts';
 import { errorOf } from './support/error-of.ts';
 import { numberedAfter } from './support/shipped-migrations.ts';

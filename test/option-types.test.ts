@@ -27,18 +27,16 @@ import type {
   RedisStreamSinkOptions,
   CloudEventsOptions,
 } from '../src/index.ts';
-import type {
-  migrateOptionsSchema,
-  outboxEventSchema,
-  relayOptionsSchema,
-  runIdempotentExternalOptionsSchema,
-  runIdempotentOptionsSchema,
-  withTenantOptionsSchema,
-} from '../src/options.ts';
-import type { sweepOptionsSchema } from '../src/sweep.ts';
-import type { statusOptionsSchema } from '../src/status.ts';
+import type { migrateOptionsSchema } from '../src/ops/migrate/migrate-options.ts';
+import type { withTenantOptionsSchema } from '../src/with-tenant-options.ts';
+import type { runIdempotentOptionsSchema } from '../src/idempotency/run-idempotent-options.ts';
+import type { runIdempotentExternalOptionsSchema } from '../src/idempotency/run-idempotent-external-options.ts';
+import type { outboxEventSchema } from '../src/outbox/outbox-event.ts';
+import type { relayOptionsSchema } from '../src/outbox/relay-options.ts';
+import type { sweepOptionsSchema } from '../src/ops/sweep.ts';
+import type { statusOptionsSchema } from '../src/ops/status.ts';
 import type { settingsSchema } from '../src/settings.ts';
-import type { rateLimitSchema } from '../src/limits.ts';
+import type { rateLimitSchema } from '../src/ops/limits.ts';
 import type { rolesSqlOptionsSchema } from '../src/roles.ts';
 import type { natsSinkOptionsSchema } from '../src/outbox/sinks/nats-sink.ts';
 import type { httpSinkOptionsSchema } from '../src/outbox/sinks/http-sink.ts';
@@ -120,6 +118,6 @@ describe('public option interfaces agree with their zod schemas', () => {
   });
 
   it('the relay sweep option is the interface, or false', () => {
-    expectTypeOf<RelayOptions['sweep']>().toEqualTypeOf<false | import('../src/options.ts').RelaySweepOptions | undefined>();
+    expectTypeOf<RelayOptions['sweep']>().toEqualTypeOf<false | import('../src/outbox/relay-options.ts').RelaySweepOptions | undefined>();
   });
 });

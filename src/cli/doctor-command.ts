@@ -1,4 +1,4 @@
-import { doctor, type DoctorReport, type DoctorSeverity } from '../doctor.ts';
+import { doctor, type DoctorReport, type DoctorSeverity } from '../ops/doctor.ts';
 import type { Command } from './command.ts';
 import { databaseUrl } from './database-url.ts';
 import { parseFlags } from './parse-flags.ts';

@@ -4,7 +4,7 @@
  * by the next run); a database or configuration failure throws, and cli.ts exits non-zero.
  */
 import { InvalidOptionsError } from '../errors.ts';
-import type { RelayOptions } from '../options.ts';
+import type { RelayOptions } from '../outbox/relay-options.ts';
 import { drainOnce } from '../outbox/drain-once.ts';
 import type { DrainOnceOptions } from '../outbox/drain-options.ts';
 

@@ -1,5 +1,5 @@
 import { InvalidOptionsError } from '../errors.ts';
-import { DEFAULT_LIMIT_TENANT, listRateLimits, removeRateLimit, setRateLimit } from '../limits.ts';
+import { DEFAULT_LIMIT_TENANT, listRateLimits, removeRateLimit, setRateLimit } from '../ops/limits.ts';
 import type { Command } from './command.ts';
 import { databaseUrl } from './database-url.ts';
 import { parseFlags } from './parse-flags.ts';

@@ -1,5 +1,5 @@
 import type { Command } from './command.ts';
-import { migrate } from '../migrate.ts';
+import { migrate } from '../ops/migrate.ts';
 import { databaseUrl } from './database-url.ts';
 import { parseFlags } from './parse-flags.ts';
 

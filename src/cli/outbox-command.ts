@@ -1,5 +1,5 @@
 import { InvalidOptionsError } from '../errors.ts';
-import { listDeadEvents, requeueDeadEvents } from '../outbox/dead-events.ts';
+import { listDeadEvents, requeueDeadEvents } from '../ops/dead-events.ts';
 import type { Command } from './command.ts';
 import { databaseUrl } from './database-url.ts';
 import { parseFlags } from './parse-flags.ts';

@@ -15,7 +15,7 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { InvalidOptionsError } from '../errors.ts';
-import type { RelayOptions } from '../options.ts';
+import type { RelayOptions } from '../outbox/relay-options.ts';
 import type { Sink } from '../outbox/sink.ts';
 import { httpSink } from '../outbox/sinks/http-sink.ts';
 import { natsSink } from '../outbox/sinks/nats-sink.ts';

@@ -1,4 +1,4 @@
-import { status, type Status } from '../status.ts';
+import { status, type Status } from '../ops/status.ts';
 import type { Command } from './command.ts';
 import { databaseUrl } from './database-url.ts';
 import { parseFlags } from './parse-flags.ts';

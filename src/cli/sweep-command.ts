@@ -1,4 +1,4 @@
-import { sweep } from '../sweep.ts';
+import { sweep } from '../ops/sweep.ts';
 import type { Command } from './command.ts';
 import { databaseUrl } from './database-url.ts';
 import { parseFlags } from './parse-flags.ts';

@@ -12,7 +12,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import pg from 'pg';
 import { OnceError } from '../errors.ts';
-import { assertRelayRole } from '../internal/operator-role.ts';
+import { assertOperatorRole } from '../ops/operator-role.ts';
 import { type DatabaseTarget, type Session, withSession } from '../internal/session.ts';
 import { parseOptions } from '../options.ts';
 import { createDashboardAuth, isCrossSite } from './dashboard-auth.ts';
@@ -29,7 +29,7 @@ import { keyPage } from './pages/key-page.ts';
 import { loginPage } from './pages/login-page.ts';
 import { overviewPage } from './pages/overview-page.ts';
 import { FormTooLargeError, readForm } from './read-form.ts';
-import { settleDeadEvents } from './sql/settle-dead-events.ts';
+import { settleDeadEvents } from '../ops/dashboard-sql/settle-dead-events.ts';
 
 export type { DashboardOptions } from './dashboard-options.ts';
 
@@ -77,7 +77,7 @@ export function dashboardHandler(options: DashboardOptions): DashboardHandler {
   const withDatabase = <T>(fn: (session: Session) => Promise<T>) =>
     withSession(target, async (session) => {
       if (!roleChecked) {
-        await assertRelayRole(session, 'the dashboard');
+        await assertOperatorRole(session, 'the dashboard');
         roleChecked = true;
       }
       return fn(session);

@@ -5,10 +5,9 @@
  */
 import type { IncomingMessage } from 'node:http';
 import { z } from 'zod';
-import { parseDuration } from '../internal/duration.ts';
 import type { DatabaseTarget } from '../internal/session.ts';
-import { callback, cronSchema } from '../options.ts';
-import { DEFAULT_SWEEP_SCHEDULE } from '../sweep-schedule.ts';
+import { callback, durationSchema } from '../options.ts';
+import { cronSchema, DEFAULT_SWEEP_SCHEDULE } from '../ops/sweep-schedule.ts';
 
 /** Tokens shorter than this are refused: a dashboard token guards every tenant's events. */
 export const MIN_TOKEN_LENGTH = 16;
@@ -76,17 +75,7 @@ export const dashboardOptionsSchema = z
     // Parsed now: a bad schedule would otherwise fail every overview page.
     sweepSchedule: cronSchema.default(DEFAULT_SWEEP_SCHEDULE),
     pageSize: z.number().int().min(1).max(1_000).default(50),
-    sessionTtl: z
-      .union([z.number(), z.string()])
-      .default(12 * HOUR_MILLISECONDS)
-      .transform((value, context) => {
-        const milliseconds = parseDuration(value);
-        if (milliseconds === undefined || milliseconds <= 0 || milliseconds > 30 * 24 * HOUR_MILLISECONDS) {
-          context.addIssue({ code: 'custom', message: `expected a positive duration up to 30 days (got ${JSON.stringify(value)})` });
-          return z.NEVER;
-        }
-        return milliseconds;
-      }),
+    sessionTtl: durationSchema({ positive: true, max: { milliseconds: 30 * 24 * HOUR_MILLISECONDS, text: '30 days' } }).default(12 * HOUR_MILLISECONDS),
     poolSize: z.number().int().min(1).max(100).default(4),
   })
   .strict()

@@ -10,7 +10,8 @@ import { type RunIdempotentExternal, runIdempotentExternalFor } from '../idempot
 import { type InboxMessage, type ReceiveOnceOptions, receiveOnceFor, type WithTenant } from '../inbox/receive-once.ts';
 import type { Driver } from '../internal/driver.ts';
 import { type EnqueuedEvent, enqueueIn } from '../outbox/enqueue.ts';
-import type { OutboxEvent, RunIdempotentOptions } from '../options.ts';
+import type { RunIdempotentOptions } from '../idempotency/run-idempotent-options.ts';
+import type { OutboxEvent } from '../outbox/outbox-event.ts';
 import { withTenantFor } from '../tenant.ts';
 
 export interface DriverApi<Db, Tx> {

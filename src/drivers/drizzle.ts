@@ -8,7 +8,7 @@
 import { type SQL, sql } from 'drizzle-orm';
 import type { PgDatabase, PgQueryResultHKT, PgTransaction } from 'drizzle-orm/pg-core';
 import type { Driver } from '../internal/driver.ts';
-import type { WithTenantOptions } from '../options.ts';
+import type { WithTenantOptions } from '../with-tenant-options.ts';
 import { driverApi } from './driver-api.ts';
 import { nodePostgresQuery, postgresJsQuery } from './native-query.ts';
 import { assertingReadCommitted, readCommittedTransaction } from './read-committed.ts';

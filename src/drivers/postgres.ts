@@ -7,7 +7,7 @@
  */
 import type { Sql, TransactionSql } from 'postgres';
 import type { Driver } from '../internal/driver.ts';
-import type { WithTenantOptions } from '../options.ts';
+import type { WithTenantOptions } from '../with-tenant-options.ts';
 import { driverApi } from './driver-api.ts';
 import { postgresJsQuery } from './native-query.ts';
 

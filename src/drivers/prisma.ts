@@ -9,7 +9,7 @@
  * `transactionOptions` for long calls.
  */
 import type { Driver } from '../internal/driver.ts';
-import type { WithTenantOptions } from '../options.ts';
+import type { WithTenantOptions } from '../with-tenant-options.ts';
 import { driverApi } from './driver-api.ts';
 import { assertingReadCommitted, readCommittedTransaction } from './read-committed.ts';
 

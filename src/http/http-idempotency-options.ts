@@ -6,7 +6,8 @@
  */
 import type { Kysely } from 'kysely';
 import { z } from 'zod';
-import { parseOptions, type ResolvedRunIdempotentOptions } from '../options.ts';
+import { parseOptions } from '../options.ts';
+import type { ResolvedRunIdempotentOptions } from '../idempotency/run-idempotent-options.ts';
 import { adapterRunOptionsSchema, callbackSchema, databaseSchema, type AdapterRunOptions } from '../integrations/internal/run-tool-call.ts';
 
 /** A value computed from the request, e.g. `(req) => req.user.tenantId`. */

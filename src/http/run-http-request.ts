@@ -10,7 +10,8 @@
  */
 import { createHash } from 'node:crypto';
 import type { Transaction } from 'kysely';
-import { InvalidKeyError, InvalidTenantError, withTenant } from '../index.ts';
+import { InvalidKeyError, InvalidTenantError } from '../errors.ts';
+import { withTenant } from '../tenant.ts';
 import { httpKeys } from '../integrations/internal/adapter-keys.ts';
 import { runToolCall } from '../integrations/internal/run-tool-call.ts';
 import { textProblem } from '../internal/safe-text.ts';

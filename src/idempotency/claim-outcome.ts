@@ -13,14 +13,15 @@ import {
 import { JsonTextError, toJsonText } from '../internal/json-text.ts';
 import type { TransactionClient } from '../internal/transaction-client.ts';
 import { fingerprint } from '../keys.ts';
-import type { ResolvedRunIdempotentOptions } from '../options.ts';
+import type { ResolvedRunIdempotentOptions } from './run-idempotent-options.ts';
 import { settings } from '../settings.ts';
 import { type DedupeAuditEvent, emitAuditEvent } from './audit-event.ts';
-import { claim, type ClaimRequest, type ClaimRow, retryAfterMs } from './claim.ts';
+import { claim, type ClaimRequest, retryAfterMs } from './claim.ts';
+import type { ClaimRow } from './sql/claim-key.ts';
 import type { Jsonify } from './jsonify.ts';
 import { markRecordedFailure } from './recorded-failure.ts';
 import { noteRejection } from './rejection-audit.ts';
-import type { RateCharge } from './store-outcome.ts';
+import type { RateCharge } from './sql/store-outcome.ts';
 import { StoredCallError } from './stored-error.ts';
 import { transactionState } from './transaction-state.ts';
 import { tryTakeWaitSlot } from './wait-slots.ts';

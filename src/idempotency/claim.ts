@@ -1,13 +1,15 @@
 /**
- * The claim: one round trip to once.claim_key() (sql/0007_bounded_claims.sql), which inserts the
- * in-progress record, or finds the result to replay, the reused key, the expired record to take
- * over, or (only when asked to block) waits for a concurrent duplicate. All of that in one
+ * The claim: one round trip to once.claim_key() (made by sql/0007_bounded_claims.sql, last replaced
+ * by sql/0015_audit_and_charge_functions.sql; the statement is in sql/claim-key.ts), which inserts
+ * the in-progress record, or finds the result to replay, the reused key, the expired record to
+ * take over, or (only when asked to block) waits for a concurrent duplicate. All of that in one
  * statement, because every round trip here is paid by every tool call.
  */
 import { CallAbortedError, IdempotencyInProgressError, translateDatabaseError } from '../errors.ts';
 import type { TransactionClient } from '../internal/transaction-client.ts';
 import { transactionState } from './transaction-state.ts';
 import { noteRejection } from './rejection-audit.ts';
+import { type ClaimRow, claimKey, raiseStatementTimeout } from './sql/claim-key.ts';
 
 export interface ClaimRequest {
   key: string;
@@ -18,35 +20,6 @@ export interface ClaimRequest {
   waitMs: number;
   /** Two-phase mode only: commit the claim with this lease, under this token. */
   lease?: { ms: number; token: string };
-}
-
-export interface ClaimRow {
-  outcome: 'claimed' | 'replay' | 'key_reused' | 'in_progress' | 'rate_limited' | 'busy' | 'reentrant';
-  tenant_id: string;
-  status: 'in_progress' | 'completed' | 'failed';
-  /** JSON text of the stored result, as written; null when fn returned undefined. */
-  result: string | null;
-  error: StoredError | null;
-  waited: boolean;
-  /** When a two-phase call's live lease ends, in epoch milliseconds. */
-  locked_until_ms: number | null;
-  /** rate_limited: when a token will be available. */
-  retry_after_ms: number | null;
-  /** claimed under a rate limit: the bucket to charge with the result, and its GCRA parameters. */
-  limit_tool: string | null;
-  limit_emission_ms: number | null;
-  limit_tolerance_ms: number | null;
-  /** The transaction's statement_timeout after the claim, in milliseconds (0: none). */
-  statement_timeout_ms: number;
-}
-
-/** How a stored failure is kept: enough to re-throw an equivalent error. */
-export interface StoredError {
-  name: string;
-  message: string;
-  code?: string | number;
-  httpStatus?: number;
-  retryable?: boolean;
 }
 
 /** How one round trip may wait: `block` false answers 'busy' instead of waiting for a claim in flight. */
@@ -85,45 +58,21 @@ const QUERY_CANCELED = '57014';
 /** SQLSTATE in_failed_sql_transaction: a statement in a transaction that is already aborted. */
 const IN_FAILED_TRANSACTION = '25P02';
 
-/**
- * The columns are listed rather than `*` so that every database library reads them alike (see
- * transaction-client.ts): the stored error as JSON text, the lease end as epoch milliseconds.
- */
-const CLAIM_COLUMNS = `
-  SELECT outcome, tenant_id, status, result, error::text AS error, waited,
-         extract(epoch FROM locked_until)::float8 * 1000 AS locked_until_ms,
-         retry_after_ms, limit_tool, limit_emission_ms, limit_tolerance_ms,
-         extract(epoch FROM current_setting('statement_timeout')::interval)::float8 * 1000 AS statement_timeout_ms`;
-const CLAIM_FROM = `
-    FROM once.claim_key($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`;
-/**
- * The statement_timeout is read after claim_key put back any value raised for its wait, so it is
- * the one later statements run under.
- */
-const CLAIM = `${CLAIM_COLUMNS}${CLAIM_FROM}`;
-
 export async function claim(tx: TransactionClient, request: ClaimRequest, mode: ClaimMode): Promise<ClaimRow> {
   try {
-    if (mode.block) await raiseStatementTimeout(tx, mode.waitMs, mode.statementTimeoutMs);
-    const rows = await tx.query<Omit<ClaimRow, 'error'> & { error: string | null }>(CLAIM, [
-      request.key,
-      request.version,
-      request.tool ?? null,
-      request.fingerprint,
-      request.ttlMs,
-      mode.block ? Math.max(0, Math.ceil(mode.waitMs)) : Math.max(Math.ceil(mode.waitMs), OWN_WRITE_WAIT_MILLISECONDS),
-      request.lease?.ms ?? null,
-      request.lease?.token ?? null,
-      mode.block,
-      mode.waited,
-    ]);
-    const row = rows[0]!;
-    return {
-      ...row,
-      // Some libraries read float8 as text (see transaction-client.ts).
-      statement_timeout_ms: Number(row.statement_timeout_ms),
-      error: row.error === null ? null : (JSON.parse(row.error) as StoredError),
-    };
+    if (mode.block) await raiseForWait(tx, mode.waitMs, mode.statementTimeoutMs);
+    return await claimKey(tx, {
+      key: request.key,
+      version: request.version,
+      tool: request.tool ?? null,
+      fingerprint: request.fingerprint,
+      ttlMs: request.ttlMs,
+      waitMs: mode.block ? Math.max(0, Math.ceil(mode.waitMs)) : Math.max(Math.ceil(mode.waitMs), OWN_WRITE_WAIT_MILLISECONDS),
+      leaseMs: request.lease?.ms ?? null,
+      leaseToken: request.lease?.token ?? null,
+      block: mode.block,
+      waited: mode.waited,
+    });
   } catch (error) {
     throw claimError(tx, request, mode, error);
   }
@@ -136,16 +85,11 @@ export async function claim(tx: TransactionClient, request: ClaimRequest, mode: 
  * alone when disabled (0). One more round trip, paid only by calls about to wait, and only when
  * the timeout the first claim reported (`knownMs`) would cut the wait short (or is unknown).
  */
-async function raiseStatementTimeout(tx: TransactionClient, waitMs: number, knownMs: number | undefined): Promise<void> {
+async function raiseForWait(tx: TransactionClient, waitMs: number, knownMs: number | undefined): Promise<void> {
   const neededMs = Math.ceil(waitMs) + STATEMENT_MARGIN_MILLISECONDS;
   if (knownMs !== undefined && Number.isFinite(knownMs) && (knownMs <= 0 || knownMs >= neededMs)) return;
-  await tx.query(RAISE_STATEMENT_TIMEOUT, [String(neededMs), neededMs]);
+  await raiseStatementTimeout(tx, neededMs);
 }
-const RAISE_STATEMENT_TIMEOUT = `
-  SELECT set_config('once.saved_statement_timeout', s.setting, true),
-         set_config('statement_timeout', $1, true)
-    FROM pg_settings s
-   WHERE s.name = 'statement_timeout' AND s.setting::bigint > 0 AND s.setting::bigint < $2`;
 /** Room for the claim's own work after its wait, in milliseconds. */
 const STATEMENT_MARGIN_MILLISECONDS = 1_000;
 

@@ -13,13 +13,7 @@
 import type { IdempotencyInProgressError } from '../errors.ts';
 import type { Driver } from '../internal/driver.ts';
 import type { ClaimRequest } from './claim.ts';
-
-interface Rejection {
-  key: string;
-  tool: string | undefined;
-  version: string;
-  retryAfterMs: number;
-}
+import { type Rejection, recordRejectionRow } from './sql/record-rejection.ts';
 
 const rejections = new WeakMap<object, Rejection>();
 
@@ -28,10 +22,6 @@ export function noteRejection(error: IdempotencyInProgressError, request: ClaimR
   rejections.set(error, { key: request.key, tool: request.tool, version: request.version, retryAfterMs: error.retryAfterMs });
   return error;
 }
-
-const RECORD_REJECTION = `
-  INSERT INTO once.dedupe_audit (tenant_id, key, tool, kind, detail)
-  VALUES (once.current_tenant(), $1, $2, 'in_progress', jsonb_build_object('version', $3::text, 'retry_after_ms', $4::float8))`;
 
 /**
  * Writes the audit row of a refusal noted on `error`, if any. `setTenant` is withTenant's own
@@ -50,7 +40,7 @@ export async function recordRejection<Db extends object, Tx extends object>(
     await driver.transaction(db, async (tx) => {
       const client = driver.client(tx)!;
       await setTenant(client);
-      await client.query(RECORD_REJECTION, [rejection.key, rejection.tool ?? null, rejection.version, rejection.retryAfterMs]);
+      await recordRejectionRow(client, rejection);
     });
   } catch {
     // Best effort: the caller gets its IDEMPOTENCY_IN_PROGRESS whatever happens here.

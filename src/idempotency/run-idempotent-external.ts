@@ -18,17 +18,23 @@ import type { Kysely } from 'kysely';
 import { kyselyDriver } from '../drivers/kysely-driver.ts';
 import { LeaseLostError, RateLimitedError } from '../errors.ts';
 import { assertValidKey } from '../keys.ts';
-import { parseOptions, type ResolvedRunIdempotentExternalOptions, type RunIdempotentExternalOptions, runIdempotentExternalOptionsSchema } from '../options.ts';
+import { parseOptions } from '../options.ts';
+import {
+  type ResolvedRunIdempotentExternalOptions,
+  type RunIdempotentExternalOptions,
+  runIdempotentExternalOptionsSchema,
+} from './run-idempotent-external-options.ts';
 import type { Driver } from '../internal/driver.ts';
 import type { TransactionClient } from '../internal/transaction-client.ts';
 import { withTenantFor } from '../tenant.ts';
 import { traceCall } from '../telemetry.ts';
-import { claim, type ClaimRow } from './claim.ts';
+import { claim } from './claim.ts';
+import type { ClaimRow } from './sql/claim-key.ts';
 import { claimRequest, type IdempotentOutcome, inProgressError, mustWait, rateCharge, settleClaim, storableResult, wantsStored } from './claim-outcome.ts';
 import type { Jsonify } from './jsonify.ts';
-import { chargeBucket, releaseLease, renewLease, storeLeased } from './lease-statements.ts';
+import { chargeBucket, giveBackRateLimited, releaseLease, renewLease, storeLeased } from './sql/lease-statements.ts';
 import { markRecordedFailure } from './recorded-failure.ts';
-import type { RecordId } from './store-outcome.ts';
+import type { RecordId } from './sql/store-outcome.ts';
 import { describeError } from './stored-error.ts';
 import { sleep } from '../internal/sleep.ts';
 
@@ -175,12 +181,7 @@ async function claimLeased<T>(
       const charge = rateCharge(found);
       if (charge && !(await chargeBucket(tx, tenantId, charge))) {
         // Lost the race for the last token: undo the claim, keep an audit row, as the claim would.
-        await tx.query('DELETE FROM once.idempotency_keys WHERE tenant_id = $1 AND key = $2 AND version = $3', [tenantId, key, opts.version]);
-        await tx.query(`INSERT INTO once.dedupe_audit (key, tool, kind, detail) VALUES ($1, $2, 'rate_limited', $3::text::jsonb)`, [
-          key,
-          opts.tool ?? null,
-          JSON.stringify({ version: opts.version, limit_tool: charge.tool }),
-        ]);
+        await giveBackRateLimited(tx, { tenantId, key, version: opts.version }, opts.tool, charge);
         throw markRecordedFailure(new RateLimitedError(key, Math.max(1, Math.ceil(charge.emissionMs))));
       }
       return { waited: found.waited, claimedAt };

@@ -11,7 +11,8 @@ import { quoteIdentifier } from '../internal/bind-variables.ts';
 import type { TransactionClient } from '../internal/transaction-client.ts';
 import { kyselyClient } from '../drivers/kysely-driver.ts';
 import { assertValidKey } from '../keys.ts';
-import { parseOptions, type ResolvedRunIdempotentOptions, type RunIdempotentOptions, runIdempotentOptionsSchema } from '../options.ts';
+import { parseOptions } from '../options.ts';
+import { type ResolvedRunIdempotentOptions, type RunIdempotentOptions, runIdempotentOptionsSchema } from './run-idempotent-options.ts';
 import { isResolved } from '../internal/resolved-options.ts';
 import { traceCall } from '../telemetry.ts';
 import { callContext } from './call-context.ts';
@@ -27,7 +28,7 @@ import {
 } from './claim-outcome.ts';
 import type { Jsonify } from './jsonify.ts';
 import { recordFailure } from './recorded-failure.ts';
-import { abortCall, failEndedCall, type RateCharge, type RecordId, storeFailure, storeResult, storeResultStatement } from './store-outcome.ts';
+import { abortCall, failEndedCall, type RateCharge, type RecordId, storeFailure, storeResult, storeResultStatement } from './sql/store-outcome.ts';
 import { transactionState } from './transaction-state.ts';
 import { describeError } from './stored-error.ts';
 

@@ -3,7 +3,7 @@
  * message and code (and httpStatus/retryable when the original had them). It is a
  * `StoredCallError`, not an instance of the original class, which cannot be revived from JSON.
  */
-import type { StoredError } from './claim.ts';
+import type { StoredError } from './sql/claim-key.ts';
 
 export class StoredCallError extends Error {
   readonly code: string | number | undefined;

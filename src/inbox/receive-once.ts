@@ -15,7 +15,8 @@ import { InvalidKeyError } from '../errors.ts';
 import type { Jsonify } from '../idempotency/jsonify.ts';
 import { type RunIdempotent, runIdempotent } from '../idempotency/run-idempotent.ts';
 import { outsideInternalKey, runWithInternalKey } from '../internal/internal-key.ts';
-import type { RunIdempotentOptions, WithTenantOptions } from '../options.ts';
+import type { RunIdempotentOptions } from '../idempotency/run-idempotent-options.ts';
+import type { WithTenantOptions } from '../with-tenant-options.ts';
 import { withTenant } from '../tenant.ts';
 
 /** Key prefix of inbox records in once.idempotency_keys. */

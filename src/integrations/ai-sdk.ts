@@ -21,7 +21,8 @@
 import type { Kysely, Transaction } from 'kysely';
 import type { Tool, ToolExecutionOptions } from 'ai';
 import { z } from 'zod';
-import { InvalidKeyError, InvalidOptionsError, type Jsonify } from '../index.ts';
+import { InvalidKeyError, InvalidOptionsError } from '../errors.ts';
+import type { Jsonify } from '../idempotency/jsonify.ts';
 import { contentKeyTail, outsideReservedNamespaces } from '../keys.ts';
 import { parseOptions } from '../options.ts';
 import {

@@ -6,7 +6,7 @@
  * module-private symbol: only pg-once's own code can mark an object, and only one it built from
  * options the same schema already accepted.
  */
-import type { ResolvedRunIdempotentOptions, RunIdempotentOptions } from '../options.ts';
+import type { ResolvedRunIdempotentOptions, RunIdempotentOptions } from '../idempotency/run-idempotent-options.ts';
 
 const RESOLVED = Symbol('pg-once resolved options');
 

@@ -18,7 +18,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type pg from 'pg';
 import { DeliveryFailedError } from '../errors.ts';
-import { assertRelayRole } from '../internal/operator-role.ts';
+import { assertOperatorRole } from '../ops/operator-role.ts';
 import { within } from '../internal/within.ts';
 import { parseOptions } from '../options.ts';
 import { retryHorizonMs } from './backoff.ts';
@@ -114,7 +114,7 @@ class OutboxDrain {
       const info = { retryHorizonMs: retryHorizonMs(this.options.backoff, this.options.maxAttempts), warn: (message: string) => this.logger.warn(message) };
       await startSinks(sinks, info);
       const session = { query: async (text: string) => ({ rows: (await this.db.query({ text })).rows as never[] }) };
-      await assertRelayRole(session, 'drainOnce');
+      await assertOperatorRole(session, 'drainOnce');
       await this.clock.measure();
       await registerRelay(this.db, DRAIN_REGISTRY_ID, hostname(), process.pid).catch((error: unknown) =>
         this.logger.warn('recording the drain in once.relays failed (run pg-once migrate)', { err: error }),

@@ -4,8 +4,8 @@
  */
 import type pg from 'pg';
 import { z } from 'zod';
-import type { RelayLogger } from '../options.ts';
-import { relayOptionsSchema } from '../options.ts';
+import type { RelayLogger } from './relay-logger.ts';
+import { relayOptionsSchema } from './relay-options.ts';
 import type { BackoffOptions } from './backoff.ts';
 import type { Sink } from './sink.ts';
 

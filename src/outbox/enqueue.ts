@@ -9,7 +9,8 @@ import { InvalidOptionsError, NotInTransactionError, translateDatabaseError } fr
 import { callContext } from '../idempotency/call-context.ts';
 import type { TransactionClient } from '../internal/transaction-client.ts';
 import { JsonTextError, toJsonText } from '../internal/json-text.ts';
-import { type OutboxEvent, outboxEventSchema, parseOptions } from '../options.ts';
+import { parseOptions } from '../options.ts';
+import { type OutboxEvent, outboxEventSchema } from './outbox-event.ts';
 import { dedupeIdProblem, deriveDedupeId } from './dedupe-id.ts';
 
 /**

@@ -17,7 +17,7 @@
 import { DeliveryRejectedError } from '../errors.ts';
 import { lineLogger } from '../internal/line-logger.ts';
 import { textFields } from '../internal/log-line.ts';
-import type { ResolvedRelayOptions } from '../options.ts';
+import type { ResolvedRelayOptions } from './relay-options.ts';
 import { LogRateLimit } from './log-rate-limit.ts';
 import { isStructuredLogger, type MessageRelayLogger, type RelayLogFields, type RelayLogger, type StructuredRelayLogger } from './relay-logger.ts';
 import type { ClaimedEvent } from './sql/claim-events.ts';

@@ -8,7 +8,7 @@
 import type pg from 'pg';
 import { DeliveryFailedError } from '../errors.ts';
 import { within } from '../internal/within.ts';
-import type { ResolvedRelayOptions } from '../options.ts';
+import type { ResolvedRelayOptions } from './relay-options.ts';
 import type { KeyRuns } from './key-runs.ts';
 import type { OutcomeSettler } from './outcome-settler.ts';
 import type { RelayLog } from './relay-log.ts';

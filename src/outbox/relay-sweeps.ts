@@ -4,9 +4,9 @@
  */
 import { Logger, run, type Runner } from 'graphile-worker';
 import type pg from 'pg';
-import type { ResolvedRelayOptions } from '../options.ts';
-import { sweep } from '../sweep.ts';
-import { SWEEP_TASK, sweepCronItems } from '../sweep-schedule.ts';
+import type { ResolvedRelayOptions } from './relay-options.ts';
+import { sweep } from '../ops/sweep.ts';
+import { SWEEP_TASK, sweepCronItems } from '../ops/sweep-schedule.ts';
 import type { RelayLog } from './relay-log.ts';
 
 export interface RelaySweeps {

@@ -17,8 +17,9 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type pg from 'pg';
-import { assertRelayRole } from '../internal/operator-role.ts';
-import { parseOptions, type RelayOptions, relayOptionsSchema, type ResolvedRelayOptions } from '../options.ts';
+import { assertOperatorRole } from '../ops/operator-role.ts';
+import { parseOptions } from '../options.ts';
+import { type RelayOptions, relayOptionsSchema, type ResolvedRelayOptions } from './relay-options.ts';
 import { retryHorizonMs } from './backoff.ts';
 import { ClaimPlan } from './claim-plan.ts';
 import { DatabaseClock } from './database-clock.ts';
@@ -159,7 +160,7 @@ class OutboxRelay implements Relay, RelayParts {
           rows: (await this.db.query({ text, values: values ? [...values] : [] })).rows as never[],
         }),
       };
-      await assertRelayRole(session, 'the relay');
+      await assertOperatorRole(session, 'the relay');
       await this.clock.measure();
       await registerRelay(this.db, this.id, hostname(), process.pid).catch((error: unknown) =>
         this.logger.warn('recording the relay in once.relays failed (run pg-once migrate)', { err: error }),

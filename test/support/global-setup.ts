@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import type { TestProject } from 'vitest/node';
-import { migrate } from '../../src/migrate.ts';
+import { migrate } from '../../src/ops/migrate.ts';
 import { startPostgres } from '../../support/throwaway-postgres.ts';
 import { databaseUrlFor, quoteIdentifier } from './database-url.ts';
 

@@ -1,8 +1,8 @@
 import type { Session } from '../../internal/session.ts';
 import { html, type SafeHtml } from '../html.ts';
 import { href, type PageContext } from '../page-layout.ts';
-import { backlogByTenant, type BacklogCursor } from '../sql/backlog-by-tenant.ts';
-import { backlogByTopic } from '../sql/backlog-by-topic.ts';
+import { backlogByTenant, type BacklogCursor } from '../../ops/dashboard-sql/backlog-by-tenant.ts';
+import { backlogByTopic } from '../../ops/dashboard-sql/backlog-by-topic.ts';
 import { formatDuration } from './chart-window.ts';
 
 export async function backlogPage(session: Session, context: PageContext, query: URLSearchParams, pageSize: number): Promise<SafeHtml> {

@@ -1,7 +1,7 @@
 import type { Session } from '../../internal/session.ts';
 import { html, type SafeHtml } from '../html.ts';
 import { csrfField, href, type PageContext } from '../page-layout.ts';
-import { deadEventsByIds } from '../sql/dead-event-list.ts';
+import { deadEventsByIds } from '../../ops/dashboard-sql/dead-event-list.ts';
 import { deadEventTable } from './dead-events-page.ts';
 
 /**

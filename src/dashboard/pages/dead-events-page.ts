@@ -1,7 +1,7 @@
 import type { Session } from '../../internal/session.ts';
 import { html, type SafeHtml } from '../html.ts';
 import { href, type PageContext } from '../page-layout.ts';
-import { deadEventList, type DeadEventFilter, type DeadEventRow } from '../sql/dead-event-list.ts';
+import { deadEventList, type DeadEventFilter, type DeadEventRow } from '../../ops/dashboard-sql/dead-event-list.ts';
 import { formatTime } from './chart-window.ts';
 
 /** Ids as the outbox hands them out: positive bigints. */

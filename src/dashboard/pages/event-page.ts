@@ -1,7 +1,7 @@
 import type { Session } from '../../internal/session.ts';
 import { html, type SafeHtml } from '../html.ts';
 import { href, type PageContext } from '../page-layout.ts';
-import { eventDetail, type OperatorAction, operatorActions } from '../sql/event-detail.ts';
+import { eventDetail, type OperatorAction, operatorActions } from '../../ops/dashboard-sql/event-detail.ts';
 import { formatTime } from './chart-window.ts';
 
 /** JSON text indented for reading; text that does not parse is shown as stored. */

@@ -2,7 +2,7 @@ import type { Session } from '../../internal/session.ts';
 import { html, type SafeHtml } from '../html.ts';
 import { filledBuckets, lineChart } from '../line-chart.ts';
 import { href, type PageContext } from '../page-layout.ts';
-import { idempotencySeries, type OutcomeBucket, type OutcomeFilter, outcomesByTenantTool } from '../sql/idempotency-series.ts';
+import { idempotencySeries, type OutcomeBucket, type OutcomeFilter, outcomesByTenantTool } from '../../ops/dashboard-sql/idempotency-series.ts';
 import { chartWindow, windowSelect } from './chart-window.ts';
 
 export async function idempotencyPage(session: Session, context: PageContext, query: URLSearchParams, pageSize: number): Promise<SafeHtml> {

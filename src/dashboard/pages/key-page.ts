@@ -1,7 +1,7 @@
 import type { Session } from '../../internal/session.ts';
 import { html, type SafeHtml } from '../html.ts';
 import { href, type PageContext } from '../page-layout.ts';
-import { keyLookup } from '../sql/key-lookup.ts';
+import { keyLookup } from '../../ops/dashboard-sql/key-lookup.ts';
 import { formatTime } from './chart-window.ts';
 
 export async function keyPage(session: Session, context: PageContext, tenantId: string, key: string): Promise<SafeHtml> {

@@ -1,11 +1,11 @@
 import type { Session } from '../../internal/session.ts';
-import { lastSweep, nextSweepAt } from '../../sweep-schedule.ts';
+import { lastSweep, nextSweepAt } from '../../ops/sweep-schedule.ts';
 import { html, type SafeHtml } from '../html.ts';
 import { filledBuckets, lineChart } from '../line-chart.ts';
 import { href, type PageContext } from '../page-layout.ts';
-import { deliverySeries } from '../sql/delivery-series.ts';
-import { overviewCounts } from '../sql/overview-counts.ts';
-import { recentRelays } from '../sql/recent-relays.ts';
+import { deliverySeries } from '../../ops/dashboard-sql/delivery-series.ts';
+import { overviewCounts } from '../../ops/dashboard-sql/overview-counts.ts';
+import { recentRelays } from '../../ops/dashboard-sql/recent-relays.ts';
 import { chartWindow, formatDuration, formatTime, windowSelect } from './chart-window.ts';
 
 /** Relays that renewed their row this recently count as running (they renew every 30 s). */

@@ -6,7 +6,7 @@
  */
 import { type CronItem, parseCronItems } from 'graphile-worker';
 import { InvalidOptionsError } from '../../errors.ts';
-import { DEFAULT_SWEEP_SCHEDULE, sweepCronItem } from '../../sweep-schedule.ts';
+import { DEFAULT_SWEEP_SCHEDULE, sweepCronItem } from '../../ops/sweep-schedule.ts';
 import { OUTBOX_TASKS } from './outbox-task-names.ts';
 
 export interface OutboxCronOptions {

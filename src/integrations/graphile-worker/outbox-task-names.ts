@@ -3,7 +3,7 @@
  * delivery chain. The sweep's is the relay's own (sweep-schedule.ts), so a relay and a team's
  * runner share its cron record and never sweep twice per tick.
  */
-import { SWEEP_TASK } from '../../sweep-schedule.ts';
+import { SWEEP_TASK } from '../../ops/sweep-schedule.ts';
 
 export const OUTBOX_TASKS = {
   /** Runs one drain slice, then adds itself again under the job key `once_deliver`. */

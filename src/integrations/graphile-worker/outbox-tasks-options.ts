@@ -6,8 +6,8 @@ import type pg from 'pg';
 import { z } from 'zod';
 import { drainOptionsSchema, oneConnection, timeoutWithin } from '../../outbox/drain-options.ts';
 import type { DrainOnceOptions } from '../../outbox/drain-options.ts';
-import type { SweepOptions } from '../../sweep.ts';
-import { sweepOptionsSchema } from '../../sweep.ts';
+import type { SweepOptions } from '../../ops/sweep.ts';
+import { sweepOptionsSchema } from '../../ops/sweep.ts';
 
 export interface OutboxTasksOptions extends Omit<DrainOnceOptions, 'deadlineMs' | 'max' | 'pollIntervalMs' | 'signal' | 'pool' | 'connectionString'> {
   /** Connection string of a login granted the database's relay role (not the worker's role, unless it is one). Give this or `pool`. */

@@ -20,7 +20,7 @@ import type { JobHelpers, TaskList } from 'graphile-worker';
 import { quoteIdentifier } from '../../internal/bind-variables.ts';
 import { parseOptions } from '../../options.ts';
 import { drainOnce } from '../../outbox/drain-once.ts';
-import { sweep } from '../../sweep.ts';
+import { sweep } from '../../ops/sweep.ts';
 import { OUTBOX_TASKS } from './outbox-task-names.ts';
 import { type OutboxTasksOptions, outboxTasksOptionsSchema } from './outbox-tasks-options.ts';
 

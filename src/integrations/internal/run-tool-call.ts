@@ -8,8 +8,11 @@ import type { Kysely, Transaction } from 'kysely';
 import { z } from 'zod';
 import { outsideInternalKey, runWithInternalKey } from '../../internal/internal-key.ts';
 import { isTransaction } from '../../internal/is-transaction.ts';
-import { IdempotencyInProgressError, runIdempotent, withTenant, type IdempotentOutcome } from '../../index.ts';
-import { runIdempotentOptionsSchema, type ResolvedRunIdempotentOptions, type RunIdempotentOptions } from '../../options.ts';
+import { IdempotencyInProgressError } from '../../errors.ts';
+import { type IdempotentOutcome, runIdempotent } from '../../idempotency/run-idempotent.ts';
+import { withTenant } from '../../tenant.ts';
+import { runIdempotentOptionsSchema, type ResolvedRunIdempotentOptions, type RunIdempotentOptions } from '../../idempotency/run-idempotent-options.ts';
+import { callback } from '../../options.ts';
 import { asResolved } from '../../internal/resolved-options.ts';
 
 /**
@@ -22,10 +25,8 @@ export type AdapterRunOptions = Omit<RunIdempotentOptions, 'request' | 'tool'>;
 /** A value, or a function computing it from the framework's call context. */
 export type Resolvable<T, Args extends unknown[]> = T | ((...args: Args) => T | PromiseLike<T>);
 
-/** A callback, validated only as "is a function" (zod 4 has no function schema). */
-export const callbackSchema = z.custom<(...args: never[]) => unknown>((value) => typeof value === 'function', {
-  message: 'Expected a function',
-});
+/** Any callback of the framework's (see callback() in options.ts). */
+export const callbackSchema = callback();
 
 /** A non-empty string, or a function returning one at call time. */
 export const resolvableTextSchema = z.union([z.string().min(1), callbackSchema]);

@@ -13,7 +13,8 @@
  */
 import type { Kysely, Transaction } from 'kysely';
 import { getConfig, task, type LangGraphRunnableConfig, type TaskOptions } from '@langchain/langgraph';
-import { InvalidKeyError, type Jsonify } from '../../index.ts';
+import { InvalidKeyError } from '../../errors.ts';
+import type { Jsonify } from '../../idempotency/jsonify.ts';
 import { parseOptions } from '../../options.ts';
 import {
   adapterRunOptionsSchema,

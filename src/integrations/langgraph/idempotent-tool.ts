@@ -13,7 +13,8 @@
 import type { Kysely, Transaction } from 'kysely';
 import type { ToolRuntime } from '@langchain/core/tools';
 import { z } from 'zod';
-import { InvalidKeyError, type Jsonify } from '../../index.ts';
+import { InvalidKeyError } from '../../errors.ts';
+import type { Jsonify } from '../../idempotency/jsonify.ts';
 import { parseOptions } from '../../options.ts';
 import {
   adapterRunOptionsSchema,

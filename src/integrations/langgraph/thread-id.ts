@@ -1,4 +1,4 @@
-import { InvalidKeyError } from '../../index.ts';
+import { InvalidKeyError } from '../../errors.ts';
 
 /**
  * The thread a run belongs to. Keys are scoped by it because a thread is what a checkpointer

@@ -13,7 +13,7 @@
 import type { Connection, ConnectionOptions, Envelope, Publisher, ReturnedMessage } from 'rabbitmq-client';
 import { z } from 'zod';
 import { DeliveryFailedError, DeliveryRejectedError, OnceError, SinkMisconfiguredError } from '../../errors.ts';
-import { parseOptions } from '../../options.ts';
+import { callback, parseOptions } from '../../options.ts';
 import { eventEnvelope, type DeliveryContext, type DeliveryEvent, type Sink, type SinkStartInfo } from '../sink.ts';
 import { deliveryFailure, lazyClient, missingPeer, redactedUrl, settleWithin } from './broker-delivery.ts';
 
@@ -72,8 +72,6 @@ export interface AmqpSinkOptions {
   timeoutMs?: number;
 }
 
-const functionOf = <F>(what: string) => z.custom<F>((value) => typeof value === 'function', { message: `expected a function (event) => ${what}` });
-
 const shortstr = z.string().refine((value) => Buffer.byteLength(value) <= MAX_SHORTSTR_BYTES, {
   message: `expected at most ${MAX_SHORTSTR_BYTES} bytes (AMQP short string)`,
 });
@@ -81,8 +79,8 @@ const shortstr = z.string().refine((value) => Buffer.byteLength(value) <= MAX_SH
 export const amqpSinkOptionsSchema = z
   .object({
     url: z.string().regex(/^amqps?:\/\//u, 'expected an amqp:// or amqps:// URL'),
-    exchange: z.union([shortstr, functionOf<(event: DeliveryEvent) => string>('exchange')]).default('amq.topic'),
-    routingKey: functionOf<(event: DeliveryEvent) => string>('routing key').optional(),
+    exchange: z.union([shortstr, callback<(event: DeliveryEvent) => string>('expected a function (event) => exchange')]).default('amq.topic'),
+    routingKey: callback<(event: DeliveryEvent) => string>('expected a function (event) => routing key').optional(),
     unroutable: z.enum(['retry', 'reject', 'drop']).default('retry'),
     connectOptions: z
       .custom<Readonly<Record<string, unknown>>>((value) => typeof value === 'object' && value !== null && !Array.isArray(value), {

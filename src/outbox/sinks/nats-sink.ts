@@ -12,7 +12,7 @@ import type { JetStreamClient } from '@nats-io/jetstream';
 import type { MsgHdrs, NatsConnection, NodeConnectionOptions } from '@nats-io/transport-node';
 import { z } from 'zod';
 import { DeliveryFailedError, DeliveryRejectedError, OnceError, SinkMisconfiguredError } from '../../errors.ts';
-import { parseOptions } from '../../options.ts';
+import { callback, parseOptions } from '../../options.ts';
 import { eventEnvelope, type DeliveryContext, type DeliveryEvent, type Sink, type SinkStartInfo } from '../sink.ts';
 
 const NANOSECONDS_PER_MILLISECOND = 1_000_000;
@@ -52,12 +52,7 @@ export const natsSinkOptionsSchema = z
      * by topic). The stream bound to a fixed subject is checked by start(); a function's
      * subjects cannot be known in advance, so they are not. (Required)
      */
-    subject: z.union([
-      publishSubject,
-      z.custom<(event: DeliveryEvent) => string>((value) => typeof value === 'function', {
-        message: 'expected a subject or a function (event) => subject',
-      }),
-    ]),
+    subject: z.union([publishSubject, callback<(event: DeliveryEvent) => string>('expected a subject or a function (event) => subject')]),
     /**
      * What start() does when the stream's `duplicate_window` is shorter than the relay's retry
      * horizon, so a late retry would be stored twice: 'warn' through the relay's warn(),

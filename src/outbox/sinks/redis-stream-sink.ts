@@ -15,7 +15,7 @@
 import type { Redis, RedisOptions } from 'ioredis';
 import { z } from 'zod';
 import { DeliveryRejectedError, OnceError, SinkMisconfiguredError } from '../../errors.ts';
-import { parseOptions } from '../../options.ts';
+import { callback, parseOptions } from '../../options.ts';
 import { eventEnvelope, type DeliveryContext, type DeliveryEvent, type Sink, type SinkStartInfo } from '../sink.ts';
 import { deliveryFailure, lazyClient, missingPeer, redactedUrl, settleWithin } from './broker-delivery.ts';
 
@@ -102,14 +102,7 @@ export interface RedisStreamSinkOptions {
 export const redisStreamSinkOptionsSchema = z
   .object({
     url: z.string().regex(/^rediss?:\/\//u, 'expected a redis:// or rediss:// URL'),
-    stream: z
-      .union([
-        z.string().min(1),
-        z.custom<(event: DeliveryEvent) => string>((value) => typeof value === 'function', {
-          message: 'expected a stream name or a function (event) => stream',
-        }),
-      ])
-      .optional(),
+    stream: z.union([z.string().min(1), callback<(event: DeliveryEvent) => string>('expected a stream name or a function (event) => stream')]).optional(),
     maxLen: z.number().int().positive().optional(),
     exactMaxLen: z.boolean().default(false),
     dedupeWindowMs: z.number().int().positive().default(DAY_MILLISECONDS),

@@ -6,27 +6,18 @@
  * Run as a login granted the database's relay role (it sees metadata of every tenant, no results) or a superuser.
  */
 import { z } from 'zod';
-import { quoteIdentifier } from './internal/bind-variables.ts';
-import { parseDuration } from './internal/duration.ts';
-import { assertRelayRole } from './internal/operator-role.ts';
-import { type DatabaseTarget, withSession } from './internal/session.ts';
-import { parseOptions } from './options.ts';
+import { quoteIdentifier } from '../internal/bind-variables.ts';
+import { assertOperatorRole } from './operator-role.ts';
+import { type DatabaseTarget, withSession } from '../internal/session.ts';
+import { durationSchema, parseOptions } from '../options.ts';
 import { DEFAULT_SWEEP_SCHEDULE, lastSweep, nextSweepAt } from './sweep-schedule.ts';
+
+const HOUR_MILLISECONDS = 60 * 60 * 1_000;
 
 export const statusOptionsSchema = z
   .object({
     /** The window the counts cover: milliseconds or e.g. '1h', '15m'. (Default: '1h') */
-    window: z
-      .union([z.number(), z.string()])
-      .default('1h')
-      .transform((value, context) => {
-        const milliseconds = parseDuration(value);
-        if (milliseconds === undefined || milliseconds <= 0) {
-          context.addIssue({ code: 'custom', message: `expected a positive duration (got ${JSON.stringify(value)})` });
-          return z.NEVER;
-        }
-        return milliseconds;
-      }),
+    window: durationSchema({ positive: true }).default(HOUR_MILLISECONDS),
     /** The relays' sweep schedule, to tell when the next sweep is due. (Default: '*\/5 * * * *') */
     sweepSchedule: z.string().default(DEFAULT_SWEEP_SCHEDULE),
   })
@@ -90,7 +81,7 @@ export interface Status {
 export async function status(target: DatabaseTarget, options?: StatusOptions): Promise<Status> {
   const opts = parseOptions(statusOptionsSchema, options, 'status options');
   return withSession(target, async (session) => {
-    await assertRelayRole(session, 'status');
+    await assertOperatorRole(session, 'status');
     const window = [opts.window];
     const { rows: calls } = await session.query<{
       tenant_id: string;

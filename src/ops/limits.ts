@@ -1,14 +1,15 @@
 /**
  * Per-tenant rate limits on fresh executions: configured rows of once.rate_limits, checked by the
- * claim (once.claim_key, sql/0007_bounded_claims.sql) and charged with the stored result. Managed
- * as the schema owner (`pg-once limits`); the application role can only read its own tenant's row
- * and the default.
+ * claim (once.claim_key, made by sql/0007_bounded_claims.sql, last replaced by
+ * sql/0013_write_path.sql) and charged with the stored result (src/idempotency/store-outcome.ts).
+ * Managed as the schema owner (`pg-once limits`); the application role can only read its own
+ * tenant's row and the default.
  */
 import { z } from 'zod';
-import { assertSchemaOwner } from './internal/operator-role.ts';
-import { type DatabaseTarget, withSession } from './internal/session.ts';
-import { textProblem } from './internal/safe-text.ts';
-import { parseOptions } from './options.ts';
+import { assertOperatorRole } from './operator-role.ts';
+import { type DatabaseTarget, withSession } from '../internal/session.ts';
+import { textProblem } from '../internal/safe-text.ts';
+import { parseOptions } from '../options.ts';
 
 /** The tenant id of the default limit, applied to tenants without a row of their own. */
 export const DEFAULT_LIMIT_TENANT = '*';
@@ -52,7 +53,7 @@ export interface RateLimitRow {
 export async function setRateLimit(target: DatabaseTarget, limit: RateLimit): Promise<void> {
   const parsed = parseOptions(rateLimitSchema, limit, 'rate limit');
   await withSession(target, async (session) => {
-    await assertSchemaOwner(session, 'limits set');
+    await assertOperatorRole(session, 'limits set');
     await session.query(
       `INSERT INTO once.rate_limits (tenant_id, tool, per_second, burst) VALUES ($1, $2, $3, $4)
        ON CONFLICT (tenant_id, tool) DO UPDATE SET per_second = excluded.per_second, burst = excluded.burst, updated_at = now()`,
@@ -64,7 +65,7 @@ export async function setRateLimit(target: DatabaseTarget, limit: RateLimit): Pr
 /** Removes a limit (and its bucket state); returns whether there was one. */
 export async function removeRateLimit(target: DatabaseTarget, selector: { tenant: string; tool?: string }): Promise<boolean> {
   return withSession(target, async (session) => {
-    await assertSchemaOwner(session, 'limits remove');
+    await assertOperatorRole(session, 'limits remove');
     const tool = selector.tool ?? '';
     const { rows } = await session.query(`DELETE FROM once.rate_limits WHERE tenant_id = $1 AND tool = $2 RETURNING 1`, [selector.tenant, tool]);
     // The buckets the limit filled go with it, or a limit set again later would start from the
@@ -83,7 +84,7 @@ export async function removeRateLimit(target: DatabaseTarget, selector: { tenant
 
 export async function listRateLimits(target: DatabaseTarget): Promise<RateLimitRow[]> {
   return withSession(target, async (session) => {
-    await assertSchemaOwner(session, 'limits list');
+    await assertOperatorRole(session, 'limits list');
     const { rows } = await session.query<{ tenant_id: string; tool: string; per_second: number; burst: number; updated_at: Date }>(
       `SELECT tenant_id, tool, per_second, burst, updated_at FROM once.rate_limits ORDER BY tenant_id = '*' DESC, tenant_id, tool`,
     );

@@ -5,10 +5,10 @@
  * there is no registry: an idle relay leaves nothing behind, and "no relay" is then only ever
  * concluded from events that waited too long, never from silence.
  */
-import { quoteIdentifier } from '../internal/bind-variables.ts';
-import type { RoleNames } from '../internal/role-names.ts';
-import type { Session } from '../internal/session.ts';
-import { tableAccess } from '../internal/table-access.ts';
+import { quoteIdentifier } from '../../internal/bind-variables.ts';
+import type { RoleNames } from '../../internal/role-names.ts';
+import type { Session } from '../../internal/session.ts';
+import { tableAccess } from '../../internal/table-access.ts';
 import { lastSweep, nextSweepAt } from '../sweep-schedule.ts';
 import type { DatabaseFacts } from './database-facts.ts';
 import { type DoctorFinding, finding } from './finding.ts';

@@ -3,13 +3,13 @@
  * `checkInstallation` compares with what pg-once created (row-level security, policies, PUBLIC
  * grants, owners), who may connect, and whether its roles also serve other databases.
  */
-import { MigrationError } from '../errors.ts';
-import { quoteIdentifier } from '../internal/bind-variables.ts';
-import { checkInstallation, rolesServingOtherDatabases } from '../internal/check-installation.ts';
-import { assertRecordedShipped, migrationFiles, type RecordedMigration, unappliedFiles } from '../internal/migration-files.ts';
-import { isLegacyRoles, type RoleNames } from '../internal/role-names.ts';
-import type { Session } from '../internal/session.ts';
-import { tableAccess } from '../internal/table-access.ts';
+import { MigrationError } from '../../errors.ts';
+import { quoteIdentifier } from '../../internal/bind-variables.ts';
+import { checkInstallation, rolesServingOtherDatabases } from '../migrate/check-installation.ts';
+import { assertRecordedShipped, migrationFiles, type RecordedMigration, unappliedFiles } from '../migrate/migration-files.ts';
+import { isLegacyRoles, type RoleNames } from '../../internal/role-names.ts';
+import type { Session } from '../../internal/session.ts';
+import { tableAccess } from '../../internal/table-access.ts';
 import type { DatabaseFacts } from './database-facts.ts';
 import { type DoctorFinding, finding } from './finding.ts';
 

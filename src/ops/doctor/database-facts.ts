@@ -2,8 +2,8 @@
  * What every check needs to know about the login and the database, in one catalog query that any
  * login may run (catalogs are readable without privileges on schema `once`).
  */
-import { installedRoleNames, type RoleNames } from '../internal/role-names.ts';
-import type { Session } from '../internal/session.ts';
+import { installedRoleNames, type RoleNames } from '../../internal/role-names.ts';
+import type { Session } from '../../internal/session.ts';
 
 export interface DatabaseFacts {
   database: string;

@@ -4,8 +4,9 @@
  * way, from the same cron expression.
  */
 import { type CronItem, parseCronItems } from 'graphile-worker';
-import type { Session } from './internal/session.ts';
-import { tableAccess } from './internal/table-access.ts';
+import { z } from 'zod';
+import type { Session } from '../internal/session.ts';
+import { tableAccess } from '../internal/table-access.ts';
 
 export const SWEEP_TASK = 'once_sweep';
 /** Every 5 minutes. */
@@ -25,6 +26,15 @@ export function sweepCronItem(schedule: string): CronItem {
 export function sweepCronItems(schedule: string) {
   return parseCronItems([sweepCronItem(schedule)]);
 }
+
+/** A cron expression (UTC, graphile-worker's syntax), refused at once rather than at every tick (the relay's and the dashboard's). */
+export const cronSchema = z.string().superRefine((schedule, context) => {
+  try {
+    sweepCronItems(schedule);
+  } catch (error) {
+    context.addIssue({ code: 'custom', message: `not a cron schedule: ${(error as Error).message}` });
+  }
+});
 
 /** The first minute after `from` (UTC, like graphile-worker) that the schedule matches, within 366 days. */
 export function nextSweepAt(schedule: string, from: Date = new Date()): Date | undefined {

@@ -6,7 +6,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type pg from 'pg';
-import type { Session } from './session.ts';
+import type { Session } from '../../internal/session.ts';
 
 type QueryConfig = { text: string; values?: readonly unknown[] };
 

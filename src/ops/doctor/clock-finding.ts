@@ -3,7 +3,7 @@
  * run on the database's clock; webhook signatures (Standard Webhooks timestamps, which receivers
  * reject when too far off) and the sweep schedule computed here run on this host's.
  */
-import type { Session } from '../internal/session.ts';
+import type { Session } from '../../internal/session.ts';
 import { type DoctorFinding, finding } from './finding.ts';
 
 /** Past this offset the finding warns. */

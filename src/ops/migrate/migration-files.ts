@@ -9,7 +9,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
-import { MigrationChecksumError, MigrationDatabaseAheadError } from '../errors.ts';
+import { MigrationChecksumError, MigrationDatabaseAheadError } from '../../errors.ts';
 
 export interface MigrationFile {
   version: number;
@@ -21,7 +21,7 @@ export interface MigrationFile {
 }
 
 const FILE_NAME = /^(\d{4})_([a-z0-9_]+)\.sql$/;
-export const SQL_DIRECTORY = new URL('../../sql/', import.meta.url);
+export const SQL_DIRECTORY = new URL('../../../sql/', import.meta.url);
 
 export interface ShippedMigrations {
   /** The numbered files, in version order. */

@@ -2,8 +2,8 @@
  * Who the login is: whether row-level security applies to it, and which of this database's
  * pg-once roles it holds. Pure functions of the facts: the rules are what matter here.
  */
-import { quoteIdentifier } from '../internal/bind-variables.ts';
-import { LEGACY_ROLE_NAMES } from '../internal/role-names.ts';
+import { quoteIdentifier } from '../../internal/bind-variables.ts';
+import { LEGACY_ROLE_NAMES } from '../../internal/role-names.ts';
 import type { DatabaseFacts } from './database-facts.ts';
 import { type DoctorFinding, finding } from './finding.ts';
 

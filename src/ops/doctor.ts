@@ -13,9 +13,10 @@ import { type DoctorCheck, type DoctorFinding, finding } from './doctor/finding.
 import { connectFinding, installationFindings, installedFinding, migrationFindings, sharedRolesFinding } from './doctor/installation-findings.ts';
 import { loginFindings } from './doctor/login-findings.ts';
 import { relaysFinding, sweepFinding } from './doctor/relay-findings.ts';
-import type { RoleNames } from './internal/role-names.ts';
-import { type DatabaseTarget, withSession } from './internal/session.ts';
-import { parseOptions } from './options.ts';
+import type { RoleNames } from '../internal/role-names.ts';
+import { type DatabaseTarget, withSession } from '../internal/session.ts';
+import { parseOptions } from '../options.ts';
+import { assertOperatorRole } from './operator-role.ts';
 import { statusOptionsSchema } from './status.ts';
 
 export type { DoctorCheck, DoctorFinding, DoctorSeverity } from './doctor/finding.ts';
@@ -43,6 +44,7 @@ export interface DoctorReport {
 export async function doctor(target: DatabaseTarget, options?: DoctorOptions): Promise<DoctorReport> {
   const opts = parseOptions(doctorOptionsSchema, options, 'doctor options');
   return withSession(target, async (session) => {
+    await assertOperatorRole(session, 'doctor');
     const facts = await databaseFacts(session);
     const findings: DoctorFinding[] = [...loginFindings(facts), installedFinding(facts)];
     // One check that errors (a privilege this login lacks that the catalog lookups did not

@@ -5,9 +5,9 @@
  * tables a newer graphile-worker adds. Under the migration lock: concurrent GRANTs on the same
  * objects fail with "tuple concurrently updated".
  */
-import { MigrationFailedError } from '../errors.ts';
-import { quoteIdentifier } from './bind-variables.ts';
-import type { Session } from './session.ts';
+import { MigrationFailedError } from '../../errors.ts';
+import { quoteIdentifier } from '../../internal/bind-variables.ts';
+import type { Session } from '../../internal/session.ts';
 
 const grants = (relay: string) => `
   GRANT USAGE ON SCHEMA graphile_worker TO ${relay};

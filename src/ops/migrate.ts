@@ -9,8 +9,8 @@
  * the newest baseline (sql/baseline/); one that applied numbered files continues with the next.
  */
 import { Logger, runMigrations } from 'graphile-worker';
-import { InstallationUnsafeError, MigrationError, MigrationFailedError, RolesConflictError } from './errors.ts';
-import { bindVariables } from './internal/bind-variables.ts';
+import { InstallationUnsafeError, MigrationError, MigrationFailedError, RolesConflictError } from '../errors.ts';
+import { bindVariables } from '../internal/bind-variables.ts';
 import {
   assertRecordedShipped,
   type MigrationFile,
@@ -18,13 +18,15 @@ import {
   type RecordedMigration,
   type ShippedMigrations,
   unappliedFiles,
-} from './internal/migration-files.ts';
-import { defaultRolePrefix, installedRoleNames, isLegacyRoles, type RoleNames, roleNamesFor } from './internal/role-names.ts';
-import { type DatabaseTarget, type Session, withSession } from './internal/session.ts';
-import { grantWorkerSchema } from './internal/grant-worker-schema.ts';
-import { checkForeignRoleUse, checkInstallation, refuseForeignSchema } from './internal/check-installation.ts';
-import { poolFromSession } from './internal/worker-pool.ts';
-import { type MigrateOptions, migrateOptionsSchema, parseOptions } from './options.ts';
+} from './migrate/migration-files.ts';
+import { defaultRolePrefix, installedRoleNames, isLegacyRoles, type RoleNames, roleNamesFor } from '../internal/role-names.ts';
+import { type DatabaseTarget, type Session, withSession } from '../internal/session.ts';
+import { grantWorkerSchema } from './migrate/grant-worker-schema.ts';
+import { checkForeignRoleUse, checkInstallation, refuseForeignSchema } from './migrate/check-installation.ts';
+import { poolFromSession } from './migrate/worker-pool.ts';
+import { assertOperatorRole } from './operator-role.ts';
+import { parseOptions } from '../options.ts';
+import { type MigrateOptions, migrateOptionsSchema } from './migrate/migrate-options.ts';
 
 /** Advisory lock key shared by every migrating process (an arbitrary constant: "once" in ASCII). */
 const MIGRATION_LOCK_KEY = 0x6f6e6365;
@@ -45,7 +47,7 @@ export interface MigrateResult {
   workerSchema: 'installed' | 'skipped';
 }
 
-export type { DatabaseTarget } from './internal/session.ts';
+export type { DatabaseTarget } from '../internal/session.ts';
 
 export async function migrate(target: DatabaseTarget, options?: MigrateOptions): Promise<MigrateResult> {
   const resolved = parseOptions(migrateOptionsSchema, options, 'migrate options');
@@ -53,6 +55,7 @@ export async function migrate(target: DatabaseTarget, options?: MigrateOptions):
   const shipped = await migrationFiles();
 
   return withSession(target, async (session) => {
+    await assertOperatorRole(session, 'migrate');
     const outcome = await applyPending(session, shipped, { rolePrefix: resolved.rolePrefix, useBaseline: true });
     // Reported only now: until COMMIT returned, nothing was applied.
     for (const file of outcome.applied) log(`applied ${file.name}`);

@@ -7,9 +7,9 @@
  * run, inside its transaction, and refuses to commit anything when it finds a problem; `doctor`
  * reports the same findings.
  */
-import { RolesConflictError, type InstallationProblem, InstallationUnsafeError } from '../errors.ts';
-import type { RoleNames } from './role-names.ts';
-import type { Session } from './session.ts';
+import { RolesConflictError, type InstallationProblem, InstallationUnsafeError } from '../../errors.ts';
+import type { RoleNames } from '../../internal/role-names.ts';
+import type { Session } from '../../internal/session.ts';
 
 type RoleKind = keyof RoleNames;
 type Command = 'ALL' | 'SELECT' | 'INSERT' | 'UPDATE' | 'DELETE';

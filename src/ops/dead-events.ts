@@ -1,13 +1,14 @@
 /**
- * Dead events: kept (no sweep deletes them, and there is no purge: only a requeue, after which a
- * delivered event is swept like any other), listed, and requeued. For operators,
- * through `pg-once outbox dead` and `pg-once outbox requeue`; run as a login granted the database's relay role
- * (it sees every tenant's events) or the schema owner.
+ * Dead events: kept (no sweep deletes them) until an operator requeues them, here or on the
+ * dashboard (a requeued event, once delivered, is swept like any other), or discards them on the
+ * dashboard, which records who did it (src/ops/dashboard-sql/settle-dead-events.ts). Listed and
+ * requeued through `pg-once outbox dead` and `pg-once outbox requeue`, as a login granted the
+ * database's relay role (it sees every tenant's events) or one that bypasses row-level security.
  */
 import { EventNotFoundError, InvalidOptionsError } from '../errors.ts';
-import { assertRelayRole } from '../internal/operator-role.ts';
+import { assertOperatorRole } from './operator-role.ts';
 import { type DatabaseTarget, withSession } from '../internal/session.ts';
-import { WAKE_CHANNEL } from './relay-wakeup.ts';
+import { WAKE_CHANNEL } from '../outbox/relay-wakeup.ts';
 
 export interface DeadEvent {
   tenantId: string;
@@ -27,7 +28,7 @@ export async function listDeadEvents(target: DatabaseTarget, options: { limit?: 
     throw new InvalidOptionsError('listDeadEvents options', [{ path: ['limit'], message: 'expected an integer from 1 to 10 000', code: 'too_big' }]);
   }
   return withSession(target, async (session) => {
-    await assertRelayRole(session, 'outbox dead');
+    await assertOperatorRole(session, 'outbox dead');
     const { rows } = await session.query<{
       tenant_id: string;
       id: string;
@@ -65,7 +66,7 @@ export async function requeueDeadEvents(target: DatabaseTarget, ids: readonly st
     throw new InvalidOptionsError('requeue', [{ path: ['ids'], message: 'expected outbox event ids (positive integers) or "all"', code: 'invalid_format' }]);
   }
   return withSession(target, async (session) => {
-    await assertRelayRole(session, 'outbox requeue');
+    await assertOperatorRole(session, 'outbox requeue');
     await session.query('BEGIN');
     try {
       const { rows } = await session.query<{ id: string }>(

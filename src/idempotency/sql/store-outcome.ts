@@ -3,10 +3,10 @@
  * outcome. A plain UPDATE of the row the claim inserted in this same transaction; none of the
  * columns it sets are indexed, so Postgres can make it a HOT update on the same page.
  */
-import { translateDatabaseError } from '../errors.ts';
-import type { Statement } from '../internal/inline-values.ts';
-import type { TransactionClient } from '../internal/transaction-client.ts';
-import { transactionState } from './transaction-state.ts';
+import { translateDatabaseError } from '../../errors.ts';
+import type { Statement } from '../../internal/inline-values.ts';
+import type { TransactionClient } from '../../internal/transaction-client.ts';
+import { transactionState } from '../transaction-state.ts';
 
 export interface RecordId {
   tenantId: string;
@@ -26,55 +26,49 @@ export interface RateCharge {
  * Under a rate limit the same statement charges the tenant's bucket, if a token is still free:
  * returns false when the call lost the race for the last token (nothing was stored).
  */
-const STORE_RESULT = `
+export const STORE_RESULT_TEXT = `
   UPDATE once.idempotency_keys
      SET status = 'completed', result = $4::text::jsonb, result_text = $4, lease_token = NULL, completed_at = now()
    WHERE tenant_id = $1 AND key = $2 AND version = $3`;
 
 // The bucket row is locked from here to commit only: the check at claim time took no lock,
-// so a tenant's calls never wait on each other while fn runs.
-const STORE_RESULT_CHARGED = `
-  WITH charged AS (
-    INSERT INTO once.rate_limit_state AS s (tenant_id, tool, tat)
-    VALUES ($1, $5, clock_timestamp() + $6 * interval '1 millisecond')
-    ON CONFLICT (tenant_id, tool) DO UPDATE
-       SET tat = greatest(s.tat, clock_timestamp()) + $6 * interval '1 millisecond'
-     WHERE greatest(s.tat, clock_timestamp()) - clock_timestamp() <= $7 * interval '1 millisecond'
-    RETURNING 1
-  )
+// so a tenant's calls never wait on each other while fn runs. The charge (sql/0015) is a filter
+// of the one row the claim wrote in this transaction, so it runs once, and only the row of a
+// charged call is stored; no concurrent writer can touch that row, so it is never re-checked.
+export const STORE_RESULT_CHARGED_TEXT = `
   UPDATE once.idempotency_keys
      SET status = 'completed', result = $4::text::jsonb, result_text = $4, lease_token = NULL, completed_at = now()
    WHERE tenant_id = $1 AND key = $2 AND version = $3
-     AND EXISTS (SELECT 1 FROM charged)
+     AND once.charge_rate_limit($1, $5, $6, $7)
   RETURNING 1`;
 
 /** The uncharged store as a statement, for a transaction that can defer it (TransactionClient.defer). */
 export function storeResultStatement(id: RecordId, resultText: string | undefined): Statement {
-  return { text: STORE_RESULT, values: [id.tenantId, id.key, id.version, resultText ?? null] };
+  return { text: STORE_RESULT_TEXT, values: [id.tenantId, id.key, id.version, resultText ?? null] };
 }
 
 export async function storeResult(tx: TransactionClient, id: RecordId, resultText: string | undefined, charge: RateCharge | undefined): Promise<boolean> {
   try {
     const { values: record } = storeResultStatement(id, resultText);
     if (!charge) {
-      await tx.query(STORE_RESULT, record);
+      await tx.query(STORE_RESULT_TEXT, record);
       return true;
     }
-    const rows = await tx.query(STORE_RESULT_CHARGED, [...record, charge.tool, charge.emissionMs, charge.toleranceMs]);
+    const rows = await tx.query(STORE_RESULT_CHARGED_TEXT, [...record, charge.tool, charge.emissionMs, charge.toleranceMs]);
     return rows.length === 1;
   } catch (error) {
     throw translateDatabaseError(error);
   }
 }
 
-const STORE_FAILURE = `
+export const STORE_FAILURE_TEXT = `
   UPDATE once.idempotency_keys
      SET status = 'failed', error = $4::text::jsonb, lease_token = NULL, completed_at = now()
    WHERE tenant_id = $1 AND key = $2 AND version = $3`;
 
 export async function storeFailure(tx: TransactionClient, id: RecordId, errorText: string): Promise<void> {
   try {
-    await tx.query(STORE_FAILURE, [id.tenantId, id.key, id.version, errorText]);
+    await tx.query(STORE_FAILURE_TEXT, [id.tenantId, id.key, id.version, errorText]);
   } catch (error) {
     throw translateDatabaseError(error);
   }

@@ -3,19 +3,23 @@
  * - idempotency records past expires_at (never an in-progress one whose lease is live, never one
  *   a running transaction holds: SKIP LOCKED);
  * - delivered outbox events older than `outboxRetention` (dead events are never swept: they stay
- *   until an operator requeues them, and are then swept once delivered);
+ *   until an operator requeues them, and are then swept once delivered, or discards them on the
+ *   dashboard);
  * - audit rows older than `auditRetention`.
  * In bounded batches, each its own short statement, so sweeping millions of rows never holds
  * locks that stall claims. A swept key executes again on its next call, exactly like expiry.
  * Run as a login granted the database's relay role (the relay schedules it) or a superuser.
  */
 import { z } from 'zod';
-import { type DatabaseTarget, type Session, withSession } from './internal/session.ts';
-import { assertRelayRole } from './internal/operator-role.ts';
-import { durationSchema, parseOptions, sweepBatchSizeSchema } from './options.ts';
+import { type DatabaseTarget, type Session, withSession } from '../internal/session.ts';
+import { assertOperatorRole } from './operator-role.ts';
+import { durationSchema, parseOptions } from '../options.ts';
+
+/** Rows a sweep deletes per statement (the relay's sweep option checks it too). */
+export const sweepBatchSizeSchema = z.number().int().min(1).max(100_000);
 
 /** A retention as users write it, with its default, in milliseconds. */
-const retention = (fallback: string) => z.union([z.number(), z.string()]).default(fallback).pipe(durationSchema);
+const retention = (fallback: string) => z.union([z.number(), z.string()]).default(fallback).pipe(durationSchema());
 
 export const sweepOptionsSchema = z
   .object({
@@ -84,7 +88,7 @@ export async function sweep(target: DatabaseTarget, options?: SweepOptions): Pro
   const opts = parseOptions(sweepOptionsSchema, options, 'sweep options');
   const started = performance.now();
   return withSession(target, async (session) => {
-    await assertRelayRole(session, 'sweep');
+    await assertOperatorRole(session, 'sweep');
     const result: SweepResult = { idempotencyKeys: 0, outboxEvents: 0, dedupeAudit: 0, batches: 0, truncated: false, milliseconds: 0 };
     const retentions = { idempotencyKeys: 0, outboxEvents: opts.outboxRetention, dedupeAudit: opts.auditRetention };
     for (const table of ['idempotencyKeys', 'outboxEvents', 'dedupeAudit'] as const) {
