@@ -46,7 +46,8 @@ const calls: Record<string, (i: number) => Promise<unknown>> = {
         options(`event-${i}`),
       ),
     ),
-  onceReplay: (i) => withTenant(db, tenant, (tx) => runIdempotent(tx, `replay-${i % 200}`, (t) => insertOrder(t, `replay-${i % 200}`), options(`replay-${i % 200}`))),
+  onceReplay: (i) =>
+    withTenant(db, tenant, (tx) => runIdempotent(tx, `replay-${i % 200}`, (t) => insertOrder(t, `replay-${i % 200}`), options(`replay-${i % 200}`))),
 };
 const call = calls[variant];
 if (!call) throw new Error(`unknown variant ${variant} (known: ${Object.keys(calls).join(', ')})`);

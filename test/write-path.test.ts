@@ -132,7 +132,9 @@ describe('values inlined as literals', () => {
         expect(rows[0].value).toBe(text);
       }
       const bytes = Buffer.from([0, 1, 0x27, 0x5c, 255]);
-      const { rows } = await client.query(`SELECT ${sqlLiteral(bytes)} AS value, ${sqlLiteral(null)} AS none, ${sqlLiteral(1.5)} AS n, ${sqlLiteral(true)} AS b`);
+      const { rows } = await client.query(
+        `SELECT ${sqlLiteral(bytes)} AS value, ${sqlLiteral(null)} AS none, ${sqlLiteral(1.5)} AS n, ${sqlLiteral(true)} AS b`,
+      );
       expect(rows[0]).toEqual({ value: bytes, none: null, n: '1.5', b: true });
     } finally {
       await client.end();
