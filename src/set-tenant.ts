@@ -5,6 +5,7 @@
  */
 import { NotInstalledError, RlsBypassError, WrongRoleError } from './errors.ts';
 import { INSTALLED_ROLE_COLUMNS } from './internal/role-names.ts';
+import type { Statement } from './internal/inline-values.ts';
 import type { TransactionClient } from './internal/transaction-client.ts';
 
 /**
@@ -76,11 +77,22 @@ const SET_TENANT_AND_CHECK = (idle: string) => `
       FROM (SELECT ${INSTALLED_ROLE_COLUMNS}) names`;
 const CHECK = { plain: SET_TENANT_AND_CHECK(IDLE_TIMEOUT), noIdle: SET_TENANT_AND_CHECK('NULL') };
 
+/**
+ * The tenant's statement alone, once the handle's role is known (its rows are then not read), so
+ * that a driver may send it in the round trip of BEGIN (Driver.transactionOpenedWith); undefined
+ * while the role is still to be learned, by setTenant's first statement.
+ */
+export function knownTenantStatement(db: object, tenantId: string, idleMs: number): Statement | undefined {
+  if (!roleByInstance.has(db)) return undefined;
+  return idleMs === 0 ? { text: SET_TENANT.noIdle, values: [tenantId] } : { text: SET_TENANT.plain, values: [tenantId, idleMs, String(idleMs)] };
+}
+
 export async function setTenant(db: object, tx: TransactionClient, tenantId: string, allowRlsBypass: boolean, idleMs: number): Promise<void> {
   const values = idleMs === 0 ? [tenantId] : [tenantId, idleMs, String(idleMs)];
   const variant = idleMs === 0 ? 'noIdle' : 'plain';
-  if (roleByInstance.has(db)) {
-    await tx.query(SET_TENANT[variant], values);
+  const known = knownTenantStatement(db, tenantId, idleMs);
+  if (known) {
+    await tx.query(known.text, known.values);
     return;
   }
   const rows = await tx.query<{ role: string; bypass: boolean; app: string | null; member: boolean | null; current: boolean }>(CHECK[variant], values);

@@ -14,7 +14,7 @@ import type { Driver } from './internal/driver.ts';
 import { textProblem } from './internal/safe-text.ts';
 import { parseOptions } from './options.ts';
 import { type WithTenantOptions, withTenantOptionsSchema } from './with-tenant-options.ts';
-import { refuseKnownRole, setTenant } from './set-tenant.ts';
+import { knownTenantStatement, refuseKnownRole, setTenant } from './set-tenant.ts';
 import { settings } from './settings.ts';
 
 /** Longest tenant id accepted, in characters. */
@@ -50,13 +50,15 @@ export async function withTenantFor<Db extends object, Tx extends object, T>(
   // A recorded failure (see recorded-failure.ts) must commit before it propagates; every library
   // rolls back when the callback throws, so it is carried out of the callback instead.
   let recorded: { error: unknown } | undefined;
+  // Once the handle's role is known, the tenant's statement can travel with BEGIN.
+  const opening = driver.transactionOpenedWith && knownTenantStatement(db, tenantId, idleMs);
   try {
-    const result = await driver.transaction(db, async (tx) => {
+    const body = async (tx: Tx): Promise<T> => {
       const client = driver.client(tx)!;
       state = { db, tenantId, poolWaitMs: performance.now() - requestedAt };
       setTransactionState(tx, state);
       try {
-        await setTenant(db, client, tenantId, allowRlsBypass, idleMs);
+        if (!opening) await setTenant(db, client, tenantId, allowRlsBypass, idleMs);
         let value: T;
         try {
           value = await fn(tx);
@@ -74,7 +76,8 @@ export async function withTenantFor<Db extends object, Tx extends object, T>(
         // A pg PoolClient is the key of every transaction it runs (see transaction-state.ts).
         clearTransactionState(tx);
       }
-    });
+    };
+    const result = opening ? await driver.transactionOpenedWith!(db, opening, body) : await driver.transaction(db, body);
     if (recorded) throw recorded.error;
     return result;
   } catch (error) {

@@ -244,8 +244,11 @@ describe.each(OPENING)('%s: the transaction withTenant opens', (library) => {
     };
     try {
       const kysely = await roundTrips('kysely');
-      expect(kysely).toBeGreaterThanOrEqual(3); // BEGIN, the tenant, the claim, ..., COMMIT
-      expect(await roundTrips(library)).toBe(kysely);
+      expect(kysely).toBe(3); // BEGIN with the tenant, the claim, the result's UPDATE with COMMIT
+      // Kysely's transaction sends BEGIN with the tenant's statement and the result's UPDATE with
+      // COMMIT (src/drivers/merging-connection.ts); node-postgres's the first only; the other
+      // libraries, whose BEGIN and COMMIT pg-once does not send, neither: a round trip each.
+      expect(await roundTrips(library)).toBe(kysely + ({ kysely: 0, 'pg (Pool)': 1 }[library] ?? 2));
     } finally {
       await counter.close();
     }

@@ -8,33 +8,46 @@ import type { Driver } from '../internal/driver.ts';
 import { driverApi } from './driver-api.ts';
 import { nodePostgresQuery } from './native-query.ts';
 import { NotInTransactionError } from '../errors.ts';
+import { inlineValues, type Statement } from '../internal/inline-values.ts';
 
 const isPool = (db: object): db is pg.Pool => typeof (db as pg.Pool).totalCount === 'number';
 
+const BEGIN = 'BEGIN ISOLATION LEVEL READ COMMITTED';
+
+/**
+ * Opens the transaction (on a client of the Pool) and runs `fn` in it; `opening`, withTenant's
+ * first statement, goes in the round trip of BEGIN: node-postgres sends a query without
+ * parameters with the simple protocol, which takes several statements (values inlined, see
+ * inline-values.ts).
+ */
+async function transaction<T>(db: pg.Pool | pg.ClientBase, opening: Statement | undefined, fn: (tx: pg.ClientBase) => Promise<T>): Promise<T> {
+  if (!isPool(db)) {
+    // A client outside a transaction would autocommit each statement, the tenant lost after the first.
+    if (db.getTransactionStatus?.() === 'I')
+      throw new NotInTransactionError('pg-once: withTenant was given a pg client outside a transaction: BEGIN first, or pass the Pool.');
+    if (opening) await db.query(opening.text, [...opening.values]);
+    return fn(db);
+  }
+  const client = await db.connect();
+  try {
+    await client.query(opening ? `${BEGIN}; ${inlineValues(opening)}` : BEGIN);
+    const result = await fn(client);
+    await client.query('COMMIT');
+    client.release();
+    return result;
+  } catch (error) {
+    // A client whose ROLLBACK failed is destroyed, not pooled inside a broken transaction.
+    await client.query('ROLLBACK').then(
+      () => client.release(),
+      (lost: Error) => client.release(lost),
+    );
+    throw error;
+  }
+}
+
 const driver: Driver<pg.Pool | pg.ClientBase, pg.ClientBase> = {
-  async transaction(db, fn) {
-    if (!isPool(db)) {
-      // A client outside a transaction would autocommit each statement, the tenant lost after the first.
-      if (db.getTransactionStatus?.() === 'I')
-        throw new NotInTransactionError('pg-once: withTenant was given a pg client outside a transaction: BEGIN first, or pass the Pool.');
-      return fn(db);
-    }
-    const client = await db.connect();
-    try {
-      await client.query('BEGIN ISOLATION LEVEL READ COMMITTED');
-      const result = await fn(client);
-      await client.query('COMMIT');
-      client.release();
-      return result;
-    } catch (error) {
-      // A client whose ROLLBACK failed is destroyed, not pooled inside a broken transaction.
-      await client.query('ROLLBACK').then(
-        () => client.release(),
-        (lost: Error) => client.release(lost),
-      );
-      throw error;
-    }
-  },
+  transaction: (db, fn) => transaction(db, undefined, fn),
+  transactionOpenedWith: transaction,
   client(tx) {
     if (isPool(tx) || typeof tx.query !== 'function' || tx.getTransactionStatus?.() === 'I') return undefined;
     return { owner: tx, query: (text, values) => nodePostgresQuery(tx, text, values) };

@@ -6,7 +6,7 @@
  * A replay: the claim alone (it returns the stored result and writes the audit row itself).
  */
 import type { Transaction } from 'kysely';
-import { NotInTransactionError, RateLimitedError, TenantMissingError, TransactionMisuseError } from '../errors.ts';
+import { NotInTransactionError, RateLimitedError, TenantMissingError, TransactionMisuseError, translateDatabaseError } from '../errors.ts';
 import { quoteIdentifier } from '../internal/bind-variables.ts';
 import type { TransactionClient } from '../internal/transaction-client.ts';
 import { kyselyClient } from '../drivers/kysely-driver.ts';
@@ -28,7 +28,7 @@ import {
 } from './claim-outcome.ts';
 import type { Jsonify } from './jsonify.ts';
 import { recordFailure } from './recorded-failure.ts';
-import { abortCall, failEndedCall, type RateCharge, type RecordId, storeFailure, storeResult } from './sql/store-outcome.ts';
+import { abortCall, failEndedCall, type RateCharge, type RecordId, storeFailure, storeResult, storeResultStatement } from './sql/store-outcome.ts';
 import { transactionState } from './transaction-state.ts';
 import { describeError } from './stored-error.ts';
 
@@ -138,13 +138,23 @@ async function execute<T>(
     await abortCall(tx, error);
     throw error;
   }
+  const executed: IdempotentOutcome<T> = { value: (text === undefined ? undefined : JSON.parse(text)) as Jsonify<T>, outcome: 'executed', waited };
+  if (!charge && tx.defer) {
+    // The result's UPDATE goes with the transaction's COMMIT (one round trip for both) or right
+    // before its next statement, which therefore sees the record completed. Its failure comes
+    // from that statement or COMMIT, and the transaction does not commit: nothing of the call
+    // persists, as when the store fails here. A charged store stays here: losing the race for
+    // the last token must fail this call (RATE_LIMITED), not the statement after it.
+    tx.defer({ ...storeResultStatement(record, text), onError: (error, direct) => endedTransactionOr(direct, record, translateDatabaseError(error)) });
+    return executed;
+  }
   if (!(await detectEndedTransaction(tx, record, () => storeResult(tx, record, text, charge)))) {
     // Lost the race for the tenant's last token after fn ran: its writes roll back with the call.
     const error = new RateLimitedError(record.key, Math.max(1, Math.ceil(charge!.emissionMs)));
     await abortCall(tx, error);
     throw error;
   }
-  return { value: (text === undefined ? undefined : JSON.parse(text)) as Jsonify<T>, outcome: 'executed', waited };
+  return executed;
 }
 
 /**
@@ -157,15 +167,20 @@ async function detectEndedTransaction<R>(tx: TransactionClient, record: RecordId
   try {
     return await store();
   } catch (error) {
-    if (!(error instanceof TenantMissingError)) throw error;
-    const ended = new TransactionMisuseError(
-      `pg-once: the transaction of key "${record.key}" ended while its call ran: fn must not COMMIT or ROLLBACK it ` +
-        '(use a savepoint, or a transaction of its own on another connection).',
-      { cause: error },
-    );
-    await failEndedCall(tx, record, JSON.stringify(describeError(ended)));
-    throw ended;
+    return endedTransactionOr(tx, record, error);
   }
+}
+
+/** Throws the store's (translated) `error`, or TRANSACTION_MISUSE after failEndedCall when it shows fn ended the transaction. */
+async function endedTransactionOr(tx: TransactionClient, record: RecordId, error: unknown): Promise<never> {
+  if (!(error instanceof TenantMissingError)) throw error;
+  const ended = new TransactionMisuseError(
+    `pg-once: the transaction of key "${record.key}" ended while its call ran: fn must not COMMIT or ROLLBACK it ` +
+      '(use a savepoint, or a transaction of its own on another connection).',
+    { cause: error },
+  );
+  await failEndedCall(tx, record, JSON.stringify(describeError(ended)));
+  throw ended;
 }
 
 /**

@@ -10,6 +10,8 @@
  * time by postgres.js; `$1::text::jsonb` is not), and results are read as text, boolean or
  * float8, never timestamps.
  */
+import type { Statement } from './inline-values.ts';
+
 export interface TransactionClient {
   /**
    * The caller's transaction object (a Kysely Transaction, a pg PoolClient, a Knex trx, ...):
@@ -18,4 +20,20 @@ export interface TransactionClient {
   readonly owner: object;
   /** Runs one statement with `$1`, `$2`, ... placeholders in the transaction; resolves with its rows. */
   query<Row = Record<string, unknown>>(text: string, values: readonly unknown[]): Promise<Row[]>;
+  /**
+   * Runs `statement` later in this transaction: right before the transaction's next statement, or
+   * in the round trip of its COMMIT when nothing comes between. Offered only in a transaction
+   * withTenant opened on a connection that takes several statements in one query (see
+   * src/drivers/merging-connection.ts); elsewhere absent, and the caller runs the statement itself.
+   */
+  defer?(statement: DeferredStatement): void;
+}
+
+/** A statement run later (TransactionClient.defer), and what its failure becomes. */
+export interface DeferredStatement extends Statement {
+  /**
+   * Turns the statement's error into the one thrown (from the statement it was sent before, or
+   * from COMMIT). `direct` runs statements on the connection at once (never deferred).
+   */
+  onError(error: unknown, direct: TransactionClient): Promise<never>;
 }

@@ -4,6 +4,7 @@
  * columns it sets are indexed, so Postgres can make it a HOT update on the same page.
  */
 import { translateDatabaseError } from '../../errors.ts';
+import type { Statement } from '../../internal/inline-values.ts';
 import type { TransactionClient } from '../../internal/transaction-client.ts';
 import { transactionState } from '../transaction-state.ts';
 
@@ -41,9 +42,14 @@ export const STORE_RESULT_CHARGED_TEXT = `
      AND once.charge_rate_limit($1, $5, $6, $7)
   RETURNING 1`;
 
+/** The uncharged store as a statement, for a transaction that can defer it (TransactionClient.defer). */
+export function storeResultStatement(id: RecordId, resultText: string | undefined): Statement {
+  return { text: STORE_RESULT_TEXT, values: [id.tenantId, id.key, id.version, resultText ?? null] };
+}
+
 export async function storeResult(tx: TransactionClient, id: RecordId, resultText: string | undefined, charge: RateCharge | undefined): Promise<boolean> {
   try {
-    const record = [id.tenantId, id.key, id.version, resultText ?? null];
+    const { values: record } = storeResultStatement(id, resultText);
     if (!charge) {
       await tx.query(STORE_RESULT_TEXT, record);
       return true;

@@ -1,0 +1,154 @@
+/**
+ * The write path's round trips (issue 18): on Kysely, withTenant sends BEGIN with the tenant's
+ * statement, and a call's result goes with COMMIT, or right before the transaction's next
+ * statement (src/drivers/merging-connection.ts). What that must not change: a statement after
+ * the call sees its record completed, a connection that takes one statement per query still
+ * works, and values reach the database exactly as written whatever they hold.
+ */
+import { Kysely, PostgresDialect, sql } from 'kysely';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { enqueue, runIdempotent, withTenant } from '../src/index.ts';
+import { sqlLiteral } from '../src/internal/inline-values.ts';
+import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
+
+let fx: AppFixture;
+beforeAll(async () => {
+  fx = await createAppFixture(4);
+});
+afterAll(async () => {
+  await fx?.close();
+});
+
+let unique = 0;
+const freshKey = (label: string) => `${label}-${++unique}-${Date.now()}`;
+
+/** A Kysely as the app role whose connections count the queries they are sent (round trips). */
+function countingKysely(counter: { queries: string[] }, options: { extendedOnly?: boolean } = {}): Kysely<any> {
+  const pool = new pg.Pool({ connectionString: fx.appUrl, max: 1 });
+  pool.on('connect', (client) => {
+    const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+    (client as { query: unknown }).query = (text: unknown, values?: unknown, callback?: unknown) => {
+      if (typeof text === 'string') counter.queries.push(text);
+      // The extended protocol for every query, as some Kysely dialects' drivers send them: several
+      // statements in one query are then refused.
+      if (options.extendedOnly && typeof text === 'string') return query({ text, values: values ?? [], queryMode: 'extended' }, callback);
+      return query(text, values, callback);
+    };
+  });
+  return new Kysely<any>({ dialect: new PostgresDialect({ pool }) });
+}
+
+const order = (key: string) => async (tx: Parameters<Parameters<typeof withTenant>[2]>[0]) => {
+  await sql`INSERT INTO orders (key, amount) VALUES (${key}, 1)`.execute(tx);
+  return { key };
+};
+
+describe('withTenant and runIdempotent on Kysely: round trips', () => {
+  it('a fresh call is BEGIN with the tenant, the claim, fn, and the result with COMMIT; a replay is three', async () => {
+    const counter = { queries: [] as string[] };
+    const db = countingKysely(counter);
+    try {
+      await withTenant(db, 't', async () => {}); // the handle's role is learned on its first transaction
+      const key = freshKey('trips');
+      counter.queries = [];
+      await withTenant(db, 't', (tx) => runIdempotent(tx, key, order(key)));
+      expect(counter.queries).toHaveLength(4);
+      expect(counter.queries[0]).toMatch(/^start transaction isolation level read committed; SELECT set_config\('once\.tenant_id'/);
+      expect(counter.queries[3]).toMatch(/UPDATE once\.idempotency_keys[\s\S]*; commit$/);
+      counter.queries = [];
+      expect(await withTenant(db, 't', (tx) => runIdempotent(tx, key, order(key)))).toEqual({ key });
+      expect(counter.queries).toHaveLength(3);
+      expect(await fx.orders('t')).toContainEqual({ tenant_id: 't', key, amount: 1 });
+    } finally {
+      await db.destroy();
+    }
+  });
+
+  it('a statement after the call, in the same transaction, sees its record completed', async () => {
+    const key = freshKey('after');
+    const other = freshKey('after-other');
+    const statuses = await withTenant(fx.app, 't', async (tx) => {
+      await runIdempotent(tx, key, order(key));
+      const { rows } = await sql<{ status: string }>`SELECT status FROM once.idempotency_keys WHERE key = ${key}`.execute(tx);
+      // A second call in the same transaction: its claim goes after the first's store.
+      await runIdempotent(tx, other, async (t) => {
+        await enqueue(t, { topic: 'after', payload: { other } });
+        return other;
+      });
+      return rows.map((row) => row.status);
+    });
+    expect(statuses).toEqual(['completed']);
+    for (const stored of [key, other]) {
+      const [record] = await fx.rows<{ status: string }>('idempotency_keys', `key = '${stored}'`);
+      expect(record?.status).toBe('completed');
+    }
+  });
+
+  it('nothing of a call commits when the transaction throws after it returned', async () => {
+    const key = freshKey('thrown');
+    await expect(
+      withTenant(fx.app, 't', async (tx) => {
+        await runIdempotent(tx, key, order(key));
+        throw new Error('after the call');
+      }),
+    ).rejects.toThrow('after the call');
+    expect(await fx.rows('idempotency_keys', `key = '${key}'`)).toEqual([]);
+    expect((await fx.orders('t')).filter((row) => row.key === key)).toEqual([]);
+    expect(await withTenant(fx.app, 't', (tx) => runIdempotent(tx, key, order(key)))).toEqual({ key });
+  });
+
+  it('works on connections that take one statement per query (the extended protocol only)', async () => {
+    const counter = { queries: [] as string[] };
+    const db = countingKysely(counter, { extendedOnly: true });
+    try {
+      for (let i = 0; i < 3; i += 1) {
+        const key = freshKey('extended');
+        expect(await withTenant(db, 't', (tx) => runIdempotent(tx, key, order(key)))).toEqual({ key });
+        expect(await withTenant(db, 't', (tx) => runIdempotent(tx, key, order(key)))).toEqual({ key });
+        const [record] = await fx.rows<{ status: string }>('idempotency_keys', `key = '${key}'`);
+        expect(record?.status).toBe('completed');
+      }
+      // After the one refusal, BEGIN and the tenant go one statement each, as before.
+      counter.queries = [];
+      await withTenant(db, 't', async () => {});
+      expect(counter.queries).toHaveLength(3);
+    } finally {
+      await db.destroy();
+    }
+  });
+});
+
+describe('values inlined as literals', () => {
+  const texts = ["it's", 'back\\slash', "\\'; DROP TABLE orders; --", 'ünïcødé 🎉', '$1 $$ $tag$', '{"a":"\\"q\\"","b":"\\\\n"}', ''];
+
+  it.each(['on', 'off'])('read back exactly as written, standard_conforming_strings %s', async (setting) => {
+    const client = new pg.Client({ connectionString: fx.appUrl });
+    await client.connect();
+    try {
+      await client.query(`SET standard_conforming_strings = ${setting}`);
+      for (const text of texts) {
+        const { rows } = await client.query(`SELECT ${sqlLiteral(text)} AS value`);
+        expect(rows[0].value).toBe(text);
+      }
+      const bytes = Buffer.from([0, 1, 0x27, 0x5c, 255]);
+      const { rows } = await client.query(
+        `SELECT ${sqlLiteral(bytes)} AS value, ${sqlLiteral(null)} AS none, ${sqlLiteral(1.5)} AS n, ${sqlLiteral(true)} AS b`,
+      );
+      expect(rows[0]).toEqual({ value: bytes, none: null, n: '1.5', b: true });
+    } finally {
+      await client.end();
+    }
+  });
+
+  it('a result holding quotes and backslashes is stored and replayed byte for byte', async () => {
+    const key = freshKey('quotes');
+    const value = { text: texts, nested: { "k'ey": 'v\\al' } };
+    const first = await withTenant(fx.app, 't', (tx) => runIdempotent(tx, key, async () => value));
+    const replay = await withTenant(fx.app, 't', (tx) => runIdempotent(tx, key, async () => 'not run'));
+    expect(first).toEqual(value);
+    expect(replay).toEqual(value);
+    const [record] = await fx.rows<{ result_text: string }>('idempotency_keys', `key = '${key}'`);
+    expect(record?.result_text).toBe(JSON.stringify(value));
+  });
+});
