@@ -120,5 +120,4 @@ describe.skipIf(!pgbouncerAvailable && !pgbouncerRequired)('through PgBouncer in
       await subject.close();
     }
   });
-
 });
