@@ -1,7 +1,7 @@
 /**
  * pg-once's statements sent straight to the two drivers other libraries sit on, shared by the
  * postgres.js adapter and Drizzle's (whose transactions hold a postgres.js or node-postgres
- * client underneath).
+ * client underneath), node-postgres's and Knex's.
  */
 import type pg from 'pg';
 import type { TransactionSql } from 'postgres';
@@ -16,6 +16,77 @@ export async function postgresJsQuery<Row>(sql: TransactionSql<any>, text: strin
   return (await sql.unsafe(text, values as never[], { prepare: true })) as unknown as Row[];
 }
 
+/**
+ * node-postgres sends a statement unnamed unless told a name, and the server then parses and
+ * plans it on every call: for pg-once's statements (the tenant, the claim, the stored result)
+ * that was about 40% of the server CPU a fresh call costs (measured: bench/drivers.ts). They are
+ * sent as named statements instead (parsed once per connection), but only on a connection that
+ * is its server backend's own: behind a transaction-mode pooler (PgBouncer before 1.21) a named
+ * statement meets server connections that never parsed it, and fails inside the caller's
+ * transaction. A pooler answers the startup with a cancel key of its own, so a connection is
+ * direct when the backend's pid is the one it announced (asked once per connection, riding on
+ * the tenant's statement there: no round trip of its own). pg-native clients (no processID)
+ * stay unnamed.
+ */
 export async function nodePostgresQuery<Row>(client: pg.ClientBase, text: string, values: readonly unknown[]): Promise<Row[]> {
-  return (await client.query(text, values as unknown[])).rows as Row[];
+  const direct = directConnections.get(client);
+  if (direct === undefined) return (await checkingBackend(client, text, values)) as Row[];
+  const name = direct && values.length > 0 ? statementName(client, text) : undefined;
+  if (name === undefined) return (await client.query(text, values as unknown[])).rows as Row[];
+  try {
+    return (await client.query({ name, text, values: values as unknown[] })).rows as Row[];
+  } catch (error) {
+    const code = (error as { code?: unknown } | null)?.code;
+    // The statement is gone (DEALLOCATE ALL, DISCARD ALL) or its plan no longer fits (a migration
+    // changed a function's result type): this transaction has failed, the next ones use new names.
+    if (code === '26000' || code === '0A000') generations.set(client, (generations.get(client) ?? 0) + 1);
+    throw error;
+  }
+}
+
+/**
+ * Whether `client` has been checked for a backend of its own. pg-once/pg sends withTenant's
+ * statement with BEGIN (simple protocol, past nodePostgresQuery) only on checked connections, so
+ * that every pooled connection gets its check, on the tenant's statement, once.
+ */
+export const backendChecked = (client: object): boolean => directConnections.has(client);
+
+/** Per connection: true when it is its backend's own (statements may be named), false behind a pooler. */
+const directConnections = new WeakMap<object, boolean>();
+/** Per connection: how many times its named statements had to be given up (their names change with it). */
+const generations = new WeakMap<object, number>();
+/** Each statement text's number, for its name; a bounded set (a text made per call would fill servers with statements). */
+const statementNumbers = new Map<string, number>();
+const MAX_NAMED_STATEMENTS = 100;
+/** withTenant's statement (and its read-committed variant): a column more there changes nothing the core reads. */
+const LEADING_SELECT = /^\s*SELECT\s+(?=set_config\()/i;
+const BACKEND_PID = 'once_backend_pid';
+
+function statementName(client: object, text: string): string | undefined {
+  let number = statementNumbers.get(text);
+  if (number === undefined) {
+    if (statementNumbers.size >= MAX_NAMED_STATEMENTS) return undefined;
+    number = statementNumbers.size;
+    statementNumbers.set(text, number);
+  }
+  const generation = generations.get(client);
+  return generation === undefined ? `once_${number}` : `once_${number}_${generation}`;
+}
+
+/** A statement on a connection not yet checked: unnamed, and the tenant's asks for the backend's pid besides. */
+async function checkingBackend(client: pg.ClientBase, text: string, values: readonly unknown[]): Promise<unknown[]> {
+  const announced = (client as { processID?: unknown }).processID;
+  if (typeof announced !== 'number' || !LEADING_SELECT.test(text)) {
+    if (typeof announced !== 'number') directConnections.set(client, false);
+    return (await client.query(text, values as unknown[])).rows;
+  }
+  const { rows } = await client.query(
+    text.replace(LEADING_SELECT, (select) => `${select}pg_backend_pid() AS ${BACKEND_PID}, `),
+    values as unknown[],
+  );
+  const first = rows[0] as Record<string, unknown> | undefined;
+  if (first === undefined) return rows;
+  directConnections.set(client, first[BACKEND_PID] === announced);
+  for (const row of rows) delete (row as Record<string, unknown>)[BACKEND_PID];
+  return rows;
 }

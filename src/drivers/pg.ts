@@ -6,7 +6,7 @@
 import type pg from 'pg';
 import type { Driver } from '../internal/driver.ts';
 import { driverApi } from './driver-api.ts';
-import { nodePostgresQuery } from './native-query.ts';
+import { backendChecked, nodePostgresQuery } from './native-query.ts';
 import { NotInTransactionError } from '../errors.ts';
 import { inlineValues, type Statement } from '../internal/inline-values.ts';
 
@@ -25,12 +25,18 @@ async function transaction<T>(db: pg.Pool | pg.ClientBase, opening: Statement | 
     // A client outside a transaction would autocommit each statement, the tenant lost after the first.
     if (db.getTransactionStatus?.() === 'I')
       throw new NotInTransactionError('pg-once: withTenant was given a pg client outside a transaction: BEGIN first, or pass the Pool.');
-    if (opening) await db.query(opening.text, [...opening.values]);
+    if (opening) await nodePostgresQuery(db, opening.text, opening.values);
     return fn(db);
   }
   const client = await db.connect();
   try {
-    await client.query(opening ? `${BEGIN}; ${inlineValues(opening)}` : BEGIN);
+    if (!opening) await client.query(BEGIN);
+    else if (backendChecked(client)) await client.query(`${BEGIN}; ${inlineValues(opening)}`);
+    else {
+      // A connection not yet checked (native-query.ts) sends the tenant's statement through the check, once.
+      await client.query(BEGIN);
+      await nodePostgresQuery(client, opening.text, opening.values);
+    }
     const result = await fn(client);
     await client.query('COMMIT');
     client.release();
