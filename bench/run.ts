@@ -1,12 +1,12 @@
 /**
- * `npm run bench [-- core|relay|doorbell|sweep|drivers|http|soak|relays] [--seconds N] [--only drain,key] [--days N] [--scale X]`: runs the benchmarks on a real Postgres (DATABASE_URL,
+ * `npm run bench [-- core|relay|doorbell|sweep|drivers|http|soak|relays] [--seconds N] [--only drain,key] [--days N] [--scale X] [--writer kysely|pg]`: runs the benchmarks on a real Postgres (DATABASE_URL,
  * else an embedded one started here), prints tables with ratios against baselines measured in the
  * same run, and saves everything as JSON in bench/results/. `soak` and `relays` are not in the
  * default set (they run for minutes): ask for them by name; --days sets soak's simulated days
  * (default 3) and --scale (or BENCH_SCALE) its calls per day (20,000 x scale); `relays` drains
  * backlogs of 20,000 x scale events with 1, 2 and 4 relay processes (--only backlog,live,idle).
  */
-import { writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
@@ -29,6 +29,8 @@ const { values, positionals } = parseArgs({
     only: { type: 'string' },
     /** Soak suite: simulated days (bench/soak.ts). */
     days: { type: 'string', default: '3' },
+    /** Soak suite: the writers' library, kysely (default) or pg (pg-once/pg). */
+    writer: { type: 'string', default: 'kysely' },
     /** Sizes of the suites that have one (default: BENCH_SCALE, else 1). */
     scale: { type: 'string', default: process.env.BENCH_SCALE ?? '1' },
   },
@@ -42,6 +44,8 @@ const suites = positionals.length > 0 ? positionals : SUITES;
 const scale = Number(values.scale);
 const days = Number(values.days);
 if (!(scale > 0) || !Number.isInteger(days) || days < 1) throw new Error('--scale must be > 0 and --days a whole number >= 1');
+const writer = values.writer;
+if (writer !== 'kysely' && writer !== 'pg') throw new Error('--writer must be kysely or pg');
 
 const server = await startPostgres({ databaseUrl: values['database-url'] ?? process.env.DATABASE_URL });
 const probe = new pg.Client({ connectionString: server.connectionString });
@@ -84,7 +88,13 @@ try {
               : suite === 'relays'
                 ? await runRelaysBench(database, { events: Math.round(20_000 * scale), only: values.only?.split(',') })
                 : suite === 'soak'
-                  ? await runSoakBench(database, { days, perDay: Math.round(20_000 * scale) })
+                  ? await runSoakBench(database, {
+                      days,
+                      perDay: Math.round(20_000 * scale),
+                      writer,
+                      // Rewritten after each day: what a long run cut short leaves (removed when it completes).
+                      partialFile: new URL('./results/soak.partial.json', import.meta.url),
+                    })
                   : suite === 'doorbell'
                     ? await runDoorbellBench(seconds, seconds * 2) // on a server of its own: wal_level = logical
                     : suite === 'relay'
@@ -100,6 +110,7 @@ try {
         const file = new URL(`./results/${suite}.json`, import.meta.url);
         await writeFile(file, `${JSON.stringify({ environment, ...result }, null, 2)}\n`);
         console.log(`\nSaved ${file.pathname}`);
+        if (suite === 'soak') await rm(new URL('./results/soak.partial.json', import.meta.url), { force: true });
       }
     } finally {
       await database.drop();
