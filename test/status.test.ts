@@ -19,6 +19,18 @@ afterAll(async () => {
   await fx?.close();
 });
 
+/** Resolves once a backend of this database waits for a lock (the duplicate, on the first call's key). */
+async function lockWaiter(): Promise<void> {
+  for (const started = Date.now(); Date.now() - started < 30_000; ) {
+    const { rows } = await fx.database.admin.query<{ waiting: number }>(
+      'SELECT count(*)::int AS waiting FROM pg_locks l JOIN pg_database d ON d.oid = l.database WHERE NOT l.granted AND d.datname = current_database()',
+    );
+    if ((rows[0]?.waiting ?? 0) > 0) return;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  throw new Error('the duplicate never waited for a lock');
+}
+
 const call = (tenant: string, key: string, options: { tool?: string; request?: unknown } = {}, fn = async () => key) =>
   withTenant(fx.app, tenant, (tx) => runIdempotent(tx, key, fn, options)).catch((error: unknown) => error);
 
@@ -29,14 +41,20 @@ it('counts what happened, per tenant and tool, and the outbox', async () => {
   await call('alpha', 'e1', { tool: 'send_email', request: { key: 'e1' } });
   await call('alpha', 'e2', { tool: 'send_email', request: { key: 'other' } });
   // alpha/charge_card: 1 execution, 1 waited replay.
+  // No sleeps: the duplicate starts once the first call is inside fn, and the first is released
+  // once the duplicate is waiting on a lock (a fixed delay let the first finish under load, and
+  // the duplicate counted as a replay instead of a wait).
   let release!: () => void;
+  let entered!: () => void;
+  const inside = new Promise<void>((resolve) => (entered = resolve));
   const first = call('alpha', 'c1', { tool: 'charge_card' }, async () => {
+    entered();
     await new Promise<void>((resolve) => (release = resolve));
     return 'charged';
   });
-  await new Promise((resolve) => setTimeout(resolve, 50));
+  await inside;
   const duplicate = call('alpha', 'c1', { tool: 'charge_card' });
-  await new Promise((resolve) => setTimeout(resolve, 50));
+  await lockWaiter();
   release();
   await Promise.all([first, duplicate]);
   // beta: limited to 1, then 2 rate-limited calls.
