@@ -83,19 +83,25 @@ const CHECK = { plain: SET_TENANT_AND_CHECK(IDLE_TIMEOUT), noIdle: SET_TENANT_AN
  * while the role is still to be learned, by setTenant's first statement.
  */
 export function knownTenantStatement(db: object, tenantId: string, idleMs: number): Statement | undefined {
-  if (!roleByInstance.has(db)) return undefined;
-  return idleMs === 0 ? { text: SET_TENANT.noIdle, values: [tenantId] } : { text: SET_TENANT.plain, values: [tenantId, idleMs, String(idleMs)] };
+  return roleByInstance.has(db) ? tenantStatement(SET_TENANT, tenantId, idleMs) : undefined;
+}
+
+/** The variant of `texts` for `idleMs` (0: no idle-session timeout) with its values. */
+function tenantStatement(texts: { plain: string; noIdle: string }, tenantId: string, idleMs: number): Statement {
+  return idleMs === 0 ? { text: texts.noIdle, values: [tenantId] } : { text: texts.plain, values: [tenantId, idleMs, String(idleMs)] };
 }
 
 export async function setTenant(db: object, tx: TransactionClient, tenantId: string, allowRlsBypass: boolean, idleMs: number): Promise<void> {
-  const values = idleMs === 0 ? [tenantId] : [tenantId, idleMs, String(idleMs)];
-  const variant = idleMs === 0 ? 'noIdle' : 'plain';
   const known = knownTenantStatement(db, tenantId, idleMs);
   if (known) {
     await tx.query(known.text, known.values);
     return;
   }
-  const rows = await tx.query<{ role: string; bypass: boolean; app: string | null; member: boolean | null; current: boolean }>(CHECK[variant], values);
+  const statement = tenantStatement(CHECK, tenantId, idleMs);
+  const rows = await tx.query<{ role: string; bypass: boolean; app: string | null; member: boolean | null; current: boolean }>(
+    statement.text,
+    statement.values,
+  );
   const row = rows[0];
   const check: RoleCheck = {
     role: row?.role ?? 'unknown',

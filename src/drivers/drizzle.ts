@@ -8,6 +8,7 @@
 import { type SQL, sql } from 'drizzle-orm';
 import type { PgDatabase, PgQueryResultHKT, PgTransaction } from 'drizzle-orm/pg-core';
 import type { Driver } from '../internal/driver.ts';
+import { perTransaction } from '../internal/per-transaction.ts';
 import type { TransactionClient } from '../internal/transaction-client.ts';
 import type { WithTenantOptions } from '../with-tenant-options.ts';
 import { driverApi } from './driver-api.ts';
@@ -72,7 +73,8 @@ function queryFor(tx: AnyTransaction): (text: string, values: readonly unknown[]
   };
 }
 
-const clients = new WeakMap<AnyTransaction, TransactionClient>();
+/** Each tx's client, made once: withTenant and runIdempotent both ask for it. */
+const clientOf = perTransaction((tx: AnyTransaction): TransactionClient => ({ owner: tx, query: assertingReadCommitted(tx, queryFor(tx)) }));
 
 const driver: Driver<AnyDatabase, AnyTransaction> = {
   transaction: (db, fn) =>
@@ -81,13 +83,7 @@ const driver: Driver<AnyDatabase, AnyTransaction> = {
       : readCommittedTransaction(db, (setLevel, inner) => db.transaction(inner, setLevel ? { isolationLevel: 'read committed' } : undefined), fn),
   client(tx) {
     if (!isTransaction(tx)) return undefined;
-    // Made once per tx: withTenant and runIdempotent both ask for it.
-    let client = clients.get(tx);
-    if (!client) {
-      client = { owner: tx, query: assertingReadCommitted(tx, queryFor(tx)) };
-      clients.set(tx, client);
-    }
-    return client;
+    return clientOf(tx);
   },
 };
 

@@ -6,6 +6,7 @@
  */
 import type { Knex } from 'knex';
 import type { Driver } from '../internal/driver.ts';
+import { perTransaction } from '../internal/per-transaction.ts';
 import type { TransactionClient } from '../internal/transaction-client.ts';
 import type pg from 'pg';
 import { driverApi } from './driver-api.ts';
@@ -59,18 +60,13 @@ function queryFor(trx: Knex.Transaction): (text: string, values: readonly unknow
 }
 
 /** Each trx's client, made once: withTenant and runIdempotent both ask for it, and it holds the connection. */
-const clients = new WeakMap<Knex.Transaction, TransactionClient>();
+const clientOf = perTransaction((trx: Knex.Transaction): TransactionClient => ({ owner: trx, query: queryFor(trx) }));
 
 const driver: Driver<Knex, Knex.Transaction> = {
   transaction: (knex, fn) => (knex.isTransaction === true ? fn(knex as Knex.Transaction) : knex.transaction(fn, { isolationLevel: 'read committed' })),
   client(trx) {
     if (trx.isTransaction !== true) return undefined;
-    let client = clients.get(trx);
-    if (!client) {
-      client = { owner: trx, query: queryFor(trx) };
-      clients.set(trx, client);
-    }
-    return client;
+    return clientOf(trx);
   },
 };
 
