@@ -5,14 +5,18 @@
  * isRecordedFailure before letting an error roll it back); `fn` gets the tx, typed with the
  * caller's schema, and pg-once's statements run on the driver's client under it (see queryFor).
  */
-import { type SQL, sql } from 'drizzle-orm';
+import { entityKind, type SQL, sql } from 'drizzle-orm';
 import type { PgDatabase, PgQueryResultHKT, PgTransaction } from 'drizzle-orm/pg-core';
 import type { Driver } from '../internal/driver.ts';
 import { perTransaction } from '../internal/per-transaction.ts';
 import type { TransactionClient } from '../internal/transaction-client.ts';
 import type { WithTenantOptions } from '../with-tenant-options.ts';
 import { driverApi } from './driver-api.ts';
+import { isDeferredFailure } from './deferred-statements.ts';
+import { MergingPgClient } from './merging-pg-client.ts';
 import { nodePostgresQuery, postgresJsQuery } from './native-query.ts';
+import type { Statement } from '../internal/inline-values.ts';
+import type pg from 'pg';
 import { assertingReadCommitted, readCommittedTransaction } from './read-committed.ts';
 
 type AnyDatabase = PgDatabase<PgQueryResultHKT, any, any>;
@@ -73,14 +77,96 @@ function queryFor(tx: AnyTransaction): (text: string, values: readonly unknown[]
   };
 }
 
+/** The wrapper of each tx's node-postgres client inside a transaction transactionOpenedWith opened (see merging-pg-client.ts). */
+const merging = new WeakMap<object, MergingPgClient>();
+
 /** Each tx's client, made once: withTenant and runIdempotent both ask for it. */
-const clientOf = perTransaction((tx: AnyTransaction): TransactionClient => ({ owner: tx, query: assertingReadCommitted(tx, queryFor(tx)) }));
+const clientOf = perTransaction((tx: AnyTransaction): TransactionClient => {
+  const wrapper = merging.get(tx);
+  return { owner: tx, query: assertingReadCommitted(tx, queryFor(tx)), defer: wrapper && ((statement) => wrapper.defer(statement, tx)) };
+});
+
+/** The node-postgres Pool or client under a Drizzle database over node-postgres, else undefined. */
+function nodePostgresUnder(db: AnyDatabase): pg.Pool | pg.ClientBase | undefined {
+  const session = (db as unknown as { session?: { client?: Record<string, unknown>; constructor?: Record<symbol, unknown> } }).session;
+  // Only Drizzle's node-postgres session: other drivers with a pg-like `query` (Neon, PGlite) may not take several statements.
+  if (session?.constructor?.[entityKind] !== 'NodePgSession' || typeof session.client?.query !== 'function') return undefined;
+  return session.client as never;
+}
+
+/**
+ * BEGIN with `opening`, and a call's stored result with COMMIT, over node-postgres
+ * (merging-pg-client.ts). Drizzle's transaction takes a client from the Pool as its first act
+ * (synchronously, before anything is awaited), with no way to hand it one: for that one call the
+ * Pool's `connect` is shadowed, wrapping the client it gives; the wrapper unwraps itself when
+ * Drizzle releases the client. BEGIN names the level, which costs nothing there. Over
+ * postgres.js, `sql.begin` sends BEGIN from its own closure: the tenant's statement goes on its own.
+ */
+async function transactionOpenedWith<T>(db: AnyDatabase, opening: Statement, fn: (tx: AnyTransaction) => Promise<T>): Promise<T> {
+  const under = isTransaction(db) ? undefined : nodePostgresUnder(db);
+  if (under === undefined) {
+    return driver.transaction(db, async (tx) => {
+      await clientOf(tx).query(opening.text, opening.values);
+      return fn(tx);
+    });
+  }
+  let wrapper: MergingPgClient | undefined;
+  const wrap = (client: pg.ClientBase) => {
+    wrapper = new MergingPgClient(client, opening);
+  };
+  // One client, no pool: Drizzle runs the transaction on it, and nothing releases it.
+  const unshadow = typeof (under as pg.Pool).totalCount === 'number' ? wrapNextClient(under as pg.Pool, wrap) : wrap(under as pg.ClientBase);
+  let result: Promise<T>;
+  try {
+    result = db.transaction(
+      (tx) => {
+        if (wrapper) merging.set(tx, wrapper);
+        return fn(tx);
+      },
+      { isolationLevel: 'read committed' },
+    );
+  } finally {
+    unshadow?.();
+  }
+  try {
+    return await result;
+  } catch (error) {
+    // Drizzle wraps the error of its own statement (COMMIT, or the one the result went before) in
+    // a DrizzleQueryError; when it is the stored result's failure, the caller gets pg-once's error.
+    const cause = (error as { cause?: unknown } | null)?.cause;
+    throw isDeferredFailure(cause) ? cause : error;
+  } finally {
+    // A pooled client unwrapped itself when Drizzle released it.
+    wrapper?.restore();
+  }
+}
+
+/**
+ * Shadows `pool.connect` for its next call, handing the client it gives to `wrap`; returns what
+ * puts the Pool's own `connect` back (call it once the transaction has asked for its client).
+ */
+function wrapNextClient(pool: pg.Pool, wrap: (client: pg.ClientBase) => void): () => void {
+  const own = Object.hasOwn(pool, 'connect') ? pool.connect : undefined;
+  const connect = pool.connect as (...args: unknown[]) => Promise<pg.PoolClient>;
+  const unshadow = () => {
+    if (own) pool.connect = own;
+    else delete (pool as { connect?: unknown }).connect;
+  };
+  pool.connect = (async (...args: unknown[]) => {
+    unshadow();
+    const client = await connect.apply(pool, args);
+    wrap(client);
+    return client;
+  }) as typeof pool.connect;
+  return unshadow;
+}
 
 const driver: Driver<AnyDatabase, AnyTransaction> = {
   transaction: (db, fn) =>
     isTransaction(db)
       ? fn(db)
       : readCommittedTransaction(db, (setLevel, inner) => db.transaction(inner, setLevel ? { isolationLevel: 'read committed' } : undefined), fn),
+  transactionOpenedWith,
   client(tx) {
     if (!isTransaction(tx)) return undefined;
     return clientOf(tx);

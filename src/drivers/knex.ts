@@ -10,7 +10,9 @@ import { perTransaction } from '../internal/per-transaction.ts';
 import type { TransactionClient } from '../internal/transaction-client.ts';
 import type pg from 'pg';
 import { driverApi } from './driver-api.ts';
+import { MergingPgClient } from './merging-pg-client.ts';
 import { nodePostgresQuery } from './native-query.ts';
+import type { Statement } from '../internal/inline-values.ts';
 
 /**
  * knex.raw binds `?`, not `$n`: each statement's placeholders are rewritten once, remembering
@@ -59,11 +61,61 @@ function queryFor(trx: Knex.Transaction): (text: string, values: readonly unknow
   };
 }
 
+/** The wrapper of each trx's connection inside a transaction transactionOpenedWith opened (see merging-pg-client.ts). */
+const merging = new WeakMap<object, MergingPgClient>();
+
 /** Each trx's client, made once: withTenant and runIdempotent both ask for it, and it holds the connection. */
-const clientOf = perTransaction((trx: Knex.Transaction): TransactionClient => ({ owner: trx, query: queryFor(trx) }));
+const clientOf = perTransaction((trx: Knex.Transaction): TransactionClient => {
+  const wrapper = merging.get(trx);
+  return { owner: trx, query: queryFor(trx), defer: wrapper && ((statement) => wrapper.defer(statement, trx)) };
+});
+
+const readCommitted = <T>(knex: Knex, fn: (trx: Knex.Transaction) => Promise<T>, connection?: unknown): Promise<T> =>
+  knex.transaction(fn, { isolationLevel: 'read committed', ...(connection === undefined ? {} : { connection }) });
+
+/**
+ * BEGIN with `opening`, and a call's stored result with COMMIT (merging-pg-client.ts): Knex's
+ * transaction runs on a node-postgres connection pg-once takes from Knex's pool and wraps for the
+ * transaction's length (Knex takes a transaction's connection from its config, and then leaves
+ * its release to whoever gave it). Another driver under Knex gets the statement on its own.
+ */
+async function transactionOpenedWith<T>(knex: Knex, opening: Statement, fn: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
+  const client = knex.client as {
+    driverName?: unknown;
+    acquireConnection?: () => Promise<unknown>;
+    releaseConnection?: (connection: unknown) => Promise<unknown>;
+  };
+  if (
+    knex.isTransaction === true ||
+    client.driverName !== 'pg' ||
+    typeof client.acquireConnection !== 'function' ||
+    typeof client.releaseConnection !== 'function'
+  ) {
+    return driver.transaction(knex, async (trx) => {
+      await clientOf(trx).query(opening.text, opening.values);
+      return fn(trx);
+    });
+  }
+  const connection = (await client.acquireConnection()) as pg.ClientBase;
+  const wrapper = new MergingPgClient(connection, opening);
+  try {
+    return await readCommitted(
+      knex,
+      (trx) => {
+        merging.set(trx, wrapper);
+        return fn(trx);
+      },
+      connection,
+    );
+  } finally {
+    wrapper.restore();
+    await client.releaseConnection(connection);
+  }
+}
 
 const driver: Driver<Knex, Knex.Transaction> = {
-  transaction: (knex, fn) => (knex.isTransaction === true ? fn(knex as Knex.Transaction) : knex.transaction(fn, { isolationLevel: 'read committed' })),
+  transaction: (knex, fn) => (knex.isTransaction === true ? fn(knex as Knex.Transaction) : readCommitted(knex, fn)),
+  transactionOpenedWith,
   client(trx) {
     if (trx.isTransaction !== true) return undefined;
     return clientOf(trx);

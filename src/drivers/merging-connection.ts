@@ -20,7 +20,8 @@
  */
 import { CompiledQuery, type DatabaseConnection, type QueryResult } from 'kysely';
 import { inlineValues } from '../internal/inline-values.ts';
-import type { DeferredStatement, TransactionClient } from '../internal/transaction-client.ts';
+import type { DeferredStatement } from '../internal/transaction-client.ts';
+import { DeferredStatements } from './deferred-statements.ts';
 
 const BEGIN = /^\s*(?:begin|start\s+transaction)\b/i;
 const COMMIT = /^\s*commit\s*$/i;
@@ -34,12 +35,6 @@ const SYNTAX_ERROR = '42601';
 
 type Execute = DatabaseConnection['executeQuery'];
 
-interface Deferred {
-  statement: DeferredStatement;
-  /** The transaction the statement was deferred in (the owner of the client `onError` gets). */
-  owner: object;
-}
-
 export class MergingConnection {
   readonly #connection: DatabaseConnection;
   readonly #opening: string;
@@ -47,7 +42,7 @@ export class MergingConnection {
   readonly #ownExecute: Execute | undefined;
   readonly #ownStream: DatabaseConnection['streamQuery'] | undefined;
   readonly #execute: Execute;
-  #pending: Deferred[] = [];
+  readonly #pending = new DeferredStatements(async (text, values) => (await this.#run(CompiledQuery.raw(text, [...values]))).rows);
   #begun = false;
   /** True when the connection refused BEGIN and the tenant's statement in one query; nothing ran. */
   refused = false;
@@ -65,7 +60,7 @@ export class MergingConnection {
     const self = this;
     // A streamed query must see a deferred statement too (it is another statement).
     connection.streamQuery = async function* (...args: Parameters<DatabaseConnection['streamQuery']>) {
-      await self.#flush(self.#pending.length);
+      await self.#pending.flush();
       yield* stream.apply(connection, args);
     } as DatabaseConnection['streamQuery'];
   }
@@ -80,7 +75,7 @@ export class MergingConnection {
   }
 
   defer(statement: DeferredStatement, owner: object): void {
-    this.#pending.push({ statement, owner });
+    this.#pending.add(statement, owner);
   }
 
   #run(query: CompiledQuery, rest: unknown[] = []): Promise<QueryResult<any>> {
@@ -90,10 +85,10 @@ export class MergingConnection {
   async #intercept(query: CompiledQuery, rest: unknown[]): Promise<QueryResult<any>> {
     if (query.parameters.length === 0) {
       if (!this.#begun && BEGIN.test(query.sql)) return this.#begin(query, rest);
-      if (COMMIT.test(query.sql) && this.#pending.length > 0) return this.#commit(query, rest);
-      if (ROLLBACK.test(query.sql)) this.#pending = [];
+      if (COMMIT.test(query.sql) && this.#pending.size > 0) return this.#commit(query, rest);
+      if (ROLLBACK.test(query.sql)) this.#pending.drop();
     }
-    await this.#flush(this.#pending.length);
+    await this.#pending.flush();
     return this.#run(query, rest);
   }
 
@@ -112,35 +107,14 @@ export class MergingConnection {
 
   /** The last deferred statement goes with COMMIT; any before it go first, one by one. */
   async #commit(query: CompiledQuery, rest: unknown[]): Promise<QueryResult<any>> {
-    await this.#flush(this.#pending.length - 1);
-    const last = this.#pending.shift()!;
+    const last = await this.#pending.takeLast();
     try {
       // An error in the UPDATE skips the COMMIT (the transaction is aborted and Kysely rolls it
       // back); a COMMIT that turns into a ROLLBACK needs an aborted transaction, in which the
       // UPDATE before it would have failed already.
       return await this.#run(CompiledQuery.raw(`${inlineValues(last.statement)}; ${query.sql}`), rest);
     } catch (error) {
-      return last.statement.onError(error, this.#direct(last.owner));
+      return last.failed(error);
     }
-  }
-
-  async #flush(count: number): Promise<void> {
-    for (let i = 0; i < count; i += 1) {
-      const { statement, owner } = this.#pending.shift()!;
-      try {
-        await this.#run(CompiledQuery.raw(statement.text, [...statement.values]));
-      } catch (error) {
-        this.#pending = [];
-        await statement.onError(error, this.#direct(owner));
-      }
-    }
-  }
-
-  /** Runs statements on the connection at once, past the wrapper (Kysely serialises its own callers). */
-  #direct(owner: object): TransactionClient {
-    return {
-      owner,
-      query: async <Row>(text: string, values: readonly unknown[]) => (await this.#run(CompiledQuery.raw(text, [...values]))).rows as Row[],
-    };
   }
 }

@@ -6,19 +6,22 @@
 import type pg from 'pg';
 import type { Driver } from '../internal/driver.ts';
 import { driverApi } from './driver-api.ts';
-import { backendChecked, nodePostgresQuery } from './native-query.ts';
+import { MergingPgClient } from './merging-pg-client.ts';
+import { nodePostgresQuery } from './native-query.ts';
 import { NotInTransactionError } from '../errors.ts';
-import { inlineValues, type Statement } from '../internal/inline-values.ts';
+import type { Statement } from '../internal/inline-values.ts';
 
 const isPool = (db: object): db is pg.Pool => typeof (db as pg.Pool).totalCount === 'number';
 
 const BEGIN = 'BEGIN ISOLATION LEVEL READ COMMITTED';
 
+/** The wrapper of each client inside a transaction transactionOpenedWith opened (see merging-pg-client.ts). */
+const merging = new WeakMap<object, MergingPgClient>();
+
 /**
  * Opens the transaction (on a client of the Pool) and runs `fn` in it; `opening`, withTenant's
- * first statement, goes in the round trip of BEGIN: node-postgres sends a query without
- * parameters with the simple protocol, which takes several statements (values inlined, see
- * inline-values.ts).
+ * first statement, goes in the round trip of BEGIN, and a call's stored result in COMMIT's (see
+ * merging-pg-client.ts).
  */
 async function transaction<T>(db: pg.Pool | pg.ClientBase, opening: Statement | undefined, fn: (tx: pg.ClientBase) => Promise<T>): Promise<T> {
   if (!isPool(db)) {
@@ -29,23 +32,25 @@ async function transaction<T>(db: pg.Pool | pg.ClientBase, opening: Statement | 
     return fn(db);
   }
   const client = await db.connect();
+  const wrapper = opening && new MergingPgClient(client, opening);
+  if (wrapper) merging.set(client, wrapper);
+  // Unwrapped before the client goes back to the pool, whichever way the transaction ends.
+  const release = (lost?: Error) => {
+    merging.delete(client);
+    wrapper?.restore();
+    client.release(lost);
+  };
   try {
-    if (!opening) await client.query(BEGIN);
-    else if (backendChecked(client)) await client.query(`${BEGIN}; ${inlineValues(opening)}`);
-    else {
-      // A connection not yet checked (native-query.ts) sends the tenant's statement through the check, once.
-      await client.query(BEGIN);
-      await nodePostgresQuery(client, opening.text, opening.values);
-    }
+    await client.query(BEGIN);
     const result = await fn(client);
     await client.query('COMMIT');
-    client.release();
+    release();
     return result;
   } catch (error) {
     // A client whose ROLLBACK failed is destroyed, not pooled inside a broken transaction.
     await client.query('ROLLBACK').then(
-      () => client.release(),
-      (lost: Error) => client.release(lost),
+      () => release(),
+      (lost: Error) => release(lost),
     );
     throw error;
   }
@@ -56,7 +61,8 @@ const driver: Driver<pg.Pool | pg.ClientBase, pg.ClientBase> = {
   transactionOpenedWith: transaction,
   client(tx) {
     if (isPool(tx) || typeof tx.query !== 'function' || tx.getTransactionStatus?.() === 'I') return undefined;
-    return { owner: tx, query: (text, values) => nodePostgresQuery(tx, text, values) };
+    const wrapper = merging.get(tx);
+    return { owner: tx, query: (text, values) => nodePostgresQuery(tx, text, values), defer: wrapper && ((statement) => wrapper.defer(statement, tx)) };
   },
 };
 

@@ -1,0 +1,145 @@
+/**
+ * The write path's merged round trips on node-postgres clients (src/drivers/merging-pg-client.ts):
+ * pg-once/pg, Knex and Drizzle over node-postgres send BEGIN with the tenant's statement and a
+ * call's result with COMMIT, as Kysely does. What must not change, through each library, on a
+ * pool of one connection (so that a connection left in a bad state fails the next call): a
+ * statement after a call sees it completed; a result UPDATE that fails inside COMMIT's round trip
+ * fails the transaction, commits nothing, and leaves the connection clean; fn ending the
+ * transaction itself is still TRANSACTION_MISUSE; a ROLLBACK after a call drops its result.
+ */
+import { sql as drizzleSql } from 'drizzle-orm';
+import type { Knex } from 'knex';
+import type pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SUBJECTS, type Subject } from '../support/driver-subjects.ts';
+import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
+import { errorOf } from './support/error-of.ts';
+
+let fx: AppFixture;
+beforeAll(async () => {
+  fx = await createAppFixture(2);
+  // A result whose key starts with "poisoned-" cannot be stored: its UPDATE fails in the database.
+  await fx.database.admin.query(`
+    CREATE FUNCTION public.refuse_poisoned() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      IF NEW.key LIKE 'poisoned-%' AND NEW.status = 'completed' THEN
+        RAISE EXCEPTION 'refused by the test' USING ERRCODE = 'P0001';
+      END IF;
+      RETURN NEW;
+    END $$;
+    CREATE TRIGGER refuse_poisoned BEFORE UPDATE ON once.idempotency_keys FOR EACH ROW EXECUTE FUNCTION public.refuse_poisoned();
+  `);
+});
+afterAll(async () => {
+  await fx?.close();
+});
+
+let unique = 0;
+const freshKey = (label: string) => `${label}-${++unique}-${Date.now()}`;
+
+/** A statement of the caller's own, through each library's raw query. */
+const EXECUTE: Record<string, (tx: any, text: string) => Promise<unknown>> = {
+  'pg (Pool)': (client: pg.PoolClient, text) => client.query(text),
+  knex: (trx: Knex.Transaction, text) => trx.raw(text),
+  'drizzle (node-postgres)': (tx: { execute(query: unknown): Promise<unknown> }, text) => tx.execute(drizzleSql.raw(text)),
+};
+
+describe.each(Object.keys(EXECUTE))('%s: merged BEGIN and COMMIT', (library) => {
+  let subject: Subject;
+  const execute = EXECUTE[library]!;
+  beforeAll(async () => {
+    subject = SUBJECTS[library]!(fx.appUrl, 1);
+    // The handle's first transaction learns its role; the connection's first checks its backend.
+    await subject.withTenant('t', async () => {});
+    await subject.withTenant('t', async () => {});
+  });
+  afterAll(async () => {
+    await subject?.close();
+  });
+
+  const order = (key: string) => async (tx: unknown) => {
+    await subject.insertOrder(tx, key, 1);
+    return { key };
+  };
+
+  it('a statement after the call sees it completed: the same key replays in the same transaction', async () => {
+    const key = freshKey('after');
+    const outcomes = await subject.withTenant('t', async (tx) => {
+      const first = await subject.runIdempotent.detailed(tx, key, order(key));
+      const seen = await subject.countOrders(tx, key);
+      const second = await subject.runIdempotent.detailed(tx, key, order(key));
+      return [first.outcome, seen, second.outcome, second.value];
+    });
+    expect(outcomes).toEqual(['executed', 1, 'replayed', { key }]);
+    const [record] = await fx.rows<{ status: string }>('idempotency_keys', `key = '${key}'`);
+    expect(record?.status).toBe('completed');
+    expect((await fx.orders('t')).filter((row) => row.key === key)).toHaveLength(1);
+  });
+
+  it("a result refused in COMMIT's round trip fails the transaction, commits nothing, and leaves the connection clean", async () => {
+    const key = freshKey('poisoned');
+    const error = await errorOf(subject.withTenant('t', (tx) => subject.runIdempotent.detailed(tx, key, order(key))));
+    expect(error).toMatchObject({ code: 'P0001' });
+    expect(String((error as Error).message)).toContain('refused by the test');
+    expect(await fx.rows('idempotency_keys', `key = '${key}'`)).toEqual([]);
+    expect((await fx.orders('t')).filter((row) => row.key === key)).toEqual([]);
+    // The pool's one connection is out of any transaction, its tenant unset: the next call is normal.
+    const next = freshKey('next');
+    const { outcome } = await subject.withTenant('t', (tx) => subject.runIdempotent.detailed(tx, next, order(next)));
+    expect(outcome).toBe('executed');
+    expect(await subject.withTenant('t', (tx) => subject.isolation(tx))).toBe('read committed');
+    expect((await fx.orders('t')).filter((row) => row.key === next)).toHaveLength(1);
+  });
+
+  it('a result refused before the next statement fails that statement; nothing commits', async () => {
+    const key = freshKey('poisoned');
+    const after = freshKey('after-poisoned');
+    const error = await errorOf(
+      subject.withTenant('t', async (tx) => {
+        await subject.runIdempotent.detailed(tx, key, order(key));
+        await subject.insertOrder(tx, after, 2);
+      }),
+    );
+    expect(error).toMatchObject({ code: 'P0001' });
+    expect((await fx.orders('t')).filter((row) => row.key === key || row.key === after)).toEqual([]);
+    const next = freshKey('next');
+    expect((await subject.withTenant('t', (tx) => subject.runIdempotent.detailed(tx, next, order(next)))).outcome).toBe('executed');
+  });
+
+  it('fn that COMMITs the transaction itself: TRANSACTION_MISUSE, the record failed, the connection clean', async () => {
+    const key = freshKey('commit');
+    const error = await errorOf(
+      subject.withTenant('t', (tx) =>
+        subject.runIdempotent.detailed(tx, key, async (inner) => {
+          await execute(inner, 'COMMIT');
+          return 'committed';
+        }),
+      ),
+    );
+    expect(error).toMatchObject({ code: 'TRANSACTION_MISUSE' });
+    const [record] = await fx.rows<{ status: string }>('idempotency_keys', `key = '${key}'`);
+    expect(record?.status).toBe('failed');
+    const next = freshKey('next');
+    expect((await subject.withTenant('t', (tx) => subject.runIdempotent.detailed(tx, next, order(next)))).outcome).toBe('executed');
+  });
+
+  it('a transaction that throws after the call keeps nothing of it; the key executes again', async () => {
+    const key = freshKey('thrown');
+    await expect(
+      subject.withTenant('t', async (tx) => {
+        await subject.runIdempotent.detailed(tx, key, order(key));
+        throw new Error('after the call');
+      }),
+    ).rejects.toThrow('after the call');
+    expect(await fx.rows('idempotency_keys', `key = '${key}'`)).toEqual([]);
+    expect((await subject.withTenant('t', (tx) => subject.runIdempotent.detailed(tx, key, order(key)))).outcome).toBe('executed');
+    expect((await fx.orders('t')).filter((row) => row.key === key)).toHaveLength(1);
+  });
+
+  it('a tenant of quotes and backslashes reaches the database as written', async () => {
+    const tenant = "o'brien\\ltd";
+    const key = freshKey('quoted');
+    await subject.withTenant(tenant, (tx) => subject.runIdempotent.detailed(tx, key, order(key)));
+    expect((await fx.orders(tenant)).filter((row) => row.key === key)).toEqual([{ tenant_id: tenant, key, amount: 1 }]);
+  });
+});
