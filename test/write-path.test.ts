@@ -24,8 +24,8 @@ let unique = 0;
 const freshKey = (label: string) => `${label}-${++unique}-${Date.now()}`;
 
 /** A Kysely as the app role whose connections count the queries they are sent (round trips). */
-function countingKysely(counter: { queries: string[] }, options: { extendedOnly?: boolean } = {}): Kysely<any> {
-  const pool = new pg.Pool({ connectionString: fx.appUrl, max: 1 });
+function countingKysely(counter: { queries: string[] }, options: { extendedOnly?: boolean; max?: number } = {}): Kysely<any> {
+  const pool = new pg.Pool({ connectionString: fx.appUrl, max: options.max ?? 1 });
   pool.on('connect', (client) => {
     const query = client.query.bind(client) as (...args: unknown[]) => unknown;
     (client as { query: unknown }).query = (text: unknown, values?: unknown, callback?: unknown) => {
@@ -150,5 +150,45 @@ describe('values inlined as literals', () => {
     expect(replay).toEqual(value);
     const [record] = await fx.rows<{ result_text: string }>('idempotency_keys', `key = '${key}'`);
     expect(record?.result_text).toBe(JSON.stringify(value));
+  });
+});
+
+describe('a duplicate of a call in flight in this process', () => {
+  it('waits in its first claim (one claim statement, not two) and is recorded as waited', async () => {
+    const counter = { queries: [] as string[] };
+    const db = countingKysely(counter, { max: 2 });
+    try {
+      await withTenant(db, 't', async () => {}); // the handle's role, and the statement timeout its claims report
+      await withTenant(db, 't', (tx) => runIdempotent(tx, freshKey('warm-up'), async () => 'warm'));
+      const key = freshKey('in-flight');
+      let entered!: () => void;
+      const inside = new Promise<void>((resolve) => (entered = resolve));
+      let finish!: () => void;
+      const held = new Promise<void>((resolve) => (finish = resolve));
+      const first = withTenant(db, 't', (tx) =>
+        runIdempotent(tx, key, async () => {
+          entered();
+          await held;
+          return 'first';
+        }),
+      );
+      await inside;
+      counter.queries = [];
+      const duplicate = withTenant(db, 't', (tx) => runIdempotent.detailed(tx, key, async () => 'duplicate ran', { waitMs: 30_000 }));
+      // The duplicate waits on the key's advisory lock, which the first call's transaction holds.
+      await expect
+        .poll(async () => (await fx.database.admin.query("SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")).rows[0].n, {
+          timeout: 10_000,
+        })
+        .toBe(1);
+      finish();
+      expect(await first).toBe('first');
+      expect(await duplicate).toEqual({ value: 'first', outcome: 'replayed', waited: true });
+      expect(counter.queries.filter((text) => text.includes('once.claim_key'))).toHaveLength(1);
+      const { rows } = await fx.database.admin.query<{ kind: string }>('SELECT kind FROM once.dedupe_audit WHERE key = $1 ORDER BY id', [key]);
+      expect(rows.map((row) => row.kind)).toEqual(['waited']);
+    } finally {
+      await db.destroy();
+    }
   });
 });

@@ -25,6 +25,7 @@ import type { RateCharge } from './sql/store-outcome.ts';
 import { StoredCallError } from './stored-error.ts';
 import { transactionState } from './transaction-state.ts';
 import { tryTakeWaitSlot } from './wait-slots.ts';
+import { knownStatementTimeout, noteStatementTimeout } from './calls-in-flight.ts';
 import { sleep } from '../internal/sleep.ts';
 
 export interface IdempotentOutcome<T> {
@@ -56,28 +57,44 @@ export function claimRequest(key: string, opts: ResolvedRunIdempotentOptions): C
  * counts against `waitMs`: a caller who waited 800 ms for a connection has 200 ms of a 1 s
  * budget left, so its total wait stays within what it asked for.
  */
-export async function claimWithinWait(tx: TransactionClient, request: ClaimRequest, maxWaiting: number): Promise<ClaimRow> {
+export async function claimWithinWait(tx: TransactionClient, request: ClaimRequest, maxWaiting: number, duplicate = false): Promise<ClaimRow> {
   const state = transactionState(tx.owner);
   const deadline = performance.now() + request.waitMs - (state?.poolWaitMs ?? 0);
   const left = () => Math.max(0, deadline - performance.now());
-  let found = await claim(tx, request, { waitMs: left(), block: false, waited: false });
-  if (!mustWait(found, request.key)) return found;
-  // A transaction the caller opened itself has no known pool, so its waits are not counted.
-  const release = state ? tryTakeWaitSlot(state.db, maxWaiting) : () => {};
-  if (!release) throw inProgressError(request, found);
+  // A duplicate of a call in flight in this process (calls-in-flight.ts) blocks on its first
+  // claim when it gets a wait slot at once; every other call first asks without waiting.
+  let release = duplicate && state && left() > 0 ? tryTakeWaitSlot(state.db, maxWaiting) : undefined;
   try {
-    let pause = 25;
-    for (;;) {
-      if (left() <= 0) throw inProgressError(request, found);
-      if (found.outcome === 'in_progress') {
-        await sleep(Math.min(pause, left()));
-        pause = Math.min(pause * 2, 500);
-      }
-      found = await claim(tx, request, { waitMs: left(), block: true, waited: true, statementTimeoutMs: found.statement_timeout_ms });
-      if (!mustWait(found, request.key)) return found;
-    }
+    let found = await claim(
+      tx,
+      request,
+      release
+        ? { waitMs: left(), block: true, waited: false, statementTimeoutMs: knownStatementTimeout(state!.db) }
+        : { waitMs: left(), block: false, waited: false },
+    );
+    if (state) noteStatementTimeout(state.db, found.statement_timeout_ms);
+    if (!mustWait(found, request.key)) return found;
+    // A transaction the caller opened itself has no known pool, so its waits are not counted.
+    release ??= state ? tryTakeWaitSlot(state.db, maxWaiting) : () => {};
+    if (!release) throw inProgressError(request, found);
+    return await waitOut(tx, request, found, left);
   } finally {
-    release();
+    release?.();
+  }
+}
+
+/** Claims again, blocking (a live lease: polling with backoff), until the key is free, replayable, or the wait is over. */
+async function waitOut(tx: TransactionClient, request: ClaimRequest, first: ClaimRow, left: () => number): Promise<ClaimRow> {
+  let found = first;
+  let pause = 25;
+  for (;;) {
+    if (left() <= 0) throw inProgressError(request, found);
+    if (found.outcome === 'in_progress') {
+      await sleep(Math.min(pause, left()));
+      pause = Math.min(pause * 2, 500);
+    }
+    found = await claim(tx, request, { waitMs: left(), block: true, waited: true, statementTimeoutMs: found.statement_timeout_ms });
+    if (!mustWait(found, request.key)) return found;
   }
 }
 

@@ -16,6 +16,7 @@ import { type ResolvedRunIdempotentOptions, type RunIdempotentOptions, runIdempo
 import { isResolved } from '../internal/resolved-options.ts';
 import { traceCall } from '../telemetry.ts';
 import { callContext } from './call-context.ts';
+import { enterCall } from './calls-in-flight.ts';
 import {
   claimRequest,
   claimWithinWait,
@@ -86,11 +87,17 @@ async function runIdempotentCall<T>(
   const opts =
     options === undefined ? DEFAULT_OPTIONS : isResolved(options) ? options : parseOptions(runIdempotentOptionsSchema, options, 'runIdempotent options');
   refuseReentry(tx, key, opts.version);
-  const found = await claimWithinWait(tx, claimRequest(key, opts), opts.maxWaiting);
-  onTenant(found.tenant_id);
-  const settled = settleClaim<T>(found, key, opts);
-  if (settled) return settled;
-  return execute(tx, { tenantId: found.tenant_id, key, version: opts.version }, fn, opts, found.waited, rateCharge(found));
+  const state = transactionState(tx.owner);
+  const call = state && enterCall(state.db, state.tenantId, key, opts.version);
+  try {
+    const found = await claimWithinWait(tx, claimRequest(key, opts), opts.maxWaiting, call?.duplicate);
+    onTenant(found.tenant_id);
+    const settled = settleClaim<T>(found, key, opts);
+    if (settled) return settled;
+    return await execute(tx, { tenantId: found.tenant_id, key, version: opts.version }, fn, opts, found.waited, rateCharge(found));
+  } finally {
+    call?.leave();
+  }
 }
 
 /**
