@@ -65,7 +65,7 @@ export async function claimWithinWait(tx: TransactionClient, request: ClaimReque
   // claim when it gets a wait slot at once; every other call first asks without waiting.
   let release = duplicate && state && left() > 0 ? tryTakeWaitSlot(state.db, maxWaiting) : undefined;
   try {
-    let found = await claim(
+    const found = await claim(
       tx,
       request,
       release
