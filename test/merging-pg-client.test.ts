@@ -143,3 +143,76 @@ describe.each(Object.keys(EXECUTE))('%s: merged BEGIN and COMMIT', (library) => 
     expect((await fx.orders(tenant)).filter((row) => row.key === key)).toEqual([{ tenant_id: tenant, key, amount: 1 }]);
   });
 });
+
+describe('statements of the caller after a call, in the forms each library sends them', () => {
+  const statusOf = 'SELECT status FROM once.idempotency_keys WHERE key = $1';
+
+  it('node-postgres: callback, config object with rowMode, and a query error after the call', async () => {
+    const subject = SUBJECTS['pg (Pool)']!(fx.appUrl, 1);
+    try {
+      await subject.withTenant('t', async () => {});
+      const key = freshKey('forms');
+      const seen = await subject.withTenant('t', async (client: pg.PoolClient) => {
+        await subject.runIdempotent.detailed(client, key, async () => 'done');
+        const viaCallback = await new Promise<string>((resolve, reject) =>
+          client.query(statusOf, [key], (error: Error | undefined, result: pg.QueryResult) => (error ? reject(error) : resolve(result.rows[0].status))),
+        );
+        const other = freshKey('forms-other');
+        await subject.runIdempotent.detailed(client, other, async () => 'done too');
+        const viaConfig = await client.query({ text: statusOf, values: [other], rowMode: 'array' });
+        return [viaCallback, viaConfig.rows];
+      });
+      expect(seen).toEqual(['completed', [['completed']]]);
+      // A statement of the caller's that fails after a call: nothing of the transaction commits.
+      const failing = freshKey('forms-failing');
+      const error = await errorOf(
+        subject.withTenant('t', async (client: pg.PoolClient) => {
+          await subject.runIdempotent.detailed(client, failing, order(failing));
+          await client.query('SELECT 1 / 0');
+        }),
+      );
+      expect(error).toMatchObject({ code: '22012' });
+      expect(await fx.rows('idempotency_keys', `key = '${failing}'`)).toEqual([]);
+      expect((await fx.orders('t')).filter((row) => row.key === failing)).toEqual([]);
+    } finally {
+      await subject.close();
+    }
+
+    function order(k: string) {
+      return async (client: pg.PoolClient) => {
+        await subject.insertOrder(client, k, 1);
+        return k;
+      };
+    }
+  });
+
+  it('Knex and Drizzle: a nested transaction (a savepoint) after a call, rolled back, keeps the call', async () => {
+    for (const library of ['knex', 'drizzle (node-postgres)']) {
+      const subject = SUBJECTS[library]!(fx.appUrl, 1);
+      try {
+        await subject.withTenant('t', async () => {});
+        const key = freshKey('savepoint');
+        await subject.withTenant('t', async (tx: { transaction(fn: (inner: unknown) => Promise<unknown>): Promise<unknown> }) => {
+          await subject.runIdempotent.detailed(tx, key, async (inner) => {
+            await subject.insertOrder(inner, key, 1);
+            return key;
+          });
+          await tx
+            .transaction(async (inner) => {
+              await subject.insertOrder(inner, `${key}-inner`, 2);
+              throw new Error('inner rolled back');
+            })
+            .catch(() => {});
+        });
+        const [record] = await fx.rows<{ status: string }>('idempotency_keys', `key = '${key}'`);
+        expect(record?.status, library).toBe('completed');
+        expect(
+          (await fx.orders('t')).filter((row) => row.key.startsWith(key)).map((row) => row.key),
+          library,
+        ).toEqual([key]);
+      } finally {
+        await subject.close();
+      }
+    }
+  });
+});
