@@ -14,7 +14,9 @@ import type { WithTenantOptions } from '../with-tenant-options.ts';
 import { driverApi } from './driver-api.ts';
 import { isDeferredFailure } from './deferred-statements.ts';
 import { MergingPgClient } from './merging-pg-client.ts';
-import { nodePostgresQuery, postgresJsQuery } from './native-query.ts';
+import { nodePostgresQuery, postgresJsOutside, postgresJsQuery } from './native-query.ts';
+import { PipelinedStatements, pipelineOf, withPipeline } from './pipelined-statements.ts';
+import type { TransactionSql } from 'postgres';
 import type { Statement } from '../internal/inline-values.ts';
 import type pg from 'pg';
 import { assertingReadCommitted, readCommittedTransaction } from './read-committed.ts';
@@ -83,8 +85,25 @@ const merging = new WeakMap<object, MergingPgClient>();
 /** Each tx's client, made once: withTenant and runIdempotent both ask for it. */
 const clientOf = perTransaction((tx: AnyTransaction): TransactionClient => {
   const wrapper = merging.get(tx);
-  return { owner: tx, query: assertingReadCommitted(tx, queryFor(tx)), defer: wrapper && ((statement) => wrapper.defer(statement, tx)) };
+  if (wrapper) return { owner: tx, query: assertingReadCommitted(tx, queryFor(tx)), defer: (statement) => wrapper.defer(statement, tx) };
+  const pipeline = pipelineOf(tx);
+  if (pipeline)
+    return { owner: tx, query: assertingReadCommitted(tx, (text, values) => pipeline.query(text, values)), defer: (statement) => pipeline.defer(statement) };
+  return { owner: tx, query: assertingReadCommitted(tx, queryFor(tx)) };
 });
+
+/** The postgres.js client under a Drizzle database or transaction over postgres.js, else undefined. */
+function postgresJsUnder(db: object): TransactionSql<any> | undefined {
+  const client = (db as { session?: { client?: Record<string, unknown> } }).session?.client;
+  return typeof client?.unsafe === 'function' && (typeof client.savepoint === 'function' || typeof client.begin === 'function') ? (client as never) : undefined;
+}
+
+/** Over postgres.js, a call's stored result is pipelined with the next statement or COMMIT (pipelined-statements.ts). */
+function pipelineFor(db: AnyDatabase, tx: AnyTransaction): PipelinedStatements | undefined {
+  const top = postgresJsUnder(db);
+  const client = postgresJsUnder(tx);
+  return top && client ? new PipelinedStatements((text, values) => postgresJsQuery(client, text, values), postgresJsOutside(top)) : undefined;
+}
 
 /** The node-postgres Pool or client under a Drizzle database over node-postgres, else undefined. */
 function nodePostgresUnder(db: AnyDatabase): pg.Pool | pg.ClientBase | undefined {
@@ -165,7 +184,11 @@ const driver: Driver<AnyDatabase, AnyTransaction> = {
   transaction: (db, fn) =>
     isTransaction(db)
       ? fn(db)
-      : readCommittedTransaction(db, (setLevel, inner) => db.transaction(inner, setLevel ? { isolationLevel: 'read committed' } : undefined), fn),
+      : withPipeline(
+          (body) => readCommittedTransaction(db, (setLevel, inner) => db.transaction(inner, setLevel ? { isolationLevel: 'read committed' } : undefined), body),
+          (tx: AnyTransaction) => pipelineFor(db, tx),
+          fn,
+        ),
   transactionOpenedWith,
   client(tx) {
     if (!isTransaction(tx)) return undefined;

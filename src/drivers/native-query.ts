@@ -4,7 +4,8 @@
  * client underneath), node-postgres's and Knex's.
  */
 import type pg from 'pg';
-import type { TransactionSql } from 'postgres';
+import type { Sql } from 'postgres';
+import type { TransactionClient } from '../internal/transaction-client.ts';
 
 /**
  * postgres.js's `unsafe` does not prepare by default, and then describes every statement with
@@ -12,9 +13,18 @@ import type { TransactionSql } from 'postgres';
  * takes 6). pg-once's statements are a handful of fixed texts, so they are prepared once per
  * connection, unless the client was made with `prepare: false` (behind PgBouncer), which wins.
  */
-export async function postgresJsQuery<Row>(sql: TransactionSql<any>, text: string, values: readonly unknown[]): Promise<Row[]> {
+export async function postgresJsQuery<Row>(sql: Pick<Sql<any>, 'unsafe'>, text: string, values: readonly unknown[]): Promise<Row[]> {
   return (await sql.unsafe(text, values as never[], { prepare: true })) as unknown as Row[];
 }
+
+/**
+ * Statements on a postgres.js pool, outside any transaction: the onError of a stored result whose
+ * transaction has ended (pipelined-statements.ts).
+ */
+export const postgresJsOutside = (sql: Pick<Sql<any>, 'unsafe'>): TransactionClient => ({
+  owner: sql,
+  query: (text, values) => postgresJsQuery(sql, text, values),
+});
 
 /**
  * node-postgres sends a statement unnamed unless told a name, and the server then parses and

@@ -9,14 +9,32 @@ import type { Sql, TransactionSql } from 'postgres';
 import type { Driver } from '../internal/driver.ts';
 import type { WithTenantOptions } from '../with-tenant-options.ts';
 import { driverApi } from './driver-api.ts';
-import { postgresJsQuery } from './native-query.ts';
+import { postgresJsOutside, postgresJsQuery } from './native-query.ts';
+import { PipelinedStatements, pipelineOf, withPipeline } from './pipelined-statements.ts';
 
 /** postgres.js gives a transaction `savepoint`, and the top-level `sql` `begin`. */
 const isTransaction = (tx: object): tx is TransactionSql => typeof (tx as TransactionSql).savepoint === 'function';
 
+/**
+ * A transaction withTenant opens: the call's stored result goes in the round trip of COMMIT (or
+ * of the next statement), pipelined (pipelined-statements.ts).
+ */
+function opened<T>(sql: Sql<any>, fn: (tx: TransactionSql<any>) => Promise<T>): Promise<T> {
+  return withPipeline(
+    (inner) => sql.begin('isolation level read committed', inner) as Promise<T>,
+    (tx) => new PipelinedStatements((text, values) => postgresJsQuery(tx, text, values), postgresJsOutside(sql)),
+    fn,
+  );
+}
+
 const driver: Driver<Sql<any> | TransactionSql<any>, TransactionSql<any>> = {
-  transaction: (sql, fn) => (isTransaction(sql) ? fn(sql) : (sql.begin('isolation level read committed', fn) as Promise<never>)),
-  client: (tx) => (isTransaction(tx) ? { owner: tx, query: (text, values) => postgresJsQuery(tx, text, values) } : undefined),
+  transaction: (sql, fn) => (isTransaction(sql) ? fn(sql) : opened(sql, fn)),
+  client(tx) {
+    if (!isTransaction(tx)) return undefined;
+    const pipeline = pipelineOf(tx);
+    if (!pipeline) return { owner: tx, query: (text, values) => postgresJsQuery(tx, text, values) };
+    return { owner: tx, query: (text, values) => pipeline.query(text, values), defer: (statement) => pipeline.defer(statement) };
+  },
 };
 
 const api = driverApi(driver);

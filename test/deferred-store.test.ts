@@ -1,15 +1,19 @@
 /**
- * The write path's merged round trips on node-postgres clients (src/drivers/merging-pg-client.ts):
- * pg-once/pg, Knex and Drizzle over node-postgres send BEGIN with the tenant's statement and a
- * call's result with COMMIT, as Kysely does. What must not change, through each library, on a
- * pool of one connection (so that a connection left in a bad state fails the next call): a
- * statement after a call sees it completed; a result UPDATE that fails inside COMMIT's round trip
- * fails the transaction, commits nothing, and leaves the connection clean; fn ending the
- * transaction itself is still TRANSACTION_MISUSE; a ROLLBACK after a call drops its result.
+ * The stored result of a call goes with COMMIT, or with the transaction's next statement, in every
+ * transaction withTenant opens: merged into one query on node-postgres clients (pg-once/pg, Knex,
+ * Drizzle over node-postgres: src/drivers/merging-pg-client.ts, with BEGIN carrying the tenant),
+ * pipelined on postgres.js (alone or under Drizzle: src/drivers/pipelined-statements.ts). Kysely's
+ * is test/write-path.test.ts. What must hold through each library, on a pool of one connection (so
+ * that a connection left in a bad state fails the next call): a statement after a call sees it
+ * completed; a result UPDATE that fails in COMMIT's round trip fails the transaction, commits
+ * nothing, and leaves the connection clean; so does one that fails before the next statement; fn
+ * ending the transaction itself is still TRANSACTION_MISUSE; a transaction that throws after a
+ * call keeps nothing of it.
  */
 import { sql as drizzleSql } from 'drizzle-orm';
 import type { Knex } from 'knex';
 import type pg from 'pg';
+import type { TransactionSql } from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SUBJECTS, type Subject } from '../support/driver-subjects.ts';
 import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
@@ -42,9 +46,11 @@ const EXECUTE: Record<string, (tx: any, text: string) => Promise<unknown>> = {
   'pg (Pool)': (client: pg.PoolClient, text) => client.query(text),
   knex: (trx: Knex.Transaction, text) => trx.raw(text),
   'drizzle (node-postgres)': (tx: { execute(query: unknown): Promise<unknown> }, text) => tx.execute(drizzleSql.raw(text)),
+  'postgres.js': (tx: TransactionSql, text) => tx.unsafe(text),
+  'drizzle (postgres.js)': (tx: { execute(query: unknown): Promise<unknown> }, text) => tx.execute(drizzleSql.raw(text)),
 };
 
-describe.each(Object.keys(EXECUTE))('%s: merged BEGIN and COMMIT', (library) => {
+describe.each(Object.keys(EXECUTE))('%s: the stored result with COMMIT or the next statement', (library) => {
   let subject: Subject;
   const execute = EXECUTE[library]!;
   beforeAll(async () => {
