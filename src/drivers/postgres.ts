@@ -7,6 +7,7 @@
  */
 import type { Sql, TransactionSql } from 'postgres';
 import type { Driver } from '../internal/driver.ts';
+import type { Statement } from '../internal/inline-values.ts';
 import type { WithTenantOptions } from '../with-tenant-options.ts';
 import { driverApi } from './driver-api.ts';
 import { postgresJsOutside, postgresJsQuery } from './native-query.ts';
@@ -16,19 +17,35 @@ import { PipelinedStatements, pipelineOf, withPipeline } from './pipelined-state
 const isTransaction = (tx: object): tx is TransactionSql => typeof (tx as TransactionSql).savepoint === 'function';
 
 /**
- * A transaction withTenant opens: the call's stored result goes in the round trip of COMMIT (or
- * of the next statement), pipelined (pipelined-statements.ts).
+ * A transaction withTenant opens, pipelined (pipelined-statements.ts): `opening` (withTenant's
+ * first statement) is sent right after BEGIN without waiting for its answer, so it shares the
+ * round trip of the transaction's first statement (postgres.js sends BEGIN from its own code, with
+ * nothing to add to it); the call's stored result shares COMMIT's (or the next statement's). The
+ * opening's error, should it fail, is the one thrown: whatever came behind it was refused (25P02).
  */
-function opened<T>(sql: Sql<any>, fn: (tx: TransactionSql<any>) => Promise<T>): Promise<T> {
+function opened<T>(sql: Sql<any>, opening: Statement | undefined, fn: (tx: TransactionSql<any>) => Promise<T>): Promise<T> {
   return withPipeline(
     (inner) => sql.begin('isolation level read committed', inner) as Promise<T>,
-    (tx) => new PipelinedStatements((text, values) => postgresJsQuery(tx, text, values), postgresJsOutside(sql)),
+    (tx) => {
+      const pipeline = new PipelinedStatements((text, values) => postgresJsQuery(tx, text, values), postgresJsOutside(sql));
+      if (opening) pipeline.defer({ ...opening, onError: rethrow });
+      return pipeline;
+    },
     fn,
   );
 }
 
+const rethrow = async (error: unknown): Promise<never> => {
+  throw error;
+};
+
 const driver: Driver<Sql<any> | TransactionSql<any>, TransactionSql<any>> = {
-  transaction: (sql, fn) => (isTransaction(sql) ? fn(sql) : opened(sql, fn)),
+  transaction: (sql, fn) => (isTransaction(sql) ? fn(sql) : opened(sql, undefined, fn)),
+  async transactionOpenedWith(sql, opening, fn) {
+    if (!isTransaction(sql)) return opened(sql, opening, fn);
+    await postgresJsQuery(sql, opening.text, opening.values);
+    return fn(sql);
+  },
   client(tx) {
     if (!isTransaction(tx)) return undefined;
     const pipeline = pipelineOf(tx);
