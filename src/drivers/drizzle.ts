@@ -13,6 +13,7 @@ import type { TransactionClient } from '../internal/transaction-client.ts';
 import type { WithTenantOptions } from '../with-tenant-options.ts';
 import { driverApi } from './driver-api.ts';
 import { isDeferredFailure } from './deferred-statements.ts';
+import { shadowNextCall } from './shadow-next-call.ts';
 import { MergingPgClient } from './merging-pg-client.ts';
 import { nodePostgresQuery, postgresJsOutside, postgresJsQuery } from './native-query.ts';
 import { PipelinedStatements, pipelineOf, withPipeline } from './pipelined-statements.ts';
@@ -114,27 +115,49 @@ function nodePostgresUnder(db: AnyDatabase): pg.Pool | pg.ClientBase | undefined
 }
 
 /**
- * BEGIN with `opening`, and a call's stored result with COMMIT, over node-postgres
- * (merging-pg-client.ts). Drizzle's transaction takes a client from the Pool as its first act
- * (synchronously, before anything is awaited), with no way to hand it one: for that one call the
- * Pool's `connect` is shadowed, wrapping the client it gives; the wrapper unwraps itself when
- * Drizzle releases the client. BEGIN names the level, which costs nothing there. Over
- * postgres.js, `sql.begin` sends BEGIN from its own closure: the tenant's statement goes on its own.
+ * `opening` (withTenant's first statement) and a call's stored result in fewer round trips, in a
+ * transaction Drizzle opens. Drizzle's transaction, as its first and synchronous act, takes a
+ * client from the node-postgres Pool or calls postgres.js's `begin`, with no way to hand it either:
+ * for that one call the method is shadowed (shadow-next-call.ts).
+ * - node-postgres: the client the Pool gives is wrapped (merging-pg-client.ts): BEGIN carries the
+ *   opening, COMMIT the stored result. The wrapper unwraps itself when Drizzle releases the client.
+ * - postgres.js: `begin` is given READ COMMITTED (Drizzle would send SET TRANSACTION after BEGIN
+ *   for it, a round trip), so the opening need not assert the level (read-committed.ts), and it is
+ *   pipelined with the transaction's first statement, the stored result with COMMIT
+ *   (pipelined-statements.ts).
+ * BEGIN names the level in both. Any other driver: the opening is a statement of its own.
  */
 async function transactionOpenedWith<T>(db: AnyDatabase, opening: Statement, fn: (tx: AnyTransaction) => Promise<T>): Promise<T> {
-  const under = isTransaction(db) ? undefined : nodePostgresUnder(db);
-  if (under === undefined) {
-    return driver.transaction(db, async (tx) => {
-      await clientOf(tx).query(opening.text, opening.values);
-      return fn(tx);
-    });
-  }
+  const nodePostgres = isTransaction(db) ? undefined : nodePostgresUnder(db);
+  if (nodePostgres) return openedOnNodePostgres(db, nodePostgres, opening, fn);
+  const postgresJs = isTransaction(db) ? undefined : postgresJsUnder(db);
+  if (postgresJs && typeof (postgresJs as unknown as { begin?: unknown }).begin === 'function') return openedOnPostgresJs(db, postgresJs, opening, fn);
+  return driver.transaction(db, async (tx) => {
+    await clientOf(tx).query(opening.text, opening.values);
+    return fn(tx);
+  });
+}
+
+async function openedOnNodePostgres<T>(
+  db: AnyDatabase,
+  under: pg.Pool | pg.ClientBase,
+  opening: Statement,
+  fn: (tx: AnyTransaction) => Promise<T>,
+): Promise<T> {
   let wrapper: MergingPgClient | undefined;
   const wrap = (client: pg.ClientBase) => {
     wrapper = new MergingPgClient(client, opening);
   };
   // One client, no pool: Drizzle runs the transaction on it, and nothing releases it.
-  const unshadow = typeof (under as pg.Pool).totalCount === 'number' ? wrapNextClient(under as pg.Pool, wrap) : wrap(under as pg.ClientBase);
+  const unshadow =
+    typeof (under as pg.Pool).totalCount === 'number'
+      ? shadowNextCall<() => Promise<pg.PoolClient>>(under, 'connect', (connect) =>
+          connect().then((client) => {
+            wrap(client);
+            return client;
+          }),
+        )
+      : wrap(under as pg.ClientBase);
   let result: Promise<T>;
   try {
     result = db.transaction(
@@ -160,24 +183,25 @@ async function transactionOpenedWith<T>(db: AnyDatabase, opening: Statement, fn:
   }
 }
 
-/**
- * Shadows `pool.connect` for its next call, handing the client it gives to `wrap`; returns what
- * puts the Pool's own `connect` back (call it once the transaction has asked for its client).
- */
-function wrapNextClient(pool: pg.Pool, wrap: (client: pg.ClientBase) => void): () => void {
-  const own = Object.hasOwn(pool, 'connect') ? pool.connect : undefined;
-  const connect = pool.connect as (...args: unknown[]) => Promise<pg.PoolClient>;
-  const unshadow = () => {
-    if (own) pool.connect = own;
-    else delete (pool as { connect?: unknown }).connect;
-  };
-  pool.connect = (async (...args: unknown[]) => {
-    unshadow();
-    const client = await connect.apply(pool, args);
-    wrap(client);
-    return client;
-  }) as typeof pool.connect;
-  return unshadow;
+function openedOnPostgresJs<T>(db: AnyDatabase, sql: TransactionSql<any>, opening: Statement, fn: (tx: AnyTransaction) => Promise<T>): Promise<T> {
+  return withPipeline(
+    (inner) => {
+      const unshadow = shadowNextCall<(...args: unknown[]) => Promise<T>>(sql, 'begin', (begin, ...args) =>
+        args.length === 1 ? begin('isolation level read committed', args[0]) : begin(...args),
+      );
+      try {
+        return db.transaction(inner);
+      } finally {
+        unshadow();
+      }
+    },
+    (tx: AnyTransaction) => {
+      const pipeline = pipelineFor(db, tx);
+      pipeline?.open(opening);
+      return pipeline;
+    },
+    fn,
+  );
 }
 
 const driver: Driver<AnyDatabase, AnyTransaction> = {

@@ -15,6 +15,7 @@
  * - when the transaction failed: the caller's own statements behind a failed UPDATE were refused
  *   (25P02, "current transaction is aborted"), and the UPDATE's error is the cause worth throwing.
  */
+import type { Statement } from '../internal/inline-values.ts';
 import type { DeferredStatement, TransactionClient } from '../internal/transaction-client.ts';
 
 interface Sent {
@@ -40,6 +41,14 @@ export class PipelinedStatements {
     // Checked later; until then, a failure is not an unhandled rejection.
     answer.catch(() => {});
     this.#sent.push({ answer, statement });
+  }
+
+  /**
+   * withTenant's first statement, sent right after BEGIN, its answer checked as a deferred
+   * statement's: should it fail, its error is thrown as it is (what came behind it was refused).
+   */
+  open(opening: Statement): void {
+    this.defer({ ...opening, onError: rethrow });
   }
 
   /** A statement of pg-once's own: sent at once (behind the deferred ones), and answered after them. */
@@ -78,6 +87,10 @@ export class PipelinedStatements {
     return error;
   }
 }
+
+const rethrow = async (error: unknown): Promise<never> => {
+  throw error;
+};
 
 /** The pipeline of each transaction withPipeline opened, by the library's transaction object. */
 const pipelines = new WeakMap<object, PipelinedStatements>();

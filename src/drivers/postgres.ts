@@ -28,16 +28,12 @@ function opened<T>(sql: Sql<any>, opening: Statement | undefined, fn: (tx: Trans
     (inner) => sql.begin('isolation level read committed', inner) as Promise<T>,
     (tx) => {
       const pipeline = new PipelinedStatements((text, values) => postgresJsQuery(tx, text, values), postgresJsOutside(sql));
-      if (opening) pipeline.defer({ ...opening, onError: rethrow });
+      if (opening) pipeline.open(opening);
       return pipeline;
     },
     fn,
   );
 }
-
-const rethrow = async (error: unknown): Promise<never> => {
-  throw error;
-};
 
 const driver: Driver<Sql<any> | TransactionSql<any>, TransactionSql<any>> = {
   transaction: (sql, fn) => (isTransaction(sql) ? fn(sql) : opened(sql, undefined, fn)),
