@@ -23,8 +23,10 @@ export interface TransactionClient {
   /**
    * Runs `statement` later in this transaction: right before the transaction's next statement, or
    * in the round trip of its COMMIT when nothing comes between. Offered only in a transaction
-   * withTenant opened on a connection that takes several statements in one query (see
-   * src/drivers/merging-connection.ts); elsewhere absent, and the caller runs the statement itself.
+   * withTenant opened, where the library's connection takes several statements in one query
+   * (src/drivers/merging-connection.ts for Kysely, merging-pg-client.ts for node-postgres clients)
+   * or pipelines (pipelined-statements.ts, postgres.js); elsewhere absent, and the caller runs the
+   * statement itself.
    */
   defer?(statement: DeferredStatement): void;
 }
