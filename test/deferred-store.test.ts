@@ -3,7 +3,7 @@
  * transaction withTenant opens: merged into one query on node-postgres clients (pg-once/pg, Knex,
  * Drizzle over node-postgres: src/drivers/merging-pg-client.ts, with BEGIN carrying the tenant),
  * pipelined on postgres.js (alone or under Drizzle: src/drivers/pipelined-statements.ts). Kysely's
- * is test/write-path.test.ts. What must hold through each library, on a pool of one connection (so
+ * (merging-connection.ts) runs here too. What must hold through each library, on a pool of one connection (so
  * that a connection left in a bad state fails the next call): a statement after a call sees it
  * completed; a result UPDATE that fails in COMMIT's round trip fails the transaction, commits
  * nothing, and leaves the connection clean; so does one that fails before the next statement; fn
@@ -12,6 +12,7 @@
  */
 import { sql as drizzleSql } from 'drizzle-orm';
 import type { Knex } from 'knex';
+import { sql as kyselySql, type Transaction } from 'kysely';
 import type pg from 'pg';
 import type { TransactionSql } from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -29,6 +30,9 @@ beforeAll(async () => {
       IF NEW.key LIKE 'poisoned-%' AND NEW.status = 'completed' THEN
         RAISE EXCEPTION 'refused by the test' USING ERRCODE = 'P0001';
       END IF;
+      IF NEW.key LIKE 'timed-out-%' AND NEW.status = 'completed' THEN
+        RAISE EXCEPTION 'a statement timeout, as the test tells it' USING ERRCODE = '57014';
+      END IF;
       RETURN NEW;
     END $$;
     CREATE TRIGGER refuse_poisoned BEFORE UPDATE ON once.idempotency_keys FOR EACH ROW EXECUTE FUNCTION public.refuse_poisoned();
@@ -43,6 +47,7 @@ const freshKey = (label: string) => `${label}-${++unique}-${Date.now()}`;
 
 /** A statement of the caller's own, through each library's raw query. */
 const EXECUTE: Record<string, (tx: any, text: string) => Promise<unknown>> = {
+  kysely: (tx: Transaction<any>, text) => kyselySql.raw(text).execute(tx),
   'pg (Pool)': (client: pg.PoolClient, text) => client.query(text),
   knex: (trx: Knex.Transaction, text) => trx.raw(text),
   'drizzle (node-postgres)': (tx: { execute(query: unknown): Promise<unknown> }, text) => tx.execute(drizzleSql.raw(text)),
@@ -95,6 +100,35 @@ describe.each(Object.keys(EXECUTE))('%s: the stored result with COMMIT or the ne
     expect(outcome).toBe('executed');
     expect(await subject.withTenant('t', (tx) => subject.isolation(tx))).toBe('read committed');
     expect((await fx.orders('t')).filter((row) => row.key === next)).toHaveLength(1);
+  });
+
+  it("a result refused before the next call's claim is that result's error, not the next key's", async () => {
+    const key = freshKey('timed-out');
+    const next = freshKey('after-timed-out');
+    const error = await errorOf(
+      subject.withTenant('t', async (tx) => {
+        await subject.runIdempotent.detailed(tx, key, order(key));
+        await subject.runIdempotent.detailed(tx, next, order(next));
+      }),
+    );
+    // Not IDEMPOTENCY_IN_PROGRESS for `next`, which a 57014 of its own claim would mean.
+    expect(error).toMatchObject({ code: '57014' });
+    expect(await fx.rows('idempotency_keys', `key IN ('${key}', '${next}')`)).toEqual([]);
+  });
+
+  it('statements sent at once after several deferred results all run behind them, in the transaction', async () => {
+    const keys = [freshKey('fan-a'), freshKey('fan-b'), freshKey('fan-c')];
+    await subject.withTenant('t', async (tx) => {
+      // Three calls whose fn sends nothing: three results deferred.
+      await Promise.all(keys.map((key) => subject.runIdempotent.detailed(tx, key, async () => key)));
+      // Then statements sent together: every one must run after the three results, in the transaction.
+      await Promise.all([...keys.map((key) => subject.insertOrder(tx, `${key}-order`, 1)), subject.enqueue(tx, { topic: 'fan.out', payload: { keys } })]);
+    });
+    for (const key of keys) {
+      const [record] = await fx.rows<{ status: string }>('idempotency_keys', `key = '${key}'`);
+      expect(record?.status).toBe('completed');
+      expect((await fx.orders('t')).filter((row) => row.key === `${key}-order`)).toHaveLength(1);
+    }
   });
 
   it('a result refused before the next statement fails that statement; nothing commits', async () => {
@@ -219,6 +253,28 @@ describe('statements of the caller after a call, in the forms each library sends
       } finally {
         await subject.close();
       }
+    }
+  });
+});
+
+describe('postgres.js: an error the caller caught inside fn', () => {
+  it.each(['postgres.js', 'drizzle (postgres.js)'])('%s: is the one reported, not the stored result refused after it (25P02)', async (library) => {
+    const subject = SUBJECTS[library]!(fx.appUrl, 1);
+    try {
+      await subject.withTenant('t', async () => {});
+      const key = freshKey('swallowed');
+      const error = await errorOf(
+        subject.withTenant('t', (tx) =>
+          subject.runIdempotent.detailed(tx, key, async (inner) => {
+            await EXECUTE[library]!(inner, 'SELECT 1 / 0').catch(() => {});
+            return 'ok';
+          }),
+        ),
+      );
+      expect(JSON.stringify(error, Object.getOwnPropertyNames(error))).toContain('22012');
+      expect(await fx.rows('idempotency_keys', `key = '${key}'`)).toEqual([]);
+    } finally {
+      await subject.close();
     }
   });
 });

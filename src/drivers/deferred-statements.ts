@@ -2,12 +2,21 @@
  * The statements one transaction has deferred (TransactionClient.defer), held by the connection
  * wrapper that sends them: merging-connection.ts on a Kysely connection, merging-pg-client.ts on
  * a node-postgres client (pg-once/pg, Knex, Drizzle over node-postgres). The wrapper decides when
- * (with COMMIT, or before the next statement); this keeps them in order and turns a failure into
- * the error the call chose (DeferredStatement.onError).
+ * (with COMMIT, or right before the next statement); this keeps them and turns a failure into the
+ * error the call chose (DeferredStatement.onError).
+ *
+ * On node-postgres they are sent synchronously (sendNow), each as its own statement, in the order
+ * they were deferred, right before the statement that made the wrapper send them: the client
+ * queues statements in the order they are sent, so that statement, and any sent after it
+ * (concurrent statements of the caller's, COMMIT), run behind them, and none waits for a round
+ * trip of its own. A failed deferred statement aborts the transaction; what was queued behind it
+ * is refused (25P02), and the wrapper reports the deferred statement's error instead (behind()).
+ * On Kysely, whose dialects may take one statement at a time, they go one by one (flush).
  */
+import { IN_FAILED_TRANSACTION, markDeferredFailure } from '../internal/deferred-failure.ts';
 import type { DeferredStatement, TransactionClient } from '../internal/transaction-client.ts';
 
-/** Runs one statement on the connection at once, past the wrapper; resolves with its rows. */
+/** Sends one statement on the connection at once, past the wrapper; resolves with its rows. */
 export type RunDirect = (text: string, values: readonly unknown[]) => Promise<unknown[]>;
 
 interface Deferred {
@@ -15,12 +24,6 @@ interface Deferred {
   /** The transaction the statement was deferred in (the owner of the client `onError` gets). */
   owner: object;
 }
-
-/** Errors a deferred statement's failure became: a library that wraps the errors of its own statements (Drizzle) unwraps these. */
-const deferredFailures = new WeakSet<object>();
-
-/** Whether `error` is what a deferred statement's failure became (its onError's error). */
-export const isDeferredFailure = (error: unknown): boolean => typeof error === 'object' && error !== null && deferredFailures.has(error);
 
 export class DeferredStatements {
   readonly #run: RunDirect;
@@ -43,7 +46,11 @@ export class DeferredStatements {
     this.#pending = [];
   }
 
-  /** Sends the first `count` deferred statements, one by one; the first that fails throws its onError's error. */
+  /**
+   * Sends the first `count` deferred statements one after another, each once the one before it
+   * was answered: for a connection that takes one statement at a time (any Kysely dialect's, whose
+   * callers Kysely already serialises). The first that fails throws its error.
+   */
   async flush(count = this.#pending.length): Promise<void> {
     for (let i = 0; i < count; i += 1) {
       const { statement, owner } = this.#pending.shift()!;
@@ -51,27 +58,48 @@ export class DeferredStatements {
         await this.#run(statement.text, statement.values);
       } catch (error) {
         this.#pending = [];
-        await this.#failed(statement, owner, error);
+        await this.failed(statement, owner, error);
       }
     }
   }
 
   /**
-   * For COMMIT: sends every deferred statement but the last, and hands back the last, to go in
-   * COMMIT's round trip; `failed` turns that round trip's error into the call's.
+   * Sends the deferred statements now, all at once (all, or all but the last: `keep` 1, for
+   * COMMIT's query), for a connection that queues statements in the order they are sent
+   * (node-postgres).
+   * Resolves once their answers have come, or rejects with the first failure's error (its
+   * onError's), marked as a deferred failure (deferred-failure.ts).
    */
-  async takeLast(): Promise<{ statement: DeferredStatement; failed: (error: unknown) => Promise<never> }> {
-    await this.flush(this.#pending.length - 1);
-    const last = this.#pending.shift()!;
-    return { statement: last.statement, failed: (error) => this.#failed(last.statement, last.owner, error) };
+  sendNow(keep = 0): Promise<void> {
+    const sent = this.#pending
+      .slice(0, this.#pending.length - keep)
+      .map((deferred) => ({ ...deferred, answer: this.#run(deferred.statement.text, deferred.statement.values) }));
+    this.#pending = this.#pending.slice(sent.length);
+    for (const { answer } of sent) answer.catch(() => {}); // read below, in order
+    const answered = (async () => {
+      for (const { statement, owner, answer } of sent) {
+        try {
+          await answer;
+        } catch (error) {
+          await this.failed(statement, owner, error);
+        }
+      }
+    })();
+    answered.catch(() => {}); // the caller may read it later (or, for a cursor sent after it, not at all)
+    return answered;
   }
 
-  async #failed(statement: DeferredStatement, owner: object, error: unknown): Promise<never> {
+  /** For COMMIT's query: the last deferred statement, taken out (the others must have been sent with sendNow(1)). */
+  takeLast(): Deferred {
+    return this.#pending.pop()!;
+  }
+
+  /** Throws the error `statement`'s failure becomes (its onError's), marked as a deferred failure. */
+  async failed(statement: DeferredStatement, owner: object, error: unknown): Promise<never> {
     try {
       return await statement.onError(error, this.direct(owner));
     } catch (thrown) {
-      if (typeof thrown === 'object' && thrown !== null) deferredFailures.add(thrown);
-      throw thrown;
+      throw markDeferredFailure(thrown);
     }
   }
 
@@ -80,3 +108,20 @@ export class DeferredStatements {
     return { owner, query: async <Row>(text: string, values: readonly unknown[]) => (await this.#run(text, values)) as Row[] };
   }
 }
+
+/**
+ * What a statement that was queued behind deferred ones answers: a deferred statement's error if
+ * one failed (the statement itself was then refused), else its own answer.
+ */
+export async function behind<T>(deferred: Promise<void>, answer: Promise<T>): Promise<T> {
+  try {
+    await deferred;
+  } catch (error) {
+    answer.catch(() => {});
+    throw error;
+  }
+  return answer;
+}
+
+/** Whether `error` says only that an earlier statement had aborted the transaction (25P02). */
+export const refusedAfterAbort = (error: unknown): boolean => (error as { code?: unknown } | null)?.code === IN_FAILED_TRANSACTION;

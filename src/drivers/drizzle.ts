@@ -12,7 +12,7 @@ import { perTransaction } from '../internal/per-transaction.ts';
 import type { TransactionClient } from '../internal/transaction-client.ts';
 import type { WithTenantOptions } from '../with-tenant-options.ts';
 import { driverApi } from './driver-api.ts';
-import { isDeferredFailure } from './deferred-statements.ts';
+import { isDeferredFailure } from '../internal/deferred-failure.ts';
 import { shadowNextCall } from './shadow-next-call.ts';
 import { MergingPgClient } from './merging-pg-client.ts';
 import { nodePostgresQuery, postgresJsOutside, postgresJsQuery } from './native-query.ts';
@@ -132,10 +132,7 @@ async function transactionOpenedWith<T>(db: AnyDatabase, opening: Statement, fn:
   if (nodePostgres) return openedOnNodePostgres(db, nodePostgres, opening, fn);
   const postgresJs = isTransaction(db) ? undefined : postgresJsUnder(db);
   if (postgresJs && typeof (postgresJs as unknown as { begin?: unknown }).begin === 'function') return openedOnPostgresJs(db, postgresJs, opening, fn);
-  return driver.transaction(db, async (tx) => {
-    await clientOf(tx).query(opening.text, opening.values);
-    return fn(tx);
-  });
+  return driver.transaction(db, withOpening(opening, fn));
 }
 
 async function openedOnNodePostgres<T>(
@@ -145,24 +142,27 @@ async function openedOnNodePostgres<T>(
   fn: (tx: AnyTransaction) => Promise<T>,
 ): Promise<T> {
   let wrapper: MergingPgClient | undefined;
-  const wrap = (client: pg.ClientBase) => {
-    wrapper = new MergingPgClient(client, opening);
-  };
-  // One client, no pool: Drizzle runs the transaction on it, and nothing releases it.
-  const unshadow =
-    typeof (under as pg.Pool).totalCount === 'number'
-      ? shadowNextCall<() => Promise<pg.PoolClient>>(under, 'connect', (connect) =>
-          connect().then((client) => {
-            wrap(client);
-            return client;
-          }),
-        )
-      : wrap(under as pg.ClientBase);
+  const pooled = typeof (under as pg.Pool).totalCount === 'number';
+  // One client, no pool: Drizzle runs the transaction on it, and nothing releases it. A client
+  // already wrapped runs another transaction now (unsound on one client, but not made worse here).
+  if (!pooled && MergingPgClient.isWrapped(under)) return driver.transaction(db, withOpening(opening, fn));
+  let unshadow: (() => void) | undefined;
+  if (pooled)
+    unshadow = shadowNextCall<() => Promise<pg.PoolClient>>(under, 'connect', (connect) =>
+      connect().then((client) => {
+        // Drizzle sends BEGIN before the code that releases the client: if it fails, the wrapper releases it.
+        wrapper = new MergingPgClient(client, opening, { releaseIfBeginFails: true });
+        return client;
+      }),
+    );
+  else wrapper = new MergingPgClient(under as pg.ClientBase, opening);
   let result: Promise<T>;
   try {
     result = db.transaction(
-      (tx) => {
+      async (tx) => {
         if (wrapper) merging.set(tx, wrapper);
+        // A Drizzle that took its client some other way: the opening goes as a statement of its own.
+        else await clientOf(tx).query(opening.text, opening.values);
         return fn(tx);
       },
       { isolationLevel: 'read committed' },
@@ -184,25 +184,44 @@ async function openedOnNodePostgres<T>(
 }
 
 function openedOnPostgresJs<T>(db: AnyDatabase, sql: TransactionSql<any>, opening: Statement, fn: (tx: AnyTransaction) => Promise<T>): Promise<T> {
+  let leveled = false;
   return withPipeline(
     (inner) => {
-      const unshadow = shadowNextCall<(...args: unknown[]) => Promise<T>>(sql, 'begin', (begin, ...args) =>
-        args.length === 1 ? begin('isolation level read committed', args[0]) : begin(...args),
-      );
+      const unshadow = shadowNextCall<(...args: unknown[]) => Promise<T>>(sql, 'begin', (begin, ...args) => {
+        if (args.length !== 1) return begin(...args);
+        leveled = true;
+        return begin('isolation level read committed', args[0]);
+      });
       try {
-        return db.transaction(inner);
+        return db.transaction(async (tx) => {
+          // A Drizzle that began some other way: the level is set, then the opening sent, on their own.
+          if (!leveled) {
+            const client = postgresJsUnder(tx)!;
+            await postgresJsQuery(client, 'SET TRANSACTION ISOLATION LEVEL READ COMMITTED', []);
+            await postgresJsQuery(client, opening.text, opening.values);
+          }
+          return inner(tx);
+        });
       } finally {
         unshadow();
       }
     },
     (tx: AnyTransaction) => {
       const pipeline = pipelineFor(db, tx);
-      pipeline?.open(opening);
+      if (leveled) pipeline?.open(opening);
       return pipeline;
     },
     fn,
   );
 }
+
+/** `fn` after the opening, sent as a statement of its own. */
+const withOpening =
+  <T>(opening: Statement, fn: (tx: AnyTransaction) => Promise<T>) =>
+  async (tx: AnyTransaction): Promise<T> => {
+    await clientOf(tx).query(opening.text, opening.values);
+    return fn(tx);
+  };
 
 const driver: Driver<AnyDatabase, AnyTransaction> = {
   transaction: (db, fn) =>

@@ -109,6 +109,8 @@ async function transactionOpenedWith<T>(knex: Knex, opening: Statement, fn: (trx
     );
   } finally {
     wrapper.restore();
+    // Knex marks a connection with its transaction's id and unmarks only connections it acquired itself.
+    delete (connection as { __knexTxId?: unknown }).__knexTxId;
     await client.releaseConnection(connection);
   }
 }

@@ -107,14 +107,15 @@ export class MergingConnection {
 
   /** The last deferred statement goes with COMMIT; any before it go first, one by one. */
   async #commit(query: CompiledQuery, rest: unknown[]): Promise<QueryResult<any>> {
-    const last = await this.#pending.takeLast();
+    await this.#pending.flush(this.#pending.size - 1);
+    const last = this.#pending.takeLast();
     try {
       // An error in the UPDATE skips the COMMIT (the transaction is aborted and Kysely rolls it
       // back); a COMMIT that turns into a ROLLBACK needs an aborted transaction, in which the
       // UPDATE before it would have failed already.
       return await this.#run(CompiledQuery.raw(`${inlineValues(last.statement)}; ${query.sql}`), rest);
     } catch (error) {
-      return last.failed(error);
+      return this.#pending.failed(last.statement, last.owner, error);
     }
   }
 }

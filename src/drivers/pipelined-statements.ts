@@ -15,7 +15,9 @@
  * - when the transaction failed: the caller's own statements behind a failed UPDATE were refused
  *   (25P02, "current transaction is aborted"), and the UPDATE's error is the cause worth throwing.
  */
+import { markDeferredFailure } from '../internal/deferred-failure.ts';
 import type { Statement } from '../internal/inline-values.ts';
+import { refusedAfterAbort } from './deferred-statements.ts';
 import type { DeferredStatement, TransactionClient } from '../internal/transaction-client.ts';
 
 interface Sent {
@@ -66,25 +68,40 @@ export class PipelinedStatements {
 
   /** Waits for every deferred statement's answer; the first that failed throws its onError's error. */
   async settle(): Promise<void> {
+    const failed = await this.#firstFailure();
+    if (failed) await this.#failed(failed);
+  }
+
+  /**
+   * The error to throw for a transaction that failed with `error`: a deferred statement's, if one
+   * failed first, unless it was only refused because something else had aborted the transaction
+   * already (25P02): then `error` (postgres.js reports that earlier failure) says more.
+   */
+  async failure(error: unknown): Promise<unknown> {
+    const failed = await this.#firstFailure();
+    if (!failed || refusedAfterAbort(failed.error)) return error;
+    return this.#failed(failed).catch((thrown: unknown) => thrown);
+  }
+
+  async #firstFailure(): Promise<{ statement: DeferredStatement; error: unknown } | undefined> {
     const sent = this.#sent;
     this.#sent = [];
     for (const { answer, statement } of sent) {
       try {
         await answer;
       } catch (error) {
-        await statement.onError(error, this.#direct);
+        return { statement, error };
       }
     }
+    return undefined;
   }
 
-  /** The error to throw for a transaction that failed with `error`: a deferred statement's, if one failed first. */
-  async failure(error: unknown): Promise<unknown> {
+  async #failed({ statement, error }: { statement: DeferredStatement; error: unknown }): Promise<never> {
     try {
-      await this.settle();
-    } catch (deferred) {
-      return deferred;
+      return await statement.onError(error, this.#direct);
+    } catch (thrown) {
+      throw markDeferredFailure(thrown);
     }
-    return error;
   }
 }
 

@@ -16,7 +16,7 @@ import { fingerprint } from '../keys.ts';
 import type { ResolvedRunIdempotentOptions } from './run-idempotent-options.ts';
 import { settings } from '../settings.ts';
 import { type DedupeAuditEvent, emitAuditEvent } from './audit-event.ts';
-import { claim, type ClaimRequest, retryAfterMs } from './claim.ts';
+import { claim, type ClaimRequest, OWN_WRITE_WAIT_MILLISECONDS, retryAfterMs } from './claim.ts';
 import type { ClaimRow } from './sql/claim-key.ts';
 import type { Jsonify } from './jsonify.ts';
 import { markRecordedFailure } from './recorded-failure.ts';
@@ -62,8 +62,12 @@ export async function claimWithinWait(tx: TransactionClient, request: ClaimReque
   const deadline = performance.now() + request.waitMs - (state?.poolWaitMs ?? 0);
   const left = () => Math.max(0, deadline - performance.now());
   // A duplicate of a call in flight in this process (calls-in-flight.ts) blocks on its first
-  // claim when it gets a wait slot at once; every other call first asks without waiting.
-  let release = duplicate && state && left() > 0 ? tryTakeWaitSlot(state.db, maxWaiting) : undefined;
+  // claim when it gets a wait slot at once; every other call first asks without waiting. Only
+  // with a wait at least as long as a non-blocking claim's floor for its own write: should the
+  // key turn out free, the blocking claim's INSERT waits on row locks no longer than the wait.
+  // (Its statement_timeout is the one claims on this handle last reported: a transaction that
+  // lowered its own with SET LOCAL may see the wait cut short, IDEMPOTENCY_IN_PROGRESS, retryable.)
+  let release = duplicate && state && left() >= OWN_WRITE_WAIT_MILLISECONDS ? tryTakeWaitSlot(state.db, maxWaiting) : undefined;
   try {
     const found = await claim(
       tx,

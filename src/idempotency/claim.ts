@@ -6,6 +6,7 @@
  * statement, because every round trip here is paid by every tool call.
  */
 import { CallAbortedError, IdempotencyInProgressError, translateDatabaseError } from '../errors.ts';
+import { isDeferredFailure } from '../internal/deferred-failure.ts';
 import type { TransactionClient } from '../internal/transaction-client.ts';
 import { transactionState } from './transaction-state.ts';
 import { noteRejection } from './rejection-audit.ts';
@@ -49,7 +50,7 @@ export interface ClaimMode {
  * before 0007, which claims without the advisory lock, is waited for up to this long as well during
  * a rolling upgrade.)
  */
-const OWN_WRITE_WAIT_MILLISECONDS = 1_000;
+export const OWN_WRITE_WAIT_MILLISECONDS = 1_000;
 
 /** SQLSTATE lock_not_available: the claim's wait ran out. */
 const LOCK_NOT_AVAILABLE = '55P03';
@@ -94,6 +95,8 @@ async function raiseForWait(tx: TransactionClient, waitMs: number, knownMs: numb
 const STATEMENT_MARGIN_MILLISECONDS = 1_000;
 
 function claimError(tx: TransactionClient, request: ClaimRequest, mode: ClaimMode, error: unknown): unknown {
+  // An earlier call's stored result, sent ahead of this claim, failed: its error, not this claim's.
+  if (isDeferredFailure(error)) return error;
   const sqlstate = (error as { code?: unknown }).code;
   if (sqlstate === LOCK_NOT_AVAILABLE || sqlstate === QUERY_CANCELED) {
     return noteRejection(new IdempotencyInProgressError(request.key, retryAfterMs(mode.waitMs), { cause: error }), request);
