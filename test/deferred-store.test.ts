@@ -13,7 +13,7 @@
 import { sql as drizzleSql } from 'drizzle-orm';
 import type { Knex } from 'knex';
 import { sql as kyselySql, type Transaction } from 'kysely';
-import type pg from 'pg';
+import pg from 'pg';
 import type { TransactionSql } from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SUBJECTS, type Subject } from '../support/driver-subjects.ts';
@@ -273,6 +273,41 @@ describe('postgres.js: an error the caller caught inside fn', () => {
       );
       expect(JSON.stringify(error, Object.getOwnPropertyNames(error))).toContain('22012');
       expect(await fx.rows('idempotency_keys', `key = '${key}'`)).toEqual([]);
+    } finally {
+      await subject.close();
+    }
+  });
+});
+
+describe('node-postgres: a Submittable (cursor, stream) sent after a call', () => {
+  it("runs behind the call's stored result; if that failed, COMMIT reports it and nothing commits", async () => {
+    const subject = SUBJECTS['pg (Pool)']!(fx.appUrl, 1);
+    try {
+      await subject.withTenant('t', async () => {});
+      const run = async (key: string) =>
+        subject.withTenant('t', async (client: pg.PoolClient) => {
+          await subject.runIdempotent.detailed(client, key, async (inner) => {
+            await subject.insertOrder(inner, key, 1);
+            return key;
+          });
+          // pg.Query is node-postgres's own Submittable, as pg-cursor and pg-query-stream are.
+          const query = client.query(new pg.Query('SELECT status FROM once.idempotency_keys WHERE key = $1', [key]));
+          return new Promise<unknown>((resolve) => {
+            const rows: unknown[] = [];
+            query.on('row', (row: unknown) => rows.push(row));
+            query.on('end', () => resolve(rows));
+            query.on('error', (error: Error) => resolve(error));
+          });
+        });
+      const fine = freshKey('submittable');
+      expect(await run(fine)).toEqual([{ status: 'completed' }]);
+      const poisoned = freshKey('poisoned');
+      const error = await errorOf(run(poisoned));
+      expect(error).toMatchObject({ code: 'P0001' });
+      expect(await fx.rows('idempotency_keys', `key = '${poisoned}'`)).toEqual([]);
+      expect((await fx.orders('t')).filter((row) => row.key === poisoned)).toEqual([]);
+      const next = freshKey('next');
+      expect((await subject.withTenant('t', (tx) => subject.runIdempotent.detailed(tx, next, async () => next))).outcome).toBe('executed');
     } finally {
       await subject.close();
     }
