@@ -1,6 +1,6 @@
 /**
  * The claim: one round trip to once.claim_key() (made by sql/0007_bounded_claims.sql, last replaced
- * by sql/0015_audit_and_charge_functions.sql; the statement is in sql/claim-key.ts), which inserts
+ * by sql/0018_claim_key_assignments.sql; the statement is in sql/claim-key.ts), which inserts
  * the in-progress record, or finds the result to replay, the reused key, the expired record to
  * take over, or (only when asked to block) waits for a concurrent duplicate. All of that in one
  * statement, because every round trip here is paid by every tool call.

@@ -1,6 +1,6 @@
 /**
  * The claim statement: one call of once.claim_key() (sql/0007_bounded_claims.sql, as sql/0013 and
- * sql/0015 redefined it), and the statement that raises the statement_timeout for it when it is
+ * sql/0015 and sql/0018 redefined it), and the statement that raises the statement_timeout for it when it is
  * about to wait. claim.ts decides what to ask and what the answer means.
  */
 import type { TransactionClient } from '../../internal/transaction-client.ts';
