@@ -13,7 +13,7 @@
  * is refused (25P02), and the wrapper reports the deferred statement's error instead (behind()).
  * On Kysely, whose dialects may take one statement at a time, they go one by one (flush).
  */
-import { IN_FAILED_TRANSACTION, markDeferredFailure } from '../internal/deferred-failure.ts';
+import { deferredFailure, IN_FAILED_TRANSACTION } from '../internal/deferred-failure.ts';
 import type { DeferredStatement, TransactionClient } from '../internal/transaction-client.ts';
 
 /** Sends one statement on the connection at once, past the wrapper; resolves with its rows. */
@@ -95,12 +95,8 @@ export class DeferredStatements {
   }
 
   /** Throws the error `statement`'s failure becomes (its onError's), marked as a deferred failure. */
-  async failed(statement: DeferredStatement, owner: object, error: unknown): Promise<never> {
-    try {
-      return await statement.onError(error, this.direct(owner));
-    } catch (thrown) {
-      throw markDeferredFailure(thrown);
-    }
+  failed(statement: DeferredStatement, owner: object, error: unknown): Promise<never> {
+    return deferredFailure(statement, this.direct(owner), error);
   }
 
   /** A client that runs statements on the connection at once, never deferred (for onError). */

@@ -15,7 +15,7 @@
  * - when the transaction failed: the caller's own statements behind a failed UPDATE were refused
  *   (25P02, "current transaction is aborted"), and the UPDATE's error is the cause worth throwing.
  */
-import { markDeferredFailure } from '../internal/deferred-failure.ts';
+import { deferredFailure } from '../internal/deferred-failure.ts';
 import type { Statement } from '../internal/inline-values.ts';
 import { refusedAfterAbort } from './deferred-statements.ts';
 import type { DeferredStatement, TransactionClient } from '../internal/transaction-client.ts';
@@ -96,12 +96,8 @@ export class PipelinedStatements {
     return undefined;
   }
 
-  async #failed({ statement, error }: { statement: DeferredStatement; error: unknown }): Promise<never> {
-    try {
-      return await statement.onError(error, this.#direct);
-    } catch (thrown) {
-      throw markDeferredFailure(thrown);
-    }
+  #failed({ statement, error }: { statement: DeferredStatement; error: unknown }): Promise<never> {
+    return deferredFailure(statement, this.#direct, error);
   }
 }
 

@@ -5,11 +5,22 @@
  * (Drizzle) unwraps it, and the next call's claim passes it on as it is instead of reading it as
  * its own (a statement timeout of the earlier UPDATE is not "this key is in progress").
  */
+import type { DeferredStatement, TransactionClient } from './transaction-client.ts';
+
 const failures = new WeakSet<object>();
 
-export function markDeferredFailure<E>(error: E): E {
+function markDeferredFailure<E>(error: E): E {
   if (typeof error === 'object' && error !== null) failures.add(error);
   return error;
+}
+
+/** Throws the error a deferred statement's failure becomes (its onError's), marked as such. */
+export async function deferredFailure(statement: DeferredStatement, direct: TransactionClient, error: unknown): Promise<never> {
+  try {
+    return await statement.onError(error, direct);
+  } catch (thrown) {
+    throw markDeferredFailure(thrown);
+  }
 }
 
 export const isDeferredFailure = (error: unknown): boolean => typeof error === 'object' && error !== null && failures.has(error);
