@@ -109,8 +109,10 @@ async function transactionOpenedWith<T>(knex: Knex, opening: Statement, fn: (trx
     );
   } finally {
     wrapper.restore();
-    // Knex marks a connection with its transaction's id and unmarks only connections it acquired itself.
-    delete (connection as { __knexTxId?: unknown }).__knexTxId;
+    // Knex marks a connection with its transaction's id and unmarks only connections it acquired
+    // itself (its query events report the id). Cleared, not deleted: a deleted property turns the
+    // client into a slow hash-table object for good (see method-hook.ts).
+    (connection as { __knexTxId?: unknown }).__knexTxId = undefined;
     await client.releaseConnection(connection);
   }
 }

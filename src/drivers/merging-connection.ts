@@ -5,8 +5,8 @@
  *
  * Kysely sends BEGIN and COMMIT as statements of their own (its driver's beginTransaction and
  * commitTransaction) and offers no hook to add to either. Both go through the connection's
- * `executeQuery`, as every statement does, so for the length of one transaction this wraps that
- * method (Kysely's own logging wraps it the same way, see RuntimeDriver#addLogging):
+ * `executeQuery`, as every statement does, so for the length of one transaction this hooks that
+ * method (method-hook.ts; Kysely's own logging wraps it too, see RuntimeDriver#addLogging):
  * - BEGIN carries the tenant's statement (set-tenant.ts) in the same simple-protocol query: a
  *   transaction opens in one round trip instead of two;
  * - a statement deferred by the call (the UPDATE storing a call's result, see
@@ -22,6 +22,7 @@ import { CompiledQuery, type DatabaseConnection, type QueryResult } from 'kysely
 import { inlineValues } from '../internal/inline-values.ts';
 import type { DeferredStatement } from '../internal/transaction-client.ts';
 import { DeferredStatements } from './deferred-statements.ts';
+import { type Hooked, hookMethod } from './method-hook.ts';
 
 const BEGIN = /^\s*(?:begin|start\s+transaction)\b/i;
 const COMMIT = /^\s*commit\s*$/i;
@@ -38,9 +39,8 @@ type Execute = DatabaseConnection['executeQuery'];
 export class MergingConnection {
   readonly #connection: DatabaseConnection;
   readonly #opening: string;
-  /** The connection's own `executeQuery` property before it was wrapped (Kysely's logging), if any. */
-  readonly #ownExecute: Execute | undefined;
-  readonly #ownStream: DatabaseConnection['streamQuery'] | undefined;
+  readonly #hooks: Hooked[];
+  /** The connection's `executeQuery` past the hook (Kysely's own, or its logging wrapper). */
   readonly #execute: Execute;
   readonly #pending = new DeferredStatements(async (text, values) => (await this.#run(CompiledQuery.raw(text, [...values]))).rows);
   #begun = false;
@@ -51,27 +51,22 @@ export class MergingConnection {
   constructor(connection: DatabaseConnection, opening: string) {
     this.#connection = connection;
     this.#opening = opening;
-    this.#ownExecute = Object.hasOwn(connection, 'executeQuery') ? connection.executeQuery : undefined;
-    this.#ownStream = Object.hasOwn(connection, 'streamQuery') ? connection.streamQuery : undefined;
-    this.#execute = connection.executeQuery;
-    const stream = connection.streamQuery;
-    connection.executeQuery = (query: CompiledQuery, ...rest: unknown[]) => this.#intercept(query, rest);
-    if (typeof stream !== 'function') return;
+    const execute = hookMethod(connection, 'executeQuery', (query, ...rest) => this.#intercept(query as CompiledQuery, rest));
+    this.#execute = execute.original as Execute;
+    this.#hooks = [execute];
+    if (typeof connection.streamQuery !== 'function') return;
     const self = this;
     // A streamed query must see a deferred statement too (it is another statement).
-    connection.streamQuery = async function* (...args: Parameters<DatabaseConnection['streamQuery']>) {
+    const stream = hookMethod(connection, 'streamQuery', async function* (...args: unknown[]) {
       await self.#pending.flush();
-      yield* stream.apply(connection, args);
-    } as DatabaseConnection['streamQuery'];
+      yield* stream.original.apply(connection, args) as AsyncIterableIterator<unknown>;
+    });
+    this.#hooks.push(stream);
   }
 
-  /** Puts the connection's own methods back; the connection then goes back to its pool. */
+  /** Ends the hooks: the connection's methods are its own again; it then goes back to its pool. */
   restore(): void {
-    const connection = this.#connection as unknown as Record<string, unknown>;
-    if (this.#ownExecute) connection.executeQuery = this.#ownExecute;
-    else delete connection.executeQuery;
-    if (this.#ownStream) connection.streamQuery = this.#ownStream;
-    else delete connection.streamQuery;
+    for (const hook of this.#hooks) hook.restore();
   }
 
   defer(statement: DeferredStatement, owner: object): void {

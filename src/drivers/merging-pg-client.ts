@@ -3,16 +3,21 @@
  * transactions withTenant opens through pg-once/pg, Knex and Drizzle over node-postgres: what
  * merging-connection.ts does for Kysely, one level down. Each of those libraries sends BEGIN and
  * COMMIT through the client's `query` as it sends every statement, with no hook to add to either,
- * so for the length of one transaction this wraps that method on the client object:
- * - BEGIN carries the tenant's statement in the same simple-protocol query (values inlined,
- *   inline-values.ts): one round trip instead of two. On a connection whose backend has not been
- *   checked yet (native-query.ts: named statements only on a backend of its own) the tenant's
- *   statement goes on its own, through that check, once per connection.
+ * so for the length of one transaction this hooks that method of the client object (method-hook.ts):
+ * - BEGIN is held (the library gets its answer at once) and goes with the transaction's first
+ *   statement: when that is one of pg-once's named statements (the claim), BEGIN, the tenant's
+ *   statement and it go in one round trip as prepared statements (pipelined-query.ts), none of
+ *   them parsed again; otherwise BEGIN and the tenant's statement go ahead of it in one
+ *   simple-protocol query (values inlined, inline-values.ts). A transaction with no statement at
+ *   all never reaches the server. On a connection whose backend has not been checked yet
+ *   (native-query.ts: named statements only on a backend of its own) BEGIN goes at once and the
+ *   tenant's statement on its own, through that check, once per connection.
  * - A deferred statement (the UPDATE storing a call's result, TransactionClient.defer) goes with
- *   COMMIT in one query when nothing came between them, else on its own right before the next
- *   statement, which therefore sees it. When it fails inside COMMIT's query, Postgres skips the
- *   COMMIT and the transaction is aborted: it is rolled back here, since Knex does not roll back
- *   after a failed COMMIT and the connection would go back to its pool inside it.
+ *   COMMIT in one round trip when nothing came between them (both prepared, or in one
+ *   simple-protocol query behind a pooler), else on its own right before the next statement, which
+ *   therefore sees it. When it fails there, Postgres skips the COMMIT and the transaction is
+ *   aborted: it is rolled back here, since Knex does not roll back after a failed COMMIT and the
+ *   connection would go back to its pool inside it.
  * - ROLLBACK drops what is deferred.
  * Every other query goes through untouched (callback, promise and Submittable forms alike).
  */
@@ -21,7 +26,9 @@ import { inlineValues, type Statement } from '../internal/inline-values.ts';
 import type { DeferredStatement } from '../internal/transaction-client.ts';
 import { isDeferredFailure } from '../internal/deferred-failure.ts';
 import { behind, DeferredStatements } from './deferred-statements.ts';
-import { backendChecked, nodePostgresQuery } from './native-query.ts';
+import { type Hooked, hookMethod } from './method-hook.ts';
+import { backendChecked, nodePostgresQuery, noteNamedFailure, preparedName, type SendQuery } from './native-query.ts';
+import { canPipeline, pipelinedQuery, type PreparedStatement } from './pipelined-query.ts';
 
 const BEGIN = /^\s*(?:begin|start\s+transaction)\b/i;
 const COMMIT = /^\s*commit\s*;?\s*$/i;
@@ -54,10 +61,13 @@ export class MergingPgClient {
   readonly #opening: Statement | undefined;
   readonly #options: MergingOptions;
   readonly #query: Query;
-  readonly #ownQuery: Query | undefined;
-  readonly #ownRelease: unknown;
+  readonly #hooks: Hooked[];
   readonly #release: unknown;
-  readonly #pending = new DeferredStatements(async (text, values) => ((await this.#query.call(this.#client, text, [...values])) as pg.QueryResult).rows);
+  /** The client's own `query`, past the hook. */
+  readonly #send: SendQuery = (query, values) => this.#query.call(this.#client, query, values) as Promise<pg.QueryResult>;
+  readonly #pending = new DeferredStatements((text, values) => nodePostgresQuery(this.#client, text, values, this.#send));
+  /** BEGIN as the library sent it, held until the transaction's first statement. */
+  #held: string | undefined;
   /** Deferred statements sent ahead of a cursor or stream, whose answer nobody awaited: COMMIT reads it. */
   #unread: Promise<void> | undefined;
   #begun = false;
@@ -72,19 +82,19 @@ export class MergingPgClient {
     this.#opening = opening;
     this.#options = options;
     wrapped.add(client);
-    const target = client as unknown as Record<string, unknown>;
-    this.#ownQuery = Object.hasOwn(client, 'query') ? (target.query as Query) : undefined;
-    this.#ownRelease = Object.hasOwn(client, 'release') ? target.release : undefined;
-    this.#query = client.query as unknown as Query;
-    target.query = (...args: unknown[]) => this.#intercept(args);
-    const release = target.release;
+    const query = hookMethod(client, 'query', (...args: unknown[]) => this.#intercept(args));
+    this.#query = query.original;
+    this.#hooks = [query];
+    const release = (client as unknown as Record<string, unknown>).release;
     this.#release = release;
     // Drizzle releases the client itself, right after COMMIT: the pool must get it back unwrapped.
     if (typeof release === 'function')
-      target.release = (...args: unknown[]) => {
-        this.restore();
-        return release.apply(client, args);
-      };
+      this.#hooks.push(
+        hookMethod(client, 'release', (...args: unknown[]) => {
+          this.restore();
+          return release.apply(client, args);
+        }),
+      );
   }
 
   /** Puts the client's own methods back. */
@@ -92,11 +102,7 @@ export class MergingPgClient {
     if (this.#restored) return;
     this.#restored = true;
     wrapped.delete(this.#client);
-    const target = this.#client as unknown as Record<string, unknown>;
-    if (this.#ownQuery) target.query = this.#ownQuery;
-    else delete target.query;
-    if (this.#ownRelease) target.release = this.#ownRelease;
-    else delete target.release;
+    for (const hook of this.#hooks) hook.restore();
   }
 
   defer(statement: DeferredStatement, owner: object): void {
@@ -116,8 +122,24 @@ export class MergingPgClient {
       !((first as { values?: unknown[] }).values?.length ?? 0);
     let result: Promise<unknown>;
     if (simple && !this.#begun && BEGIN.test(text)) result = this.#begin(args, text);
+    else if (this.#held !== undefined && simple && (COMMIT.test(text) || ROLLBACK.test(text))) {
+      // Nothing ran since BEGIN: the transaction never reached the server.
+      this.#held = undefined;
+      result = Promise.resolve(emptyResult(COMMIT.test(text) ? 'COMMIT' : 'ROLLBACK'));
+    } else if (this.#held !== undefined && !submittable && args.slice(1).every((arg) => arg === undefined) && isOwnStatement(first))
+      result = this.#first(first);
     else if (simple && COMMIT.test(text) && (this.#pending.size > 0 || this.#unread)) result = this.#commit(args, text);
     else {
+      if (this.#held !== undefined) {
+        // The caller's own statement first: BEGIN and the tenant's statement go ahead of it.
+        const begun = this.#sendHeld();
+        if (submittable) {
+          this.#unread = begun;
+          return this.#query.apply(this.#client, args);
+        }
+        result = behind(begun, this.#run(args));
+        return this.#answer(args, result);
+      }
       if (simple && ROLLBACK.test(text)) {
         this.#pending.drop();
         this.#unread = undefined;
@@ -132,6 +154,11 @@ export class MergingPgClient {
       }
       result = behind(before, this.#run(args));
     }
+    return this.#answer(args, result);
+  }
+
+  /** `result` as the caller asked for it: the promise, or through its callback. */
+  #answer(args: unknown[], result: Promise<unknown>): unknown {
     const callback = typeof args.at(-1) === 'function' ? (args.at(-1) as Callback) : undefined;
     if (!callback) return result;
     result.then(
@@ -139,6 +166,47 @@ export class MergingPgClient {
       (error: Error) => callback(error),
     );
     return undefined;
+  }
+
+  /** The held BEGIN and the tenant's statement ahead of pg-once's first statement, in one round trip when all are prepared. */
+  #first(statement: PreparedStatement): Promise<unknown> {
+    const begin = this.#held!;
+    const opening = this.#opening!;
+    const leading: PreparedStatement[] = [];
+    for (const { text, values } of [{ text: begin, values: [] }, opening]) {
+      const name = preparedName(this.#client, text);
+      if (name !== undefined) leading.push({ name, text, values });
+    }
+    if (
+      leading.length < 2 ||
+      !canPipeline(
+        this.#client,
+        leading.map(({ name }) => name),
+      )
+    ) {
+      // Not prepared on this connection yet: each goes as a prepared statement of its own this once.
+      this.#held = undefined;
+      const sent = leading.length < 2 ? [this.#sendHeldMerged(begin)] : leading.map((prepared) => this.#send(queryConfig(prepared)));
+      const begun = Promise.all(sent).then(() => {});
+      begun.catch(() => {});
+      return behind(begun, this.#send(queryConfig(statement)));
+    }
+    this.#held = undefined;
+    // A failure of a prepared statement is noted by nodePostgresQuery, which sent this one.
+    return pipelinedQuery(this.#client, (query) => this.#query.call(this.#client, query), leading, statement);
+  }
+
+  /** Sends the held BEGIN with the tenant's statement, in one simple-protocol query; resolves once it is answered. */
+  #sendHeld(): Promise<void> {
+    const begin = this.#held!;
+    this.#held = undefined;
+    const begun = this.#sendHeldMerged(begin).then(() => {});
+    begun.catch(() => {});
+    return begun;
+  }
+
+  #sendHeldMerged(begin: string): Promise<pg.QueryResult> {
+    return this.#send(`${begin.replace(TRAILING_SEMICOLON, '')}; ${inlineValues(this.#opening!)}`);
   }
 
   /** The query the caller asked for, sent now, as a promise (its callback, if any, is called by #intercept). */
@@ -153,7 +221,10 @@ export class MergingPgClient {
     const opening = this.#opening;
     try {
       if (opening === undefined) return await this.#run(args);
-      if (backendChecked(this.#client)) return await this.#run(args, `${text.replace(TRAILING_SEMICOLON, '')}; ${inlineValues(opening)}`);
+      if (backendChecked(this.#client)) {
+        this.#held = text;
+        return emptyResult('BEGIN');
+      }
       // The backend check rides on the tenant's statement (native-query.ts): it goes on its own this once.
       const begun = this.#run(args);
       const tenant = nodePostgresQuery(this.#client, opening.text, opening.values);
@@ -179,7 +250,7 @@ export class MergingPgClient {
     this.#unread = undefined;
     const before = this.#pending.sendNow(1);
     const last = this.#pending.size > 0 ? this.#pending.takeLast() : undefined;
-    const committed = this.#run(args, last ? `${inlineValues(last.statement)}; ${text}` : undefined);
+    const committed = last ? this.#commitWith(last.statement, args, text) : this.#run(args);
     try {
       if (unread) await behind(unread, Promise.resolve());
       return await behind(before, committed);
@@ -194,6 +265,24 @@ export class MergingPgClient {
     }
   }
 
+  /**
+   * COMMIT with the deferred statement in front: both prepared, in one round trip; prepared one
+   * after the other the first time on a connection; behind a pooler, in one simple-protocol query.
+   */
+  #commitWith(statement: DeferredStatement, args: unknown[], text: string): Promise<unknown> {
+    const name = preparedName(this.#client, statement.text);
+    if (name === undefined) return this.#run(args, `${inlineValues(statement)}; ${text}`);
+    const store = { name, text: statement.text, values: statement.values };
+    if (!canPipeline(this.#client, [name])) {
+      const stored = this.#send(queryConfig(store)).then(() => {});
+      stored.catch(() => {});
+      return behind(stored, this.#run(args));
+    }
+    const answer = pipelinedQuery(this.#client, (query) => this.#query.call(this.#client, query), [store], { text: text.replace(TRAILING_SEMICOLON, '') });
+    answer.catch((error: unknown) => noteNamedFailure(this.#client, error));
+    return answer;
+  }
+
   /** Rolls back, past the wrapper; true when the ROLLBACK went through (the connection is usable). */
   #rollback(): Promise<boolean> {
     return (this.#query.call(this.#client, 'ROLLBACK') as Promise<unknown>).then(
@@ -202,3 +291,16 @@ export class MergingPgClient {
     );
   }
 }
+
+/** One of pg-once's own prepared statements (native-query.ts names them `once_...`), as a query config. */
+function isOwnStatement(query: unknown): query is PreparedStatement {
+  const { name, text, values } = (query ?? {}) as { name?: unknown; text?: unknown; values?: unknown };
+  return typeof name === 'string' && name.startsWith('once_') && typeof text === 'string' && Array.isArray(values);
+}
+
+/** What node-postgres answers to a statement that returns no rows (BEGIN, COMMIT, ROLLBACK). */
+function emptyResult(command: string): pg.QueryResult {
+  return { command, rowCount: null, oid: 0, rows: [], fields: [] } as unknown as pg.QueryResult;
+}
+
+const queryConfig = ({ name, text, values }: PreparedStatement): pg.QueryConfig => ({ name, text, values: [...values] });

@@ -38,20 +38,44 @@ export const postgresJsOutside = (sql: Pick<Sql<any>, 'unsafe'>): TransactionCli
  * the tenant's statement there: no round trip of its own). pg-native clients (no processID)
  * stay unnamed.
  */
-export async function nodePostgresQuery<Row>(client: pg.ClientBase, text: string, values: readonly unknown[]): Promise<Row[]> {
+export async function nodePostgresQuery<Row>(
+  client: pg.ClientBase,
+  text: string,
+  values: readonly unknown[],
+  send: SendQuery = (query, queryValues) => (queryValues === undefined ? client.query(query) : client.query(query as string, queryValues)),
+): Promise<Row[]> {
   const direct = directConnections.get(client);
-  if (direct === undefined) return (await checkingBackend(client, text, values)) as Row[];
+  if (direct === undefined) return (await checkingBackend(client, text, values, send)) as Row[];
   const name = direct && values.length > 0 ? statementName(client, text) : undefined;
-  if (name === undefined) return (await client.query(text, values as unknown[])).rows as Row[];
+  if (name === undefined) return (await send(text, values as unknown[])).rows as Row[];
   try {
-    return (await client.query({ name, text, values: values as unknown[] })).rows as Row[];
+    return (await send({ name, text, values: values as unknown[] })).rows as Row[];
   } catch (error) {
-    const code = (error as { code?: unknown } | null)?.code;
-    // The statement is gone (DEALLOCATE ALL, DISCARD ALL) or its plan no longer fits (a migration
-    // changed a function's result type): this transaction has failed, the next ones use new names.
-    if (code === '26000' || code === '0A000') generations.set(client, (generations.get(client) ?? 0) + 1);
+    noteNamedFailure(client, error);
     throw error;
   }
+}
+
+/** How a query goes to the client: its `query`, or the method behind a wrapper (merging-pg-client.ts). */
+export type SendQuery = (query: string | pg.QueryConfig, values?: unknown[]) => Promise<pg.QueryResult>;
+
+/**
+ * After a named statement failed: when the statement is gone (DEALLOCATE ALL, DISCARD ALL) or its
+ * plan no longer fits (a migration changed a function's result type), this transaction has
+ * failed, and the next ones use new names.
+ */
+export function noteNamedFailure(client: object, error: unknown): void {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (code === '26000' || code === '0A000') generations.set(client, (generations.get(client) ?? 0) + 1);
+}
+
+/**
+ * The name `text` has as a prepared statement on `client`, or undefined on a connection whose
+ * statements stay unnamed (behind a pooler, not yet checked, pg-native), or once the bounded set
+ * of names is full.
+ */
+export function preparedName(client: object, text: string): string | undefined {
+  return directConnections.get(client) === true ? statementName(client, text) : undefined;
 }
 
 /**
@@ -84,13 +108,13 @@ function statementName(client: object, text: string): string | undefined {
 }
 
 /** A statement on a connection not yet checked: unnamed, and the tenant's asks for the backend's pid besides. */
-async function checkingBackend(client: pg.ClientBase, text: string, values: readonly unknown[]): Promise<unknown[]> {
+async function checkingBackend(client: pg.ClientBase, text: string, values: readonly unknown[], send: SendQuery): Promise<unknown[]> {
   const announced = (client as { processID?: unknown }).processID;
   if (typeof announced !== 'number' || !LEADING_SELECT.test(text)) {
     if (typeof announced !== 'number') directConnections.set(client, false);
-    return (await client.query(text, values as unknown[])).rows;
+    return (await send(text, values as unknown[])).rows;
   }
-  const { rows } = await client.query(
+  const { rows } = await send(
     text.replace(LEADING_SELECT, (select) => `${select}pg_backend_pid() AS ${BACKEND_PID}, `),
     values as unknown[],
   );

@@ -15,6 +15,13 @@ const isPool = (db: object): db is pg.Pool => typeof (db as pg.Pool).totalCount 
 
 const BEGIN = 'BEGIN ISOLATION LEVEL READ COMMITTED';
 
+/**
+ * Whether `client` is outside any transaction. A client withTenant wraps is in one even before its
+ * first statement: its BEGIN is held until then (merging-pg-client.ts), so the status node-postgres
+ * last heard from the server still says idle.
+ */
+const outsideTransaction = (client: pg.ClientBase): boolean => client.getTransactionStatus?.() === 'I' && !MergingPgClient.isWrapped(client);
+
 /** The wrapper of each client inside a transaction transactionOpenedWith opened (see merging-pg-client.ts). */
 const merging = new WeakMap<object, MergingPgClient>();
 
@@ -26,7 +33,7 @@ const merging = new WeakMap<object, MergingPgClient>();
 async function transaction<T>(db: pg.Pool | pg.ClientBase, opening: Statement | undefined, fn: (tx: pg.ClientBase) => Promise<T>): Promise<T> {
   if (!isPool(db)) {
     // A client outside a transaction would autocommit each statement, the tenant lost after the first.
-    if (db.getTransactionStatus?.() === 'I')
+    if (outsideTransaction(db))
       throw new NotInTransactionError('pg-once: withTenant was given a pg client outside a transaction: BEGIN first, or pass the Pool.');
     if (opening) await nodePostgresQuery(db, opening.text, opening.values);
     return fn(db);
@@ -60,7 +67,7 @@ const driver: Driver<pg.Pool | pg.ClientBase, pg.ClientBase> = {
   transaction: (db, fn) => transaction(db, undefined, fn),
   transactionOpenedWith: transaction,
   client(tx) {
-    if (isPool(tx) || typeof tx.query !== 'function' || tx.getTransactionStatus?.() === 'I') return undefined;
+    if (isPool(tx) || typeof tx.query !== 'function' || outsideTransaction(tx)) return undefined;
     const wrapper = merging.get(tx);
     return { owner: tx, query: (text, values) => nodePostgresQuery(tx, text, values), defer: wrapper && ((statement) => wrapper.defer(statement, tx)) };
   },
