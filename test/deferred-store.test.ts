@@ -36,6 +36,15 @@ beforeAll(async () => {
       RETURN NEW;
     END $$;
     CREATE TRIGGER refuse_poisoned BEFORE UPDATE ON once.idempotency_keys FOR EACH ROW EXECUTE FUNCTION public.refuse_poisoned();
+    -- A key starting with "refused-claim-" cannot be claimed: the claim's INSERT fails.
+    CREATE FUNCTION public.refuse_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      IF NEW.key LIKE 'refused-claim-%' THEN
+        RAISE EXCEPTION 'claim refused by the test' USING ERRCODE = 'P0001';
+      END IF;
+      RETURN NEW;
+    END $$;
+    CREATE TRIGGER refuse_claim BEFORE INSERT ON once.idempotency_keys FOR EACH ROW EXECUTE FUNCTION public.refuse_claim();
   `);
 });
 afterAll(async () => {
@@ -174,6 +183,52 @@ describe.each(Object.keys(EXECUTE))('%s: the stored result with COMMIT or the ne
     expect(await fx.rows('idempotency_keys', `key = '${key}'`)).toEqual([]);
     expect((await subject.withTenant('t', (tx) => subject.runIdempotent.detailed(tx, key, order(key)))).outcome).toBe('executed');
     expect((await fx.orders('t')).filter((row) => row.key === key)).toHaveLength(1);
+  });
+
+  // node-postgres clients hold BEGIN until the transaction's first statement (merging-pg-client.ts).
+  it("the caller's own statement before any call runs in the transaction, under the tenant", async () => {
+    const key = freshKey('own-first');
+    await expect(
+      subject.withTenant('t', async (tx) => {
+        await subject.insertOrder(tx, key, 2);
+        await subject.runIdempotent.detailed(tx, key, order(key));
+        throw new Error('rolled back');
+      }),
+    ).rejects.toThrow('rolled back');
+    expect((await fx.orders('t')).filter((row) => row.key === key)).toEqual([]);
+    await subject.withTenant('t', async (tx) => {
+      await subject.insertOrder(tx, key, 2);
+      expect(await subject.countOrders(tx, key)).toBe(1);
+      await subject.runIdempotent.detailed(tx, key, order(key));
+    });
+    expect((await fx.orders('t')).filter((row) => row.key === key)).toEqual([
+      { tenant_id: 't', key, amount: 2 },
+      { tenant_id: 't', key, amount: 1 },
+    ]);
+  });
+
+  it('a transaction with no statement at all commits, and the connection serves the next call', async () => {
+    expect(await subject.withTenant('t', async () => 'nothing')).toBe('nothing');
+    await expect(subject.withTenant('t', async () => Promise.reject(new Error('nothing either')))).rejects.toThrow('nothing either');
+    const key = freshKey('after-empty');
+    expect((await subject.withTenant('t', (tx) => subject.runIdempotent.detailed(tx, key, order(key)))).outcome).toBe('executed');
+  });
+
+  it("a claim refused in the transaction's first round trip fails the call, commits nothing, and leaves the connection clean", async () => {
+    const key = freshKey('refused-claim');
+    let ran = false;
+    const error = await errorOf(
+      subject.withTenant('t', (tx) =>
+        subject.runIdempotent.detailed(tx, key, async () => {
+          ran = true;
+        }),
+      ),
+    );
+    expect(String((error as Error).message)).toContain('claim refused by the test');
+    expect(ran).toBe(false);
+    expect(await fx.rows('idempotency_keys', `key = '${key}'`)).toEqual([]);
+    const next = freshKey('next');
+    expect((await subject.withTenant('t', (tx) => subject.runIdempotent.detailed(tx, next, order(next)))).outcome).toBe('executed');
   });
 
   it('a tenant of quotes and backslashes reaches the database as written', async () => {
