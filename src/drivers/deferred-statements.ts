@@ -113,7 +113,9 @@ export async function behind<T>(deferred: Promise<void>, answer: Promise<T>): Pr
   try {
     await deferred;
   } catch (error) {
-    answer.catch(() => {});
+    // Its own answer (a refusal, 25P02) comes first: the caller's next statement (ROLLBACK) then
+    // finds the client idle, not queued behind it.
+    await answer.catch(() => {});
     throw error;
   }
   return answer;

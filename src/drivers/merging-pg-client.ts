@@ -184,12 +184,14 @@ export class MergingPgClient {
         leading.map(({ name }) => name),
       )
     ) {
-      // Not prepared on this connection yet: each goes as a prepared statement of its own this once.
+      // Not prepared on this connection yet: each goes as a prepared statement of its own this
+      // once, one after another (node-postgres 8.20+ deprecates a third query queued behind two).
       this.#held = undefined;
-      const sent = leading.length < 2 ? [this.#sendHeldMerged(begin)] : leading.map((prepared) => this.#send(queryConfig(prepared)));
-      const begun = Promise.all(sent).then(() => {});
-      begun.catch(() => {});
-      return behind(begun, this.#send(queryConfig(statement)));
+      return (async () => {
+        if (leading.length < 2) await this.#sendHeldMerged(begin);
+        else for (const prepared of leading) await this.#send(queryConfig(prepared));
+        return this.#send(queryConfig(statement));
+      })();
     }
     this.#held = undefined;
     // A failure of a prepared statement is noted by nodePostgresQuery, which sent this one.
