@@ -14,6 +14,7 @@ import type { RoleNames } from '../../src/internal/role-names.ts';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { enqueue, OnceError, runIdempotent, withTenant } from '../../src/index.ts';
 import { createAppFixture, type AppFixture } from '../support/app-fixture.ts';
+import { testPool } from '../support/test-database.ts';
 import { recordFigures } from './support/figures.ts';
 
 const VICTIM = 'société-générale';
@@ -29,7 +30,9 @@ let victimEvent: { id: string; dedupeId: string };
 beforeAll(async () => {
   fx = await createAppFixture(6);
   roles = (await fx.database.roles())!;
-  relay = new pg.Pool({ connectionString: await fx.database.createLoginRole('relay'), max: 2 });
+  // With error listeners: the database is dropped WITH (FORCE) right after this pool ends, and a
+  // connection terminated before its socket closed must not surface as an uncaught exception.
+  relay = testPool({ connectionString: await fx.database.createLoginRole('relay'), max: 2 });
   // The victim's history: an executed call (claim, stored result, order, outbox event), a replay
   // and a key reuse (two audit rows), a rate limit and its bucket.
   await fx.database.admin.query(`INSERT INTO once.rate_limits (tenant_id, tool, per_second, burst) VALUES ($1, 'charge_card', 100, 100)`, [VICTIM]);
