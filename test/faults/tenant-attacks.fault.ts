@@ -9,7 +9,7 @@
  * victim's rows are byte-for-byte what they were.
  */
 import { sql, type Kysely } from 'kysely';
-import pg from 'pg';
+import type pg from 'pg';
 import type { RoleNames } from '../../src/internal/role-names.ts';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { enqueue, OnceError, runIdempotent, withTenant } from '../../src/index.ts';
