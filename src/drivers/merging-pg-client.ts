@@ -132,7 +132,8 @@ export class MergingPgClient {
     else {
       if (this.#held !== undefined) {
         // The caller's own statement first: BEGIN and the tenant's statement go ahead of it.
-        const begun = this.#sendHeld();
+        const begun = this.#sendHeld().then(() => {});
+        begun.catch(() => {}); // read by behind(), or by COMMIT for a Submittable
         if (submittable) {
           this.#unread = begun;
           return this.#query.apply(this.#client, args);
@@ -184,12 +185,15 @@ export class MergingPgClient {
         leading.map(({ name }) => name),
       )
     ) {
-      // Not prepared on this connection yet: each goes as a prepared statement of its own this
-      // once, one after another (node-postgres 8.20+ deprecates a third query queued behind two).
-      this.#held = undefined;
+      // Not prepared on this connection yet (or never, behind a pooler): BEGIN and the tenant's
+      // statement go first, prepared one after another this once where they can be (node-postgres
+      // 8.20+ deprecates a third query queued behind two).
       return (async () => {
-        if (leading.length < 2) await this.#sendHeldMerged(begin);
-        else for (const prepared of leading) await this.#send(queryConfig(prepared));
+        if (leading.length < 2) await this.#sendHeld();
+        else {
+          this.#held = undefined;
+          for (const prepared of leading) await this.#send(queryConfig(prepared));
+        }
         return this.#send(queryConfig(statement));
       })();
     }
@@ -198,16 +202,10 @@ export class MergingPgClient {
     return pipelinedQuery(this.#client, (query) => this.#query.call(this.#client, query), leading, statement);
   }
 
-  /** Sends the held BEGIN with the tenant's statement, in one simple-protocol query; resolves once it is answered. */
-  #sendHeld(): Promise<void> {
+  /** Sends the held BEGIN with the tenant's statement, in one simple-protocol query. */
+  #sendHeld(): Promise<pg.QueryResult> {
     const begin = this.#held!;
     this.#held = undefined;
-    const begun = this.#sendHeldMerged(begin).then(() => {});
-    begun.catch(() => {});
-    return begun;
-  }
-
-  #sendHeldMerged(begin: string): Promise<pg.QueryResult> {
     return this.#send(`${begin.replace(TRAILING_SEMICOLON, '')}; ${inlineValues(this.#opening!)}`);
   }
 
