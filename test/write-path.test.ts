@@ -1,9 +1,11 @@
 /**
- * The write path's round trips (issue 18): on Kysely, withTenant sends BEGIN with the tenant's
- * statement, and a call's result goes with COMMIT, or right before the transaction's next
- * statement (src/drivers/merging-connection.ts). What that must not change: a statement after
- * the call sees its record completed, a connection that takes one statement per query still
- * works, and values reach the database exactly as written whatever they hold.
+ * The write path's round trips (issue 18): on Kysely over node-postgres, withTenant holds BEGIN
+ * and sends it, the tenant's statement and the claim in one round trip, and a call's result with
+ * COMMIT, all prepared; or right before the transaction's next statement
+ * (src/drivers/merging-connection.ts). Through a proxy (the backend is not known to be the
+ * connection's own) the same merges go as simple-protocol queries. What that must not change: a
+ * statement after the call sees its record completed, a connection that takes one statement per
+ * query still works, and values reach the database exactly as written whatever they hold.
  */
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
@@ -11,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enqueue, runIdempotent, withTenant } from '../src/index.ts';
 import { sqlLiteral } from '../src/internal/inline-values.ts';
 import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
+import { type BlackholeProxy, startBlackholeProxy } from './support/blackhole-proxy.ts';
 
 let fx: AppFixture;
 beforeAll(async () => {
@@ -23,9 +26,13 @@ afterAll(async () => {
 let unique = 0;
 const freshKey = (label: string) => `${label}-${++unique}-${Date.now()}`;
 
-/** A Kysely as the app role whose connections count the queries they are sent (round trips). */
-function countingKysely(counter: { queries: string[] }, options: { extendedOnly?: boolean; max?: number } = {}): Kysely<any> {
-  const pool = new pg.Pool({ connectionString: fx.appUrl, max: options.max ?? 1 });
+/**
+ * A Kysely as the app role whose connections count the queries they are sent (round trips): a
+ * query object (pg-once's pipelined statements) counts once, as the statements it prints.
+ * `proxy`: connect through a TCP proxy.
+ */
+function countingKysely(counter: { queries: string[] }, options: { extendedOnly?: boolean; max?: number; proxy?: BlackholeProxy } = {}): Kysely<any> {
+  const pool = new pg.Pool({ connectionString: options.proxy ? options.proxy.url(fx.appUrl) : fx.appUrl, max: options.max ?? 1 });
   // The test database is dropped WITH (FORCE) after the pool ends: a connection terminated then is expected.
   pool.on('error', () => {});
   pool.on('connect', (client) => {
@@ -33,6 +40,7 @@ function countingKysely(counter: { queries: string[] }, options: { extendedOnly?
     const query = client.query.bind(client) as (...args: unknown[]) => unknown;
     (client as { query: unknown }).query = (text: unknown, values?: unknown, callback?: unknown) => {
       if (typeof text === 'string') counter.queries.push(text);
+      else if (typeof (text as { submit?: unknown } | null)?.submit === 'function') counter.queries.push(String(text));
       // The extended protocol for every query, as some Kysely dialects' drivers send them: several
       // statements in one query are then refused.
       if (options.extendedOnly && typeof text === 'string') return query({ text, values: values ?? [], queryMode: 'extended' }, callback);
@@ -48,11 +56,65 @@ const order = (key: string) => async (tx: Parameters<Parameters<typeof withTenan
 };
 
 describe('withTenant and runIdempotent on Kysely: round trips', () => {
-  it('a fresh call is BEGIN with the tenant, the claim, fn, and the result with COMMIT; a replay is three', async () => {
+  it('a fresh call is BEGIN with the tenant and the claim, fn, and the result with COMMIT; a replay is two', async () => {
     const counter = { queries: [] as string[] };
     const db = countingKysely(counter);
     try {
+      // The handle's role; then the connection's backend check, and its statements prepared one by one.
+      await withTenant(db, 't', async () => {});
+      await withTenant(db, 't', (tx) => runIdempotent(tx, freshKey('warm-up'), order(freshKey('warm-up'))));
+      const key = freshKey('trips');
+      counter.queries = [];
+      await withTenant(db, 't', (tx) => runIdempotent(tx, key, order(key)));
+      expect(counter.queries).toHaveLength(3);
+      expect(counter.queries[0]).toMatch(/^start transaction isolation level read committed; SELECT set_config\('once\.tenant_id'[\s\S]*once\.claim_key/);
+      expect(counter.queries[0]).not.toContain("'t'"); // prepared: the tenant is a parameter, not a literal
+      expect(counter.queries[2]).toMatch(/UPDATE once\.idempotency_keys[\s\S]*; commit$/);
+      counter.queries = [];
+      expect(await withTenant(db, 't', (tx) => runIdempotent(tx, key, order(key)))).toEqual({ key });
+      expect(counter.queries).toHaveLength(2);
+      expect(await fx.orders('t')).toContainEqual({ tenant_id: 't', key, amount: 1 });
+      // A transaction that sends nothing never reaches the server.
+      counter.queries = [];
+      await withTenant(db, 't', async () => {});
+      expect(counter.queries).toEqual([]);
+    } finally {
+      await db.destroy();
+    }
+  });
+
+  it("the caller's statement before any call runs in the transaction, under the tenant", async () => {
+    const counter = { queries: [] as string[] };
+    const db = countingKysely(counter);
+    try {
+      await withTenant(db, 't', (tx) => runIdempotent(tx, freshKey('warm-up'), order(freshKey('warm-up'))));
+      const key = freshKey('caller-first');
+      const [seen] = await withTenant(db, 't', async (tx) => {
+        const { rows } = await sql<{ tenant: string; xid: string }>`SELECT current_setting('once.tenant_id') AS tenant, txid_current_if_assigned()::text AS xid`.execute(tx);
+        await runIdempotent(tx, key, order(key));
+        return rows;
+      });
+      expect(seen?.tenant).toBe('t');
+      await expect(
+        withTenant(db, 't', async (tx) => {
+          await sql`INSERT INTO orders (key, amount) VALUES (${`${key}-rolled-back`}, 1)`.execute(tx);
+          throw new Error('rolled back');
+        }),
+      ).rejects.toThrow('rolled back');
+      expect((await fx.orders('t')).filter((row) => row.key === `${key}-rolled-back`)).toEqual([]);
+    } finally {
+      await db.destroy();
+    }
+  });
+
+  it('through a proxy: BEGIN with the tenant, the result with COMMIT, as simple-protocol queries', async () => {
+    const server = new URL(fx.appUrl);
+    const proxy = await startBlackholeProxy({ host: server.hostname, port: Number(server.port || 5432) });
+    const counter = { queries: [] as string[] };
+    const db = countingKysely(counter, { proxy });
+    try {
       await withTenant(db, 't', async () => {}); // the handle's role is learned on its first transaction
+      await withTenant(db, 't', async () => {}); // the connection's backend check
       const key = freshKey('trips');
       counter.queries = [];
       await withTenant(db, 't', (tx) => runIdempotent(tx, key, order(key)));
@@ -65,6 +127,7 @@ describe('withTenant and runIdempotent on Kysely: round trips', () => {
       expect(await fx.orders('t')).toContainEqual({ tenant_id: 't', key, amount: 1 });
     } finally {
       await db.destroy();
+      await proxy.close();
     }
   });
 
@@ -102,8 +165,11 @@ describe('withTenant and runIdempotent on Kysely: round trips', () => {
   });
 
   it('works on connections that take one statement per query (the extended protocol only)', async () => {
+    const server = new URL(fx.appUrl);
+    const proxy = await startBlackholeProxy({ host: server.hostname, port: Number(server.port || 5432) });
     const counter = { queries: [] as string[] };
-    const db = countingKysely(counter, { extendedOnly: true });
+    // Through the proxy: the merges are simple-protocol queries, which such a connection refuses.
+    const db = countingKysely(counter, { extendedOnly: true, proxy });
     try {
       for (let i = 0; i < 3; i += 1) {
         const key = freshKey('extended');
@@ -116,6 +182,29 @@ describe('withTenant and runIdempotent on Kysely: round trips', () => {
       counter.queries = [];
       await withTenant(db, 't', async () => {});
       expect(counter.queries).toHaveLength(3);
+    } finally {
+      await db.destroy();
+      await proxy.close();
+    }
+  });
+
+  it('on a direct connection, nothing is sent as several statements in one simple-protocol query', async () => {
+    const counter = { queries: [] as string[] };
+    const db = countingKysely(counter, { extendedOnly: true });
+    try {
+      for (let i = 0; i < 3; i += 1) {
+        const key = freshKey('direct-extended');
+        expect(await withTenant(db, 't', (tx) => runIdempotent(tx, key, order(key)))).toEqual({ key });
+        expect(await withTenant(db, 't', (tx) => runIdempotent(tx, key, order(key)))).toEqual({ key });
+        await withTenant(db, 't', async (tx) => {
+          await sql`SELECT 1`.execute(tx); // the caller's statement first: BEGIN and the tenant go ahead of it
+          await runIdempotent(tx, `${key}-after`, async () => 'after');
+        });
+      }
+      const [record] = await fx.rows<{ status: string }>('idempotency_keys', `key = '${freshKey('none')}'`);
+      expect(record).toBeUndefined();
+      // Strings are what the connection refuses with several statements; the pipelined queries are objects.
+      expect(counter.queries.length).toBeGreaterThan(0);
     } finally {
       await db.destroy();
     }

@@ -5,10 +5,12 @@
  */
 import { CompiledQuery, type Kysely, type Transaction } from 'kysely';
 import type { Driver } from '../internal/driver.ts';
-import { inlineValues, type Statement } from '../internal/inline-values.ts';
+import type { Statement } from '../internal/inline-values.ts';
 import { isTransaction } from '../internal/is-transaction.ts';
 import type { TransactionClient } from '../internal/transaction-client.ts';
-import { MergingConnection } from './merging-connection.ts';
+import { checkKyselyBackend } from './kysely-backend-check.ts';
+import { MergingConnection, markOwn } from './merging-connection.ts';
+import { isDirect } from './native-query.ts';
 
 /** The connection wrapper of each transaction opened by transactionOpenedWith, by its Transaction. */
 const merging = new WeakMap<object, MergingConnection>();
@@ -21,7 +23,7 @@ export function kyselyClient(tx: Transaction<any>): TransactionClient | undefine
   return {
     owner: tx,
     async query<Row>(text: string, values: readonly unknown[]) {
-      return (await tx.executeQuery<Row>(CompiledQuery.raw(text, [...values]))).rows as Row[];
+      return (await tx.executeQuery<Row>(markOwn(CompiledQuery.raw(text, [...values])))).rows as Row[];
     },
     defer: connection && ((statement) => connection.defer(statement, tx)),
   };
@@ -39,7 +41,8 @@ async function transactionOpenedWith<T>(db: Kysely<any>, opening: Statement, fn:
   try {
     return await db.connection().execute(async (single) => {
       const connection = await single.getExecutor().provideConnection(async (reserved) => reserved);
-      wrapper = new MergingConnection(connection, inlineValues(opening));
+      await checkKyselyBackend(connection);
+      wrapper = new MergingConnection(connection, opening, isDirect(connection));
       try {
         return await readCommitted(single, (tx) => {
           merging.set(tx, wrapper!);

@@ -85,6 +85,14 @@ export function preparedName(client: object, text: string): string | undefined {
  */
 export const backendChecked = (client: object): boolean => directConnections.has(client);
 
+/** Whether `connection` was found to be its backend's own. */
+export const isDirect = (connection: object): boolean => directConnections.get(connection) === true;
+
+/** Records what a check of `connection`'s backend found (a Kysely connection's: kysely-backend-check.ts). */
+export function markDirect(connection: object, direct: boolean): void {
+  directConnections.set(connection, direct);
+}
+
 /** Per connection: true when it is its backend's own (statements may be named), false behind a pooler. */
 const directConnections = new WeakMap<object, boolean>();
 /** Per connection: how many times its named statements had to be given up (their names change with it). */

@@ -18,7 +18,7 @@
  * that node-postgres's client credits to the Query's own name. The last one is parsed here if it
  * is new, as node-postgres does it.
  */
-import type pg from 'pg';
+import pg from 'pg';
 
 export interface PreparedStatement {
   name: string;
@@ -124,6 +124,10 @@ function pipelinedClass(Query: QueryClass): QueryClass {
       const { name, text } = this as unknown as { name?: string; text: string };
       const previous = name === undefined ? undefined : (connection.parsedStatements[name] ?? connection.submittedNamedStatements?.[name]);
       if (previous !== undefined && previous !== text) return super.submit(connection);
+      // Said by canPipeline (or by the caller's own record) beforehand; checked again here, where
+      // it is certain, since a Bind of a statement never parsed would fail the whole transaction.
+      const unparsed = this.#leading.find((statement) => connection.parsedStatements[statement.name] !== statement.text);
+      if (unparsed) return new Error(`pg-once: prepared statement ${unparsed.name} is not parsed on this connection`);
       connection.stream.cork?.();
       try {
         for (const statement of this.#leading) {
@@ -137,6 +141,12 @@ function pipelinedClass(Query: QueryClass): QueryClass {
       }
     }
 
+    /** What a query logger (Kysely's `log`) prints for it: the statements' texts. */
+    override toString(): string {
+      const { text } = this as unknown as { text: string };
+      return [...this.#leading.map((statement) => statement.text), text].join('; ');
+    }
+
     override handleDataRow(message: unknown): void {
       if (this.#ahead === 0) super.handleDataRow(message);
     }
@@ -144,6 +154,65 @@ function pipelinedClass(Query: QueryClass): QueryClass {
     override handleCommandComplete(message: unknown, connection: unknown): void {
       if (this.#ahead > 0) this.#ahead -= 1;
       else super.handleCommandComplete(message, connection);
+    }
+  };
+}
+
+/**
+ * A pipelined query that is its own promise as well: for a library that hands the SQL it is
+ * given to node-postgres's `client.query` untouched and awaits what comes back (Kysely's
+ * PostgresConnection: `await client.query(compiledQuery.sql, parameters)`). node-postgres takes
+ * any object with a `submit` method as a query of its own and returns it; awaiting it then gives
+ * the last statement's result. Built on this package's node-postgres Query class (the client's
+ * is out of reach there): its messages are the protocol's, whatever version sends them.
+ * `onSubmit` sees the connection the query is written to (its socket, for the backend check).
+ * With no statements in front, it is one statement, named or not, as node-postgres sends it.
+ */
+export function awaitableQuery(
+  leading: readonly PreparedStatement[],
+  last: LastStatement,
+  onSubmit?: (connection: { stream: object }) => void,
+): AwaitableQuery {
+  awaitableClass ??= awaitable(pipelinedClass(pg.Query as unknown as QueryClass));
+  return new awaitableClass({
+    ...(last.name === undefined ? { queryMode: 'extended' } : { name: last.name }),
+    text: last.text,
+    values: [...(last.values ?? [])],
+    leading,
+    onSubmit,
+  }) as unknown as AwaitableQuery;
+}
+
+/** A node-postgres Submittable that can be awaited for its result. */
+export interface AwaitableQuery extends PromiseLike<pg.QueryResult> {
+  submit(connection: unknown): Error | null;
+}
+
+let awaitableClass: QueryClass | undefined;
+
+function awaitable(Pipelined: QueryClass): QueryClass {
+  return class AwaitablePipelinedQuery extends Pipelined {
+    readonly #answer: Promise<pg.QueryResult>;
+    readonly #onSubmit: ((connection: Connection) => void) | undefined;
+
+    constructor(config: object) {
+      let settle!: (error: Error | null, result?: pg.QueryResult) => void;
+      const answer = new Promise<pg.QueryResult>((resolve, reject) => {
+        settle = (error, result) => (error ? reject(error) : resolve(result!));
+      });
+      super({ ...config, callback: settle });
+      this.#answer = answer;
+      this.#onSubmit = (config as { onSubmit?: (connection: Connection) => void }).onSubmit;
+    }
+
+    override submit(connection: Connection): Error | null {
+      this.#onSubmit?.(connection);
+      return super.submit(connection);
+    }
+
+    // biome-ignore lint/suspicious/noThenProperty: awaited by the library that sent it, as node-postgres's own query promise would be
+    then<T, E>(onFulfilled?: (result: pg.QueryResult) => T | PromiseLike<T>, onRejected?: (error: unknown) => E | PromiseLike<E>): Promise<T | E> {
+      return this.#answer.then(onFulfilled, onRejected);
     }
   };
 }
