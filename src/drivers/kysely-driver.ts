@@ -10,7 +10,7 @@ import { isTransaction } from '../internal/is-transaction.ts';
 import type { TransactionClient } from '../internal/transaction-client.ts';
 import { checkKyselyBackend } from './kysely-backend-check.ts';
 import { MergingConnection, markOwn } from './merging-connection.ts';
-import { isDirect } from './native-query.ts';
+import { backendChecked, isDirect } from './native-query.ts';
 
 /** The connection wrapper of each transaction opened by transactionOpenedWith, by its Transaction. */
 const merging = new WeakMap<object, MergingConnection>();
@@ -41,7 +41,7 @@ async function transactionOpenedWith<T>(db: Kysely<any>, opening: Statement, fn:
   try {
     return await db.connection().execute(async (single) => {
       const connection = await single.getExecutor().provideConnection(async (reserved) => reserved);
-      await checkKyselyBackend(connection);
+      if (!backendChecked(connection)) await checkKyselyBackend(connection);
       wrapper = new MergingConnection(connection, opening, isDirect(connection));
       try {
         return await readCommitted(single, (tx) => {

@@ -112,40 +112,44 @@ export class MergingConnection {
     return (this.#execute as (...args: unknown[]) => Promise<QueryResult<any>>).call(this.#connection, query, ...rest);
   }
 
-  async #intercept(query: CompiledQuery, rest: unknown[]): Promise<QueryResult<any>> {
+  // Not async where it need not be: each async layer is a promise and a turn of the microtask
+  // queue on every statement of every transaction.
+  #intercept(query: CompiledQuery, rest: unknown[]): Promise<QueryResult<any>> {
     const simple = query.parameters.length === 0;
     if (simple && !this.#begun && BEGIN.test(query.sql)) return this.#begin(query, rest);
     if (this.#held !== undefined) {
       if (simple && (COMMIT.test(query.sql) || ROLLBACK.test(query.sql))) {
         // Nothing ran since BEGIN: the transaction never reached the server.
         this.#held = undefined;
-        return { rows: [{ command: COMMIT.test(query.sql) ? 'COMMIT' : 'ROLLBACK' }] };
+        return Promise.resolve({ rows: [{ command: COMMIT.test(query.sql) ? 'COMMIT' : 'ROLLBACK' }] });
       }
       if (ownQueries.has(query)) return this.#first(query, rest);
       // The caller's own statement first: BEGIN and the tenant's statement go ahead of it.
-      await this.#sendHeld(rest);
+      return this.#sendHeld(rest).then(() => this.#afterBegin(query, rest));
     }
-    if (simple) {
+    return this.#afterBegin(query, rest);
+  }
+
+  #afterBegin(query: CompiledQuery, rest: unknown[]): Promise<QueryResult<any>> {
+    if (query.parameters.length === 0) {
       if (COMMIT.test(query.sql) && this.#pending.size > 0) return this.#commit(query, rest);
       if (ROLLBACK.test(query.sql)) this.#pending.drop();
     }
-    await this.#pending.flush();
-    return ownQueries.has(query) ? this.#runOwn(query, rest) : this.#run(query, rest);
+    const send = () => (ownQueries.has(query) ? this.#runOwn(query, rest) : this.#run(query, rest));
+    return this.#pending.size > 0 ? this.#pending.flush().then(send) : send();
   }
 
-  async #begin(query: CompiledQuery, rest: unknown[]): Promise<QueryResult<any>> {
+  #begin(query: CompiledQuery, rest: unknown[]): Promise<QueryResult<any>> {
     this.#begun = true;
     if (this.#prepared) {
       this.#held = query;
-      return { rows: [] };
+      return Promise.resolve({ rows: [] });
     }
-    try {
-      return await this.#run(CompiledQuery.raw(`${query.sql}; ${inlineValues(this.#opening)}`), rest);
-    } catch (error) {
+    return this.#run(CompiledQuery.raw(`${query.sql}; ${inlineValues(this.#opening)}`), rest).catch(async (error: unknown) => {
       if ((error as { code?: unknown } | null)?.code === SYNTAX_ERROR) this.refused = true;
       await this.#rollbackAfterBegin();
       throw error;
-    }
+    });
   }
 
   /**
@@ -184,12 +188,11 @@ export class MergingConnection {
    * pg-once's first statement with the held BEGIN and the tenant's statement in front, in one
    * round trip; the first time on a connection (its statements not parsed yet), one after another.
    */
-  async #first(query: CompiledQuery, rest: unknown[]): Promise<QueryResult<any>> {
+  #first(query: CompiledQuery, rest: unknown[]): Promise<QueryResult<any>> {
     const leading = this.#preparedAll([{ text: this.#held!.sql, values: [] }, this.#opening]);
     const name = preparedName(this.#connection, query.sql);
     if (leading === undefined || name === undefined || !leading.every((statement) => this.#parsed.has(statement.name))) {
-      await this.#sendHeld(rest);
-      return this.#runOwn(query, rest);
+      return this.#sendHeld(rest).then(() => this.#runOwn(query, rest));
     }
     this.#held = undefined;
     return this.#sendPipelined(query, leading, { name, text: query.sql, values: query.parameters }, rest);

@@ -128,17 +128,14 @@ function pipelinedClass(Query: QueryClass): QueryClass {
       // it is certain, since a Bind of a statement never parsed would fail the whole transaction.
       const unparsed = this.#leading.find((statement) => connection.parsedStatements[statement.name] !== statement.text);
       if (unparsed) return new Error(`pg-once: prepared statement ${unparsed.name} is not parsed on this connection`);
-      connection.stream.cork?.();
-      try {
+      return writtenAtOnce(connection, () => {
         for (const statement of this.#leading) {
           connection.bind({ portal: '', statement: statement.name, values: statement.values.map(textValue) });
           connection.execute({ portal: '', rows: 0 });
         }
         // The last statement as node-postgres sends it: Parse if it is new, Bind, Describe, Execute, Sync.
         return super.submit(connection);
-      } finally {
-        connection.stream.uncork?.();
-      }
+      });
     }
 
     /** What a query logger (Kysely's `log`) prints for it: the statements' texts. */
@@ -215,6 +212,30 @@ function awaitable(Pipelined: QueryClass): QueryClass {
       return this.#answer.then(onFulfilled, onRejected);
     }
   };
+}
+
+/**
+ * Runs `send`, which writes protocol messages to the connection's socket, and writes what it
+ * wrote as one buffer, in one `write` (as cork/uncork would, in one `writev` of a dozen small
+ * buffers), or nothing at all when it threw or refused (returned an Error): messages without
+ * their Sync would leave the statements in front to run with whatever the connection sends next.
+ */
+function writtenAtOnce(connection: Connection, send: () => Error | null): Error | null {
+  const stream = connection.stream as { write: (chunk: Buffer) => boolean };
+  const write = stream.write;
+  const chunks: Buffer[] = [];
+  stream.write = (chunk: Buffer) => {
+    chunks.push(chunk);
+    return true;
+  };
+  let refused: Error | null;
+  try {
+    refused = send();
+  } finally {
+    stream.write = write;
+  }
+  if (refused === null && chunks.length > 0) stream.write(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+  return refused;
 }
 
 /** A value of a statement in front, in the text format, as node-postgres would send it. */
