@@ -62,27 +62,7 @@ const orders = pgTable('orders', { tenantId: text('tenant_id'), key: text('key')
 const postgresJs = (url: string, max: number) => postgres(url, { max, onnotice: () => {} });
 
 export const SUBJECTS: Record<string, (url: string, max: number) => Subject> = {
-  kysely(url, max) {
-    const db = new Kysely<any>({ dialect: new PostgresDialect({ pool: testPool({ connectionString: url, max }) }) });
-    return {
-      name: 'kysely',
-      handle: db,
-      withTenant: (tenantId, fn, options) => root.withTenant(db, tenantId, fn, options),
-      runIdempotent: root.runIdempotent,
-      enqueue: root.enqueue,
-      receiveOnce: (message, fn) => root.receiveOnce(db, message, fn),
-      runIdempotentExternal: (tenantId, key, fn) => root.runIdempotentExternal(db, tenantId, key, fn),
-      insertOrder: async (tx, key, amount) => void (await tx.insertInto('orders').values({ key, amount }).execute()),
-      countOrders: async (tx, key) => Number((await kyselySql<{ n: string }>`SELECT count(*) AS n FROM orders WHERE key = ${key}`.execute(tx)).rows[0]!.n),
-      isolation: async (tx) => (await kyselySql<{ transaction_isolation: string }>`SHOW transaction_isolation`.execute(tx)).rows[0]!.transaction_isolation,
-      bareInsert: (tenantId, key, amount) =>
-        db.transaction().execute(async (tx) => {
-          await kyselySql`SELECT set_config('once.tenant_id', ${tenantId}, true)`.execute(tx);
-          await tx.insertInto('orders').values({ key, amount }).execute();
-        }),
-      close: () => db.destroy(),
-    };
-  },
+  kysely: (url, max) => kyselySubject(testPool({ connectionString: url, max })),
   'pg (Pool)'(url, max) {
     const pool = testPool({ connectionString: url, max });
     return {
@@ -326,4 +306,45 @@ function drizzleCalls(db: Parameters<typeof viaDrizzle.withTenant>[0]) {
       return (Array.isArray(result) ? result : result.rows)[0].transaction_isolation;
     },
   };
+}
+
+function kyselySubject(pool: pg.Pool): Subject {
+  const db = new Kysely<any>({ dialect: new PostgresDialect({ pool }) });
+  return {
+    name: 'kysely',
+    handle: db,
+    withTenant: (tenantId, fn, options) => root.withTenant(db, tenantId, fn, options),
+    runIdempotent: root.runIdempotent,
+    enqueue: root.enqueue,
+    receiveOnce: (message, fn) => root.receiveOnce(db, message, fn),
+    runIdempotentExternal: (tenantId, key, fn) => root.runIdempotentExternal(db, tenantId, key, fn),
+    insertOrder: async (tx, key, amount) => void (await tx.insertInto('orders').values({ key, amount }).execute()),
+    countOrders: async (tx, key) => Number((await kyselySql<{ n: string }>`SELECT count(*) AS n FROM orders WHERE key = ${key}`.execute(tx)).rows[0]!.n),
+    isolation: async (tx) => (await kyselySql<{ transaction_isolation: string }>`SHOW transaction_isolation`.execute(tx)).rows[0]!.transaction_isolation,
+    bareInsert: (tenantId, key, amount) =>
+      db.transaction().execute(async (tx) => {
+        await kyselySql`SELECT set_config('once.tenant_id', ${tenantId}, true)`.execute(tx);
+        await tx.insertInto('orders').values({ key, amount }).execute();
+      }),
+    close: () => db.destroy(),
+  };
+}
+
+/**
+ * Kysely on one direct connection whose node-postgres client counts the queries it is sent: one
+ * round trip each (node-postgres sends a query once the one before it was answered; pg-once's
+ * pipelined statements are one query). Counted on the client because through a counting proxy
+ * (support/wire-counter.ts) the connection does not reach its own backend, and pg-once's Kysely
+ * path then merges its statements as it does behind a pooler (src/drivers/kysely-backend-check.ts).
+ */
+export function countedKysely(url: string, counter: { roundTrips: number }): Subject {
+  const pool = testPool({ connectionString: url, max: 1 });
+  pool.on('connect', (client) => {
+    const query = client.query;
+    (client as { query: unknown }).query = function (this: pg.PoolClient, ...args: unknown[]) {
+      counter.roundTrips += 1;
+      return (query as (...a: unknown[]) => unknown).apply(this, args);
+    };
+  });
+  return kyselySubject(pool);
 }
