@@ -107,6 +107,25 @@ describe('withTenant and runIdempotent on Kysely: round trips', () => {
     }
   });
 
+  it("with Kysely's log set, every statement the log function sees is text (the merged path)", async () => {
+    const logged: unknown[] = [];
+    const pool = new pg.Pool({ connectionString: fx.appUrl, max: 1 });
+    pool.on('error', () => {});
+    const db = new Kysely<any>({ dialect: new PostgresDialect({ pool }), log: (event) => logged.push(event.query.sql) });
+    try {
+      for (let i = 0; i < 3; i += 1) {
+        const key = freshKey('logged');
+        expect(await withTenant(db, 't', (tx) => runIdempotent(tx, key, order(key)))).toEqual({ key });
+        expect(await withTenant(db, 't', (tx) => runIdempotent(tx, key, order(key)))).toEqual({ key });
+      }
+      expect(logged.length).toBeGreaterThan(0);
+      expect(logged.filter((sqlText) => typeof sqlText !== 'string')).toEqual([]);
+      expect(logged.some((sqlText) => /^start transaction isolation level read committed; SELECT set_config/.test(sqlText as string))).toBe(true);
+    } finally {
+      await db.destroy();
+    }
+  });
+
   it('through a proxy: BEGIN with the tenant, the result with COMMIT, as simple-protocol queries', async () => {
     const server = new URL(fx.appUrl);
     const proxy = await startBlackholeProxy({ host: server.hostname, port: Number(server.port || 5432) });

@@ -10,6 +10,7 @@ import { isTransaction } from '../internal/is-transaction.ts';
 import type { TransactionClient } from '../internal/transaction-client.ts';
 import { checkKyselyBackend } from './kysely-backend-check.ts';
 import { MergingConnection, markOwn } from './merging-connection.ts';
+import { wrappedByOthers } from './method-hook.ts';
 import { backendChecked, isDirect } from './native-query.ts';
 
 /** The connection wrapper of each transaction opened by transactionOpenedWith, by its Transaction. */
@@ -41,8 +42,11 @@ async function transactionOpenedWith<T>(db: Kysely<any>, opening: Statement, fn:
   try {
     return await db.connection().execute(async (single) => {
       const connection = await single.getExecutor().provideConnection(async (reserved) => reserved);
-      if (!backendChecked(connection)) await checkKyselyBackend(connection);
-      wrapper = new MergingConnection(connection, opening, isDirect(connection));
+      // A logging wrapper (Kysely's `log`) hands each statement's SQL to the application's log
+      // function, which expects text: the statements then go as text, merged (merging-connection.ts).
+      const logged = wrappedByOthers(connection, 'executeQuery');
+      if (!logged && !backendChecked(connection)) await checkKyselyBackend(connection);
+      wrapper = new MergingConnection(connection, opening, !logged && isDirect(connection));
       try {
         return await readCommitted(single, (tx) => {
           merging.set(tx, wrapper!);

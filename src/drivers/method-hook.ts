@@ -36,6 +36,14 @@ export interface Hooked {
   restore(): void;
 }
 
+/**
+ * Whether `target[name]` is the object's own and put there by someone else (a library's wrapper,
+ * as Kysely's logging puts around `executeQuery`), not inherited and not a dispatcher of ours.
+ */
+export function wrappedByOthers(target: object, name: string): boolean {
+  return Object.hasOwn(target, name) && !dispatchers.has((target as Record<string, unknown>)[name] as Method);
+}
+
 /** Sends calls of `target[name]` to `replacement` until `restore()`. */
 export function hookMethod(target: object, name: string, replacement: Method): Hooked {
   const record = target as Record<string, unknown>;
