@@ -1,6 +1,6 @@
 /**
- * pg-once's statements on node-postgres connections (pg-once/pg, and Knex's and Drizzle's
- * connections underneath) are named, parsed once per connection, only where the connection is
+ * pg-once's statements on node-postgres connections (pg-once/pg, Kysely's PostgresDialect, and
+ * Knex's and Drizzle's connections underneath) are named, parsed once per connection, only where the connection is
  * its server backend's own (src/drivers/native-query.ts): through PgBouncer in transaction mode
  * (1.18: no protocol-level prepared statements), many clients sharing one server connection, they
  * stay unnamed and every call works; a connection whose statements were deallocated fails one
@@ -8,9 +8,11 @@
  *
  * The PgBouncer part is skipped without PgBouncer, unless CI or ONCE_REQUIRE_SERVICES is set.
  */
+import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as viaPg from '../src/drivers/pg.ts';
+import { runIdempotent, withTenant } from '../src/index.ts';
 import { SUBJECTS } from '../support/driver-subjects.ts';
 import { createAppFixture, type AppFixture } from './support/app-fixture.ts';
 import { errorOf } from './support/error-of.ts';
@@ -117,6 +119,35 @@ describe('on a direct connection', () => {
   });
 });
 
+describe('Kysely on a direct connection', () => {
+  it('prepares pg-once statements once; a connection whose statements were deallocated fails one call, and the next ones prepare again', async () => {
+    const pool = quietPool(fx.appUrl, 1);
+    const db = new Kysely<any>({ dialect: new PostgresDialect({ pool }) });
+    try {
+      const call = (key: string) =>
+        withTenant(db, 'tenant-a', (tx) =>
+          runIdempotent(tx, key, async (t) => {
+            await sql`INSERT INTO orders (key, amount) VALUES (${key}, 100)`.execute(t);
+            return { orderId: key };
+          }),
+        );
+      await call(freshKey('warm'));
+      await call(freshKey('warm'));
+      await call(freshKey('warm'));
+      const named = (await sql<{ name: string }>`SELECT name FROM pg_prepared_statements WHERE name LIKE 'once\_%'`.execute(db)).rows;
+      expect(named.length).toBeGreaterThanOrEqual(4); // BEGIN, the tenant's statement, the claim, the stored result
+      await sql`DEALLOCATE ALL`.execute(db);
+      expect(((await errorOf(call(freshKey('gone')))) as { code?: string }).code).toBe('26000');
+      const key = freshKey('again');
+      await expect(call(key)).resolves.toEqual({ orderId: key });
+      await expect(call(key)).resolves.toEqual({ orderId: key });
+      expect((await fx.orders('tenant-a')).filter((row) => row.key === key)).toHaveLength(1);
+    } finally {
+      await db.destroy();
+    }
+  });
+});
+
 describe.skipIf(!pgbouncerAvailable && !pgbouncerRequired)('through PgBouncer in transaction mode', () => {
   let bouncer: Pgbouncer;
   beforeAll(async () => {
@@ -127,7 +158,7 @@ describe.skipIf(!pgbouncerAvailable && !pgbouncerRequired)('through PgBouncer in
     await bouncer?.stop();
   });
 
-  it.each(['pg (Pool)', 'knex', 'drizzle (node-postgres)'])('%s: many clients on one server connection, statements unnamed, every call once', async (name) => {
+  it.each(['kysely', 'pg (Pool)', 'knex', 'drizzle (node-postgres)'])('%s: many clients on one server connection, statements unnamed, every call once', async (name) => {
     const subject = SUBJECTS[name]!(bouncer.url('solo'), 8);
     try {
       const keys = Array.from({ length: 6 }, () => freshKey(name.replace(/\W+/g, '-')));
