@@ -43,6 +43,16 @@ const order = (client: pg.ClientBase, key: string) => async () => {
 const preparedOnce = async (client: pg.ClientBase) =>
   (await client.query<{ name: string }>("SELECT name FROM pg_prepared_statements WHERE name LIKE 'once\\_%' ORDER BY name")).rows.map((row) => row.name);
 
+/** After `deallocate` (DEALLOCATE ALL on the pool's one connection): one call fails with 26000, the next ones prepare again and run once. */
+async function expectRecoveryFromDeallocate(call: (key: string) => Promise<unknown>, deallocate: () => Promise<unknown>): Promise<void> {
+  await deallocate();
+  expect(((await errorOf(call(freshKey('gone')))) as { code?: string }).code).toBe('26000');
+  const key = freshKey('again');
+  await expect(call(key)).resolves.toEqual({ orderId: key });
+  await expect(call(key)).resolves.toEqual({ orderId: key });
+  expect((await fx.orders('tenant-a')).filter((row) => row.key === key)).toHaveLength(1);
+}
+
 describe('on a direct connection', () => {
   it("names pg-once's statements after the connection's first call, and keeps the round trips", async () => {
     const pool = quietPool(fx.appUrl, 1);
@@ -105,14 +115,11 @@ describe('on a direct connection', () => {
       const call = (key: string) => viaPg.withTenant(pool, 'tenant-a', (client) => viaPg.runIdempotent(client, key, order(client, key)));
       await call(freshKey('warm'));
       await call(freshKey('warm'));
-      const client = await pool.connect();
-      await client.query('DEALLOCATE ALL');
-      client.release();
-      expect(((await errorOf(call(freshKey('gone')))) as { code?: string }).code).toBe('26000');
-      const key = freshKey('again');
-      await expect(call(key)).resolves.toEqual({ orderId: key });
-      await expect(call(key)).resolves.toEqual({ orderId: key });
-      expect((await fx.orders('tenant-a')).filter((row) => row.key === key)).toHaveLength(1);
+      await expectRecoveryFromDeallocate(call, async () => {
+        const client = await pool.connect();
+        await client.query('DEALLOCATE ALL');
+        client.release();
+      });
     } finally {
       await pool.end();
     }
@@ -136,12 +143,7 @@ describe('Kysely on a direct connection', () => {
       await call(freshKey('warm'));
       const named = (await sql<{ name: string }>`SELECT name FROM pg_prepared_statements WHERE name LIKE 'once\_%'`.execute(db)).rows;
       expect(named.length).toBeGreaterThanOrEqual(4); // BEGIN, the tenant's statement, the claim, the stored result
-      await sql`DEALLOCATE ALL`.execute(db);
-      expect(((await errorOf(call(freshKey('gone')))) as { code?: string }).code).toBe('26000');
-      const key = freshKey('again');
-      await expect(call(key)).resolves.toEqual({ orderId: key });
-      await expect(call(key)).resolves.toEqual({ orderId: key });
-      expect((await fx.orders('tenant-a')).filter((row) => row.key === key)).toHaveLength(1);
+      await expectRecoveryFromDeallocate(call, () => sql`DEALLOCATE ALL`.execute(db));
     } finally {
       await db.destroy();
     }
