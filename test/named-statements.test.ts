@@ -160,33 +160,36 @@ describe.skipIf(!pgbouncerAvailable && !pgbouncerRequired)('through PgBouncer in
     await bouncer?.stop();
   });
 
-  it.each(['kysely', 'pg (Pool)', 'knex', 'drizzle (node-postgres)'])('%s: many clients on one server connection, statements unnamed, every call once', async (name) => {
-    const subject = SUBJECTS[name]!(bouncer.url('solo'), 8);
-    try {
-      const keys = Array.from({ length: 6 }, () => freshKey(name.replace(/\W+/g, '-')));
-      // Each key three times, concurrently: eight clients take turns on the one server connection.
-      const results = await Promise.all(
-        [...keys, ...keys, ...keys].map((key) =>
-          subject.withTenant('tenant-b', (tx) =>
-            subject.runIdempotent.detailed(tx, key, async (inner: unknown) => {
-              await subject.insertOrder(inner, key, 100);
-              return { orderId: key };
-            }),
-          ),
-        ),
-      );
-      expect(results.filter((result) => result.outcome === 'executed')).toHaveLength(keys.length);
-      const stored = await fx.orders('tenant-b');
-      for (const key of keys) expect(stored.filter((row) => row.key === key)).toHaveLength(1);
-      const server = new pg.Client({ connectionString: bouncer.url('solo') });
-      await server.connect();
+  it.each(['kysely', 'pg (Pool)', 'knex', 'drizzle (node-postgres)'])(
+    '%s: many clients on one server connection, statements unnamed, every call once',
+    async (name) => {
+      const subject = SUBJECTS[name]!(bouncer.url('solo'), 8);
       try {
-        expect(await preparedOnce(server)).toEqual([]);
+        const keys = Array.from({ length: 6 }, () => freshKey(name.replace(/\W+/g, '-')));
+        // Each key three times, concurrently: eight clients take turns on the one server connection.
+        const results = await Promise.all(
+          [...keys, ...keys, ...keys].map((key) =>
+            subject.withTenant('tenant-b', (tx) =>
+              subject.runIdempotent.detailed(tx, key, async (inner: unknown) => {
+                await subject.insertOrder(inner, key, 100);
+                return { orderId: key };
+              }),
+            ),
+          ),
+        );
+        expect(results.filter((result) => result.outcome === 'executed')).toHaveLength(keys.length);
+        const stored = await fx.orders('tenant-b');
+        for (const key of keys) expect(stored.filter((row) => row.key === key)).toHaveLength(1);
+        const server = new pg.Client({ connectionString: bouncer.url('solo') });
+        await server.connect();
+        try {
+          expect(await preparedOnce(server)).toEqual([]);
+        } finally {
+          await server.end();
+        }
       } finally {
-        await server.end();
+        await subject.close();
       }
-    } finally {
-      await subject.close();
-    }
-  });
+    },
+  );
 });

@@ -90,7 +90,10 @@ describe('withTenant and runIdempotent on Kysely: round trips', () => {
       await withTenant(db, 't', (tx) => runIdempotent(tx, freshKey('warm-up'), order(freshKey('warm-up'))));
       const key = freshKey('caller-first');
       const [seen] = await withTenant(db, 't', async (tx) => {
-        const { rows } = await sql<{ tenant: string; xid: string }>`SELECT current_setting('once.tenant_id') AS tenant, txid_current_if_assigned()::text AS xid`.execute(tx);
+        const { rows } = await sql<{
+          tenant: string;
+          xid: string;
+        }>`SELECT current_setting('once.tenant_id') AS tenant, txid_current_if_assigned()::text AS xid`.execute(tx);
         await runIdempotent(tx, key, order(key));
         return rows;
       });
@@ -111,7 +114,12 @@ describe('withTenant and runIdempotent on Kysely: round trips', () => {
     const logged: unknown[] = [];
     const pool = new pg.Pool({ connectionString: fx.appUrl, max: 1 });
     pool.on('error', () => {});
-    const db = new Kysely<any>({ dialect: new PostgresDialect({ pool }), log: (event) => logged.push(event.query.sql) });
+    const db = new Kysely<any>({
+      dialect: new PostgresDialect({ pool }),
+      log: (event) => {
+        logged.push(event.query.sql);
+      },
+    });
     try {
       for (let i = 0; i < 3; i += 1) {
         const key = freshKey('logged');

@@ -31,10 +31,7 @@ export async function checkKyselyBackend(connection: DatabaseConnection): Promis
     const [ports] = rows;
     markDirect(
       connection,
-      ports !== undefined &&
-        typeof socket?.localPort === 'number' &&
-        ports.client_port === socket.localPort &&
-        ports.server_port === socket.remotePort,
+      ports !== undefined && typeof socket?.localPort === 'number' && ports.client_port === socket.localPort && ports.server_port === socket.remotePort,
     );
   } catch {
     markDirect(connection, false);

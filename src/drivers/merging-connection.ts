@@ -240,7 +240,12 @@ export class MergingConnection {
   }
 
   /** `leading` and `last` in one round trip, through Kysely's connection (pipelined-query.ts). */
-  async #sendPipelined(query: CompiledQuery, leading: PreparedStatement[], last: { name?: string; text: string; values?: readonly unknown[] }, rest: unknown[]) {
+  async #sendPipelined(
+    query: CompiledQuery,
+    leading: PreparedStatement[],
+    last: { name?: string; text: string; values?: readonly unknown[] },
+    rest: unknown[],
+  ) {
     try {
       return await this.#run({ ...query, sql: awaitableQuery(leading, last) as unknown as string }, rest);
     } catch (error) {
