@@ -118,7 +118,23 @@ function pipelinedClass(Query: QueryClass): QueryClass {
       this.#ahead = this.#leading.length;
     }
 
+    /**
+     * Never throws: node-postgres calls submit with the query already active, and a throw would
+     * leave the client waiting for an answer that never comes (every later query queued behind
+     * it). Refused instead, with nothing written (writtenAtOnce), and the client goes on. (A
+     * client of an older node-postgres than this package's lacks what this Query class reads,
+     * `submittedNamedStatements`: the backend check then fails, and the connection is not used
+     * this way, kysely-backend-check.ts.)
+     */
     override submit(connection: Connection): Error | null {
+      try {
+        return this.#submit(connection);
+      } catch (error) {
+        return error instanceof Error ? error : new Error(String(error));
+      }
+    }
+
+    #submit(connection: Connection): Error | null {
       // What node-postgres's own submit refuses, it refuses before writing anything: refused here
       // before the statements in front are written (they would go without their Sync).
       const { name, text } = this as unknown as { name?: string; text: string };
@@ -138,7 +154,7 @@ function pipelinedClass(Query: QueryClass): QueryClass {
       });
     }
 
-    /** What a query logger (Kysely's `log`) prints for it: the statements' texts. */
+    /** What a logger or an instrumentation that prints the query shows: the statements' texts. */
     override toString(): string {
       const { text } = this as unknown as { text: string };
       return [...this.#leading.map((statement) => statement.text), text].join('; ');
