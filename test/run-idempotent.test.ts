@@ -105,7 +105,20 @@ describe('runIdempotent: first call and replays', () => {
     const handler = orderHandler(key);
     const slow = async (tx: Transaction<any>) => {
       const result = await handler(tx);
-      await sleep(150); // keep the first call open while the duplicates arrive
+      // Keep the first call open until a duplicate waits on it (its claim blocks on the key's
+      // advisory lock): new connections take a few round trips before their first claim, which a
+      // busy machine can stretch past any fixed sleep.
+      await expect
+        .poll(
+          async () =>
+            (
+              await fx.database.admin.query(
+                "SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+              )
+            ).rows[0].n,
+          { timeout: 10_000, interval: 5 },
+        )
+        .toBeGreaterThan(0);
       return result;
     };
     // All 32 may wait (the pool has 34 connections); by default at most 4 of a pool's
