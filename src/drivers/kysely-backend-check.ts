@@ -7,16 +7,16 @@
  * is written, pipelined-query.ts): through a pooler or any proxy they differ. A connection that is
  * not node-postgres's (another dialect), a Unix socket, or any failure: not direct, and the
  * transaction goes the way it always did (merging-connection.ts, simple-protocol merges).
- * Asked once per connection, before its first transaction through withTenant.
+ * Asked once per connection (kysely-driver.ts: until backendChecked), before its first
+ * transaction through withTenant.
  */
 import { CompiledQuery, type DatabaseConnection } from 'kysely';
-import { backendChecked, markDirect } from './native-query.ts';
+import { markDirect } from './native-query.ts';
 import { awaitableQuery } from './pipelined-query.ts';
 
 const PORTS = 'SELECT client_port, inet_server_port() AS server_port FROM pg_stat_activity WHERE pid = pg_backend_pid()';
 
 export async function checkKyselyBackend(connection: DatabaseConnection): Promise<void> {
-  if (backendChecked(connection)) return;
   // Kysely's own node-postgres connection (PostgresDialect) hands its SQL to client.query as it is.
   if (connection.constructor?.name !== 'PostgresConnection') return markDirect(connection, false);
   let socket: { localPort?: unknown; remotePort?: unknown } | undefined;

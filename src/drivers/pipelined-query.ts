@@ -43,7 +43,8 @@ type QueryClass = new (config: object) => NodePostgresQuery;
 
 /** The members of node-postgres's Connection (lib/connection.js) this file relies on. */
 interface Connection {
-  stream: { cork?: () => void; uncork?: () => void };
+  /** The socket: its `write` is what node-postgres sends each message with. */
+  stream: { write: (chunk: Buffer) => boolean };
   parsedStatements: Record<string, string>;
   /** node-postgres 8.20+: named statements whose Parse is on its way. */
   submittedNamedStatements?: Record<string, string>;
@@ -237,7 +238,7 @@ function awaitable(Pipelined: QueryClass): QueryClass {
  * their Sync would leave the statements in front to run with whatever the connection sends next.
  */
 function writtenAtOnce(connection: Connection, send: () => Error | null): Error | null {
-  const stream = connection.stream as { write: (chunk: Buffer) => boolean };
+  const stream = connection.stream;
   const write = stream.write;
   const chunks: Buffer[] = [];
   stream.write = (chunk: Buffer) => {
