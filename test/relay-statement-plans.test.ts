@@ -6,7 +6,7 @@
  * probes, one per event, whatever the arrays hold (see src/outbox/sql/event-refs.ts).
  */
 import { expect, it } from 'vitest';
-import { MARK_DELIVERED_TEXT } from '../src/outbox/sql/mark-delivered.ts';
+import { MARK_DELIVERED_AT_TEXT, MARK_DELIVERED_TEXT } from '../src/outbox/sql/mark-delivered.ts';
 import { MARK_FAILED_TEXT } from '../src/outbox/sql/mark-failed.ts';
 import { RELEASE_EVENTS_TEXT } from '../src/outbox/sql/release-events.ts';
 import { RENEW_LEASES_TEXT } from '../src/outbox/sql/renew-leases.ts';
@@ -61,4 +61,21 @@ it('plans every batched relay statement as primary-key probes, not a scan of the
   // Nothing was changed by EXPLAIN.
   const { rows } = await admin.query<{ pending: string }>("SELECT count(*) AS pending FROM once.outbox_events WHERE status = 'pending' AND locked_by IS NULL");
   expect(Number(rows[0]!.pending)).toBe(EVENTS);
+});
+
+it('plans the settle by ctid as one TID scan per event, nothing else on the outbox', async () => {
+  const { admin } = setting.fx.database;
+  const { rows: picked } = await admin.query<{ tenant_id: string; id: string; tid: string }>(
+    'SELECT tenant_id, id, ctid AS tid FROM once.outbox_events ORDER BY id LIMIT $1',
+    [BATCH],
+  );
+  const values = [picked.map((row) => row.tenant_id), picked.map((row) => row.id), picked.map(() => 1), 'relay-x', picked.map((row) => row.tid)];
+  const pool = testPool({ connectionString: setting.relayUrl, max: 1 });
+  try {
+    const { rows } = await pool.query<{ 'QUERY PLAN': [{ Plan: Record<string, unknown> }] }>(`EXPLAIN (FORMAT JSON) ${MARK_DELIVERED_AT_TEXT}`, values);
+    const scans = nodesOf(rows[0]!['QUERY PLAN'][0].Plan).filter((node) => node['Relation Name'] === 'outbox_events' && node['Node Type'] !== 'ModifyTable');
+    expect(scans.map((node) => node['Node Type'])).toEqual(['Tid Scan']);
+  } finally {
+    await pool.end();
+  }
 });

@@ -24,6 +24,12 @@ export const RENEW_AHEAD_MILLISECONDS = 400;
 export interface HeldLease extends LeaseRef {
   /** Host-clock epoch milliseconds; computed from the moment the statement was SENT, so early. */
   leaseUntil: number;
+  /**
+   * Where the row version our last claim or renewal wrote lies (its ctid, as text), so the settle
+   * finds it without a primary-key descent (mark-delivered.ts). Only a hint: anything else that
+   * updates the row moves it, and a settle that misses falls back to the primary key.
+   */
+  tid?: string;
 }
 
 /** A held lease to renew, and for how long. */
@@ -50,5 +56,5 @@ export function queuedLeaseMs(leaseMs: number): number {
 
 /** What is kept of an event once its delivery is over: the claim, not the payload. */
 export function leaseOf(event: HeldLease): HeldLease {
-  return { tenantId: event.tenantId, id: event.id, attempt: event.attempt, leaseUntil: event.leaseUntil };
+  return { tenantId: event.tenantId, id: event.id, attempt: event.attempt, leaseUntil: event.leaseUntil, tid: event.tid };
 }

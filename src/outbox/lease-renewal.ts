@@ -40,9 +40,12 @@ export class LeaseRenewal {
     this.renewing = true;
     try {
       const sentAt = Date.now();
-      const renewed = new Set((await renewLeases(this.db, renewals, this.relayId)).map(eventKey));
+      const renewed = new Map((await renewLeases(this.db, renewals, this.relayId)).map((row) => [eventKey(row), row.tid]));
       for (const renewal of renewals) {
-        if (renewed.has(eventKey(renewal))) renewal.held.leaseUntil = sentAt + renewal.leaseMs;
+        const tid = renewed.get(eventKey(renewal));
+        if (tid === undefined) continue;
+        renewal.held.leaseUntil = sentAt + renewal.leaseMs;
+        renewal.held.tid = tid;
       }
     } catch (error) {
       this.onError(error, renewals.length);

@@ -8,7 +8,8 @@ import { type EventRef, type LeaseRef, leaseArrays } from './event-refs.ts';
  * (see event-refs.ts; so is the shape of its arrays): an event whose lease already ran out and was claimed again, by another
  * relay or by this one, belongs to that newer claim. SKIP LOCKED: a row being settled right now
  * needs no renewal, and waiting for it while the settle statement waits for a row locked here
- * would deadlock (seen under load). Returns the events renewed.
+ * would deadlock (seen under load). Returns the events renewed, each with its row's new ctid (the
+ * renewal moves the row: next_attempt_at is indexed), which the settle looks for first.
  */
 export const RENEW_LEASES_TEXT = `
 WITH held AS (
@@ -23,14 +24,18 @@ UPDATE once.outbox_events e
    SET next_attempt_at = now() + h.lease_ms * interval '1 millisecond'
   FROM held h
  WHERE e.tenant_id = h.tenant_id AND e.id = h.id
-RETURNING e.tenant_id, e.id`;
+RETURNING e.tenant_id, e.id, e.ctid AS tid`;
 
-export async function renewLeases(db: RelayDatabase, leases: readonly (LeaseRef & { leaseMs: number })[], relayId: string): Promise<EventRef[]> {
+export async function renewLeases(
+  db: RelayDatabase,
+  leases: readonly (LeaseRef & { leaseMs: number })[],
+  relayId: string,
+): Promise<(EventRef & { tid: string })[]> {
   if (leases.length === 0) return [];
-  const { rows } = await db.query<{ tenant_id: string; id: string }>({
+  const { rows } = await db.query<{ tenant_id: string; id: string; tid: string }>({
     name: 'once_renew_leases',
     text: RENEW_LEASES_TEXT,
     values: [...leaseArrays(leases), leases.map((lease) => lease.leaseMs), relayId],
   });
-  return rows.map((row) => ({ tenantId: row.tenant_id, id: String(row.id) }));
+  return rows.map((row) => ({ tenantId: row.tenant_id, id: String(row.id), tid: row.tid }));
 }
