@@ -54,7 +54,13 @@ async function settle(events: ClaimedEvent[], relayId: string): Promise<string[]
   const db = timedDatabase(pool, 10_000);
   const sent: string[] = [];
   try {
-    await markDelivered({ query: (config) => (sent.push(config.name ?? ''), db.query(config)) }, events, relayId);
+    const counted = {
+      query: (config: Parameters<typeof db.query>[0]) => {
+        sent.push(config.name ?? '');
+        return db.query(config);
+      },
+    };
+    await markDelivered(counted, events, relayId);
     return sent;
   } finally {
     await pool.end();
@@ -105,7 +111,7 @@ describe('claims and settles by ctid', () => {
     expect(claimed.map((event) => after.get(event.id)!.status)).toEqual(['delivered', 'delivered', 'delivered', 'delivered']);
   });
 
-  it("a ctid that holds another event settles only the event named, never the one that lies there", async () => {
+  it('a ctid that holds another event settles only the event named, never the one that lies there', async () => {
     await fillOutbox(setting.fx.app, { count: 2, tenants: 1 });
     const [first, second] = await claimAll('relay-a');
     // The first event, pointed at the second's row: the second must stay as it is.
