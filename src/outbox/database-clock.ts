@@ -44,7 +44,12 @@ export class DatabaseClock {
 
   /** The database's clock, now. */
   now(): Date {
-    return new Date(this.hostNow() + this.offsetMs);
+    return new Date(this.nowMs());
+  }
+
+  /** The database's clock, now, in epoch milliseconds. */
+  nowMs(): number {
+    return this.hostNow() + this.offsetMs;
   }
 
   async measure(): Promise<void> {

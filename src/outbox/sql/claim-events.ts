@@ -297,8 +297,7 @@ export async function claimEvents(db: RelayDatabase, request: ClaimRequest): Pro
     types: sizedJsonTypes,
   } as pg.QueryConfig);
   // RETURNING follows no order; deliveries start in id order (and runs must be in it).
-  const ids = new Map(rows.map((row) => [row, BigInt(row.id)]));
-  rows.sort((a, b) => (ids.get(a)! < ids.get(b)! ? -1 : 1));
+  rows.sort(byId);
   // Tenants after `after` come first (in code-unit order, as COLLATE "C" above), then the wrap-around.
   const rank = (tenant: string) => `${tenant > after ? 0 : 1}${tenant}`;
   let lastTenant: string | undefined;
@@ -325,6 +324,16 @@ export async function claimEvents(db: RelayDatabase, request: ClaimRequest): Pro
   }
   claim.lastTenant = lastTenant ?? after;
   return claim;
+}
+
+/**
+ * Id order of rows whose ids are bigint text (positive, no leading zeros): a shorter one is
+ * smaller, and of equal length the text compares as the number does. No BigInt per row.
+ */
+function byId(a: Row, b: Row): number {
+  const x = String(a.id);
+  const y = String(b.id);
+  return x.length - y.length || (x < y ? -1 : x > y ? 1 : 0);
 }
 
 /**
