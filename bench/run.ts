@@ -1,10 +1,11 @@
 /**
- * `npm run bench [-- core|relay|doorbell|sweep|drivers|http|soak|relays] [--seconds N] [--only drain,key] [--days N] [--scale X] [--writer kysely|pg]`: runs the benchmarks on a real Postgres (DATABASE_URL,
+ * `npm run bench [-- core|relay|doorbell|sweep|drivers|http|soak|relays|serverwork] [--seconds N] [--only drain,key] [--days N] [--scale X] [--writer kysely|pg]`: runs the benchmarks on a real Postgres (DATABASE_URL,
  * else an embedded one started here), prints tables with ratios against baselines measured in the
  * same run, and saves everything as JSON in bench/results/. `soak` and `relays` are not in the
  * default set (they run for minutes): ask for them by name; --days sets soak's simulated days
  * (default 3) and --scale (or BENCH_SCALE) its calls per day (20,000 x scale); `relays` drains
- * backlogs of 20,000 x scale events with 1, 2 and 4 relay processes (--only backlog,live,idle).
+ * backlogs of 20,000 x scale events with 1, 2 and 4 relay processes (--only backlog,live,idle);
+ * `serverwork` counts the server's instructions per delivered event under valgrind (server-work.ts).
  */
 import { rm, writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
@@ -17,6 +18,7 @@ import { runDriversBench } from './drivers.ts';
 import { runHttpBench } from './http.ts';
 import { runRelayBench } from './relay.ts';
 import { runRelaysBench } from './relays.ts';
+import { runServerWorkBench } from './server-work.ts';
 import { runSoakBench } from './soak.ts';
 import { runSweepBench } from './sweep.ts';
 import { createBenchDatabase } from './setup.ts';
@@ -39,7 +41,7 @@ const { values, positionals } = parseArgs({
 const seconds = Number(values.seconds);
 const SUITES = ['core', 'relay', 'doorbell', 'sweep', 'drivers', 'http'];
 /** Run only when named. */
-const ON_REQUEST = ['soak', 'relays'];
+const ON_REQUEST = ['soak', 'relays', 'serverwork'];
 const suites = positionals.length > 0 ? positionals : SUITES;
 const scale = Number(values.scale);
 const days = Number(values.days);
@@ -97,14 +99,16 @@ try {
                     })
                   : suite === 'doorbell'
                     ? await runDoorbellBench(seconds, seconds * 2) // on a server of its own: wal_level = logical
-                    : suite === 'relay'
-                      ? await runRelayBench(database, {
-                          events: Math.round(20_000 * scale),
-                          rssEvents: Math.round(100_000 * scale),
-                          latencySeconds: seconds * 2,
-                          only: values.only?.split(','),
-                        })
-                      : await runSweepBench(database, { keys: Math.round(200_000 * scale) });
+                    : suite === 'serverwork'
+                      ? await runServerWorkBench(Math.round(20_000 * scale)) // on a server of its own, under valgrind
+                      : suite === 'relay'
+                        ? await runRelayBench(database, {
+                            events: Math.round(20_000 * scale),
+                            rssEvents: Math.round(100_000 * scale),
+                            latencySeconds: seconds * 2,
+                            only: values.only?.split(','),
+                          })
+                        : await runSweepBench(database, { keys: Math.round(200_000 * scale) });
       // A partial run (--only) would replace the saved figures with some of them: not saved.
       if (values.only === undefined) {
         const file = new URL(`./results/${suite}.json`, import.meta.url);
