@@ -26,7 +26,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { runMigrations } from 'graphile-worker';
 import pg from 'pg';
-import { relayConnectionConfig, timedDatabase } from '../src/outbox/relay-pool.ts';
+import { type RelayDatabase, relayConnectionConfig } from '../src/outbox/relay-pool.ts';
 import { claimEvents } from '../src/outbox/sql/claim-events.ts';
 import { markDelivered } from '../src/outbox/sql/mark-delivered.ts';
 import { printTable } from './harness.ts';
@@ -105,8 +105,8 @@ async function drainPgOnce(url: string, count: number): Promise<[number, number]
   await claimer.connect();
   await settler.connect();
   const pids: [number, number] = [await backendPid(claimer), await backendPid(settler)];
-  const claims = timedDatabase(claimer as unknown as pg.Pool, 600_000);
-  const settles = timedDatabase(settler as unknown as pg.Pool, 600_000);
+  const claims: RelayDatabase = { query: (config) => claimer.query(config) };
+  const settles: RelayDatabase = { query: (config) => settler.query(config) };
   let after = '';
   let delivered = 0;
   for (;;) {
@@ -178,8 +178,8 @@ async function drainGraphileWorker(url: string, count: number): Promise<[number,
   return pids;
 }
 
-async function waitForServer(url: string, deadline: number): Promise<void> {
-  for (;;) {
+async function waitForServer(url: string, deadline: number, abandoned: AbortSignal): Promise<void> {
+  while (!abandoned.aborted) {
     const client = new pg.Client({ connectionString: url });
     client.on('error', () => {});
     try {
@@ -199,7 +199,10 @@ export async function runServerWorkBench(count: number): Promise<ServerWork> {
   await chmod(directory, 0o777); // the server's user writes its data and the callgrind files here
   const data = join(directory, 'data');
   const [initdb, initArgs] = asServerUser(join(bin, 'initdb'), ['-D', data, '-A', 'trust', '-U', 'postgres', '--locale=C.UTF-8']);
-  await execFileAsync(initdb, initArgs);
+  await execFileAsync(initdb, initArgs).catch(async (error: Error) => {
+    await rm(directory, { recursive: true, force: true });
+    throw new Error(`serverwork: initdb failed (set PG_BINDIR to a PostgreSQL installation's bin directory): ${error.message}`);
+  });
   const port = await freePort();
   const [valgrind, valgrindArgs] = asServerUser('valgrind', [
     '--tool=callgrind',
@@ -210,10 +213,17 @@ export async function runServerWorkBench(count: number): Promise<ServerWork> {
     ...['-c', 'fsync=on', '-c', 'autovacuum=off', '-c', 'shared_buffers=128MB'],
   ]);
   const server = spawn(valgrind, valgrindArgs, { stdio: 'ignore' });
-  const exited = new Promise((resolve) => server.on('exit', resolve));
+  const exited = new Promise((resolve) => server.on('exit', resolve).on('error', resolve));
+  // valgrind missing, or the server dying at start-up: a clear error, not two minutes of retries.
+  const gone = new Promise<never>((_, reject) => {
+    server.on('error', (error) => reject(new Error(`serverwork: could not start valgrind (is it installed?): ${error.message}`)));
+    server.on('exit', (code) => reject(new Error(`serverwork: the server under valgrind exited (code ${code})`)));
+  });
+  gone.catch(() => {}); // awaited only until the server answers
   const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
   try {
-    await waitForServer(url, Date.now() + 120_000);
+    const waiting = new AbortController();
+    await Promise.race([waitForServer(url, Date.now() + 120_000, waiting.signal), gone]).finally(() => waiting.abort());
     const version = new pg.Client({ connectionString: url });
     await version.connect();
     const postgres = (await version.query<{ v: string }>("SELECT current_setting('server_version') AS v")).rows[0]!.v;

@@ -60,6 +60,7 @@ function attributesOf(topic: string): { delivered: Attributes; topic: Attributes
   }
   return attributes;
 }
+
 export function startDelivery(context: DeliverySetup, event: ClaimedEvent, outcome: DeliveryOutcome): InFlight {
   const { logger, deliveryTimeoutMs } = context;
   const entry: InFlight = { event, controller: new AbortController(), released: false };
@@ -76,18 +77,17 @@ export function startDelivery(context: DeliverySetup, event: ClaimedEvent, outco
   // One reaction per delivery (no then/finally/catch chain: two promises fewer per event). The
   // outcome is recorded first thing in each branch; telemetry failing after that must not become
   // an unhandled rejection (which ends the process), nor keep the slot from being freed.
+  const guarded = (step: () => void) => {
+    try {
+      step();
+    } catch (error) {
+      logger.error('recording a delivery outcome failed', { err: error });
+    }
+  };
   const finish = (record: () => void) => {
-    try {
-      record();
-    } catch (error) {
-      logger.error('recording a delivery outcome failed', { err: error });
-    }
+    guarded(record);
     clearTimeout(timeout);
-    try {
-      outcome.done(event);
-    } catch (error) {
-      logger.error('recording a delivery outcome failed', { err: error });
-    }
+    guarded(() => outcome.done(event));
   };
   void runSink(context.route, event, entry.controller.signal, () => context.clock.now()).then(
     () =>

@@ -328,7 +328,8 @@ export async function claimEvents(db: RelayDatabase, request: ClaimRequest): Pro
 
 /**
  * Id order of rows whose ids are bigint text (positive, no leading zeros): a shorter one is
- * smaller, and of equal length the text compares as the number does. No BigInt per row.
+ * smaller, and of equal length the text compares as the number does. No BigInt per row. (String:
+ * a caller's pool may run under an application's global int8 parser, which gives numbers.)
  */
 function byId(a: Row, b: Row): number {
   const x = String(a.id);
