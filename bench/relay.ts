@@ -28,6 +28,8 @@ import type { BenchDatabase } from './setup.ts';
 
 const silent = new Logger(() => () => {});
 const MIB = 1_048_576;
+/** Events of the uncounted warm-up drain of each side (see the drain part). */
+const WARM_UP_EVENTS = 10_000;
 
 /** `count` events of 10 tenants; with `payloadBytes`, each payload is a JSON string that long. */
 async function fillOutbox(admin: pg.Pool, count: number, payloadBytes?: number): Promise<void> {
@@ -337,6 +339,12 @@ export async function runRelayBench(
       // a single run: each is measured twice, interleaved, and the better run counts, for both
       // sides. (graphile-worker's default drain takes long enough to be measured once.)
       const drain = { pgOnce: 0, graphileWorkerDefault: 0, graphileWorkerBatched: 0 };
+      // One drain of each side first, not counted: the first drain in a process also pays for
+      // compiling its code and growing the heap (V8 grows the young generation as it goes:
+      // 15,000-20,000 page faults, a quarter of the process's CPU, in a first drain of either
+      // side, against a few hundred in a warm one), and a service's relay or worker runs warm.
+      await drainPgOnce(bench, admin, WARM_UP_EVENTS);
+      await drainGraphileWorker(bench, admin, WARM_UP_EVENTS, true);
       for (let round = 0; round < 2; round += 1) {
         drain.pgOnce = Math.max(drain.pgOnce, await drainPgOnce(bench, admin, options.events));
         drain.graphileWorkerBatched = Math.max(drain.graphileWorkerBatched, await drainGraphileWorker(bench, admin, options.events, true));

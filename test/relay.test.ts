@@ -386,6 +386,28 @@ describe('relay', () => {
     expect(rows[0]).toMatchObject({ attempts: 2, last_error: expect.stringContaining('timed out') });
   });
 
+  it('times out a delivery that ignores its signal while hundreds of others start and finish after it, and only that one', async () => {
+    const refs = await fillOutbox(fx.app, { count: 300, tenants: 3 });
+    const hung = refs[0]!.id;
+    const attempts = new Map<string, number>();
+    await relay({
+      deliveryTimeoutMs: 400,
+      concurrency: 4,
+      sinks: {
+        '>': async (event) => {
+          attempts.set(event.id, (attempts.get(event.id) ?? 0) + 1);
+          // Ignores its signal: the relay stops waiting for it at the timeout all the same.
+          if (event.id === hung && attempts.get(event.id) === 1) await new Promise(() => {});
+        },
+      },
+    });
+    await waitForOutbox(fx.database.admin, (c) => c.delivered === 300, 30_000);
+    expect(attempts.get(hung)).toBe(2);
+    expect([...attempts.entries()].filter(([id, count]) => id !== hung && count !== 1)).toEqual([]);
+    const { rows } = await fx.database.admin.query('SELECT id::text, attempts, last_error FROM once.outbox_events WHERE attempts > 1');
+    expect(rows).toEqual([{ id: hung, attempts: 2, last_error: expect.stringContaining('timed out after 400 ms') }]);
+  });
+
   it('rejects bad options with coded errors', async () => {
     await expect(startRelay({ sinks: {} } as never)).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });
     await expect(startRelay({ connectionString: relayUrl, sinks: { '>': 'nope' } } as never)).rejects.toMatchObject({ code: 'INVALID_OPTIONS' });

@@ -56,5 +56,5 @@ export function queuedLeaseMs(leaseMs: number): number {
 
 /** What is kept of an event once its delivery is over: the claim, not the payload. */
 export function leaseOf(event: HeldLease): HeldLease {
-  return { tenantId: event.tenantId, id: event.id, attempt: event.attempt, leaseUntil: event.leaseUntil, tid: event.tid };
+  return { tenantId: event.tenantId, id: event.id, key: event.key, attempt: event.attempt, leaseUntil: event.leaseUntil, tid: event.tid };
 }

@@ -99,7 +99,8 @@ export class OutcomeSettler {
           await new Promise((resolve) => setTimeout(resolve, this.retryMs));
           continue;
         }
-        for (const event of [...delivered, ...failures]) this.unsettled.delete(eventKey(event));
+        for (const event of delivered) this.unsettled.delete(eventKey(event));
+        for (const failure of failures) this.unsettled.delete(eventKey(failure));
         this.hooks.settled(delivered, failures);
       }
     } finally {

@@ -76,11 +76,20 @@ export function relayConnectionConfig(connectionString: string, statementTimeout
  * dead tuples), and delivery fell tens of seconds behind until the table's first autovacuum
  * replaced the plan (docs/performance.md, "Soak"). So a connection opened while the outbox has
  * never been analyzed, or is smaller than YOUNG_OUTBOX_BYTES, plans every statement for the
- * table as it is (plan_cache_mode = force_custom_plan: about 1 ms of planning per claim, nothing
- * beside a stall), and the relay's connections are replaced every CONNECTION_LIFETIME_SECONDS,
- * so once the table has grown and has statistics they go back to cached plans.
+ * table as it is (plan_cache_mode = force_custom_plan), and the relay's connections are replaced
+ * every CONNECTION_LIFETIME_SECONDS, so once the table has grown and has statistics they go back
+ * to cached plans.
+ *
+ * Why 1 MiB (it was 8 until stop 29): custom plans are not free. Planning the claim costs 1-3 ms
+ * per claim, and on a drain of 20,000 small events (a 3 MB outbox) the relay's connections spent
+ * about 4 us of server CPU per event more than with cached plans (claim 21 -> 18, settle 12.5 ->
+ * 11.5 us per event). And a generic plan made on an analyzed table of 1,000 events (300 KB) or
+ * more is a good one: the stall's experiment (bench/cached-claim-plan.ts) with the plan made there
+ * and 20,000 more events claimed through it kept claims of 100 at 3.4-5.2 ms on Postgres 18.4 and
+ * 15, like custom plans; made at 100-300 events (32-96 KB) it drifted to 6-13 ms. So 1 MiB keeps
+ * a margin of three times over the size where cached plans are sound.
  */
-const YOUNG_OUTBOX_BYTES = 8 * 1_048_576;
+const YOUNG_OUTBOX_BYTES = 1_048_576;
 const CONNECTION_LIFETIME_SECONDS = 300;
 
 /** Sets custom plans for this session if the outbox is young (see above); nothing otherwise, or before migrate. */

@@ -55,3 +55,10 @@ export async function startRelaySweeps(
     throw error;
   }
 }
+
+/** Stops the runner and ends its own pool, if any; errors are not the caller's concern here (a failed start). */
+export async function stopRelaySweeps(sweeps: RelaySweeps | undefined): Promise<void> {
+  if (sweeps === undefined) return;
+  await sweeps.runner.stop().catch(() => {});
+  await sweeps.pool?.end().catch(() => {});
+}

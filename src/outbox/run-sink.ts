@@ -12,6 +12,8 @@ export interface InFlight {
   controller: AbortController;
   /** Given up on (shutdown, a drain's deadline): its outcome is ignored, its event released. */
   released: boolean;
+  /** Its sink call has ended, or been stopped waiting for (delivery-deadlines.ts). */
+  finished: boolean;
 }
 
 /**

@@ -4,10 +4,10 @@
  * bookkeeping: what was delivered or failed (to settle it), and what a finished delivery frees.
  */
 import type { Attributes } from '@opentelemetry/api';
-import { DeliveryFailedError } from '../errors.ts';
 import { endWithError, instruments, tracer } from '../telemetry.ts';
 import { type BackoffOptions, type BackoffPolicy, defaultBackoff } from './backoff.ts';
 import type { DatabaseClock } from './database-clock.ts';
+import { DeliveryDeadlines } from './delivery-deadlines.ts';
 import { deliveryFailure } from './delivery-failure.ts';
 import type { RelayLog } from './relay-log.ts';
 import { routeTopics, type SinkRouter } from './route-topic.ts';
@@ -23,7 +23,8 @@ export interface DeliverySetup {
   logger: RelayLog;
   backoff: BackoffPolicy;
   maxAttempts: number;
-  deliveryTimeoutMs: number;
+  /** Every delivery's timeout, on one timer. */
+  deadlines: DeliveryDeadlines;
 }
 
 /** The setup of a relay or a drain, from their (shared) delivery options. */
@@ -33,7 +34,14 @@ export function deliverySetup(
   logger: RelayLog,
 ): DeliverySetup {
   const { maxAttempts, deliveryTimeoutMs } = options;
-  return { route: routeTopics(options.sinks), clock, logger, backoff: defaultBackoff(options.backoff), maxAttempts, deliveryTimeoutMs };
+  return {
+    route: routeTopics(options.sinks),
+    clock,
+    logger,
+    backoff: defaultBackoff(options.backoff),
+    maxAttempts,
+    deadlines: new DeliveryDeadlines(deliveryTimeoutMs),
+  };
 }
 
 /** Called in this order; none for an outcome that arrives after the delivery was given up on (`released`). */
@@ -62,9 +70,9 @@ function attributesOf(topic: string): { delivered: Attributes; topic: Attributes
 }
 
 export function startDelivery(context: DeliverySetup, event: ClaimedEvent, outcome: DeliveryOutcome): InFlight {
-  const { logger, deliveryTimeoutMs } = context;
-  const entry: InFlight = { event, controller: new AbortController(), released: false };
-  const timeout = setTimeout(() => entry.controller.abort(new DeliveryFailedError(`delivery timed out after ${deliveryTimeoutMs} ms`)), deliveryTimeoutMs);
+  const { logger, deadlines } = context;
+  const entry: InFlight = { event, controller: new AbortController(), released: false, finished: false };
+  deadlines.add(entry);
   const span = tracer.startSpan('once.deliver', {
     attributes: {
       'once.tenant_id': event.tenantId,
@@ -86,7 +94,7 @@ export function startDelivery(context: DeliverySetup, event: ClaimedEvent, outco
   };
   const finish = (record: () => void) => {
     guarded(record);
-    clearTimeout(timeout);
+    deadlines.finished(entry);
     guarded(() => outcome.done(event));
   };
   void runSink(context.route, event, entry.controller.signal, () => context.clock.now()).then(

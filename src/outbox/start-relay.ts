@@ -31,7 +31,7 @@ import { RelayLog } from './relay-log.ts';
 import { explainRefusedConnection, ownRelayPool, type RelayDatabase, relayConnectionConfig, timedDatabase } from './relay-pool.ts';
 import { shutDownRelay, type RelayParts } from './relay-shutdown.ts';
 import { closeSinks, sinksOf, startSinks } from './relay-sinks.ts';
-import { type RelaySweeps, startRelaySweeps } from './relay-sweeps.ts';
+import { type RelaySweeps, startRelaySweeps, stopRelaySweeps } from './relay-sweeps.ts';
 import { listenForWakeups } from './relay-wakeup.ts';
 import { type Doorbell, doorbellConnectionConfig, startLogicalDoorbell } from './logical-doorbell.ts';
 import { reportExhausted } from './report-exhausted.ts';
@@ -137,7 +137,10 @@ class OutboxRelay implements Relay, RelayParts {
         // The last event of a key's run is settled: the key's next run is claimable now, not at
         // the next poll (which, for a relay that just went idle, may be a while).
         let runEnded = false;
-        for (const event of [...delivered, ...failed]) runEnded = this.runEnds.delete(eventKey(event)) || runEnded;
+        if (this.runEnds.size > 0) {
+          for (const event of delivered) runEnded = this.runEnds.delete(eventKey(event)) || runEnded;
+          for (const event of failed) runEnded = this.runEnds.delete(eventKey(event)) || runEnded;
+        }
         if (runEnded) this.wake();
       },
       failed: (error, events) => this.logger.error('settling deliveries failed; retrying', { err: error, events, retryInMs: ERROR_PAUSE_MILLISECONDS }),
@@ -150,6 +153,7 @@ class OutboxRelay implements Relay, RelayParts {
       retryHorizonMs: retryHorizonMs(this.options.backoff, this.options.maxAttempts),
       warn: (message: string) => this.logger.warn(message),
     };
+    let sweepsStarting: Promise<RelaySweeps | undefined> | undefined;
     try {
       await startSinks(this.sinks, info);
       // Fail fast on a wrong connection string or role, not with a bare "permission denied" at
@@ -160,13 +164,19 @@ class OutboxRelay implements Relay, RelayParts {
           rows: (await this.db.query({ text, values: values ? [...values] : [] })).rows as never[],
         }),
       };
+      // The sweeps' scheduler (graphile-worker's runner, on a pool of its own) takes about 30 ms
+      // to start on a 2-core machine, as long as everything else here: it starts beside the rest,
+      // and the claim loop does not wait for it (startRelay does, at the end). A runner that
+      // started while the role check failed is stopped again below.
+      sweepsStarting = startRelaySweeps(this.options, this.pool, this.ownsPool ? () => this.ownPool() : undefined, this.logger);
+      sweepsStarting.catch(() => {}); // awaited at the end of start(), or below
       await assertOperatorRole(session, 'the relay');
       await this.clock.measure();
       await registerRelay(this.db, this.id, hostname(), process.pid).catch((error: unknown) =>
         this.logger.warn('recording the relay in once.relays failed (run pg-once migrate)', { err: error }),
       );
-      this.sweeps = await startRelaySweeps(this.options, this.pool, this.ownsPool ? () => this.ownPool() : undefined, this.logger);
     } catch (error) {
+      await stopRelaySweeps(await sweepsStarting?.catch(() => undefined));
       await closeSinks(this.sinks);
       if (this.ownsPool) await this.pool.end();
       throw this.ownsPool ? explainRefusedConnection(error, this.options.pooler) : error;
@@ -210,6 +220,14 @@ class OutboxRelay implements Relay, RelayParts {
     }
     this.logger.started(this.options, this.batchSize);
     this.loopDone = this.loop();
+    try {
+      this.sweeps = await sweepsStarting;
+    } catch (error) {
+      await this.stop();
+      throw this.ownsPool ? explainRefusedConnection(error, this.options.pooler) : error;
+    }
+    // A stop() while the scheduler was starting could not stop it.
+    if (this.stopping) await stopRelaySweeps(this.sweeps);
   }
 
   stop(): Promise<void> {

@@ -4,6 +4,7 @@ const pgTypes = pg.types;
 import { orderingKeyOf } from '../key-runs.ts';
 import type { RelayDatabase } from '../relay-pool.ts';
 import type { DeliveryEvent } from '../sink.ts';
+import { keyOf } from './event-refs.ts';
 
 export interface ClaimedEvent extends DeliveryEvent {
   /** This attempt's number (attempts are counted when claimed). */
@@ -16,6 +17,8 @@ export interface ClaimedEvent extends DeliveryEvent {
   bytes: number;
   /** Where the claimed row version lies (its ctid, as text): see HeldLease.tid. */
   tid: string;
+  /** eventKey(this), made once (see EventRef.key). */
+  key: string;
 }
 
 /** What a claim returns: events to deliver, and events it found out of attempts and declared dead. */
@@ -349,8 +352,10 @@ function payloadOf(row: Row): SizedJson {
 
 function toEvent(row: Row, leaseUntil: number): ClaimedEvent {
   const payload = payloadOf(row);
+  const id = String(row.id);
   return {
-    id: String(row.id),
+    key: keyOf(row.tenant_id, id),
+    id,
     dedupeId: row.dedupe_id,
     tenantId: row.tenant_id,
     topic: row.topic,

@@ -14,6 +14,12 @@
 export interface EventRef {
   tenantId: string;
   id: string;
+  /**
+   * eventKey's answer, made once when the event was claimed and carried along (leaseOf copies
+   * it): the relay looks an event up in four Maps over its life, and a key built each time is a
+   * new string to allocate and hash each time.
+   */
+  key?: string;
 }
 
 /**
@@ -38,5 +44,9 @@ export function leaseArrays(events: readonly LeaseRef[]): [string[], string[], n
 
 /** An event's key in a Map: tenant and id (ids are unique only within a tenant). */
 export function eventKey(event: EventRef): string {
-  return `${event.tenantId}\u0000${event.id}`;
+  return event.key ?? keyOf(event.tenantId, event.id);
+}
+
+export function keyOf(tenantId: string, id: string): string {
+  return `${tenantId}\u0000${id}`;
 }
