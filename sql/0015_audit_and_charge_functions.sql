@@ -25,14 +25,9 @@
 -- statement again on every call; PL/pgSQL keeps the plan for the session.
 --
 -- 3. once.claim_key: sql/0013's, with its four audit INSERTs now calls of once.record_audit, and
---    every PERFORM of a call made for its effect (set_config of the timeouts, the shared advisory
---    lock a duplicate waits on, once.record_audit) written as an assignment to v_ignored instead
---    (issue 18): PL/pgSQL runs an assignment whose expression reads no table on its fast path
---    (evaluated in place), while PERFORM runs a full SELECT through the executor (start, run, end:
---    the larger part of a replay's or a fresh claim's time in the function under `perf`). Calls
---    that return void are cast to text (''). Same signature, outcomes, waits, audit rows and
---    charges. A fresh claim writes no audit row; a replay writes one, as before. once.claim
---    (sql/0003), kept for clients of 0.1 during a rolling upgrade, is left as it was.
+--    nothing else changed (same signature, outcomes, waits and rows). A fresh claim writes no
+--    audit row; a replay writes one, as before. once.claim (sql/0003), kept for clients of 0.1
+--    during a rolling upgrade, is left as it was.
 --
 -- Variables: app_role (psql: -v app_role=...), bound by `pg-once migrate`.
 
@@ -119,12 +114,10 @@ DECLARE
   v_burst        integer;
   v_tat          timestamptz;
   v_early_ms     double precision;
-  v_ignored      text;  -- what a call made for its effect returns (see the head of this file)
 BEGIN
   IF v_saved IS NOT NULL THEN
     -- This statement runs under the timeout the client raised for it; later ones do not.
-    v_ignored := set_config('statement_timeout', v_saved, true);
-    v_ignored := set_config('once.saved_statement_timeout', '', true);
+    PERFORM set_config('statement_timeout', v_saved, true), set_config('once.saved_statement_timeout', '', true);
   END IF;
   tenant_id := v_tenant;
   waited := coalesce(p_waited, false);
@@ -136,7 +129,7 @@ BEGIN
       INTO v_status, v_fingerprint, v_expired, v_lease_over, v_row_lease, v_row_token, v_row_tool, v_result, v_error
       FROM once.idempotency_keys k
      WHERE k.tenant_id = v_tenant AND k.key = p_key AND k.version = p_version;
-    v_found := FOUND;  -- the statements below would overwrite FOUND
+    v_found := FOUND;  -- PERFORM below would overwrite FOUND
     IF v_raced AND v_found THEN
       -- The statement that lost a race met a claim of a concurrent call (now settled, or rolled
       -- back and the old record back). Had the row gone instead, a sweep deleted it: no wait.
@@ -161,16 +154,16 @@ BEGIN
         RAISE EXCEPTION 'pg-once: a concurrent call of key % did not finish within the wait', p_key
           USING ERRCODE = 'lock_not_available';
       END IF;
-      v_ignored := set_config('lock_timeout', greatest(ceil(v_left_ms), 1)::bigint || 'ms', true);
+      PERFORM set_config('lock_timeout', greatest(ceil(v_left_ms), 1)::bigint || 'ms', true);
       IF NOT v_locked THEN
         -- p_block: wait for the claim in flight (its transaction holds the lock until it ends),
         -- in SHARE mode (see the head of sql/0013_write_path.sql): every duplicate wakes when it
         -- ends, instead of one after another. Writing after the wait is then guarded by the
         -- primary key alone, as before this lock existed.
-        v_ignored := pg_advisory_xact_lock_shared(v_lock_key)::text;
+        PERFORM pg_advisory_xact_lock_shared(v_lock_key);
         v_locked := true;
         waited := true;
-        v_ignored := set_config('lock_timeout', v_lock_timeout, true);
+        PERFORM set_config('lock_timeout', v_lock_timeout, true);
         CONTINUE;  -- it ended: read what it left
       END IF;
       IF p_lease_token IS NULL THEN
@@ -191,7 +184,7 @@ BEGIN
                 OR (k.status = 'in_progress' AND k.locked_until IS NOT NULL AND k.locked_until <= clock_timestamp()));
       END IF;
       v_claimed := FOUND;
-      v_ignored := set_config('lock_timeout', v_lock_timeout, true);
+      PERFORM set_config('lock_timeout', v_lock_timeout, true);
       IF v_claimed THEN
         EXIT;
       END IF;
@@ -213,16 +206,16 @@ BEGIN
     END IF;
 
     IF v_fingerprint IS DISTINCT FROM p_fingerprint THEN
-      v_ignored := once.record_audit(p_key, coalesce(p_tool, v_row_tool), 'key_reused',
+      PERFORM once.record_audit(p_key, coalesce(p_tool, v_row_tool), 'key_reused',
               jsonb_build_object('version', p_version,
                                  'stored_fingerprint', encode(v_fingerprint, 'hex'),
-                                 'request_fingerprint', encode(p_fingerprint, 'hex')))::text;
+                                 'request_fingerprint', encode(p_fingerprint, 'hex')));
       outcome := 'key_reused';
       RETURN;
     END IF;
-    v_ignored := once.record_audit(p_key, coalesce(p_tool, v_row_tool), CASE WHEN waited THEN 'waited' ELSE 'replay' END,
+    PERFORM once.record_audit(p_key, coalesce(p_tool, v_row_tool), CASE WHEN waited THEN 'waited' ELSE 'replay' END,
             jsonb_build_object('version', p_version, 'status', v_status, 'outcome', 'replayed',
-                               'waited_ms', round(extract(epoch FROM clock_timestamp() - v_started) * 1000)))::text;
+                               'waited_ms', round(extract(epoch FROM clock_timestamp() - v_started) * 1000)));
     outcome := 'replay';
     result := v_result;
     error := v_error;
@@ -249,9 +242,9 @@ BEGIN
                   - limit_tolerance_ms;
     IF v_early_ms > 0 THEN
       DELETE FROM once.idempotency_keys k WHERE k.tenant_id = v_tenant AND k.key = p_key AND k.version = p_version;
-      v_ignored := once.record_audit(p_key, p_tool, 'rate_limited',
+      PERFORM once.record_audit(p_key, p_tool, 'rate_limited',
               jsonb_build_object('version', p_version, 'limit_tool', limit_tool, 'per_second', v_per_second,
-                                 'burst', v_burst, 'retry_after_ms', ceil(v_early_ms)))::text;
+                                 'burst', v_burst, 'retry_after_ms', ceil(v_early_ms)));
       outcome := 'rate_limited';
       retry_after_ms := ceil(v_early_ms);
       RETURN;
@@ -259,9 +252,9 @@ BEGIN
   END IF;
 
   IF waited THEN
-    v_ignored := once.record_audit(p_key, p_tool, 'waited',
+    PERFORM once.record_audit(p_key, p_tool, 'waited',
             jsonb_build_object('version', p_version, 'outcome', 'executed',
-                               'waited_ms', round(extract(epoch FROM clock_timestamp() - v_started) * 1000)))::text;
+                               'waited_ms', round(extract(epoch FROM clock_timestamp() - v_started) * 1000)));
   END IF;
   outcome := 'claimed';
 END
